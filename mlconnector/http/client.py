@@ -1,0 +1,215 @@
+"""A requests session wrapper every connector uses for every call.
+
+It puts a timeout on each call, authenticates it, waits on the fleet's rate limiter,
+retries transient failures with exponential backoff and full jitter (or exactly the
+vendor's Retry-After when it sends one), refreshes a refused token once, and turns every
+failure into one class of the error taxonomy with the vendor's own message.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Iterable, Mapping
+
+import backoff
+import requests
+
+from mlconnector import metrics
+from mlconnector.http.auth import Auth
+from mlconnector.http.errors import (
+    AuthError,
+    ConnectorError,
+    RetriableError,
+    classify_response,
+)
+from mlconnector.http.ratelimit import RateLimit, RateLimiter
+from mlconnector.redaction import redact_text
+
+DEFAULT_TIMEOUT = (5.0, 60.0)  # (connect, read) seconds; no call may hang a worker forever
+MAX_ERROR_TEXT = 2000  # keep vendor error bodies readable in audit rows
+
+ErrorExtractor = Callable[[requests.Response], tuple[str, Any]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """In-process retries for one call; past these the task's own retry takes over."""
+
+    max_tries: int = 5
+    max_time: float = 60.0
+    base: float = 0.5
+    factor: float = 2.0
+    max_wait: float = 30.0
+
+
+def _wait_expo_or_retry_after(
+    base: float, factor: float, max_wait: float
+) -> Generator[float, Any, None]:
+    """Full-jitter exponential waits, replaced by the vendor's Retry-After when given."""
+    attempt = 0
+    error = yield  # primed by backoff
+    while True:
+        hint = getattr(error, "retry_after", None)
+        if hint is not None:
+            wait = min(float(hint), max_wait)
+        else:
+            wait = random.uniform(0, min(max_wait, base * factor**attempt))
+        attempt += 1
+        error = yield wait
+
+
+def default_error_text(response: requests.Response) -> tuple[str, Any]:
+    """Fallback extractor: the body text, or its JSON `message`/`error` if it has one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or response.reason or "")[:MAX_ERROR_TEXT], None
+    if isinstance(body, dict):
+        for key in ("message", "error_description", "error", "title", "detail"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value, body
+    return str(body)[:MAX_ERROR_TEXT], body
+
+
+class HttpClient:
+    def __init__(
+        self,
+        *,
+        vendor: str,
+        base_url: str,
+        auth: Auth,
+        session: requests.Session,
+        rate_limiter: RateLimiter | None = None,
+        rate_limit: RateLimit | None = None,
+        rate_key: str = "",
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = RetryPolicy(),
+        default_headers: Mapping[str, str] | None = None,
+        error_extractor: ErrorExtractor = default_error_text,
+    ) -> None:
+        self.vendor = vendor
+        self.base_url = base_url.rstrip("/")
+        self.auth = auth
+        self.session = session
+        self.rate_limiter = rate_limiter
+        self.rate_limit = rate_limit
+        self.rate_key = rate_key or vendor
+        self.timeout = timeout
+        self.retry = retry
+        self.default_headers = dict(default_headers or {})
+        self.error_extractor = error_extractor
+        self.calls = 0  # outbound attempts made by this client, for API-economy accounting
+
+    def url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+        json: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        endpoint: str | None = None,
+        ok_statuses: Iterable[int] | None = None,
+    ) -> requests.Response:
+        """One logical call: retried on transient errors, refreshed once on 401."""
+        label = endpoint or path.split("?")[0]
+        accepted = set(ok_statuses) if ok_statuses is not None else None
+
+        def on_backoff(details: dict[str, Any]) -> None:
+            metrics.HTTP_RETRIES.labels(vendor=self.vendor).inc()
+
+        @backoff.on_exception(
+            _wait_expo_or_retry_after,
+            RetriableError,
+            max_tries=self.retry.max_tries,
+            max_time=self.retry.max_time,
+            jitter=None,
+            on_backoff=on_backoff,
+            base=self.retry.base,
+            factor=self.retry.factor,
+            max_wait=self.retry.max_wait,
+        )
+        def attempt_with_refresh() -> requests.Response:
+            try:
+                return self._attempt(method, path, params, json, data, headers, label, accepted)
+            except AuthError as error:
+                sent = getattr(error, "sent_headers", {})
+                if not self.auth.refresh(self.session, sent):
+                    raise
+                return self._attempt(method, path, params, json, data, headers, label, accepted)
+
+        return attempt_with_refresh()
+
+    def get_json(self, path: str, **kwargs: Any) -> Any:
+        response = self.request("GET", path, **kwargs)
+        return response.json() if response.content else None
+
+    def send_json(self, method: str, path: str, body: Any, **kwargs: Any) -> Any:
+        response = self.request(method, path, json=body, **kwargs)
+        return response.json() if response.content else None
+
+    def _attempt(
+        self,
+        method: str,
+        path: str,
+        params: Any,
+        json_body: Any,
+        data: Any,
+        headers: Mapping[str, str] | None,
+        label: str,
+        accepted: set[int] | None,
+    ) -> requests.Response:
+        if self.rate_limiter is not None and self.rate_limit is not None:
+            self.rate_limiter.acquire(self.rate_key, self.rate_limit, vendor=self.vendor)
+        sent_headers = {**self.default_headers, **self.auth.headers(self.session), **(headers or {})}
+        started = time.perf_counter()
+        self.calls += 1
+        try:
+            response = self.session.request(
+                method,
+                self.url(path),
+                params=params,
+                json=json_body,
+                data=data,
+                headers=sent_headers,
+                timeout=self.timeout,
+            )
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            metrics.HTTP_REQUESTS.labels(vendor=self.vendor, endpoint=label, status="network").inc()
+            raise RetriableError(
+                f"{type(exc).__name__}: {redact_text(str(exc))[:300]}",
+                vendor=self.vendor,
+                endpoint=label,
+            ) from None
+        finally:
+            metrics.HTTP_LATENCY.labels(vendor=self.vendor, endpoint=label).observe(
+                time.perf_counter() - started
+            )
+        metrics.HTTP_REQUESTS.labels(
+            vendor=self.vendor, endpoint=label, status=str(response.status_code)
+        ).inc()
+        if (accepted is not None and response.status_code in accepted) or (
+            accepted is None and 200 <= response.status_code < 300
+        ):
+            return response
+        message, details = self.error_extractor(response)
+        error: ConnectorError = classify_response(
+            response.status_code,
+            message or response.reason or "",
+            vendor=self.vendor,
+            endpoint=label,
+            retry_after=response.headers.get("Retry-After"),
+            details=details,
+        )
+        if isinstance(error, AuthError):
+            error.sent_headers = sent_headers  # type: ignore[attr-defined]
+        raise error

@@ -1,0 +1,81 @@
+"""Keep secrets out of logs, error messages and audit rows.
+
+Two nets: keys whose names look secret are masked wherever they appear in a structure,
+and every secret value the vault hands out is registered so it is scrubbed from free text
+(a vendor echoing a token back in an error body, an exception message, a URL).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+MASK = "***"
+SECRET_KEY_PATTERN = re.compile(
+    r"(pass(word)?|secret|token|api[_-]?key|app[_-]?key|authorization|client_secret|"
+    r"private|signature|hmac|session[_-]?id|cookie|credential)",
+    re.IGNORECASE,
+)
+# Patterns that are secret whatever key they sit under.
+INLINE_PATTERNS = [
+    re.compile(r"(Bearer\s+)[A-Za-z0-9\-._~+/=]+", re.IGNORECASE),
+    re.compile(r"(Basic\s+)[A-Za-z0-9+/=]+", re.IGNORECASE),
+    re.compile(r"((?:access|refresh)_token[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+", re.IGNORECASE),
+    re.compile(r"((?:client_secret|password|Password|api_key)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}<]+"),
+]
+MIN_SECRET_LENGTH = 4  # shorter values would scrub ordinary words
+
+
+class _SecretRegistry:
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._lock = threading.Lock()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, value: str | None) -> None:
+        if not value or len(value) < MIN_SECRET_LENGTH:
+            return
+        with self._lock:
+            if value not in self._values:
+                self._values.add(value)
+                self._pattern = None
+
+    def scrub(self, text: str) -> str:
+        pattern = self._pattern
+        if pattern is None:
+            with self._lock:
+                if not self._values:
+                    return text
+                ordered = sorted(self._values, key=len, reverse=True)
+                pattern = self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+        return pattern.sub(MASK, text)
+
+
+_registry = _SecretRegistry()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so any later text containing it is scrubbed."""
+    _registry.add(value)
+
+
+def redact_text(text: str) -> str:
+    for pattern in INLINE_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + MASK, text)
+    return _registry.scrub(text)
+
+
+def redact(value: Any) -> Any:
+    """Return a copy of `value` with secret-named keys masked and secret values scrubbed."""
+    if isinstance(value, dict):
+        return {
+            k: (MASK if isinstance(k, str) and SECRET_KEY_PATTERN.search(k) and v not in (None, "")
+                else redact(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value

@@ -1,0 +1,139 @@
+"""Process settings, read once from the environment and `.env`.
+
+Every setting names its environment variable; a wrong value stops the process at start
+with a message naming that variable, instead of failing later inside a task.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from cryptography.fernet import Fernet
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_FILE = "mlconnector.db"
+DEFAULT_KEY_FILE = ".mlconnector-keys"
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str = Field(default="", validation_alias="DATABASE_URL")
+    celery_broker_url: str = Field(default="", validation_alias="CELERY_BROKER_URL")
+    celery_result_backend: str = Field(default="", validation_alias="CELERY_RESULT_BACKEND")
+    redis_url: str = Field(default="", validation_alias="REDIS_URL")
+    secret_keys: str = Field(default="", validation_alias="MLCONNECTOR_SECRET_KEYS")
+    key_file: Path = Field(default=Path(DEFAULT_KEY_FILE), validation_alias="MLCONNECTOR_KEY_FILE")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", validation_alias="MLCONNECTOR_LOG_LEVEL"
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", validation_alias="MLCONNECTOR_LOG_FORMAT"
+    )
+    max_deliveries: int = Field(default=8, ge=1, validation_alias="MLCONNECTOR_MAX_DELIVERIES")
+    sweep_after_seconds: int = Field(
+        default=120, ge=1, validation_alias="MLCONNECTOR_SWEEP_AFTER_SECONDS"
+    )
+    webhook_max_bytes: int = Field(
+        default=1_048_576, ge=1024, validation_alias="MLCONNECTOR_WEBHOOK_MAX_BYTES"
+    )
+    alert_webhook_url: str = Field(default="", validation_alias="MLCONNECTOR_ALERT_WEBHOOK_URL")
+    alert_smtp_url: str = Field(default="", validation_alias="MLCONNECTOR_ALERT_SMTP_URL")
+    alert_email_to: str = Field(default="", validation_alias="MLCONNECTOR_ALERT_EMAIL_TO")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql", "postgres")):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        if value.startswith("postgres://"):
+            return "postgresql://" + value[len("postgres://"):]
+        return value
+
+    @field_validator("celery_broker_url", "redis_url")
+    @classmethod
+    def _broker_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "amqp://", "memory://")):
+            raise ValueError("must start with redis://, rediss:// or amqp://")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """No broker configured: tasks run eagerly in this process (the embedded default)."""
+        return not self.celery_broker_url
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{Path.cwd() / DEFAULT_SQLITE_FILE}"
+
+    @property
+    def effective_redis_url(self) -> str:
+        """Redis for the fleet's shared token cache and rate limiter, if there is one."""
+        if self.redis_url:
+            return self.redis_url
+        if self.celery_broker_url.startswith(("redis://", "rediss://")):
+            return self.celery_broker_url
+        return ""
+
+    def fernet_keys(self) -> list[str]:
+        """Fernet keys, newest first. The embedded default keeps one in a 0600 key file."""
+        if self.secret_keys:
+            keys = [k.strip() for k in self.secret_keys.split(",") if k.strip()]
+            for key in keys:
+                try:
+                    Fernet(key.encode())
+                except (ValueError, TypeError) as exc:
+                    raise SettingsError(
+                        "MLCONNECTOR_SECRET_KEYS: every comma-separated entry must be a "
+                        "url-safe base64 Fernet key of 32 bytes"
+                    ) from exc
+            return keys
+        return [_local_key(self.key_file)]
+
+
+def _local_key(path: Path) -> str:
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise SettingsError(
+                f"MLCONNECTOR_KEY_FILE: {path} is readable by others (mode {mode:o}); chmod 600 it"
+            )
+        return path.read_text().strip().splitlines()[0]
+    key = Fernet.generate_key().decode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    import structlog
+
+    structlog.get_logger(__name__).warning(
+        "created local encryption key file; set MLCONNECTOR_SECRET_KEYS in production",
+        path=str(path.resolve()),
+    )
+    return key
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            field = Settings.model_fields.get(name)
+            env_name = field.validation_alias if field and field.validation_alias else name
+            problems.append(f"{env_name}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+def reset_settings_cache() -> None:
+    get_settings.cache_clear()
