@@ -1,0 +1,254 @@
+"""ServiceTitan -> Epicor Kinetic: pure mapping functions.
+
+Inputs are ServiceTitan records in the vendor's own JSON shape, the integration config and
+lookups the task gathered; outputs are Epicor payloads with every decision spelled out, or
+a hold that tells a person what to do. No I/O happens here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from mlconnector.flows import Decision, Hold, MappedRecord
+from mlconnector.vendor_links import hold_key, normalize_name
+
+CENT = Decimal("0.01")
+MAX_DESCRIPTION = 60  # Epicor's APInvDtl.Description is short; longer text is cut, not refused
+
+
+class GlAllocation(BaseModel):
+    """ServiceTitan exposes no GL dimensions Epicor accepts, so the customer maps them here."""
+
+    default_account: str | None = None
+    by_business_unit: dict[str, str] = Field(default_factory=dict)  # ST business unit id or name -> Epicor GL
+    by_st_account: dict[str, str] = Field(default_factory=dict)  # ST GL account number -> Epicor GL
+    tax_account: str | None = None
+    freight_account: str | None = None
+
+
+class WebhookConfig(BaseModel):
+    hmac_key: str | None = None
+    previous_hmac_key: str | None = None
+    signature_header: str = "X-ServiceTitan-Signature"
+    signature_encoding: Literal["hex", "base64"] = "hex"
+
+
+class ServiceTitanEpicorConfig(BaseModel):
+    systems: dict[str, dict[str, Any]]
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    invoice_group: str = "STAP"
+    vendor_match: Literal["name", "id"] = "name"
+    vendor_id_format: str = "ST{id}"  # ID-based matching: Epicor VendorID built from the ST vendor id
+    auto_create_vendors: bool = False
+    sync_vendor_changes_back: bool = True
+    gl: GlAllocation = Field(default_factory=GlAllocation)
+    poll_seconds: dict[str, float] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EpicorVendorRef:
+    vendor_num: int
+    vendor_id: str
+    name: str
+    how: str  # linked | matched_by_name | matched_by_id | created
+
+
+def money(value: Any) -> Decimal:
+    """ServiceTitan accounting amounts arrive as strings; inventory amounts as numbers."""
+    if value in (None, ""):
+        return Decimal("0")
+    try:
+        return Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_UP)
+    except InvalidOperation:
+        raise ValueError(f"not an amount: {value!r}") from None
+
+
+def quantity(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value if value not in (None, "") else 0))
+    except InvalidOperation:
+        raise ValueError(f"not a quantity: {value!r}") from None
+
+
+def _named(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def invoice_number(bill: dict[str, Any]) -> str:
+    """The Epicor InvoiceNum: the bill's reference number, else one derived from its id."""
+    reference = (bill.get("referenceNumber") or "").strip()
+    return reference or f"ST-{bill['id']}"
+
+
+def vendor_hold(st_vendor: dict[str, Any], integration_id: str, candidates: list[dict[str, Any]] | None = None) -> Hold:
+    name = st_vendor.get("name") or f"#{st_vendor.get('id')}"
+    if candidates:
+        listed = "; ".join(f"{c['VendorNum']} {c.get('VendorID', '')} '{c.get('Name', '')}'" for c in candidates)
+        reason = (f"vendor '{name}' matches {len(candidates)} Epicor vendors ({listed}); link the right one with: "
+                  f"mlconnector vendors link {integration_id} {st_vendor.get('id')} <VendorNum>")
+    else:
+        reason = (f"vendor '{name}' has no Epicor vendor; link it with: "
+                  f"mlconnector vendors link {integration_id} {st_vendor.get('id')} <VendorNum>"
+                  " (or enable auto_create_vendors)")
+    return Hold(reason=reason, key=hold_key("servicetitan", str(st_vendor.get("id"))),
+                decisions=[Decision("vendor", name, "no single Epicor vendor matched")])
+
+
+def choose_gl_account(config: GlAllocation, business_unit: dict[str, Any], st_account: dict[str, Any]) -> tuple[str | None, str]:
+    """The Epicor GL account for one line, and why."""
+    number = str(st_account.get("number") or "")
+    if number and number in config.by_st_account:
+        return config.by_st_account[number], f"ServiceTitan account {number} mapped in gl.by_st_account"
+    for key in (str(business_unit.get("id") or ""), str(business_unit.get("name") or "")):
+        if key and key in config.by_business_unit:
+            return config.by_business_unit[key], f"business unit '{business_unit.get('name') or key}' mapped in gl.by_business_unit"
+    if config.default_account:
+        return config.default_account, "gl.default_account (no business-unit or account mapping)"
+    return None, ""
+
+
+def map_inventory_bill(bill: dict[str, Any], config: ServiceTitanEpicorConfig, vendor: EpicorVendorRef,
+                       integration_id: str) -> MappedRecord | Hold:
+    """An inventory bill (from a received PO) -> an Epicor AP invoice with its lines."""
+    decisions = [Decision("vendor", f"{vendor.vendor_num} {vendor.vendor_id} '{vendor.name}'", _vendor_reason(vendor))]
+    business_unit = _named(bill.get("businessUnit"))
+    lines: list[dict[str, Any]] = []
+    for index, item in enumerate(sorted(bill.get("items") or [], key=lambda i: (i.get("order") or 0, i.get("id") or 0)), start=1):
+        account, why = choose_gl_account(config.gl, business_unit, _named(item.get("generalLedgerAccount")))
+        if account is None:
+            unit = business_unit.get("name") or business_unit.get("id") or "(none)"
+            return Hold(
+                reason=(f"no Epicor GL account for business unit '{unit}' on bill {bill['id']}; add it to gl.by_business_unit "
+                        f"or set gl.default_account in the integration config"),
+                key=f"gl:business_unit:{business_unit.get('id') or 'none'}", decisions=decisions)
+        qty = quantity(item.get("quantity"))
+        cost = money(item.get("cost"))
+        description = (item.get("description") or item.get("name") or item.get("skuCode") or "item").strip()
+        lines.append({
+            "InvoiceLine": index,
+            "Description": description[:MAX_DESCRIPTION],
+            "PartNum": item.get("skuCode") or "",
+            "VendorQty": str(qty),
+            "UnitCost": str(cost),
+            "ExtCost": str((qty * cost).quantize(CENT, rounding=ROUND_HALF_UP)),
+            "GLAccount": account,
+        })
+        decisions.append(Decision(f"line {index} GL", account, why))
+    for label, field, account in (("Tax", "taxAmount", config.gl.tax_account), ("Freight", "shippingAmount", config.gl.freight_account)):
+        amount = money(bill.get(field))
+        if amount:
+            chosen = account or (lines[0]["GLAccount"] if lines else config.gl.default_account)
+            lines.append({"InvoiceLine": len(lines) + 1, "Description": label, "PartNum": "", "VendorQty": "1",
+                          "UnitCost": str(amount), "ExtCost": str(amount), "GLAccount": chosen})
+            decisions.append(Decision(f"{label.lower()} line GL", chosen,
+                                      f"gl.{label.lower() if label == 'Tax' else 'freight'}_account" if account else "same account as the first line"))
+    total = money(bill.get("billAmount"))
+    line_total = sum((Decimal(line["ExtCost"]) for line in lines), Decimal("0"))
+    if total and line_total != total:
+        decisions.append(Decision("total", str(total), f"bill total differs from its lines ({line_total}); the bill total is used"))
+    number = invoice_number(bill)
+    decisions.append(Decision("InvoiceNum", number, "bill referenceNumber" if bill.get("referenceNumber") else "derived from the bill id"))
+    header = {
+        "VendorNum": vendor.vendor_num,
+        "InvoiceNum": number,
+        "InvoiceDate": str(bill.get("billDate") or "")[:10] or None,
+        "DueDate": str(bill.get("dueDate") or "")[:10] or None,
+        "Description": (bill.get("summary") or f"ServiceTitan bill {bill['id']}")[:MAX_DESCRIPTION],
+        "InvoiceAmt": str(total or line_total),
+        "PONum": bill.get("purchaseOrderId"),
+        "ExternalRef": f"servicetitan:inventory-bill:{bill['id']}",
+    }
+    return MappedRecord(payload={"group": config.invoice_group, "header": header, "lines": lines},
+                        external_key={"VendorNum": vendor.vendor_num, "InvoiceNum": number}, decisions=decisions)
+
+
+def _vendor_reason(vendor: EpicorVendorRef) -> str:
+    return {
+        "linked": "vendor link",
+        "manual": "vendor linked by hand",
+        "matched_by_name": "matched by normalized name",
+        "matched_by_id": "matched by vendor id",
+        "created": "created in Epicor from the ServiceTitan vendor",
+    }.get(vendor.how, vendor.how)
+
+
+def match_vendor_by_name(st_name: str, epicor_vendors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    wanted = normalize_name(st_name)
+    return [v for v in epicor_vendors if wanted and normalize_name(v.get("Name", "")) == wanted and not v.get("Inactive")]
+
+
+def map_vendor_to_epicor(st_vendor: dict[str, Any], config: ServiceTitanEpicorConfig) -> dict[str, Any]:
+    """Name, address and contact of a ServiceTitan vendor as Epicor Vendor fields."""
+    address = _named(st_vendor.get("address"))
+    contact = _named(st_vendor.get("contactInfo"))
+    street = " ".join(p for p in (address.get("street"), address.get("unit")) if p)
+    return {
+        "VendorID": config.vendor_id_format.format(id=st_vendor["id"])[:8],
+        "Name": (st_vendor.get("name") or "")[:50],
+        "Address1": street[:50],
+        "City": (address.get("city") or "")[:50],
+        "State": (address.get("state") or "")[:50],
+        "ZIP": (address.get("zip") or "")[:10],
+        "Country": (address.get("country") or "")[:50],
+        "PhoneNum": (contact.get("phone") or "")[:20],
+        "EMailAddress": (contact.get("email") or "")[:50],
+    }
+
+
+def epicor_vendor_changes(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """Only the fields that differ (VendorID is a key, never changed)."""
+    return {k: v for k, v in wanted.items() if k != "VendorID" and (current.get(k) or "") != (v or "")}
+
+
+def map_epicor_vendor_to_servicetitan(epicor_vendor: dict[str, Any], st_vendor: dict[str, Any]) -> dict[str, Any]:
+    """An Epicor vendor's name, address and contact as a ServiceTitan vendor PATCH (changed fields only)."""
+    address = dict(_named(st_vendor.get("address")))
+    wanted_address = {**address, "street": epicor_vendor.get("Address1") or "", "city": epicor_vendor.get("City") or "",
+                      "state": epicor_vendor.get("State") or "", "zip": epicor_vendor.get("ZIP") or "",
+                      "country": epicor_vendor.get("Country") or address.get("country") or ""}
+    contact = dict(_named(st_vendor.get("contactInfo")))
+    wanted_contact = {**contact, "phone": epicor_vendor.get("PhoneNum") or contact.get("phone"),
+                      "email": epicor_vendor.get("EMailAddress") or contact.get("email")}
+    patch: dict[str, Any] = {}
+    if (epicor_vendor.get("Name") or "") and epicor_vendor.get("Name") != st_vendor.get("name"):
+        patch["name"] = epicor_vendor["Name"]
+    if {k: wanted_address.get(k) or "" for k in ("street", "city", "state", "zip")} != {k: address.get(k) or "" for k in ("street", "city", "state", "zip")}:
+        patch["address"] = wanted_address
+    if (wanted_contact.get("phone") or "") != (contact.get("phone") or "") or (wanted_contact.get("email") or "") != (contact.get("email") or ""):
+        patch["contactInfo"] = wanted_contact
+    return patch
+
+
+def map_payment(payment: dict[str, Any], vendor: EpicorVendorRef, candidates: list[dict[str, Any]],
+                bill_invoice_numbers: dict[str, str]) -> MappedRecord | Hold:
+    """A ServiceTitan AP payment -> an Epicor AP payment on the one invoice it matches.
+
+    Matched by vendor and amount, as the customer's books expect; when several open
+    invoices share the amount, the payment's split to a synced bill decides, else a person does.
+    """
+    amount = money(payment.get("amount"))
+    decisions = [Decision("vendor", f"{vendor.vendor_num} '{vendor.name}'", _vendor_reason(vendor)),
+                 Decision("amount", str(amount), "payment amount")]
+    matches = [c for c in candidates if money(c.get("InvoiceBal", c.get("InvoiceAmt"))) == amount]
+    if len(matches) > 1:
+        split_numbers = {bill_invoice_numbers.get(str(s.get("inventoryBillId"))) for s in payment.get("splits") or []}
+        narrowed = [c for c in matches if c.get("InvoiceNum") in split_numbers]
+        if len(narrowed) == 1:
+            decisions.append(Decision("invoice", narrowed[0]["InvoiceNum"], "several invoices share the amount; the payment's split names this bill"))
+            matches = narrowed
+    if len(matches) != 1:
+        listed = "; ".join(f"{c.get('InvoiceNum')} ({money(c.get('InvoiceBal', c.get('InvoiceAmt')))})" for c in (matches or candidates)[:10]) or "none"
+        what = "no open invoice" if not matches else f"{len(matches)} open invoices"
+        return Hold(reason=f"payment {payment['id']} of {amount} to '{vendor.name}': {what} with that amount; candidates: {listed}",
+                    key=f"payment:{payment['id']}", decisions=decisions)
+    invoice = matches[0]
+    decisions.append(Decision("invoice", invoice["InvoiceNum"], "the one open invoice of this vendor with this amount"))
+    reference = f"ST-PAY-{payment['id']}"
+    return MappedRecord(
+        payload={"vendor_num": vendor.vendor_num, "invoice_num": invoice["InvoiceNum"], "amount": str(amount),
+                 "payment_date": str(payment.get("date") or "")[:10], "reference": reference},
+        external_key={"vendor_num": vendor.vendor_num, "reference": reference}, decisions=decisions)

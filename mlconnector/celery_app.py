@@ -1,0 +1,105 @@
+"""The Celery application: configured from celeryconfig.py, one queue per pair, and a
+beat schedule built from the enabled integrations.
+
+Worker:  celery -A mlconnector.celery_app worker --loglevel INFO
+Beat:    celery -A mlconnector.celery_app beat --loglevel INFO
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import time
+
+from celery import Celery
+from celery.beat import Scheduler
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from mlconnector.flows import all_pairs
+
+DEFAULT_QUEUE = "mlconnector"
+SWEEP_EVERY_SECONDS = 30.0  # how soon lost work comes back after a broker failure
+ALERT_EVERY_SECONDS = 60.0  # alert summaries: one message per minute at most, per integration
+SCHEDULE_REFRESH_SECONDS = 60.0  # integrations added or disabled reach beat within a minute
+
+
+def _queues() -> list[Queue]:
+    return [Queue(DEFAULT_QUEUE)] + [Queue(pair.queue) for pair in all_pairs().values()]
+
+
+def build_beat_schedule() -> dict[str, dict[str, Any]]:
+    """Sweeper and alerts always; one poll entry per enabled integration's polled flow."""
+    schedule: dict[str, dict[str, Any]] = {
+        "sweep": {"task": "mlconnector.sweep", "schedule": SWEEP_EVERY_SECONDS},
+        "alerts": {"task": "mlconnector.send_alerts", "schedule": ALERT_EVERY_SECONDS},
+    }
+    try:
+        from mlconnector.db.session import session_scope
+        from mlconnector.integrations import list_integrations
+
+        with session_scope() as session:
+            integrations = list_integrations(session, enabled_only=True)
+    except Exception:  # no database yet (first start): sweeper only, polls on next beat start
+        return schedule
+    pairs = all_pairs()
+    for integration in integrations:
+        pair = pairs.get(integration.pair)
+        if pair is None:
+            continue
+        overrides = (integration.config or {}).get("poll_seconds", {})
+        for flow in pair.flows:
+            every = overrides.get(flow.name, flow.poll_seconds)
+            if every:
+                schedule[f"poll:{integration.id}:{flow.name}"] = {
+                    "task": "mlconnector.poll",
+                    "schedule": float(every),
+                    "args": (integration.id, flow.name),
+                    "options": {"queue": pair.queue},
+                }
+    return schedule
+
+
+def create_app() -> Celery:
+    app = Celery("mlconnector")
+    app.config_from_object("celeryconfig")
+    app.conf.task_queues = _queues()
+    app.conf.task_default_queue = DEFAULT_QUEUE
+    app.conf.imports = ("mlconnector.tasks",)
+    app.conf.beat_scheduler = "mlconnector.celery_app:IntegrationScheduler"
+    return app
+
+
+class IntegrationScheduler(Scheduler):
+    """Beat's schedule is the enabled integrations' flows, re-read every minute.
+
+    Kept in memory: a missed tick is harmless (polls catch up from their watermark), and
+    a poll takes a row lock on its watermark, so a duplicate tick does no harm either.
+    """
+
+    def setup_schedule(self) -> None:
+        self.install_default_entries(self.data)
+        self.merge_inplace(build_beat_schedule())
+        self._refreshed = time.monotonic()
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        if time.monotonic() - getattr(self, "_refreshed", 0.0) > SCHEDULE_REFRESH_SECONDS:
+            self.merge_inplace(build_beat_schedule())
+            self._refreshed = time.monotonic()
+        return min(super().tick(*args, **kwargs), SCHEDULE_REFRESH_SECONDS)
+
+
+app = create_app()
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    """Each forked worker process opens its own database and HTTP connections."""
+    from mlconnector.db.session import dispose_engines
+    from mlconnector.http.runtime import set_runtime
+    from mlconnector.integrations import clear_connector_cache
+
+    dispose_engines()
+    set_runtime(None)
+    clear_connector_cache()
+

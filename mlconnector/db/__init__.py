@@ -1,0 +1,1 @@
+"""The system of record: models, engine and sessions, migrations."""

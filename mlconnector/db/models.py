@@ -1,0 +1,194 @@
+"""SQLAlchemy models. The invariants live in constraints, not only in code:
+
+- one inbound event per (integration, source event id)
+- one sync record per (integration, flow, source id)
+- audit rows are append-only (a trigger refuses UPDATE and DELETE, see the migration)
+- credentials hold ciphertext only
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+# BigInteger ids on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class RecordStatus(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    WRITTEN = "written"
+    SKIPPED = "skipped"
+    HELD = "held"
+    FAILED = "failed"
+
+
+class EventStatus(str, enum.Enum):
+    PENDING = "pending"
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+class Integration(Base):
+    __tablename__ = "integrations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pair: Mapped[str] = mapped_column(String(64), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow, nullable=False
+    )
+
+
+class Credential(Base):
+    __tablename__ = "credentials"
+    __table_args__ = (UniqueConstraint("integration_id", "system", name="uq_credentials_system"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    integration_id: Mapped[str] = mapped_column(
+        ForeignKey("integrations.id", ondelete="CASCADE"), nullable=False
+    )
+    system: Mapped[str] = mapped_column(String(32), nullable=False)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow, nullable=False
+    )
+
+
+class InboundEvent(Base):
+    __tablename__ = "inbound_events"
+    __table_args__ = (
+        UniqueConstraint("integration_id", "source_event_id", name="uq_inbound_events_source"),
+        Index("ix_inbound_events_status", "status", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    integration_id: Mapped[str] = mapped_column(ForeignKey("integrations.id"), nullable=False)
+    source: Mapped[str] = mapped_column(String(32), nullable=False)
+    source_event_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    event_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=EventStatus.PENDING.value)
+    deliveries: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class SyncRecord(Base):
+    __tablename__ = "sync_records"
+    __table_args__ = (
+        UniqueConstraint("integration_id", "flow", "source_id", name="uq_sync_records_source"),
+        Index("ix_sync_records_status", "status", "updated_at"),
+        Index("ix_sync_records_hold", "integration_id", "hold_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    integration_id: Mapped[str] = mapped_column(ForeignKey("integrations.id"), nullable=False)
+    flow: Mapped[str] = mapped_column(String(64), nullable=False)
+    source_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    source_version: Mapped[str | None] = mapped_column(String(100))
+    written_version: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=RecordStatus.PENDING.value)
+    deliveries: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    target_id: Mapped[str | None] = mapped_column(String(200))
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+    hold_key: Mapped[str | None] = mapped_column(String(200))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    edited_payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow, nullable=False
+    )
+    written_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_record", "sync_record_id", "id"),
+        Index("ix_audit_events_kind", "kind", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    integration_id: Mapped[str | None] = mapped_column(String(64))
+    flow: Mapped[str | None] = mapped_column(String(64))
+    sync_record_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    inbound_event_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    message: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    source_payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    mapped_payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    decisions: Mapped[list[Any] | None] = mapped_column(JSON)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    target_id: Mapped[str | None] = mapped_column(String(200))
+    duration_ms: Mapped[float | None] = mapped_column()
+
+
+class Watermark(Base):
+    __tablename__ = "watermarks"
+
+    integration_id: Mapped[str] = mapped_column(ForeignKey("integrations.id"), primary_key=True)
+    flow: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cursor: Mapped[str | None] = mapped_column(Text)
+    last_poll_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_poll_found: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_poll_error: Mapped[str | None] = mapped_column(Text)
+
+
+class VendorLink(Base):
+    __tablename__ = "vendor_links"
+    __table_args__ = (
+        UniqueConstraint(
+            "integration_id", "source_system", "source_vendor_id", name="uq_vendor_links_source"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    integration_id: Mapped[str] = mapped_column(ForeignKey("integrations.id"), nullable=False)
+    source_system: Mapped[str] = mapped_column(String(32), nullable=False)
+    source_vendor_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    source_vendor_name: Mapped[str] = mapped_column(String(300), nullable=False, default="")
+    target_system: Mapped[str] = mapped_column(String(32), nullable=False)
+    target_vendor_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    target_vendor_name: Mapped[str] = mapped_column(String(300), nullable=False, default="")
+    how: Mapped[str] = mapped_column(String(32), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)

@@ -1,0 +1,78 @@
+"""Integrations: one customer's instance of a pair, with its config and credentials."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from connectors import build_connector
+from connectors.base import Connector
+from mlconnector import vault
+from mlconnector.db.models import Integration
+from mlconnector.flows import Pair, get_pair
+
+
+class IntegrationNotFound(LookupError):
+    pass
+
+
+def get_integration(session: Session, integration_id: str) -> Integration:
+    integration = session.get(Integration, integration_id)
+    if integration is None:
+        raise IntegrationNotFound(f"no integration {integration_id!r}; see: mlconnector integrations list")
+    return integration
+
+
+def list_integrations(session: Session, *, enabled_only: bool = False) -> list[Integration]:
+    query = select(Integration).order_by(Integration.id)
+    if enabled_only:
+        query = query.where(Integration.enabled.is_(True))
+    return list(session.scalars(query))
+
+
+def create_integration(
+    session: Session, integration_id: str, pair_name: str, config: dict[str, Any], name: str = ""
+) -> Integration:
+    pair = get_pair(pair_name)
+    if pair.config_model is not None:
+        pair.config_model.model_validate(config)
+    if session.get(Integration, integration_id) is not None:
+        raise ValueError(f"integration {integration_id!r} already exists")
+    integration = Integration(id=integration_id, pair=pair.name, name=name or integration_id, config=config, enabled=True)
+    session.add(integration)
+    return integration
+
+
+_connector_cache: dict[tuple[str, str, str], Connector] = {}
+_cache_lock = threading.Lock()
+
+
+def connector_for(session: Session, integration: Integration, system: str) -> Connector:
+    """A connector for one system of an integration, reused across records in this process."""
+    config = (integration.config or {}).get("systems", {}).get(system, {})
+    credentials = vault.load(session, integration.id, system)
+    fingerprint = hashlib.sha256(
+        json.dumps([config, credentials], sort_keys=True, default=str).encode()
+    ).hexdigest()
+    key = (integration.id, system, fingerprint)
+    with _cache_lock:
+        connector = _connector_cache.get(key)
+        if connector is None:
+            connector = build_connector(system, config, credentials)
+            _connector_cache[key] = connector
+        return connector
+
+
+def connectors_for(session: Session, integration: Integration) -> dict[str, Connector]:
+    pair: Pair = get_pair(integration.pair)
+    return {system: connector_for(session, integration, system) for system in pair.systems()}
+
+
+def clear_connector_cache() -> None:
+    with _cache_lock:
+        _connector_cache.clear()

@@ -1,0 +1,169 @@
+"""The ledger (`sync_records`): one row per (integration, flow, source id), its state and
+delivery counter. Every state change goes through here so the rules live in one place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from mlconnector.db.models import RecordStatus, SyncRecord, utcnow
+from mlconnector.flows import SourceRecord
+
+TERMINAL = frozenset({RecordStatus.WRITTEN.value, RecordStatus.SKIPPED.value})
+PARKED = frozenset({RecordStatus.HELD.value, RecordStatus.FAILED.value})
+
+
+def _insert(session: Session):  # type: ignore[no-untyped-def]
+    return (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(SyncRecord)
+
+
+def upsert_records(
+    session: Session, integration_id: str, flow: str, sources: Iterable[SourceRecord]
+) -> list[int]:
+    """Record that these source records need syncing; returns the ids that need work now.
+
+    Deduped by key and version: a record already written (or parked) at the same version
+    is not queued again, so duplicate webhooks, overlapping polls and equal timestamps
+    cannot cause a second write. A new version re-opens a written, held or failed record.
+    """
+    sources = list(sources)
+    if not sources:
+        return []
+    now = utcnow()
+    rows = [
+        {
+            "integration_id": integration_id,
+            "flow": flow,
+            "source_id": s.source_id,
+            "source_version": s.version,
+            "status": RecordStatus.PENDING.value,
+            "deliveries": 0,
+            "payload": s.payload,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for s in sources
+    ]
+    statement = _insert(session).values(rows).on_conflict_do_nothing(
+        index_elements=["integration_id", "flow", "source_id"]
+    )
+    session.execute(statement)
+    by_id = {s.source_id: s for s in sources}
+    existing = session.scalars(
+        select(SyncRecord)
+        .where(
+            SyncRecord.integration_id == integration_id,
+            SyncRecord.flow == flow,
+            SyncRecord.source_id.in_(list(by_id)),
+        )
+        .with_for_update()
+    ).all()
+    ready: list[int] = []
+    for record in existing:
+        source = by_id[record.source_id]
+        if record.status in TERMINAL or record.status in PARKED:
+            same_version = source.version is None or source.version in (
+                record.written_version,
+                record.source_version,
+            )
+            if same_version:
+                continue
+            record.status = RecordStatus.PENDING.value
+            record.deliveries = 0
+            record.hold_reason = None
+            record.hold_key = None
+            record.next_attempt_at = None
+        record.source_version = source.version or record.source_version
+        if source.payload is not None:
+            record.payload = source.payload
+        record.enqueued_at = now
+        ready.append(record.id)
+    return ready
+
+
+def requeue(session: Session, record: SyncRecord, *, reason: str) -> None:
+    """Put a parked record back in line with a fresh delivery budget."""
+    record.status = RecordStatus.PENDING.value
+    record.deliveries = 0
+    record.next_attempt_at = None
+    record.hold_reason = None
+    record.hold_key = None
+    record.last_error = None
+    record.enqueued_at = utcnow()
+
+
+def held_for(session: Session, integration_id: str, hold_key_prefix: str) -> list[SyncRecord]:
+    return list(
+        session.scalars(
+            select(SyncRecord)
+            .where(
+                SyncRecord.integration_id == integration_id,
+                SyncRecord.status == RecordStatus.HELD.value,
+                SyncRecord.hold_key.startswith(hold_key_prefix),
+            )
+            .with_for_update()
+        )
+    )
+
+
+def stale_pending(session: Session, older_than: datetime, limit: int = 1000) -> list[SyncRecord]:
+    """Pending work the broker may have lost, and running work whose worker vanished."""
+    now = utcnow()
+    return list(
+        session.scalars(
+            select(SyncRecord)
+            .where(
+                or_(
+                    and_(
+                        SyncRecord.status == RecordStatus.PENDING.value,
+                        or_(SyncRecord.enqueued_at.is_(None), SyncRecord.enqueued_at < older_than),
+                        or_(SyncRecord.next_attempt_at.is_(None), SyncRecord.next_attempt_at <= now),
+                    ),
+                    and_(SyncRecord.status == RecordStatus.RUNNING.value, SyncRecord.updated_at < older_than),
+                )
+            )
+            .order_by(SyncRecord.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+def counts_by_status(session: Session) -> list[tuple[str, str, str, int]]:
+    from sqlalchemy import func
+
+    return [
+        tuple(row)  # type: ignore[misc]
+        for row in session.execute(
+            select(SyncRecord.integration_id, SyncRecord.flow, SyncRecord.status, func.count())
+            .group_by(SyncRecord.integration_id, SyncRecord.flow, SyncRecord.status)
+            .order_by(SyncRecord.integration_id, SyncRecord.flow, SyncRecord.status)
+        )
+    ]
+
+
+def retry_delay(deliveries: int, retry_after: float | None) -> float:
+    """Short countdowns only: longer waits become `next_attempt_at` for the sweeper."""
+    if retry_after is not None:
+        return max(1.0, retry_after)
+    return float(min(60, 2 ** max(0, deliveries - 1)))
+
+
+def after(seconds: float) -> datetime:
+    return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+
+
+def as_payload(value: Any) -> dict[str, Any] | None:
+    """The JSON form of a source record, kept so a replay sends exactly what failed."""
+    if value is None:
+        return None
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json", by_alias=True)
+    import json
+
+    return json.loads(json.dumps(value, default=str))

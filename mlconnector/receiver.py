@@ -1,0 +1,132 @@
+"""The webhook receiver: verify, store durably, answer, and only then enqueue.
+
+`POST /webhooks/servicetitan/<integration>`:
+401 bad or missing signature (with a security audit row), 400 malformed JSON,
+413 body over the configured size, 404 unknown integration, 200 for a duplicate delivery
+(noted, not processed again), 202 for a new event, enqueued after the response is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from mlconnector import audit, metrics
+from mlconnector.db.models import EventStatus, InboundEvent, Integration, utcnow
+from mlconnector.db.session import session_scope
+from mlconnector.webhook_signature import DEFAULT_HEADER, SignatureError, verify
+
+blueprint = Blueprint("webhooks", __name__)
+VENDOR = "servicetitan"
+
+
+def _json_error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
+    return jsonify({"error": message, **extra}), status
+
+
+def _webhook_settings(integration: Integration) -> dict[str, Any]:
+    config = integration.config or {}
+    webhook = config.get("webhook", {})
+    return {
+        "keys": [k for k in (webhook.get("hmac_key"), webhook.get("previous_hmac_key")) if k],
+        "header": webhook.get("signature_header", DEFAULT_HEADER),
+        "encoding": webhook.get("signature_encoding", "hex"),
+        "max_age": webhook.get("max_age_seconds"),
+    }
+
+
+@blueprint.post("/webhooks/servicetitan/<integration_id>")
+def receive_servicetitan(integration_id: str) -> tuple[Response, int]:
+    from mlconnector.settings import get_settings
+
+    limit = get_settings().webhook_max_bytes
+    if request.content_length is not None and request.content_length > limit:
+        metrics.WEBHOOKS.labels(vendor=VENDOR, outcome="too_large").inc()
+        return _json_error(413, f"body over {limit} bytes")
+    body = request.get_data(cache=False)
+    if len(body) > limit:
+        metrics.WEBHOOKS.labels(vendor=VENDOR, outcome="too_large").inc()
+        return _json_error(413, f"body over {limit} bytes")
+
+    with session_scope() as session:
+        integration = session.get(Integration, integration_id)
+        if integration is None or not integration.pair.startswith(VENDOR):
+            metrics.WEBHOOKS.labels(vendor=VENDOR, outcome="unknown_integration").inc()
+            return _json_error(404, f"no ServiceTitan integration {integration_id!r}")
+        settings = _webhook_settings(integration)
+        try:
+            verify(body, request.headers.get(settings["header"]), settings["keys"], settings["encoding"])
+        except SignatureError as error:
+            audit.append(
+                session, "security", f"rejected webhook: {error}", integration_id=integration_id,
+                error=f"remote={request.remote_addr} header={settings['header']} bytes={len(body)}",
+                http_status=401,
+            )
+            metrics.WEBHOOKS.labels(vendor=VENDOR, outcome="bad_signature").inc()
+            return _json_error(401, "invalid signature")
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            audit.append(session, "rejected", f"malformed JSON: {error}", integration_id=integration_id, http_status=400)
+            metrics.WEBHOOKS.labels(vendor=VENDOR, outcome="malformed").inc()
+            return _json_error(400, f"malformed JSON: {error.__class__.__name__}")
+        if not isinstance(payload, dict) or not payload.get("eventType"):
+            audit.append(session, "rejected", "event without eventType", integration_id=integration_id, http_status=400)
+            metrics.WEBHOOKS.labels(vendor=VENDOR, outcome="malformed").inc()
+            return _json_error(400, "event must be a JSON object with eventType")
+        event_id = str(payload.get("eventId") or _derived_event_id(payload, body))
+        event_type = str(payload["eventType"])
+
+    # A fresh transaction for the insert, so a duplicate's IntegrityError leaves nothing half-done.
+    try:
+        with session_scope() as session:
+            event = InboundEvent(
+                integration_id=integration_id, source=VENDOR, source_event_id=event_id,
+                event_type=event_type, payload=payload, status=EventStatus.PENDING.value,
+                enqueued_at=utcnow(),
+            )
+            session.add(event)
+            session.flush()
+            new_id = event.id
+    except IntegrityError:
+        with session_scope() as session:
+            session.execute(
+                update(InboundEvent)
+                .where(InboundEvent.integration_id == integration_id, InboundEvent.source_event_id == event_id)
+                .values(duplicates=InboundEvent.duplicates + 1)
+            )
+            existing = session.scalar(select(InboundEvent.id).where(
+                InboundEvent.integration_id == integration_id, InboundEvent.source_event_id == event_id))
+            audit.append(session, "duplicate", f"duplicate delivery of event {event_id} ({event_type}) noted, not processed again",
+                         integration_id=integration_id, inbound_event_id=existing)
+        metrics.WEBHOOKS.labels(vendor=VENDOR, outcome="duplicate").inc()
+        return jsonify({"status": "duplicate", "eventId": event_id}), 200
+
+    metrics.WEBHOOKS.labels(vendor=VENDOR, outcome="accepted").inc()
+    response = jsonify({"status": "accepted", "eventId": event_id, "id": new_id})
+    # Enqueue after the answer is on the wire; if the broker is down the sweeper re-sends it.
+    response.call_on_close(lambda: _enqueue_event(new_id))
+    return response, 202
+
+
+def _derived_event_id(payload: dict[str, Any], body: bytes) -> str:
+    """Senders without an event id: the body's own hash, so identical retries dedupe."""
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def _enqueue_event(event_id: int) -> None:
+    from mlconnector.logging import get_logger
+
+    try:
+        from mlconnector.tasks import process_event
+
+        process_event.apply_async(args=(event_id,))
+    except Exception as error:  # broker down: the event is durable, the sweeper brings it back
+        get_logger(__name__).warning("enqueue failed; sweeper will retry", event_id=event_id, error=str(error))

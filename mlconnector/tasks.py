@@ -1,0 +1,88 @@
+"""Celery tasks. `EngineTask` carries the cross-cutting work (logging context, metrics,
+turning `RetryLater` into a short Celery retry, sending follow-up work only after commit),
+so each task body is one call into the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from mlconnector import engine
+from mlconnector.celery_app import DEFAULT_QUEUE, app
+from mlconnector.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class EngineTask(Task):
+    abstract = True
+    acks_late = True
+    reject_on_worker_lost = True
+    max_retries = None  # the delivery counter in the database is the real limit
+
+    def retry_later(self, error: engine.RetryLater) -> Any:
+        """A short Celery countdown; long waits are left to the sweeper via next_attempt_at."""
+        if self.app.conf.task_always_eager:
+            # Embedded default: nothing waits in a broker, the record stays pending for the sweeper.
+            log.info("retry deferred to sweeper", detail=str(error), seconds=error.seconds)
+            return None
+        if error.seconds > 60:
+            return None
+        raise self.retry(countdown=error.seconds, exc=error)
+
+
+def send(work: engine.Enqueue) -> None:
+    """Publish follow-up work. Called after commit, so everything sent is already durable."""
+    for queue, ids in work.records.items():
+        for record_id in ids:
+            process_record.apply_async(args=(record_id,), queue=queue, countdown=work.countdown)
+    for event_id in work.events:
+        process_event.apply_async(args=(event_id,), queue=DEFAULT_QUEUE, countdown=work.countdown)
+
+
+@app.task(base=EngineTask, bind=True, name="mlconnector.process_record")
+def process_record(self: EngineTask, record_id: int) -> dict[str, Any]:
+    try:
+        result = engine.process_record(record_id)
+    except engine.RetryLater as error:
+        self.retry_later(error)
+        return {"record_id": record_id, "outcome": "retry", "detail": str(error)}
+    if result.outcome == "deferred" and result.retry_in and not self.app.conf.task_always_eager:
+        raise self.retry(countdown=result.retry_in)
+    return {"record_id": record_id, "outcome": result.outcome, "detail": result.detail}
+
+
+@app.task(base=EngineTask, bind=True, name="mlconnector.process_event")
+def process_event(self: EngineTask, event_id: int) -> dict[str, Any]:
+    work = engine.process_event(event_id)
+    if work.events:  # the event's records could not be resolved yet (vendor busy)
+        if self.app.conf.task_always_eager:
+            return {"event_id": event_id, "records": 0, "deferred": True}
+        raise self.retry(countdown=work.countdown or 5)
+    send(work)
+    return {"event_id": event_id, "records": sum(len(v) for v in work.records.values())}
+
+
+@app.task(base=EngineTask, bind=True, name="mlconnector.poll")
+def poll(self: EngineTask, integration_id: str, flow: str) -> dict[str, Any]:
+    result = engine.poll_flow(integration_id, flow)
+    send(result.enqueue)
+    return {"flow": flow, "found": result.found, "queued": result.queued, "skipped_locked": result.skipped_locked}
+
+
+@app.task(base=EngineTask, bind=True, name="mlconnector.sweep")
+def sweep(self: EngineTask) -> dict[str, Any]:
+    result = engine.sweep()
+    send(result.enqueue)
+    if result.events or result.records or result.failed:
+        log.info("sweeper", events=result.events, records=result.records, failed=result.failed)
+    return {"events": result.events, "records": result.records, "failed": result.failed}
+
+
+@app.task(base=EngineTask, bind=True, name="mlconnector.send_alerts")
+def send_alerts(self: EngineTask) -> dict[str, Any]:
+    from mlconnector import alerts
+
+    return alerts.send_pending()

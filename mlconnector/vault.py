@@ -1,0 +1,86 @@
+"""Credentials at rest: ciphertext only, under rotatable Fernet keys (newest first).
+
+Secrets enter through `store` and leave through `load`; every value loaded is registered
+with the redactor so it can never reach a log line, an error or an audit row.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mlconnector.db.models import Credential
+from mlconnector.redaction import register_secret
+from mlconnector.settings import Settings, get_settings
+
+
+class VaultError(RuntimeError):
+    pass
+
+
+def build_cipher(settings: Settings | None = None) -> MultiFernet:
+    keys = (settings or get_settings()).fernet_keys()
+    return MultiFernet([Fernet(k.encode()) for k in keys])
+
+
+def _register_all(values: dict[str, Any]) -> None:
+    for value in values.values():
+        if isinstance(value, str):
+            register_secret(value)
+
+
+def store(session: Session, integration_id: str, system: str, secrets: dict[str, Any],
+          cipher: MultiFernet | None = None) -> None:
+    """Encrypt and upsert the secrets of one system of one integration."""
+    cipher = cipher or build_cipher()
+    _register_all(secrets)
+    ciphertext = cipher.encrypt(json.dumps(secrets, sort_keys=True).encode())
+    row = session.scalar(
+        select(Credential).where(Credential.integration_id == integration_id, Credential.system == system)
+    )
+    if row is None:
+        session.add(Credential(integration_id=integration_id, system=system, ciphertext=ciphertext))
+    else:
+        row.ciphertext = ciphertext
+
+
+def load(session: Session, integration_id: str, system: str,
+         cipher: MultiFernet | None = None) -> dict[str, Any]:
+    row = session.scalar(
+        select(Credential).where(Credential.integration_id == integration_id, Credential.system == system)
+    )
+    if row is None:
+        raise VaultError(
+            f"no credentials for {system} on integration {integration_id!r}; set them with: "
+            f"mlconnector credentials set {integration_id} {system}"
+        )
+    cipher = cipher or build_cipher()
+    try:
+        secrets = json.loads(cipher.decrypt(row.ciphertext))
+    except InvalidToken:
+        raise VaultError(
+            f"credentials for {system} on {integration_id!r} cannot be decrypted with any key in "
+            "MLCONNECTOR_SECRET_KEYS (was a key removed before `mlconnector keys rotate`?)"
+        ) from None
+    _register_all(secrets)
+    return secrets
+
+
+def rotate(session: Session, cipher: MultiFernet | None = None) -> int:
+    """Re-encrypt every credential under the newest key; returns how many rows changed."""
+    cipher = cipher or build_cipher()
+    count = 0
+    for row in session.scalars(select(Credential)):
+        try:
+            row.ciphertext = cipher.rotate(row.ciphertext)
+        except InvalidToken:
+            raise VaultError(
+                f"credential {row.system} on {row.integration_id!r} is under a key not in "
+                "MLCONNECTOR_SECRET_KEYS; add the old key after the new one and rotate again"
+            ) from None
+        count += 1
+    return count

@@ -1,0 +1,195 @@
+"""Shared fixtures: real PostgreSQL and Redis, a configured environment, Celery workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get("MLCONNECTOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_TEST_URL = os.environ.get("MLCONNECTOR_TEST_REDIS", "redis://127.0.0.1:6379/9")
+
+
+def _reset_process_state() -> None:
+    from mlconnector.db.session import dispose_engines
+    from mlconnector.http.runtime import set_runtime
+    from mlconnector.integrations import clear_connector_cache
+    from mlconnector.settings import reset_settings_cache
+
+    reset_settings_cache()
+    dispose_engines()
+    set_runtime(None)
+    clear_connector_cache()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = f"mlc_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except Exception as error:  # pragma: no cover - environment problem, say so plainly
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required for these tests: {error}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    _reset_process_state()
+    with admin.connect() as connection:
+        connection.execute(sa.text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        client.ping()
+    except Exception as error:  # pragma: no cover
+        pytest.fail(f"Redis at {REDIS_TEST_URL} is required for these tests: {error}")
+    return REDIS_TEST_URL
+
+
+@pytest.fixture
+def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """Point settings at the given database/broker for one test; caches reset around it."""
+    from cryptography.fernet import Fernet
+
+    def apply(database_url: str | None = None, broker_url: str | None = None, **extra: str) -> dict[str, str]:
+        env = {
+            "DATABASE_URL": database_url or f"sqlite:///{tmp_path / 'test.db'}",
+            "MLCONNECTOR_SECRET_KEYS": extra.pop("MLCONNECTOR_SECRET_KEYS", Fernet.generate_key().decode()),
+            "MLCONNECTOR_PAIR_MODULES": "tests.fleet_pair",
+            "MLCONNECTOR_LOG_FORMAT": "json",
+            **extra,
+        }
+        if broker_url:
+            env["CELERY_BROKER_URL"] = broker_url
+        else:
+            monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.chdir(tmp_path)
+        _reset_process_state()
+        _reload_celery_config()
+        return env
+
+    yield apply
+    _reset_process_state()
+
+
+def _reload_celery_config() -> None:
+    """celeryconfig reads settings at import; re-read it for this test's environment."""
+    import importlib
+
+    import celeryconfig
+
+    importlib.reload(celeryconfig)
+    from mlconnector.celery_app import app
+
+    app.conf.update({k: getattr(celeryconfig, k) for k in dir(celeryconfig) if k.islower() and not k.startswith("_")})
+
+
+@pytest.fixture
+def fresh_pg(pg_url: str) -> Iterator[str]:
+    """The session database, migrated, with every table emptied before the test."""
+    import sqlalchemy as sa
+
+    from mlconnector.db import migrate
+
+    migrate.upgrade(pg_url)
+    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://"))
+    with engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
+        connection.execute(sa.text(
+            "TRUNCATE audit_events, vendor_links, watermarks, sync_records, inbound_events, credentials, integrations RESTART IDENTITY"
+        ))
+        connection.execute(sa.text("ALTER TABLE audit_events ENABLE TRIGGER USER"))
+    engine.dispose()
+    yield pg_url
+
+
+def serve_wsgi(app: Any) -> tuple[str, Any]:
+    """Serve a WSGI app on a free loopback port in a daemon thread; returns (url, server)."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}", server
+
+
+class WorkerProcess:
+    """A real `celery worker` (prefork) in a subprocess."""
+
+    def __init__(self, env: dict[str, str], queues: str, concurrency: int = 2, log_path: Path | None = None) -> None:
+        self.log_path = log_path or Path(f"/tmp/mlc-worker-{uuid.uuid4().hex[:6]}.log")
+        full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "mlconnector.celery_app", "worker", "--loglevel", "INFO",
+             "--pool", "prefork", "--concurrency", str(concurrency), "-Q", queues, "--without-gossip",
+             "--without-mingle", "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h"],
+            cwd=str(ROOT), env=full_env, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
+            if "ready." in self.log_path.read_text():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
+
+    def children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Any]:
+    workers: list[WorkerProcess] = []
+
+    def start(env: dict[str, str], queues: str = "mlconnector,counter-test", concurrency: int = 2) -> WorkerProcess:
+        worker = WorkerProcess(env, queues, concurrency)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, message: str = "") -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(message or "condition not met in time")

@@ -1,0 +1,155 @@
+"""Settings, migrations on both databases, append-only audit, and the vault."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import stat
+
+import pytest
+import sqlalchemy as sa
+from cryptography.fernet import Fernet
+
+
+def test_wrong_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlconnector.settings import SettingsError, get_settings, reset_settings_cache
+
+    monkeypatch.setenv("DATABASE_URL", "mysql://nope")
+    reset_settings_cache()
+    with pytest.raises(SettingsError, match="DATABASE_URL"):
+        get_settings()
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///x.db")
+    monkeypatch.setenv("MLCONNECTOR_MAX_DELIVERIES", "zero")
+    reset_settings_cache()
+    with pytest.raises(SettingsError, match="MLCONNECTOR_MAX_DELIVERIES"):
+        get_settings()
+    reset_settings_cache()
+
+
+def test_bad_secret_key_names_the_variable(configure) -> None:
+    from mlconnector.settings import SettingsError, get_settings
+
+    configure(MLCONNECTOR_SECRET_KEYS="not-a-key")
+    with pytest.raises(SettingsError, match="MLCONNECTOR_SECRET_KEYS"):
+        get_settings().fernet_keys()
+
+
+def test_embedded_default_creates_a_private_key_file(configure, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from mlconnector.settings import get_settings
+
+    configure()
+    monkeypatch.delenv("MLCONNECTOR_SECRET_KEYS")
+    from mlconnector.settings import reset_settings_cache
+
+    reset_settings_cache()
+    keys = get_settings().fernet_keys()
+    key_file = tmp_path / ".mlconnector-keys"
+    assert key_file.exists()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert get_settings().fernet_keys() == keys  # stable across calls
+    assert get_settings().embedded
+    assert get_settings().effective_database_url.startswith("sqlite")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migrations_and_append_only_audit(backend: str, tmp_path, pg_url: str) -> None:
+    from mlconnector.db import migrate
+
+    url = f"sqlite:///{tmp_path / 'm.db'}" if backend == "sqlite" else pg_url
+    migrate.downgrade(url)
+    migrate.upgrade(url)
+    assert migrate.current(url) == "0001"
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+    tables = set(sa.inspect(engine).get_table_names())
+    assert {"integrations", "credentials", "inbound_events", "sync_records", "audit_events", "watermarks", "vendor_links"} <= tables
+    with engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO audit_events (at, kind, message) VALUES (CURRENT_TIMESTAMP, 'test', 'hello')"))
+    for statement in ("UPDATE audit_events SET message = 'changed'", "DELETE FROM audit_events"):
+        with pytest.raises(sa.exc.DatabaseError, match="append-only"):
+            with engine.begin() as connection:
+                connection.execute(sa.text(statement))
+    with engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO integrations (id, pair, name, enabled, config, created_at, updated_at) "
+                                   "VALUES ('a', 'p', 'a', true, '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        connection.execute(sa.text("INSERT INTO sync_records (integration_id, flow, source_id, status, deliveries, created_at, updated_at) "
+                                   "VALUES ('a', 'f', '1', 'pending', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    with pytest.raises(sa.exc.IntegrityError):
+        with engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO sync_records (integration_id, flow, source_id, status, deliveries, created_at, updated_at) "
+                                       "VALUES ('a', 'f', '1', 'pending', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    engine.dispose()
+    migrate.downgrade(url)
+    assert migrate.current(url) is None
+
+
+def test_vault_round_trip_rotation_and_no_secret_at_rest_or_in_logs(configure, fresh_pg: str) -> None:
+    from mlconnector import vault
+    from mlconnector.db.models import Credential, Integration
+    from mlconnector.db.session import session_scope
+    from mlconnector.logging import configure_logging, get_logger
+    from mlconnector.settings import reset_settings_cache
+
+    old_key = Fernet.generate_key().decode()
+    env = configure(fresh_pg, MLCONNECTOR_SECRET_KEYS=old_key)
+    secret = "s3cr3t-client-secret-value-9f8e"
+    with session_scope() as session:
+        session.add(Integration(id="acme", pair="counter-test", name="acme", config={}))
+        session.flush()
+        vault.store(session, "acme", "counter", {"client_id": "abc", "client_secret": secret})
+    with session_scope() as session:
+        assert vault.load(session, "acme", "counter")["client_secret"] == secret
+        raw = session.execute(sa.text("SELECT ciphertext FROM credentials")).scalar()
+        assert secret.encode() not in bytes(raw)
+
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    get_logger("test").info("calling vendor", client_secret=secret, note=f"token was {secret}")
+    logging.getLogger("stdlib").warning("echo %s", secret)
+    assert secret not in stream.getvalue()
+    assert "calling vendor" in stream.getvalue()
+
+    new_key = Fernet.generate_key().decode()
+    os.environ["MLCONNECTOR_SECRET_KEYS"] = f"{new_key},{old_key}"
+    reset_settings_cache()
+    with session_scope() as session:
+        assert vault.rotate(session) == 1
+    os.environ["MLCONNECTOR_SECRET_KEYS"] = new_key  # the old key is gone for good
+    reset_settings_cache()
+    with session_scope() as session:
+        assert vault.load(session, "acme", "counter")["client_secret"] == secret
+        raw = bytes(session.scalar(sa.select(Credential.ciphertext)))
+    assert Fernet(new_key.encode()).decrypt(raw)
+    os.environ["MLCONNECTOR_SECRET_KEYS"] = old_key
+    reset_settings_cache()
+    with session_scope() as session:
+        with pytest.raises(vault.VaultError, match="cannot be decrypted"):
+            vault.load(session, "acme", "counter")
+    del env
+
+
+def test_cli_credentials_set_reads_stdin_not_argv(configure, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from mlconnector.cli import main
+    from mlconnector.db import migrate
+    from mlconnector.db.session import session_scope
+    from mlconnector import vault
+
+    configure()
+    migrate.upgrade()
+    runner = CliRunner()
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"systems": {"counter": {"base_url": "http://127.0.0.1:1"}}}))
+    result = runner.invoke(main, ["integrations", "add", "acme", "--pair", "counter-test", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["credentials", "set", "acme", "counter", "--stdin"], input=json.dumps({"token": "tok-123456"}))
+    assert result.exit_code == 0, result.output
+    assert "tok-123456" not in result.output
+    with session_scope() as session:
+        assert vault.load(session, "acme", "counter") == {"token": "tok-123456"}
+    result = runner.invoke(main, ["keys", "rotate"])
+    assert result.exit_code == 0 and "1 credential" in result.output
+    for group in ("db", "credentials", "keys", "integrations", "vendors", "sandbox"):
+        assert runner.invoke(main, [group, "--help"]).exit_code == 0
