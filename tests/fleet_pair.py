@@ -49,10 +49,10 @@ class RecordServer:
             body = request.get_json()
             if body["key"] in self.always_fail:
                 return jsonify({"message": "target is down for this key"}), 503
-            time.sleep(self.write_delay)
             with self.lock:
                 self.writes[body["key"]] += 1
                 self.items[body["key"]] = body
+            time.sleep(self.write_delay)  # applied at once, answered slowly: a write in flight
             return jsonify(body), 201
 
         @app.post("/_control")

@@ -1,40 +1,55 @@
 """A rate limiter shared by the fleet, so all workers together stay under a vendor's limit.
 
-Built on `limits` (the library behind Flask-Limiter): its moving-window strategy keeps the
-exact timestamps of the last N calls in Redis with one Lua call per acquire, so two worker
-hosts see one window and never exceed N calls in any window, which is what a vendor's
-"60 requests per second" means. In the embedded default the same strategy runs on the
-library's in-memory storage. A blocked caller sleeps until the oldest call leaves the
-window instead of spinning.
+A sliding log in Redis: one atomic script per acquire trims calls older than the window,
+admits the call if fewer than N remain, and otherwise answers how long until the oldest
+one leaves. Timestamps come from the Redis server's clock (`TIME`), not the callers', so
+calls from two hosts are ordered exactly as Redis saw them. (The `limits` library's
+moving window was the first choice; it stamps calls with each client's clock before the
+script runs, and two processes racing let 10% more calls through a window than allowed,
+which a vendor answers with 429s.) The embedded default runs the same algorithm in memory.
 """
 
 from __future__ import annotations
 
+import collections
+import threading
 import time
+import uuid
 from dataclasses import dataclass
-
-from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute, RateLimitItemPerSecond
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
+from typing import Any
 
 from mlconnector import metrics
 
-_GRANULARITIES = {1: RateLimitItemPerSecond, 60: RateLimitItemPerMinute, 3600: RateLimitItemPerHour}
-MIN_SLEEP_SECONDS = 0.002
+MIN_SLEEP_SECONDS = 0.001
+KEY_PREFIX = "mlconnector:rate:"
+
+_ACQUIRE = """
+local key = KEYS[1]
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+if redis.call('ZCARD', key) < limit then
+  redis.call('ZADD', key, now, ARGV[3])
+  redis.call('PEXPIRE', key, math.floor(window / 1000) + 1000)
+  return 0
+end
+local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now)
+"""
 
 
 @dataclass(frozen=True)
 class RateLimit:
-    """`requests` calls per `per_seconds` (1, 60 or 3600) for one vendor + tenant."""
+    """`requests` calls per `per_seconds` seconds for one vendor + tenant."""
 
     requests: int
-    per_seconds: int = 1
+    per_seconds: float = 1.0
 
-    def item(self) -> RateLimitItem:
-        cls = _GRANULARITIES.get(self.per_seconds)
-        if cls is None:
-            raise ValueError("per_seconds must be 1, 60 or 3600")
-        return cls(self.requests)
+    @property
+    def window_us(self) -> int:
+        return int(self.per_seconds * 1_000_000)
 
 
 class RateLimitTimeout(TimeoutError):
@@ -43,26 +58,47 @@ class RateLimitTimeout(TimeoutError):
 
 class RateLimiter:
     def __init__(self, storage_uri: str = "memory://") -> None:
-        uri = storage_uri
-        if uri.startswith(("redis://", "rediss://")):
-            uri = uri  # limits understands redis URLs directly
-        self._storage = storage_from_string(uri)
-        self._strategy = MovingWindowRateLimiter(self._storage)
+        self._redis: Any = None
+        if storage_uri.startswith(("redis://", "rediss://")):
+            import redis
+
+            self._redis = redis.Redis.from_url(storage_uri)
+            self._script = self._redis.register_script(_ACQUIRE)
+        self._lock = threading.Lock()
+        self._calls: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+
+    def _try(self, key: str, limit: RateLimit) -> float:
+        """0 when admitted, else seconds until a slot frees."""
+        if self._redis is not None:
+            wait_us = int(self._script(keys=[KEY_PREFIX + key], args=[limit.requests, limit.window_us, uuid.uuid4().hex]))
+            return wait_us / 1_000_000
+        now = time.monotonic()
+        with self._lock:
+            calls = self._calls[key]
+            while calls and calls[0] <= now - limit.per_seconds:
+                calls.popleft()
+            if len(calls) < limit.requests:
+                calls.append(now)
+                return 0.0
+            return max(MIN_SLEEP_SECONDS, calls[0] + limit.per_seconds - now)
 
     def acquire(self, key: str, limit: RateLimit, *, timeout: float = 120.0, vendor: str = "") -> float:
         """Block until one call is allowed under `limit` for `key`; returns seconds waited."""
-        item = limit.item()
         started = time.monotonic()
-        while not self._strategy.hit(item, "mlconnector", key):
-            waited = time.monotonic() - started
-            if waited > timeout:
-                raise RateLimitTimeout(f"rate limit {key} not free after {timeout}s")
-            stats = self._strategy.get_window_stats(item, "mlconnector", key)
-            time.sleep(max(MIN_SLEEP_SECONDS, min(stats.reset_time - time.time(), 1.0)))
+        while True:
+            wait = self._try(key, limit)
+            if wait == 0:
+                break
+            if time.monotonic() - started + wait > timeout:
+                raise RateLimitTimeout(f"rate limit {key} not free within {timeout}s")
+            time.sleep(max(MIN_SLEEP_SECONDS, wait))
         waited = time.monotonic() - started
         if waited > MIN_SLEEP_SECONDS:
             metrics.RATE_LIMIT_WAIT.labels(vendor=vendor or key.split(":")[0]).observe(waited)
         return waited
 
-    def clear(self, key: str, limit: RateLimit) -> None:
-        self._strategy.clear(limit.item(), "mlconnector", key)
+    def clear(self, key: str, limit: RateLimit | None = None) -> None:
+        if self._redis is not None:
+            self._redis.delete(KEY_PREFIX + key)
+        with self._lock:
+            self._calls.pop(key, None)

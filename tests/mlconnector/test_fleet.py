@@ -1,0 +1,131 @@
+"""The fleet's invariants on real parts: PostgreSQL, Redis and Celery worker processes.
+
+A worker SIGKILLed mid-write is run again and its effect happens once; after Redis loses
+every message the sweeper brings the work back; a poison record ends `failed` after its
+delivery limit instead of looping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+import redis
+import requests
+from sqlalchemy import func, select
+
+from mlconnector.flows import SourceRecord
+from tests.conftest import serve_wsgi, wait_until
+from tests.fleet_pair import RecordServer
+
+pytestmark = pytest.mark.fleet
+
+
+@pytest.fixture
+def record_server() -> Any:
+    server = RecordServer()
+    url, wsgi = serve_wsgi(server.app)
+    server.url = url  # type: ignore[attr-defined]
+    yield server
+    wsgi.shutdown()
+
+
+@pytest.fixture
+def fleet_env(configure, fresh_pg: str, redis_url: str, record_server: RecordServer) -> dict[str, str]:
+    from mlconnector import vault
+    from mlconnector.db.session import session_scope
+    from mlconnector.integrations import create_integration
+
+    redis.Redis.from_url(redis_url).flushdb()
+    env = configure(fresh_pg, redis_url, MLCONNECTOR_MAX_DELIVERIES="3", MLCONNECTOR_SWEEP_AFTER_SECONDS="1")
+    with session_scope() as session:
+        create_integration(session, "acme", "counter-test", {"systems": {"counter": {"base_url": record_server.url}}})  # type: ignore[attr-defined]
+        session.flush()
+        vault.store(session, "acme", "counter", {"token": "unused-token"})
+    return env
+
+
+def _queue_records(server: RecordServer, ids: list[str], value: str = "v1") -> list[int]:
+    from mlconnector import engine, ledger
+    from mlconnector.db.session import session_scope
+    from mlconnector.tasks import send
+
+    requests.post(f"{server.url}/_control", json={"sources": {i: {"id": i, "value": value, "modifiedOn": "2026-01-01T00:00:00Z"} for i in ids}})  # type: ignore[attr-defined]
+    with session_scope() as session:
+        record_ids = ledger.upsert_records(session, "acme", "items", [SourceRecord(i, "2026-01-01T00:00:00Z") for i in ids])
+    send(engine.Enqueue(records={"counter-test": record_ids}))
+    return record_ids
+
+
+def _statuses() -> dict[str, int]:
+    from mlconnector.db.models import SyncRecord
+    from mlconnector.db.session import session_scope
+
+    with session_scope() as session:
+        return dict(session.execute(select(SyncRecord.status, func.count()).group_by(SyncRecord.status)).all())
+
+
+def _writes(server: RecordServer) -> dict[str, int]:
+    return requests.get(f"{server.url}/_writes").json()  # type: ignore[attr-defined]
+
+
+def test_sigkilled_worker_reruns_and_writes_once(fleet_env: dict[str, str], record_server: RecordServer, start_worker) -> None:
+    requests.post(f"{record_server.url}/_control", json={"write_delay": 1.5})  # type: ignore[attr-defined]
+    worker = start_worker(fleet_env, concurrency=2)
+    ids = [f"k{i}" for i in range(4)]
+    _queue_records(record_server, ids)
+    # Wait until a write is in flight (the target applied it, the answer is not back yet), then kill.
+    wait_until(lambda: _writes(record_server), timeout=30, message="no write started")
+    children = worker.children()
+    assert children
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: _statuses().get("written", 0) + _statuses().get("skipped", 0) == len(ids), timeout=90,
+               message=f"records not finished: {_statuses()}")
+    writes = _writes(record_server)
+    assert sorted(writes) == ids
+    assert all(count == 1 for count in writes.values()), writes
+
+
+def test_sweeper_brings_back_work_after_redis_flushall(fleet_env: dict[str, str], record_server: RecordServer,
+                                                       start_worker, redis_url: str) -> None:
+    from mlconnector import engine
+    from mlconnector.tasks import send
+
+    ids = [f"f{i}" for i in range(6)]
+    _queue_records(record_server, ids)  # queued in Redis, no worker yet
+    redis.Redis.from_url(redis_url).flushall()  # the broker loses every message
+    start_worker(fleet_env)
+    time.sleep(2)
+    assert _statuses() == {"pending": len(ids)}  # nothing ran: the messages are gone
+    result = engine.sweep(older_than_seconds=0)
+    assert result.records == len(ids)
+    send(result.enqueue)
+    wait_until(lambda: _statuses().get("written") == len(ids), timeout=60, message=f"not written: {_statuses()}")
+    assert _writes(record_server) == {i: 1 for i in ids}
+
+
+def test_poison_record_ends_failed_after_delivery_limit(fleet_env: dict[str, str], record_server: RecordServer,
+                                                        start_worker) -> None:
+    from mlconnector import audit
+    from mlconnector.db.models import SyncRecord
+    from mlconnector.db.session import session_scope
+
+    requests.post(f"{record_server.url}/_control", json={"always_fail": ["bad"]})  # type: ignore[attr-defined]
+    start_worker(fleet_env)
+    record_ids = _queue_records(record_server, ["bad", "good"])
+    wait_until(lambda: _statuses().get("failed") == 1 and _statuses().get("written") == 1, timeout=90,
+               message=f"poison record did not end failed: {_statuses()}")
+    with session_scope() as session:
+        bad = session.scalar(select(SyncRecord).where(SyncRecord.source_id == "bad"))
+        assert bad is not None and bad.deliveries >= 3
+        kinds = [row.kind for row in audit.trail(session, bad.id)]
+    assert kinds.count("retry") >= 2 and kinds[-1] == "failed"
+    time.sleep(3)  # nothing keeps looping once it failed
+    with session_scope() as session:
+        assert session.get(SyncRecord, bad.id).deliveries == bad.deliveries  # type: ignore[union-attr]
+    assert "bad" not in _writes(record_server)
+    del record_ids
