@@ -193,3 +193,68 @@ def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, mes
             return value
         time.sleep(interval)
     raise AssertionError(message or "condition not met in time")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServiceProcess:
+    """A long-running subprocess (gunicorn, celery beat) with its log kept for failures."""
+
+    def __init__(self, args: list[str], env: dict[str, str], ready: Any) -> None:
+        self.log_path = Path(f"/tmp/mlc-proc-{uuid.uuid4().hex[:6]}.log")
+        self.process = subprocess.Popen(args, cwd=str(ROOT), env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+                                        stdout=self.log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{args[0]} exited: {self.log_path.read_text()[-3000:]}")
+            if ready():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{args[0]} not ready: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def start_service() -> Iterator[Any]:
+    services: list[ServiceProcess] = []
+
+    def start(args: list[str], env: dict[str, str], ready: Any) -> ServiceProcess:
+        service = ServiceProcess(args, env, ready)
+        services.append(service)
+        return service
+
+    yield start
+    for service in services:
+        service.stop()
+
+
+def start_gunicorn(start_service: Any, env: dict[str, str], workers: int = 2) -> str:
+    import requests
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    start_service([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+                   "mlconnector.web:create_app()"], env, ready)
+    return url

@@ -30,6 +30,9 @@ from mlconnector.redaction import redact_text
 DEFAULT_TIMEOUT = (5.0, 60.0)  # (connect, read) seconds; no call may hang a worker forever
 MAX_ERROR_TEXT = 2000  # keep vendor error bodies readable in audit rows
 
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+NOT_ACTED_ON_STATUSES = frozenset({429, 503})
+
 ErrorExtractor = Callable[[requests.Response], tuple[str, Any]]
 
 
@@ -106,6 +109,8 @@ class HttpClient:
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
             return path
+        if not path:
+            return self.base_url
         return f"{self.base_url}/{path.lstrip('/')}"
 
     def request(
@@ -119,10 +124,21 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         endpoint: str | None = None,
         ok_statuses: Iterable[int] | None = None,
+        idempotent: bool | None = None,
     ) -> requests.Response:
-        """One logical call: retried on transient errors, refreshed once on 401."""
+        """One logical call: retried on transient errors, refreshed once on 401.
+
+        A non-idempotent call (POST and PATCH unless told otherwise) is retried here only
+        when the vendor cannot have acted on it (connection refused, 429, 503); any other
+        transient failure surfaces at once, so the engine looks the record up before it
+        sends the write again.
+        """
         label = endpoint or path.split("?")[0]
         accepted = set(ok_statuses) if ok_statuses is not None else None
+        safe_to_repeat = idempotent if idempotent is not None else method.upper() in IDEMPOTENT_METHODS
+
+        def giveup(error: Exception) -> bool:
+            return not safe_to_repeat and not getattr(error, "not_acted_on", False)
 
         def on_backoff(details: dict[str, Any]) -> None:
             metrics.HTTP_RETRIES.labels(vendor=self.vendor).inc()
@@ -134,6 +150,7 @@ class HttpClient:
             max_time=self.retry.max_time,
             jitter=None,
             on_backoff=on_backoff,
+            giveup=giveup,
             base=self.retry.base,
             factor=self.retry.factor,
             max_wait=self.retry.max_wait,
@@ -142,8 +159,9 @@ class HttpClient:
             try:
                 return self._attempt(method, path, params, json, data, headers, label, accepted)
             except AuthError as error:
-                sent = getattr(error, "sent_headers", {})
-                if not self.auth.refresh(self.session, sent):
+                sent = getattr(error, "sent_headers", None)
+                # Only the API refusing a token is worth a refresh; a refused token request is final.
+                if sent is None or not self.auth.refresh(self.session, sent):
                     raise
                 return self._attempt(method, path, params, json, data, headers, label, accepted)
 
@@ -185,11 +203,16 @@ class HttpClient:
             )
         except (requests.Timeout, requests.ConnectionError) as exc:
             metrics.HTTP_REQUESTS.labels(vendor=self.vendor, endpoint=label, status="network").inc()
-            raise RetriableError(
-                f"{type(exc).__name__}: {redact_text(str(exc))[:300]}",
+            network_error = RetriableError(
+                f"{type(exc).__name__} calling {self.vendor} {label}",  # no URL: query strings may carry secrets
                 vendor=self.vendor,
                 endpoint=label,
-            ) from None
+            )
+            network_error.not_acted_on = isinstance(exc, requests.ConnectTimeout) or (  # type: ignore[attr-defined]
+                isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.ReadTimeout)
+                and "Connection refused" in str(exc)
+            )
+            raise network_error from None
         finally:
             metrics.HTTP_LATENCY.labels(vendor=self.vendor, endpoint=label).observe(
                 time.perf_counter() - started
@@ -212,4 +235,7 @@ class HttpClient:
         )
         if isinstance(error, AuthError):
             error.sent_headers = sent_headers  # type: ignore[attr-defined]
+        if isinstance(error, RetriableError):
+            # 429 and 503 mean the vendor turned the call away without acting on it.
+            error.not_acted_on = response.status_code in NOT_ACTED_ON_STATUSES  # type: ignore[attr-defined]
         raise error
