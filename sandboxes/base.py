@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from flask import Flask, Response, g, jsonify, request
 from pydantic import BaseModel, Field
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from waitress.server import create_server
 
 
 class SandboxOptions(BaseModel):
@@ -171,11 +171,17 @@ class RateWindow:
             self._calls.clear()
 
 
-class _QuietHandler(WSGIRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as real vendor APIs serve
+SERVER_THREADS = 16  # concurrent requests a sandbox serves; above a benchmark's worker count
 
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
+
+def _make_server(app: Flask, host: str, port: int) -> Any:
+    """waitress: a threaded server with HTTP/1.1 keep-alive, as the vendors' APIs serve.
+
+    (Werkzeug's development server closes every connection, which would make each call in a
+    benchmark pay for a new TCP connection that no real vendor charges.)
+    """
+    return create_server(app, host=host, port=port, threads=SERVER_THREADS, ident=None,
+                         connection_limit=1000, channel_timeout=120, expose_tracebacks=False)
 
 
 class Sandbox(ABC):
@@ -362,19 +368,22 @@ class Sandbox(ABC):
 @dataclass
 class RunningSandbox:
     sandbox: Sandbox
-    server: BaseWSGIServer
+    server: Any
     thread: threading.Thread
 
     @property
+    def port(self) -> int:
+        return int(self.server.effective_port)
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
+        return f"http://127.0.0.1:{self.port}"
 
     def info(self) -> dict[str, Any]:
         return self.sandbox.info()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
         self.thread.join(timeout=5)
 
     def __enter__(self) -> "RunningSandbox":
@@ -386,21 +395,27 @@ class RunningSandbox:
 
 def start_sandbox(sandbox: Sandbox, port: int = 0, host: str = "127.0.0.1") -> RunningSandbox:
     """Serve `sandbox` in a daemon thread (port 0: a free one); `.url` says where."""
-    server = make_server(host, port, sandbox.app, threaded=True, request_handler=_QuietHandler)
-    server.daemon_threads = True
-    sandbox.base_url = f"http://{host}:{server.server_port}"
-    thread = threading.Thread(target=server.serve_forever, name=f"sandbox-{sandbox.vendor}", daemon=True)
+    server = _make_server(sandbox.app, host, port)
+    sandbox.base_url = f"http://{host}:{server.effective_port}"
+    thread = threading.Thread(target=_run_quietly, args=(server,), name=f"sandbox-{sandbox.vendor}", daemon=True)
     thread.start()
     return RunningSandbox(sandbox, server, thread)
 
 
+def _run_quietly(server: Any) -> None:
+    try:
+        server.run()
+    except (OSError, ValueError):  # closed while polling: the sandbox was stopped
+        pass
+
+
 def serve_forever(sandbox: Sandbox, port: int, host: str = "127.0.0.1", on_ready: Callable[[str], None] | None = None) -> None:
     """Serve in the foreground (`mlconnector sandbox run`)."""
-    server = make_server(host, port, sandbox.app, threaded=True, request_handler=_QuietHandler)
-    sandbox.base_url = f"http://{host}:{server.server_port}"
+    server = _make_server(sandbox.app, host, port)
+    sandbox.base_url = f"http://{host}:{server.effective_port}"
     if on_ready:
         on_ready(sandbox.base_url)
     try:
-        server.serve_forever()
+        server.run()
     finally:
-        server.server_close()
+        server.close()

@@ -1,0 +1,754 @@
+"""ServiceNow connector for the Epicor Kinetic -> ServiceNow pair.
+
+Reads go through the Table API (`/api/now/table/{table}`) with an encoded query on
+`sys_updated_on` and `sysparm_limit`/`sysparm_offset` paging; POs and AP invoices are
+written into Source-to-Pay staging tables through the Import Set API, whose transform maps
+coalesce on the correlation id; suppliers are upserted the same way, or found by their
+correlation id and patched through the Table API when a deployment turns Import Sets off.
+Auth is OAuth (password grant, then the refresh token) shared by the fleet's token cache,
+or HTTP Basic.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from enum import Enum
+from typing import Annotated, Any, ClassVar, Iterator, Literal, Mapping, Sequence
+from urllib.parse import urlsplit
+
+import requests
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from connectors.base import CheckStep, Connector, EntitySpec, VendorModel, timed_check
+from mlconnector.http import (
+    AuthError,
+    BasicAuth,
+    FatalError,
+    HttpClient,
+    HttpRuntime,
+    NoAuth,
+    RateLimit,
+    RetriableError,
+    RetryPolicy,
+    Token,
+    TokenAuth,
+    TokenProvider,
+)
+from mlconnector.http.client import default_error_text
+from mlconnector.redaction import register_secret
+
+SYSTEM = "servicenow"
+ACCESS_TOKEN_TTL = 1800  # seconds; the OAuth registry's default, used when expires_in is missing
+MAX_PAGE_SIZE = 10_000  # sysparm_limit's documented default; larger pages strain the instance
+DEFAULT_PAGE_SIZE = 1000  # few round trips per poll while a page stays small in memory
+RECENT_PAGES_KEPT = 2  # pages of sys_ids remembered to drop rows re-read after the window shrinks
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # the Table API's UTC date-time format in encoded queries
+_TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+# ---- field types: every Table API value arrives as a string ------------------------------------
+
+
+def _blank_to_none(value: Any) -> Any:
+    return None if value is None or value == "" else value
+
+
+def _utc_datetime(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return datetime.strptime(value, TIME_FORMAT).replace(tzinfo=timezone.utc)
+    return value
+
+
+def _true(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+SnStr = Annotated[str, BeforeValidator(lambda v: "" if v is None else v)]
+SnDecimal = Annotated[Decimal | None, BeforeValidator(_blank_to_none)]
+SnInt = Annotated[int | None, BeforeValidator(_blank_to_none)]
+SnDate = Annotated[date | None, BeforeValidator(_blank_to_none)]
+SnDateTime = Annotated[datetime | None, BeforeValidator(_utc_datetime)]
+SnBool = Annotated[bool, BeforeValidator(_true)]
+
+
+# ---- models -------------------------------------------------------------------------------------
+
+
+class ServiceNowRecord(VendorModel):
+    """Any Table API row; columns without a declared field are kept as extras."""
+
+    sys_id: str
+    sys_created_on: SnDateTime = None
+    sys_updated_on: SnDateTime = None
+    sys_mod_count: SnInt = None
+    sys_created_by: SnStr = ""
+    sys_updated_by: SnStr = ""
+
+    @property
+    def version(self) -> str:
+        """With `sys_id`, what dedupes a record across overlapping polls."""
+        stamp = self.sys_updated_on.strftime(TIME_FORMAT) if self.sys_updated_on else ""
+        return f"{stamp}#{self.sys_mod_count or 0}"
+
+
+class Supplier(ServiceNowRecord):
+    name: SnStr = ""
+    legal_name: SnStr = ""
+    company: SnStr = ""
+    tax_id: SnStr = ""
+    street: SnStr = ""
+    city: SnStr = ""
+    state: SnStr = ""
+    zip: SnStr = ""
+    country: SnStr = ""
+    phone: SnStr = ""
+    email: SnStr = ""
+    currency: SnStr = ""
+    payment_term: SnStr = ""
+    active: SnBool = True
+    u_correlation_id: SnStr = ""
+
+
+class Company(ServiceNowRecord):
+    name: SnStr = ""
+    vendor: SnBool = False
+    customer: SnBool = False
+    manufacturer: SnBool = False
+    street: SnStr = ""
+    city: SnStr = ""
+    state: SnStr = ""
+    zip: SnStr = ""
+    country: SnStr = ""
+    phone: SnStr = ""
+    u_correlation_id: SnStr = ""
+
+
+class CostCenter(ServiceNowRecord):
+    name: SnStr = ""
+    account_number: SnStr = ""
+    manager: SnStr = ""
+    parent: SnStr = ""
+    valid_from: SnDate = None
+    valid_to: SnDate = None
+    location: SnStr = ""
+    u_correlation_id: SnStr = ""
+
+
+class PurchaseOrder(ServiceNowRecord):
+    number: SnStr = ""
+    erp_number: SnStr = ""
+    supplier: SnStr = ""
+    legal_entity: SnStr = ""
+    order_type: SnStr = ""
+    total_amount: SnDecimal = None
+    currency: SnStr = ""
+    status: SnStr = ""
+    payment_term: SnStr = ""
+    cost_center: SnStr = ""
+    order_date: SnDate = None
+    u_correlation_id: SnStr = ""
+
+
+class PurchaseOrderLine(ServiceNowRecord):
+    purchase_order: SnStr = ""
+    line_number: SnInt = None
+    description: SnStr = ""
+    quantity: SnDecimal = None
+    unit_price: SnDecimal = None
+    amount: SnDecimal = None
+    cost_center: SnStr = ""
+    u_correlation_id: SnStr = ""
+
+
+class Invoice(ServiceNowRecord):
+    number: SnStr = ""
+    external_invoice_number: SnStr = ""
+    external_invoice_source: SnStr = ""
+    erp_source: SnStr = ""
+    invoice_date: SnDate = None
+    due_date: SnDate = None
+    other_charges: SnDecimal = None
+    total_amount: SnDecimal = None
+    currency: SnStr = ""
+    tax_amount: SnDecimal = None
+    invoice_type: SnStr = ""
+    purchase_order: SnStr = ""
+    supplier: SnStr = ""
+    erp_number: SnStr = ""
+    status: SnStr = ""
+    u_correlation_id: SnStr = ""
+
+
+class InvoiceLine(ServiceNowRecord):
+    invoice: SnStr = ""
+    line_number: SnInt = None
+    description: SnStr = ""
+    quantity: SnDecimal = None
+    unit_price: SnDecimal = None
+    amount: SnDecimal = None
+    cost_center: SnStr = ""
+    gl_account: SnStr = ""
+    u_correlation_id: SnStr = ""
+
+
+class WriteResult(BaseModel):
+    """What a write did: the target record, how it got there, and its lines."""
+
+    table: str
+    sys_id: str
+    action: Literal["inserted", "updated", "ignored", "unchanged"]
+    via: Literal["import_set", "table_api"]
+    correlation_id: str
+    import_set: str | None = None
+    staging_sys_id: str | None = None
+    message: str = ""
+    lines: list[WriteResult] = Field(default_factory=list)
+
+
+# ---- configuration ------------------------------------------------------------------------------
+
+
+class RetrySettings(BaseModel):
+    max_tries: int = Field(5, ge=1)
+    max_time: float = Field(60.0, gt=0)
+    base: float = Field(0.5, ge=0)
+    max_wait: float = Field(30.0, ge=0)
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(max_tries=self.max_tries, max_time=self.max_time, base=self.base, max_wait=self.max_wait)
+
+
+class ServiceNowConfig(BaseModel):
+    """What one customer's instance varies: URLs, auth flow, table names, paging, limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instance_url: str  # https://<instance>.service-now.com
+    token_url: str | None = None  # default: <instance_url>/oauth_token.do
+    auth: Literal["oauth", "basic"] = "oauth"
+    oauth_grant: Literal["password", "client_credentials"] = "password"
+    api_version: Literal["", "v1", "v2"] = ""  # "" is the unversioned (latest) path
+    token_ttl: int = Field(ACCESS_TOKEN_TTL, gt=0)
+    page_size: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    rate_limit_per_hour: int | None = Field(None, gt=0)  # set to the instance's rate-limit rule, if any
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(60.0, gt=0)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    correlation_field: str = "u_correlation_id"
+    use_import_set: bool = True
+    import_set_coalesces: bool = True  # the transform maps coalesce on correlation_field
+    supplier_table: str = "sn_fin_supplier"  # or "core_company" with supplier_filter "vendor=true"
+    supplier_filter: str = ""  # encoded query that selects suppliers in supplier_table
+    supplier_defaults: dict[str, str] = Field(default_factory=dict)  # e.g. {"vendor": "true"} on core_company
+    supplier_staging_table: str | None = "sn_fcms_intg_imp_supplier"
+    company_table: str = "core_company"
+    purchase_order_table: str = "sn_shop_purchase_order"
+    purchase_order_staging_table: str | None = "sn_fcms_intg_imp_order"
+    purchase_order_line_table: str = "sn_shop_purchase_order_line"
+    purchase_order_line_staging_table: str | None = "sn_fcms_intg_imp_order_line"
+    purchase_order_parent_field: str = "purchase_order"
+    invoice_table: str = "sn_shop_invoice"
+    invoice_staging_table: str | None = "sn_spend_intg_imp_invoice"
+    invoice_line_table: str = "sn_shop_invoice_line"
+    invoice_line_staging_table: str | None = "sn_spend_intg_imp_invoice_line"
+    invoice_parent_field: str = "invoice"
+    cost_center_table: str = "cmn_cost_center"
+    cost_center_key: str = "account_number"  # the cost-center column holding the ERP GL account
+
+    @field_validator("instance_url", "token_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @field_validator("supplier_filter")
+    @classmethod
+    def _single_query(cls, value: str) -> str:
+        if "^NQ" in value:
+            raise ValueError("supplier_filter cannot use ^NQ; the change window is AND-ed onto it")
+        return value
+
+    @model_validator(mode="after")
+    def _table_names(self) -> ServiceNowConfig:
+        names = [self.correlation_field, self.cost_center_key, self.purchase_order_parent_field, self.invoice_parent_field]
+        names += [getattr(self, name) for name in type(self).model_fields if name.endswith("_table")]
+        bad = [n for n in names if n is not None and not _TABLE_NAME.match(n)]
+        if bad:
+            raise ValueError(f"not a ServiceNow table or column name: {', '.join(bad)}")
+        return self
+
+    @property
+    def effective_token_url(self) -> str:
+        return self.token_url or f"{self.instance_url}/oauth_token.do"
+
+
+class ServiceNowCredentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")
+    username: str = ""
+    password: SecretStr = SecretStr("")
+
+
+# ---- errors -------------------------------------------------------------------------------------
+
+
+def servicenow_error(response: requests.Response) -> tuple[str, Any]:
+    """The instance's own words: `{"error": {"message", "detail"}}`, or the OAuth endpoint's
+    `{"error", "error_description"}`."""
+    try:
+        body = response.json()
+    except ValueError:
+        return default_error_text(response)
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            message = str(error.get("message") or "").strip()
+            detail = str(error.get("detail") or "").strip()
+            text = f"{message}: {detail}" if detail and detail != message else message
+            return text or response.reason or "", body
+        if "error_description" in body or isinstance(error, str):
+            parts = [str(body.get("error_description") or ""), f"({error})" if error else ""]
+            return " ".join(p for p in parts if p), body
+    return default_error_text(response)
+
+
+# ---- auth ---------------------------------------------------------------------------------------
+
+
+class ServiceNowTokenProvider(TokenProvider):
+    """OAuth at /oauth_token.do: the refresh token when the cache still holds one, else the
+    configured grant (password or client_credentials)."""
+
+    vendor = SYSTEM
+
+    def __init__(self, config: ServiceNowConfig, credentials: ServiceNowCredentials) -> None:
+        self.token_url = config.effective_token_url
+        self.grant = config.oauth_grant
+        self.credentials = credentials
+        self.default_ttl = float(config.token_ttl)
+        self.timeout = (config.connect_timeout, config.read_timeout)
+        self.retry = config.retry.policy()
+        self._client: HttpClient | None = None
+
+    @property
+    def cache_key(self) -> str:
+        host = urlsplit(self.token_url).netloc
+        return f"{host}:{self.credentials.client_id}:{self.credentials.username or self.grant}"
+
+    @property
+    def calls(self) -> int:
+        return self._client.calls if self._client else 0
+
+    def fetch(self, session: requests.Session, previous: Token | None) -> Token:
+        if previous is not None and previous.refresh_token:
+            try:
+                return self._token({"grant_type": "refresh_token", "refresh_token": previous.refresh_token},
+                                   session, keep_refresh=previous.refresh_token)
+            except (AuthError, FatalError):
+                pass  # refresh token expired or revoked: sign in again with the grant below
+        if self.grant == "client_credentials":
+            return self._token({"grant_type": "client_credentials"}, session)
+        return self._token({"grant_type": "password", "username": self.credentials.username,
+                            "password": self.credentials.password.get_secret_value()}, session)
+
+    def _token(self, form: dict[str, str], session: requests.Session, keep_refresh: str | None = None) -> Token:
+        client = self._token_client(session)
+        response = client.request(
+            "POST", self.token_url, endpoint="POST /oauth_token.do",
+            data={**form, "client_id": self.credentials.client_id,
+                  "client_secret": self.credentials.client_secret.get_secret_value()},
+            headers={"Accept": "application/json"},
+        )
+        token = Token.from_oauth(response.json(), default_ttl=self.default_ttl)
+        if token.refresh_token is None:
+            token.refresh_token = keep_refresh
+        return token
+
+    def _token_client(self, session: requests.Session) -> HttpClient:
+        if self._client is None or self._client.session is not session:
+            self._client = HttpClient(vendor=SYSTEM, base_url=self.token_url, auth=NoAuth(), session=session,
+                                      timeout=self.timeout, retry=self.retry, error_extractor=servicenow_error)
+        return self._client
+
+
+# ---- entity declarations ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableSpec(EntitySpec[ServiceNowRecord]):
+    """An entity read from one table, optionally narrowed by an encoded query."""
+
+    table: str = ""
+    query: str = ""
+
+
+@dataclass(frozen=True)
+class _Entity:
+    name: str
+    table_setting: str
+    model: type[ServiceNowRecord]
+    filter_setting: str | None = None
+
+
+ENTITIES: tuple[_Entity, ...] = (
+    _Entity("suppliers", "supplier_table", Supplier, "supplier_filter"),
+    _Entity("companies", "company_table", Company),
+    _Entity("cost_centers", "cost_center_table", CostCenter),
+    _Entity("purchase_orders", "purchase_order_table", PurchaseOrder),
+    _Entity("purchase_order_lines", "purchase_order_line_table", PurchaseOrderLine),
+    _Entity("invoices", "invoice_table", Invoice),
+    _Entity("invoice_lines", "invoice_line_table", InvoiceLine),
+)
+
+
+@dataclass(frozen=True)
+class _WriteTarget:
+    """Where one kind of record is written: its table and, optionally, its staging table."""
+
+    table: str
+    staging: str | None
+    defaults: Mapping[str, str]
+
+
+def sn_value(value: Any) -> str:
+    """A Python value as the instance stores it: a string (Import Set accepts nothing else)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return sn_time(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return sn_value(value.value)
+    return str(value)
+
+
+def sn_time(moment: datetime) -> str:
+    """UTC 'YYYY-MM-DD HH:MM:SS' (naive datetimes are taken as UTC), truncated to the second."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime(TIME_FORMAT)
+
+
+def query_value(value: str) -> str:
+    """Escape a value for an encoded query: '^' is written '^^'."""
+    return value.replace("^", "^^")
+
+
+# ---- the connector ------------------------------------------------------------------------------
+
+
+class ServiceNowConnector(Connector):
+    system: ClassVar[str] = SYSTEM
+    Config: ClassVar[type[BaseModel]] = ServiceNowConfig
+    Credentials: ClassVar[type[BaseModel]] = ServiceNowCredentials
+
+    def __init__(self, config: ServiceNowConfig, credentials: ServiceNowCredentials, runtime: HttpRuntime) -> None:
+        self.config = config
+        self.runtime = runtime
+        session = runtime.session(SYSTEM)
+        self.provider: ServiceNowTokenProvider | None = None
+        if config.auth == "basic":
+            auth: Any = BasicAuth(credentials.username, credentials.password.get_secret_value())
+        else:
+            self.provider = ServiceNowTokenProvider(config, credentials)
+            auth = TokenAuth(self.provider, runtime.token_cache)
+        host = urlsplit(config.instance_url).netloc
+        shared = dict(
+            vendor=SYSTEM, base_url=config.instance_url, auth=auth, session=session,
+            rate_limiter=runtime.rate_limiter,
+            rate_limit=RateLimit(config.rate_limit_per_hour, 3600) if config.rate_limit_per_hour else None,
+            rate_key=f"{SYSTEM}:{host}:{credentials.username or credentials.client_id}",
+            timeout=(config.connect_timeout, config.read_timeout),
+            default_headers={"Accept": "application/json"}, error_extractor=servicenow_error,
+        )
+        self.client = HttpClient(retry=config.retry.policy(), **shared)  # type: ignore[arg-type]
+        # Table API inserts are not idempotent: this client never retries, `_create` decides.
+        self._insert_client = HttpClient(retry=RetryPolicy(max_tries=1), **shared)  # type: ignore[arg-type]
+        prefix = f"/api/now/{config.api_version}" if config.api_version else "/api/now"
+        self._table_prefix = f"{prefix}/table"
+        self._import_prefix = f"{prefix}/import"
+        self.entities: dict[str, TableSpec] = {}
+        for entity in ENTITIES:
+            table = getattr(config, entity.table_setting)
+            query = getattr(config, entity.filter_setting) if entity.filter_setting else ""
+            self.entities[entity.name] = TableSpec(entity.name, f"{self._table_prefix}/{table}", "sys_id",
+                                                   "sys_updated_on", entity.model, table=table, query=query)
+        self._models = {spec.table: spec.model for spec in self.entities.values()}
+        self._targets = {
+            "supplier": _WriteTarget(config.supplier_table, config.supplier_staging_table, config.supplier_defaults),
+            "purchase_order": _WriteTarget(config.purchase_order_table, config.purchase_order_staging_table, {}),
+            "purchase_order_line": _WriteTarget(config.purchase_order_line_table, config.purchase_order_line_staging_table, {}),
+            "invoice": _WriteTarget(config.invoice_table, config.invoice_staging_table, {}),
+            "invoice_line": _WriteTarget(config.invoice_line_table, config.invoice_line_staging_table, {}),
+        }
+
+    # ---- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, config: dict[str, Any], credentials: dict[str, Any], runtime: HttpRuntime) -> ServiceNowConnector:
+        cfg = ServiceNowConfig.model_validate(config)
+        creds = ServiceNowCredentials.model_validate(credentials)
+        register_secret(creds.client_secret.get_secret_value())
+        register_secret(creds.password.get_secret_value())
+        needed = {"basic": ("username", "password"), "client_credentials": ("client_id", "client_secret"),
+                  "password": ("client_id", "client_secret", "username", "password")}
+        missing = [name for name in needed["basic" if cfg.auth == "basic" else cfg.oauth_grant]
+                   if not _credential(creds, name)]
+        if missing:
+            raise ValueError(f"ServiceNow credentials missing: {', '.join(missing)}")
+        return cls(cfg, creds, runtime)
+
+    @classmethod
+    def settings_from_sandbox_info(cls, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {"instance_url": info["api_base"], "token_url": info["token_url"]}, dict(info["credentials"])
+
+    @property
+    def call_count(self) -> int:
+        return self.client.calls + self._insert_client.calls + (self.provider.calls if self.provider else 0)
+
+    # ---- reads ------------------------------------------------------------------------------
+
+    def iter_changed(self, entity: str, since: datetime | None, until: datetime) -> Iterator[ServiceNowRecord]:
+        """Records of an entity (or any table) with since <= sys_updated_on < until, oldest first."""
+        spec = self.spec(entity)
+        clauses = [spec.query] if spec.query else []
+        if since is not None:
+            clauses.append(f"sys_updated_on>={sn_time(since)}")
+        clauses += [f"sys_updated_on<{sn_time(until)}", "ORDERBYsys_updated_on", "ORDERBYsys_id"]
+        for row in self._pages(spec.table, "^".join(clauses)):
+            yield spec.model.model_validate(row)
+
+    def get_record(self, entity: str, sys_id: str) -> ServiceNowRecord:
+        """One record by sys_id; NotFoundError carries the instance's 'No Record found'."""
+        spec = self.spec(entity)
+        body = self.client.get_json(f"{self._table_prefix}/{spec.table}/{sys_id}",
+                                    params=self._read_params(), endpoint=f"GET table/{spec.table}/{{sys_id}}")
+        return spec.model.model_validate(body["result"])
+
+    def find_by_correlation(self, table: str, correlation_id: str) -> ServiceNowRecord | None:
+        """The oldest record of `table` (or entity) carrying this correlation id, if any."""
+        spec = self.spec(table)
+        row = self._find_raw(spec.table, correlation_id)
+        return spec.model.model_validate(row) if row is not None else None
+
+    def find_cost_center(self, account_number: str | None = None, *, name: str | None = None,
+                         current_only: bool = True) -> CostCenter | None:
+        """The cost center for an ERP GL account (or by name); expired ones are skipped."""
+        if bool(account_number) == bool(name):
+            raise ValueError("give exactly one of account_number or name")
+        column, value = (self.config.cost_center_key, account_number) if account_number else ("name", name)
+        clauses = [f"{column}={query_value(str(value))}"]
+        if current_only:
+            clauses.append(f"valid_toISEMPTY^ORvalid_to>={date.today().isoformat()}")
+        rows = self._query(self.config.cost_center_table, "^".join(clauses + ["ORDERBYsys_created_on"]), limit=1)
+        return CostCenter.model_validate(rows[0]) if rows else None
+
+    def spec(self, entity: str) -> TableSpec:
+        """The declared entity, or any table by its name (read as generic records)."""
+        found = self.entities.get(entity)
+        if found is not None:
+            return found
+        if not _TABLE_NAME.match(entity):
+            raise ValueError(f"unknown ServiceNow entity or table {entity!r}")
+        return TableSpec(entity, f"{self._table_prefix}/{entity}", "sys_id", "sys_updated_on",
+                         self._models.get(entity, ServiceNowRecord), table=entity)
+
+    # ---- writes -----------------------------------------------------------------------------
+
+    def upsert_supplier(self, fields: Mapping[str, Any], correlation_id: str) -> WriteResult:
+        """Create or update the supplier record carrying `correlation_id`."""
+        return self._write(self._targets["supplier"], fields, correlation_id)
+
+    def stage_purchase_order(self, fields: Mapping[str, Any], correlation_id: str,
+                             lines: Sequence[Mapping[str, Any]] = ()) -> WriteResult:
+        """Stage a PO header, then its lines (correlation '<po>/<line_number>') under it."""
+        return self._write_document("purchase_order", self.config.purchase_order_parent_field, fields, correlation_id, lines)
+
+    def stage_ap_invoice(self, fields: Mapping[str, Any], correlation_id: str,
+                         lines: Sequence[Mapping[str, Any]] = ()) -> WriteResult:
+        """Stage an AP invoice header, then its lines, the way POs are staged."""
+        return self._write_document("invoice", self.config.invoice_parent_field, fields, correlation_id, lines)
+
+    # ---- check ------------------------------------------------------------------------------
+
+    def check(self) -> list[CheckStep]:
+        """A token (OAuth only), then one one-row read of every table the pair reads or writes."""
+        steps: list[CheckStep] = []
+        if self.provider is not None:
+            steps.append(timed_check("oauth token", self._check_token))
+        tables = [spec.table for spec in self.entities.values() if spec.name != "companies"]
+        if self.config.use_import_set:
+            tables += [t.staging for t in self._targets.values() if t.staging]
+        for table in dict.fromkeys(tables):
+            steps.append(timed_check(f"read {table}", lambda table=table: self._probe(table)))
+        return steps
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _read_params(self) -> dict[str, str]:
+        return {"sysparm_display_value": "false", "sysparm_exclude_reference_link": "true"}
+
+    def _list(self, table: str, params: dict[str, Any]) -> requests.Response:
+        v1 = self.config.api_version == "v1"  # v1 answers an empty list with 404
+        return self.client.request(
+            "GET", f"{self._table_prefix}/{table}", params={**self._read_params(), **params},
+            endpoint=f"GET table/{table}", ok_statuses={200, 404} if v1 else None,
+        )
+
+    @staticmethod
+    def _rows(response: requests.Response) -> list[dict[str, Any]]:
+        if response.status_code == 404:
+            return []
+        return list(response.json().get("result") or [])
+
+    def _pages(self, table: str, query: str) -> Iterator[dict[str, Any]]:
+        """Every row of a query, page by page. The window [since, until) can only lose rows
+        while we read (a changed row moves past `until`), so when X-Total-Count drops the
+        unread rows have moved back by that much: step back, re-read, drop repeats."""
+        limit = self.config.page_size
+        offset = 0
+        known_total: int | None = None
+        recent: deque[set[str]] = deque(maxlen=RECENT_PAGES_KEPT)
+        while True:
+            response = self._list(table, {"sysparm_query": query, "sysparm_limit": limit, "sysparm_offset": offset})
+            rows = self._rows(response)
+            total = _int_header(response, "X-Total-Count")
+            if known_total is not None and total is not None and total < known_total and offset > 0:
+                offset = max(0, offset - (known_total - total))
+                known_total = total
+                continue
+            known_total = total if total is not None else known_total
+            yield from (row for row in rows if not any(row.get("sys_id") in ids for ids in recent))
+            recent.append({row.get("sys_id") for row in rows})
+            offset += len(rows)
+            if len(rows) < limit or (total is not None and offset >= total):
+                return
+
+    def _query(self, table: str, query: str, *, limit: int) -> list[dict[str, Any]]:
+        return self._rows(self._list(table, {"sysparm_query": query, "sysparm_limit": limit,
+                                             "sysparm_no_count": "true"}))
+
+    def _find_raw(self, table: str, correlation_id: str) -> dict[str, Any] | None:
+        if not correlation_id:
+            raise ValueError("a correlation id is required")
+        query = f"{self.config.correlation_field}={query_value(correlation_id)}^ORDERBYsys_created_on"
+        rows = self._query(table, query, limit=1)
+        return rows[0] if rows else None
+
+    def _write_document(self, kind: str, parent_field: str, fields: Mapping[str, Any], correlation_id: str,
+                        lines: Sequence[Mapping[str, Any]]) -> WriteResult:
+        header = self._write(self._targets[kind], fields, correlation_id)
+        for position, line in enumerate(lines, start=1):
+            line_fields = {"line_number": position, **line, parent_field: header.sys_id}
+            line_id = f"{correlation_id}/{sn_value(line_fields['line_number'])}"
+            header.lines.append(self._write(self._targets[f"{kind}_line"], line_fields, line_id))
+        return header
+
+    def _write(self, target: _WriteTarget, fields: Mapping[str, Any], correlation_id: str) -> WriteResult:
+        if not correlation_id:
+            raise ValueError("a correlation id is required")
+        values = {key: sn_value(value) for key, value in fields.items()}
+        values[self.config.correlation_field] = correlation_id
+        if self.config.use_import_set and target.staging:
+            if not self.config.import_set_coalesces:
+                existing = self._find_raw(target.table, correlation_id)
+                if existing is not None:
+                    return self._patch(target.table, existing, values, correlation_id)
+            return self._import(target, values, correlation_id)
+        existing = self._find_raw(target.table, correlation_id)
+        if existing is not None:
+            return self._patch(target.table, existing, values, correlation_id)
+        created = self._create(target.table, {**target.defaults, **values}, correlation_id)
+        return WriteResult(table=target.table, sys_id=created["sys_id"], action="inserted", via="table_api",
+                           correlation_id=correlation_id)
+
+    def _patch(self, table: str, existing: Mapping[str, Any], values: Mapping[str, str], correlation_id: str) -> WriteResult:
+        # Columns the table lacks are absent from the row; the instance would drop them anyway.
+        changed = {k: v for k, v in values.items() if k in existing and existing[k] != v}
+        result = WriteResult(table=table, sys_id=str(existing["sys_id"]), action="unchanged", via="table_api",
+                             correlation_id=correlation_id)
+        if changed:
+            self.client.send_json("PATCH", f"{self._table_prefix}/{table}/{existing['sys_id']}", changed,
+                                  params=self._read_params(), endpoint=f"PATCH table/{table}/{{sys_id}}")
+            result.action = "updated"
+        return result
+
+    def _create(self, table: str, body: Mapping[str, str], correlation_id: str) -> dict[str, Any]:
+        """POST once per attempt; after an ambiguous failure (5xx, timeout) look the record
+        up before posting again, so a retry never inserts it twice."""
+        retry = self.config.retry
+        for attempt in range(1, retry.max_tries + 1):
+            try:
+                response = self._insert_client.send_json("POST", f"{self._table_prefix}/{table}", dict(body),
+                                                         params=self._read_params(), endpoint=f"POST table/{table}")
+                return response["result"]
+            except RetriableError as error:
+                if attempt == retry.max_tries:
+                    raise
+                if error.status != 429:  # refused before processing only when rate limited
+                    found = self._find_raw(table, correlation_id)
+                    if found is not None:
+                        return found
+                wait = error.retry_after if error.retry_after is not None else \
+                    random.uniform(0, min(retry.max_wait, retry.base * 2 ** attempt))
+                time.sleep(min(wait, retry.max_wait))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _import(self, target: _WriteTarget, values: Mapping[str, str], correlation_id: str) -> WriteResult:
+        """One staging row through the Import Set API; the transform runs synchronously."""
+        staging = target.staging or ""
+        endpoint = f"POST import/{staging}"
+        body = self.client.send_json("POST", f"{self._import_prefix}/{staging}", dict(values), endpoint=endpoint) or {}
+        results = body.get("result") or []
+        entry = next((r for r in results if r.get("table") == target.table), results[0] if results else None)
+        if entry is None:
+            raise FatalError(f"import into {staging} returned no transform result", vendor=SYSTEM,
+                             details=body, endpoint=endpoint)
+        status = str(entry.get("status") or "")
+        if status == "error":
+            message = entry.get("error_message") or entry.get("status_message") or "transform error"
+            raise FatalError(f"{entry.get('transform_map') or staging}: {message}", vendor=SYSTEM,
+                             details=entry, endpoint=endpoint)
+        return WriteResult(
+            table=str(entry.get("table") or target.table), sys_id=str(entry.get("sys_id") or ""),
+            action=status if status in ("inserted", "updated") else "ignored", via="import_set",
+            correlation_id=correlation_id, import_set=body.get("import_set"),
+            staging_sys_id=entry.get("staging_sys_id"), message=str(entry.get("status_message") or ""),
+        )
+
+    def _check_token(self) -> str:
+        assert self.provider is not None
+        token = self.runtime.token_cache.get(self.provider, self.client.session)
+        return f"token valid for {max(0, int(token.expires_at - time.time()))} s"
+
+    def _probe(self, table: str) -> str:
+        response = self._list(table, {"sysparm_limit": 1, "sysparm_fields": "sys_id", "sysparm_no_count": "true",
+                                      "sysparm_suppress_pagination_header": "true"})
+        return f"{len(self._rows(response))} row(s) readable"
+
+
+def _credential(credentials: ServiceNowCredentials, name: str) -> str:
+    value = getattr(credentials, name)
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def _int_header(response: requests.Response, name: str) -> int | None:
+    raw = response.headers.get(name)
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
