@@ -24,8 +24,9 @@ def sandbox_class(vendor: str) -> type[Sandbox]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def create_sandbox(vendor: str, options: SandboxOptions | None = None) -> Sandbox:
-    return sandbox_class(vendor)(options or SandboxOptions())
+def create_sandbox(vendor: str, options: SandboxOptions | None = None, **settings: object) -> Sandbox:
+    """A vendor sandbox; `settings` are that vendor's own constructor keywords."""
+    return sandbox_class(vendor)(options or SandboxOptions(), **settings)
 
 
 __all__ = ["RunningSandbox", "Sandbox", "SandboxOptions", "create_sandbox", "sandbox_class", "start_sandbox"]

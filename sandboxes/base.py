@@ -73,6 +73,10 @@ class Stats:
                 self.rate_limited += 1
             self.timestamps.append(time.time())
 
+    def token_issued(self) -> None:
+        with self._lock:
+            self.tokens_issued += 1
+
     def bump(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self.extra[name] += amount

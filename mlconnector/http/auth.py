@@ -37,6 +37,7 @@ class Token:
     expires_at: float
     refresh_token: str | None = None
     token_type: str = "Bearer"
+    lifetime: float = 0.0  # seconds the vendor granted; 0 when unknown
 
     @classmethod
     def from_oauth(cls, body: dict[str, Any], *, default_ttl: float, now: float | None = None) -> "Token":
@@ -47,10 +48,14 @@ class Token:
             expires_at=now + ttl,
             refresh_token=body.get("refresh_token"),
             token_type=str(body.get("token_type") or "Bearer"),
+            lifetime=ttl,
         )
 
     def fresh_for(self, seconds: float, now: float | None = None) -> bool:
+        """Valid for at least `seconds` more (at most half its lifetime, for short-lived tokens)."""
         now = time.time() if now is None else now
+        if self.lifetime:
+            seconds = min(seconds, self.lifetime / 2)
         return bool(self.access_token) and self.expires_at - now > seconds
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlconnector import metrics
+from mlconnector.http.errors import RetriableError
 
 MIN_SLEEP_SECONDS = 0.001
 KEY_PREFIX = "mlconnector:rate:"
@@ -52,8 +53,8 @@ class RateLimit:
         return int(self.per_seconds * 1_000_000)
 
 
-class RateLimitTimeout(TimeoutError):
-    pass
+class RateLimitTimeout(RetriableError):
+    """The shared limit stayed full for the whole wait; the task retries later."""
 
 
 class RateLimiter:
@@ -90,7 +91,7 @@ class RateLimiter:
             if wait == 0:
                 break
             if time.monotonic() - started + wait > timeout:
-                raise RateLimitTimeout(f"rate limit {key} not free within {timeout}s")
+                raise RateLimitTimeout(f"rate limit {key} not free within {timeout}s", retry_after=wait, vendor=vendor)
             time.sleep(max(MIN_SLEEP_SECONDS, wait))
         waited = time.monotonic() - started
         if waited > MIN_SLEEP_SECONDS:

@@ -1,0 +1,918 @@
+"""Procore connector: the target of the Epicor -> Procore pair.
+
+Vendors go to the company vendor registry, POs to purchase order contracts, AP invoice
+lines to direct costs, GL accounts resolve to project cost codes. Every write finds its
+record first by the ERP key (`origin_id`, unique per company at Procore), then by the
+business key (vendor + PO number, vendor + invoice number), and updates instead of
+creating a second record.
+
+Reads are declared per entity (`ENTITIES`): path, scope (company or project), change field
+and model. Lists are bare JSON arrays paged with `page`/`per_page`; the connector follows
+the `Link` header (falling back to `Total`), so a server-side page cap lower than the one
+asked for does no harm.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Callable, ClassVar, Generic, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from connectors.base import CheckStep, Connector, EntitySpec, VendorModel, timed_check
+from mlconnector.http import (
+    AuthError,
+    ConnectorError,
+    FatalError,
+    HttpClient,
+    HttpRuntime,
+    RateLimit,
+    RetriableError,
+    RetryPolicy,
+    Token,
+    TokenAuth,
+    TokenProvider,
+    classify_response,
+)
+from mlconnector.redaction import register_secret
+
+VENDOR = "procore"
+API = "/rest/v1.0"
+
+PAGE_SIZE = 100  # Procore's usual page; the connector follows Link, so a lower server cap is harmless
+MAX_PER_PAGE = 10_000  # the pagination guide's highest per_page (it recommends <= 2000)
+SYNC_BATCH_MAX = 1000  # a sync action takes at most 1000 items per call
+HOURLY_RATE_LIMIT = 3600  # documented default requests per hour per app (varies per app)
+ACCESS_TOKEN_TTL = 5400  # 90-minute access tokens, used when a token answer omits expires_in
+OOB_REDIRECT = "urn:ietf:wg:oauth:2.0:oob"  # installed apps' redirect URI; refresh requests repeat it
+SCAN_PAGE_SIZE = 1000  # business-key scans read compact pages: fewer, larger calls
+PAGE_STABILITY_SLACK = timedelta(days=1)  # records changed while we page stay in the server's range
+PROJECT_CACHE_SECONDS = 300  # discovered project ids are reused this long before asking again
+MAX_ERROR_TEXT = 2000  # vendor error bodies kept readable in audit rows
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+# ---- configuration ---------------------------------------------------------------------------
+
+
+class RetryTuning(BaseModel):
+    """In-process retries of one call (429 / 5xx / network); past these the task retries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tries: int = Field(5, ge=1)
+    max_time: float = Field(60.0, gt=0)
+    base: float = Field(0.5, ge=0)
+    factor: float = Field(2.0, ge=1)
+    max_wait: float = Field(30.0, ge=0)
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_tries, self.max_time, self.base, self.factor, self.max_wait)
+
+
+class ProcoreConfig(BaseModel):
+    """What a customer's Procore deployment varies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_base: str = "https://api.procore.com"
+    token_url: str = "https://login.procore.com/oauth/token"
+    company_id: int
+    project_ids: list[int] = Field(default_factory=list)  # empty: every active project of the company
+    page_size: int = Field(PAGE_SIZE, ge=1, le=MAX_PER_PAGE)
+    sync_batch_size: int = Field(SYNC_BATCH_MAX, ge=1, le=SYNC_BATCH_MAX)
+    rate_limit_per_hour: int | None = Field(HOURLY_RATE_LIMIT, ge=0)  # None or 0: no client-side limit
+    token_ttl: int = Field(ACCESS_TOKEN_TTL, gt=0)
+    redirect_uri: str = OOB_REDIRECT
+    client_credentials_fallback: bool = True  # a refused refresh token falls back to the app's own grant
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(60.0, gt=0)
+    retry: RetryTuning = Field(default_factory=RetryTuning)
+    # Direct cost lines need a cost type; lines that name none get this code's type
+    # (Procore's standard list has L, M, E, S, O; AP invoice lines are usually materials).
+    direct_cost_line_item_type_code: str | None = "M"
+    conflict_retries: int = Field(3, ge=1)  # 409s from concurrent direct-cost edits retried in place
+    conflict_wait_seconds: float = Field(0.5, ge=0)
+
+
+class ProcoreCredentials(BaseModel):
+    """An app's client credentials; a refresh token only for authorization-code installs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    client_id: str
+    client_secret: SecretStr
+    refresh_token: SecretStr | None = None
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+
+class ProcoreRef(VendorModel):
+    id: int
+    name: str | None = None
+
+
+class ProcoreVendorRef(VendorModel):
+    """A vendor as nested in a commitment: Procore names it `company`."""
+
+    id: int
+    company: str | None = None
+
+
+class ProcoreCostCodeRef(VendorModel):
+    id: int
+    name: str | None = None
+    full_code: str | None = None
+
+
+class ProcoreVendor(VendorModel):
+    id: int
+    name: str
+    abbreviated_name: str | None = None
+    origin_id: str | None = None
+    origin_code: str | None = None
+    origin_data: str | None = None
+    address: str | None = None
+    city: str | None = None
+    state_code: str | None = None
+    zip: str | None = None
+    country_code: str | None = None
+    business_phone: str | None = None
+    email_address: str | None = None
+    is_active: bool | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProcoreProject(VendorModel):
+    id: int
+    name: str
+    project_number: str | None = None
+    active: bool | None = None
+    origin_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProcoreCostCode(VendorModel):
+    id: int
+    name: str
+    code: str | None = None
+    full_code: str | None = None
+    parent: ProcoreRef | None = None
+    origin_id: str | None = None
+    project_id: int | None = None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None = None
+
+
+class ProcoreLineItemType(VendorModel):
+    id: int
+    code: str | None = None
+    name: str | None = None
+    base_type: str | None = None
+
+
+class ProcoreLineItem(VendorModel):
+    id: int
+    amount: Decimal | None = None
+    total_amount: Decimal | None = None
+    description: str | None = None
+    quantity: Decimal | None = None
+    unit_cost: Decimal | None = None
+    uom: str | None = None
+    position: int | None = None
+    cost_code: ProcoreCostCodeRef | None = None
+    line_item_type: ProcoreLineItemType | None = None
+    origin_id: str | None = None
+
+
+class ProcorePurchaseOrderContract(VendorModel):
+    id: int
+    number: str | None = None
+    title: str | None = None
+    status: str | None = None
+    vendor: ProcoreVendorRef | None = None
+    project: ProcoreRef | None = None
+    project_id: int | None = None
+    origin_id: str | None = None
+    grand_total: Decimal | None = None
+    line_items: list[ProcoreLineItem] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None = None
+
+    @property
+    def vendor_id(self) -> int | None:
+        return self.vendor.id if self.vendor else None
+
+
+class ProcoreDirectCost(VendorModel):
+    id: int
+    direct_cost_type: str | None = None
+    invoice_number: str | None = None
+    vendor_id: int | None = None
+    vendor_name: str | None = None
+    status: str | None = None
+    direct_cost_date: date | None = None
+    grand_total: Decimal | None = None
+    origin_id: str | None = None
+    project_id: int | None = None
+    line_items: list[ProcoreLineItem] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None = None
+
+
+class SyncItemError(VendorModel):
+    """One refused sync item: the attributes sent back, plus Procore's field messages."""
+
+    errors: dict[str, list[str]] = Field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        return _flatten_errors(self.errors)
+
+
+@dataclass
+class SyncResult(Generic[ModelT]):
+    """A sync action's answer: always HTTP 200, with what was written and what was refused."""
+
+    entities: list[ModelT] = field(default_factory=list)
+    errors: list[SyncItemError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass(frozen=True)
+class Upserted(Generic[ModelT]):
+    """A write's outcome, with how the existing record was found (for the audit trail)."""
+
+    record: ModelT
+    action: Literal["created", "updated"]
+    matched_by: str | None = None  # "origin_id", "vendor+number", "vendor+invoice_number"
+    line_items: list[ProcoreLineItem] = field(default_factory=list)
+
+
+# ---- entity declarations -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcoreEntity(EntitySpec[ModelT]):
+    """A readable Procore entity: company- or project-scoped, with its fixed list params."""
+
+    scope: Literal["company", "project"] = "company"
+    params: tuple[tuple[str, str], ...] = ()
+    server_change_filter: bool = True  # False: the list has no filters[updated_at]; filter here
+
+
+ENTITIES: dict[str, ProcoreEntity[Any]] = {
+    spec.name: spec
+    for spec in (
+        ProcoreEntity("vendors", f"{API}/vendors", "id", "updated_at", ProcoreVendor),
+        ProcoreEntity("projects", f"{API}/projects", "id", "updated_at", ProcoreProject,
+                      server_change_filter=False),
+        ProcoreEntity("cost_codes", f"{API}/cost_codes", "id", "updated_at", ProcoreCostCode,
+                      scope="project", server_change_filter=False),
+        # Deleted records stay in the result (and are dropped here) so pages never shift.
+        ProcoreEntity("purchase_order_contracts", f"{API}/purchase_order_contracts", "id", "updated_at",
+                      ProcorePurchaseOrderContract, scope="project",
+                      params=(("view", "extended"), ("filters[include_deleted]", "with"))),
+        ProcoreEntity("direct_costs", f"{API}/projects/{{project_id}}/direct_costs", "id", "updated_at",
+                      ProcoreDirectCost, scope="project", params=(("filters[include_deleted]", "with"),)),
+    )
+}
+
+
+# ---- errors ----------------------------------------------------------------------------------
+
+
+def _flatten_errors(errors: Any) -> str:
+    """Procore's `errors` member as one line: "name can't be blank; origin_id has already been taken"."""
+    if isinstance(errors, str):
+        return errors
+    if isinstance(errors, Mapping):
+        parts = []
+        for name, messages in errors.items():
+            listed = messages if isinstance(messages, list) else [messages]
+            parts.extend(f"{name} {m}" for m in listed)
+        return "; ".join(parts)
+    if isinstance(errors, list):
+        return "; ".join(_flatten_errors(e) for e in errors)
+    return str(errors)
+
+
+def procore_error_text(response: requests.Response) -> tuple[str, Any]:
+    """The vendor's own message: `errors` (field map or text), `error_description`, `error`, `message`."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = (response.text or "").strip()
+        return (text or response.reason or "")[:MAX_ERROR_TEXT], None
+    if isinstance(body, dict):
+        if body.get("errors"):
+            return _flatten_errors(body["errors"])[:MAX_ERROR_TEXT], body
+        description, error = body.get("error_description"), body.get("error")
+        if isinstance(description, str) and description:
+            return (f"{description} ({error})" if isinstance(error, str) and error else description), body
+        for key in ("error", "message"):
+            if isinstance(body.get(key), str) and body[key]:
+                return body[key], body
+    return str(body)[:MAX_ERROR_TEXT], body
+
+
+def _retry_after_from_reset(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    """Procore's 429 names when the window resets (X-Rate-Limit-Reset, epoch seconds); turn it
+    into Retry-After when absent, so the HTTP core waits exactly that long."""
+    if response.status_code == 429 and "Retry-After" not in response.headers:
+        reset = response.headers.get("X-Rate-Limit-Reset", "").strip()
+        if reset.isdigit():
+            response.headers["Retry-After"] = str(max(1, math.ceil(int(reset) - time.time())))
+    return response
+
+
+def _is_taken(error: ConnectorError, name: str) -> bool:
+    details = error.details if isinstance(error.details, Mapping) else {}
+    errors = details.get("errors")
+    return isinstance(errors, Mapping) and any("taken" in str(m) for m in (errors.get(name) or []))
+
+
+# ---- auth ------------------------------------------------------------------------------------
+
+
+class ProcoreTokenProvider(TokenProvider):
+    """Client credentials, or the refresh_token grant when a refresh token is held.
+
+    Refresh tokens are single use: each refresh answers a new one, which the fleet's token
+    cache stores with the access token, so the next refresh (from any worker) uses it.
+    """
+
+    vendor = VENDOR
+
+    def __init__(self, config: ProcoreConfig, credentials: ProcoreCredentials) -> None:
+        self._token_url = config.token_url
+        self._client_id = credentials.client_id
+        self._client_secret = credentials.client_secret
+        self._pending_refresh = credentials.refresh_token.get_secret_value() if credentials.refresh_token else None
+        self._redirect_uri = config.redirect_uri
+        self._default_ttl = config.token_ttl
+        self._fallback = config.client_credentials_fallback
+        self._timeout = (config.connect_timeout, config.read_timeout)
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    @property
+    def cache_key(self) -> str:
+        return f"{urlsplit(self._token_url).netloc}:{self._client_id}"
+
+    def fetch(self, session: requests.Session, previous: Token | None) -> Token:
+        with self._lock:
+            refresh = (previous.refresh_token if previous and previous.refresh_token else None) or self._pending_refresh
+            self._pending_refresh = None  # the configured refresh token is good for one use only
+        if refresh:
+            try:
+                return self._request(session, {
+                    "grant_type": "refresh_token", "refresh_token": refresh, "redirect_uri": self._redirect_uri,
+                })
+            except (AuthError, FatalError):
+                if not self._fallback:
+                    raise
+        return self._request(session, {"grant_type": "client_credentials"})
+
+    def _request(self, session: requests.Session, form: dict[str, str]) -> Token:
+        form = {**form, "client_id": self._client_id, "client_secret": self._client_secret.get_secret_value()}
+        self.calls += 1
+        try:
+            response = session.post(self._token_url, data=form, timeout=self._timeout)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise RetriableError(f"token request failed: {type(exc).__name__}", vendor=VENDOR, endpoint="/oauth/token") from None
+        if response.status_code != 200:
+            message, details = procore_error_text(response)
+            raise classify_response(response.status_code, message, vendor=VENDOR, endpoint="/oauth/token",
+                                    retry_after=response.headers.get("Retry-After"), details=details)
+        try:
+            return Token.from_oauth(response.json(), default_ttl=self._default_ttl)
+        except (ValueError, KeyError, TypeError):
+            raise FatalError("token answer without an access_token", vendor=VENDOR, status=200, endpoint="/oauth/token") from None
+
+
+# ---- the connector ---------------------------------------------------------------------------
+
+
+class ProcoreConnector(Connector):
+    """Procore REST v1.0 for one company: reads by change window, idempotent writes, sync batches."""
+
+    system: ClassVar[str] = VENDOR
+    Config: ClassVar[type[BaseModel]] = ProcoreConfig
+    Credentials: ClassVar[type[BaseModel]] = ProcoreCredentials
+    entities: ClassVar[dict[str, ProcoreEntity[Any]]] = ENTITIES
+
+    def __init__(self, config: ProcoreConfig, credentials: ProcoreCredentials, runtime: HttpRuntime) -> None:
+        self.config = config
+        register_secret(credentials.client_secret.get_secret_value())
+        if credentials.refresh_token is not None:
+            register_secret(credentials.refresh_token.get_secret_value())
+        self.runtime = runtime
+        self.session = runtime.session(VENDOR)
+        hooks = self.session.hooks.setdefault("response", [])
+        if _retry_after_from_reset not in hooks:
+            hooks.append(_retry_after_from_reset)
+        self.provider = ProcoreTokenProvider(config, credentials)
+        self.auth = TokenAuth(self.provider, runtime.token_cache)
+        limit = RateLimit(config.rate_limit_per_hour, 3600) if config.rate_limit_per_hour else None
+        self.client = HttpClient(
+            vendor=VENDOR,
+            base_url=config.api_base,
+            auth=self.auth,
+            session=self.session,
+            rate_limiter=runtime.rate_limiter,
+            rate_limit=limit,
+            rate_key=f"{VENDOR}:{urlsplit(config.api_base).netloc}:{credentials.client_id}",  # Procore counts per app
+            timeout=(config.connect_timeout, config.read_timeout),
+            retry=config.retry.policy(),
+            default_headers={"Procore-Company-Id": str(config.company_id), "Accept": "application/json"},
+            error_extractor=procore_error_text,
+        )
+        self._projects: tuple[float, list[int]] | None = None
+        self._line_item_types: dict[str, int] | None = None
+        self._cache_lock = threading.Lock()
+
+    @classmethod
+    def create(cls, config: dict[str, Any], credentials: dict[str, Any], runtime: HttpRuntime) -> "ProcoreConnector":
+        return cls(ProcoreConfig.model_validate(config), ProcoreCredentials.model_validate(credentials), runtime)
+
+    @classmethod
+    def settings_from_sandbox_info(cls, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        creds = info["credentials"]
+        config = {"api_base": info["api_base"], "token_url": info["token_url"], "company_id": int(creds["company_id"])}
+        return config, {"client_id": creds["client_id"], "client_secret": creds["client_secret"]}
+
+    @property
+    def call_count(self) -> int:
+        return self.client.calls + self.provider.calls
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def iter_changed(self, entity: str, since: datetime | None, until: datetime) -> Iterator[BaseModel]:
+        """Live records of `entity` with since <= updated_at < until, page by page.
+
+        Procore stamps whole seconds, so `since` is floored to the second (a record stamped
+        in the same second as the last poll's end is read again rather than missed). The
+        server range ends a day past `until`: a record changed while we page keeps its place,
+        is dropped here, and the next poll takes it.
+        """
+        spec = self._spec(entity)
+        until = _aware(until)
+        low = _aware(since).replace(microsecond=0) if since is not None else None
+        for project_id in self._scopes(spec):
+            params = self._list_params(spec, project_id)
+            if low is not None and spec.server_change_filter and spec.change_field:
+                params[f"filters[{spec.change_field}]"] = f"{_iso(low)}...{_iso(until + PAGE_STABILITY_SLACK)}"
+            for raw in self._iter_raw(spec, project_id, params):
+                if raw.get("deleted_at"):
+                    continue
+                record = spec.model.model_validate(raw)
+                changed = _aware(getattr(record, spec.change_field or "updated_at"))
+                if changed >= until or (low is not None and changed < low):
+                    continue
+                yield record
+
+    def iter_all(self, entity: str, project_id: int | None = None) -> Iterator[BaseModel]:
+        """Every live record of `entity` (in one project, or in every project in scope)."""
+        spec = self._spec(entity)
+        scopes = [project_id] if project_id is not None and spec.scope == "project" else self._scopes(spec)
+        for scope_id in scopes:
+            for raw in self._iter_raw(spec, scope_id, self._list_params(spec, scope_id)):
+                if not raw.get("deleted_at"):
+                    yield spec.model.model_validate(raw)
+
+    def get_record(self, entity: str, record_id: int, project_id: int | None = None) -> BaseModel:
+        """One record by Procore id (NotFoundError when absent or deleted)."""
+        spec = self._spec(entity)
+        if spec.scope == "project" and project_id is None:
+            raise ValueError(f"{entity} live in a project; give project_id")
+        params = {} if "{project_id}" in spec.path else self._scope_param(spec, project_id)
+        path = spec.path.format(project_id=project_id) + f"/{int(record_id)}"
+        raw = self.client.get_json(path, params=params, endpoint=f"GET {spec.path}/{{id}}")
+        return spec.model.model_validate(self._with_project(raw, spec, project_id))
+
+    def project_ids(self) -> list[int]:
+        """The projects this deployment syncs: configured, else the company's active ones."""
+        if self.config.project_ids:
+            return list(self.config.project_ids)
+        with self._cache_lock:
+            if self._projects and time.monotonic() - self._projects[0] < PROJECT_CACHE_SECONDS:
+                return list(self._projects[1])
+        ids = [p.id for p in self.iter_all("projects") if getattr(p, "active", True) is not False]
+        with self._cache_lock:
+            self._projects = (time.monotonic(), ids)
+        return list(ids)
+
+    def list_projects(self) -> list[ProcoreProject]:
+        return [p for p in self.iter_all("projects") if isinstance(p, ProcoreProject)]
+
+    def list_cost_codes(self, project_id: int) -> list[ProcoreCostCode]:
+        """A project's cost codes (a few hundred at most), for GL account -> cost code mapping."""
+        return [c for c in self.iter_all("cost_codes", project_id) if isinstance(c, ProcoreCostCode)]
+
+    def find_cost_code(self, project_id: int, origin_id: str) -> ProcoreCostCode | None:
+        spec = ENTITIES["cost_codes"]
+        found = self._first(spec, project_id, {"filters[origin_id]": origin_id})
+        return found if isinstance(found, ProcoreCostCode) else None
+
+    def list_line_item_types(self) -> list[ProcoreLineItemType]:
+        """The company's cost types (line item types)."""
+        pages = self._pages(f"{API}/line_item_types", {"company_id": self.config.company_id}, f"GET {API}/line_item_types")
+        return [ProcoreLineItemType.model_validate(raw) for page in pages for raw in page]
+
+    # ---- idempotency lookups ---------------------------------------------------------------
+
+    def find_vendor_by_origin_id(self, origin_id: str, *, include_inactive: bool = True) -> ProcoreVendor | None:
+        """The vendor carrying this ERP key; inactive vendors are listed apart, so look there too."""
+        found = self._first(ENTITIES["vendors"], None, {"filters[origin_id]": origin_id})
+        if found is None and include_inactive:
+            path = f"{API}/companies/{self.config.company_id}/vendors/inactive"
+            for page in self._pages(path, {"filters[origin_id]": origin_id}, f"GET {API}/companies/{{company_id}}/vendors/inactive"):
+                for raw in page:
+                    if raw.get("origin_id") == origin_id:
+                        return ProcoreVendor.model_validate(raw)
+        return found if isinstance(found, ProcoreVendor) else None
+
+    def find_commitment_by_origin_id(self, origin_id: str, project_id: int | None = None) -> ProcorePurchaseOrderContract | None:
+        spec = ENTITIES["purchase_order_contracts"]
+        for scope_id in [project_id] if project_id is not None else self.project_ids():
+            found = self._first(spec, scope_id, {"filters[origin_id]": origin_id})
+            if isinstance(found, ProcorePurchaseOrderContract):
+                return found
+        return None
+
+    def find_commitment(self, vendor_id: int, number: str, project_id: int | None = None) -> ProcorePurchaseOrderContract | None:
+        """The PO contract with this vendor and number. The list filters neither, so this scans
+        the compact view (the answer carries no line items)."""
+        spec = ENTITIES["purchase_order_contracts"]
+        wanted = _normalize_number(number)
+        size = max(self.config.page_size, SCAN_PAGE_SIZE)
+        for scope_id in [project_id] if project_id is not None else self.project_ids():
+            for page in self._pages(spec.path, {"project_id": scope_id}, f"GET {spec.path}", per_page=size):
+                for raw in page:
+                    vendor = raw.get("vendor") or {}
+                    if vendor.get("id") == vendor_id and _normalize_number(raw.get("number")) == wanted:
+                        return ProcorePurchaseOrderContract.model_validate({**raw, "project_id": scope_id})
+        return None
+
+    def find_direct_cost_by_origin_id(self, project_id: int, origin_id: str) -> ProcoreDirectCost | None:
+        found = self._first(ENTITIES["direct_costs"], project_id, {"filters[origin_id]": origin_id})
+        return found if isinstance(found, ProcoreDirectCost) else None
+
+    def find_direct_cost_by_invoice(self, project_id: int, vendor_id: int, invoice_number: str) -> ProcoreDirectCost | None:
+        spec = ENTITIES["direct_costs"]
+        params = {**self._list_params(spec, project_id), "filters[invoice_number]": invoice_number}
+        for raw in self._iter_raw(spec, project_id, params):
+            if not raw.get("deleted_at") and raw.get("vendor_id") == vendor_id:
+                return ProcoreDirectCost.model_validate(raw)
+        return None
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    def upsert_vendor(self, fields: Mapping[str, Any], origin_id: str) -> Upserted[ProcoreVendor]:
+        """Create or update the registry vendor whose origin_id is the ERP vendor key."""
+        attrs = _with_origin(fields, origin_id)
+        existing = self.find_vendor_by_origin_id(origin_id, include_inactive=False)
+        if existing is None:
+            try:
+                raw = self._post(f"{API}/vendors", {"company_id": self.config.company_id, "vendor": attrs}, f"POST {API}/vendors")
+                return Upserted(ProcoreVendor.model_validate(raw), "created")
+            except FatalError as error:
+                # Taken: an inactive vendor (listed apart) or another worker's create holds it.
+                if not _is_taken(error, "origin_id"):
+                    raise
+                existing = self.find_vendor_by_origin_id(origin_id, include_inactive=True)
+                if existing is None:
+                    raise
+        raw = self.client.send_json("PATCH", f"{API}/vendors/{existing.id}",
+                                    {"company_id": self.config.company_id, "vendor": attrs},
+                                    endpoint=f"PATCH {API}/vendors/{{id}}")
+        return Upserted(ProcoreVendor.model_validate(raw), "updated", "origin_id")
+
+    def sync_vendors(self, batch: Iterable[Mapping[str, Any]]) -> SyncResult[ProcoreVendor]:
+        """Batch upsert by id / origin_id, in calls of at most `sync_batch_size` items."""
+        result: SyncResult[ProcoreVendor] = SyncResult()
+        for chunk in _chunks(batch, self.config.sync_batch_size):
+            body = self.client.send_json("PATCH", f"{API}/vendors/sync",
+                                         {"company_id": self.config.company_id, "updates": chunk},
+                                         endpoint=f"PATCH {API}/vendors/sync")
+            part = _sync_result(body, ProcoreVendor)
+            result.entities.extend(part.entities)
+            result.errors.extend(part.errors)
+        return result
+
+    def upsert_purchase_order_contract(
+        self,
+        project_id: int,
+        fields: Mapping[str, Any],
+        line_items: Sequence[Mapping[str, Any]],
+        origin_id: str,
+    ) -> Upserted[ProcorePurchaseOrderContract]:
+        """Create or update a PO contract and its lines; found by origin_id, else vendor + number."""
+        attrs = _with_origin(fields, origin_id)
+        existing, matched_by = self.find_commitment_by_origin_id(origin_id, project_id), "origin_id"
+        if existing is None and attrs.get("vendor_id") is not None and attrs.get("number"):
+            existing, matched_by = self.find_commitment(int(attrs["vendor_id"]), str(attrs["number"]), project_id), "vendor+number"
+        body = {"project_id": project_id, "purchase_order_contract": attrs}
+        if existing is not None:
+            raw = self.client.send_json("PATCH", f"{API}/purchase_order_contracts/{existing.id}", body,
+                                        params={"project_id": project_id},
+                                        endpoint=f"PATCH {API}/purchase_order_contracts/{{id}}")
+            action: Literal["created", "updated"] = "updated"
+        else:
+            raw = self._post(f"{API}/purchase_order_contracts", body, f"POST {API}/purchase_order_contracts")
+            action, matched_by = "created", None
+        po_id = int(raw["id"])
+        lines = self._write_lines(
+            f"{API}/purchase_order_contracts/{po_id}/line_items/sync",
+            {"project_id": project_id},
+            _line_items(line_items, origin_id, {}),
+            f"PATCH {API}/purchase_order_contracts/{{id}}/line_items/sync",
+        )
+        raw = _with_lines(raw, project_id, lines)
+        return Upserted(ProcorePurchaseOrderContract.model_validate(raw), action, matched_by, lines)
+
+    def create_or_update_direct_cost(
+        self,
+        project_id: int,
+        fields: Mapping[str, Any],
+        line_items: Sequence[Mapping[str, Any]],
+        origin_id: str,
+    ) -> Upserted[ProcoreDirectCost]:
+        """Create or update a direct cost (an AP invoice) and its lines; found by origin_id,
+        else vendor + invoice number."""
+        attrs = _with_origin(fields, origin_id)
+        existing, matched_by = self.find_direct_cost_by_origin_id(project_id, origin_id), "origin_id"
+        if existing is None and attrs.get("invoice_number") and attrs.get("vendor_id") is not None:
+            existing = self.find_direct_cost_by_invoice(project_id, int(attrs["vendor_id"]), str(attrs["invoice_number"]))
+            matched_by = "vendor+invoice_number"
+        base = f"{API}/projects/{project_id}/direct_costs"
+        if existing is not None:
+            update = {k: v for k, v in attrs.items() if k != "direct_cost_type"}  # fixed once created
+            raw = self._on_conflict_retry(lambda: self.client.send_json(
+                "PATCH", f"{base}/{existing.id}", {"item": update},
+                endpoint=f"PATCH {API}/projects/{{project_id}}/direct_costs/{{id}}"))
+            action: Literal["created", "updated"] = "updated"
+        else:
+            raw = self._post(base, {"item": attrs}, f"POST {API}/projects/{{project_id}}/direct_costs")
+            action, matched_by = "created", None
+        dc_id = int(raw["id"])
+        prepared = _line_items(line_items, origin_id, {"direct_cost_id": dc_id})
+        default_type = self._default_line_item_type_id(prepared)
+        for line in prepared:
+            if line.get("wbs_code_id") is None and line.get("line_item_type_id") is None and default_type is not None:
+                line["line_item_type_id"] = default_type
+        lines = self._on_conflict_retry(lambda: self._write_lines(
+            f"{base}/line_items/sync", {}, prepared,
+            f"PATCH {API}/projects/{{project_id}}/direct_costs/line_items/sync"))
+        raw = _with_lines(raw, project_id, lines)
+        return Upserted(ProcoreDirectCost.model_validate(raw), action, matched_by, lines)
+
+    # ---- check -----------------------------------------------------------------------------
+
+    def check(self) -> list[CheckStep]:
+        """A token, the company, then one cheap authenticated read per entity the pair uses."""
+        token = timed_check("token", self._check_token)
+        steps = [token]
+        if not token.ok:
+            return steps + [CheckStep(name, False, 0.0, "skipped: no token") for name in ("companies", *ENTITIES)]
+        steps.append(timed_check("companies", self._check_company))
+        steps.append(timed_check("vendors", lambda: self._probe(ENTITIES["vendors"], None)))
+        steps.append(timed_check("projects", lambda: self._probe(ENTITIES["projects"], None)))
+        project: list[int] = []
+        steps.append(timed_check("project_scope", lambda: self._pick_project(project)))
+        for name in ("cost_codes", "purchase_order_contracts", "direct_costs"):
+            if project:
+                steps.append(timed_check(name, lambda spec=ENTITIES[name]: self._probe(spec, project[0])))
+            else:
+                steps.append(CheckStep(name, False, 0.0, "skipped: no project to read from"))
+        return steps
+
+    def _check_token(self) -> str:
+        self.auth.headers(self.session)
+        token = self.runtime.token_cache.peek(self.provider)
+        left = int(token.expires_at - time.time()) if token else 0
+        return f"token valid for {left} s"
+
+    def _check_company(self) -> str:
+        companies = self.client.get_json(f"{API}/companies", endpoint=f"GET {API}/companies") or []
+        if not any(isinstance(c, Mapping) and c.get("id") == self.config.company_id for c in companies):
+            raise FatalError(f"company {self.config.company_id} is not visible to this app", vendor=VENDOR)
+        return f"company {self.config.company_id} visible"
+
+    def _pick_project(self, out: list[int]) -> str:
+        ids = self.project_ids()
+        if not ids:
+            raise FatalError("no active project in the company and none configured", vendor=VENDOR)
+        out.append(ids[0])
+        return f"{len(ids)} project(s); reading project {ids[0]}"
+
+    def _probe(self, spec: ProcoreEntity[Any], project_id: int | None) -> str:
+        path = spec.path.format(project_id=project_id)
+        params = {**self._list_params(spec, project_id), "page": 1, "per_page": 1}
+        response = self.client.request("GET", path, params=params, endpoint=f"GET {spec.path}")
+        return f"{response.headers.get('Total', len(response.json() or []))} record(s)"
+
+    # ---- plumbing --------------------------------------------------------------------------
+
+    def _spec(self, entity: str) -> ProcoreEntity[Any]:
+        try:
+            return ENTITIES[entity]
+        except KeyError:
+            raise ValueError(f"procore has no entity {entity!r}; known: {', '.join(ENTITIES)}") from None
+
+    def _scopes(self, spec: ProcoreEntity[Any]) -> list[int | None]:
+        return list(self.project_ids()) if spec.scope == "project" else [None]
+
+    def _scope_param(self, spec: ProcoreEntity[Any], project_id: int | None) -> dict[str, Any]:
+        if spec.scope == "company":
+            return {"company_id": self.config.company_id}
+        return {} if "{project_id}" in spec.path else {"project_id": project_id}
+
+    def _list_params(self, spec: ProcoreEntity[Any], project_id: int | None) -> dict[str, Any]:
+        return {**self._scope_param(spec, project_id), **dict(spec.params)}
+
+    @staticmethod
+    def _with_project(raw: Any, spec: ProcoreEntity[Any], project_id: int | None) -> Any:
+        if spec.scope == "project" and isinstance(raw, dict) and raw.get("project_id") is None:
+            return {**raw, "project_id": project_id}
+        return raw
+
+    def _iter_raw(self, spec: ProcoreEntity[Any], project_id: int | None, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        path = spec.path.format(project_id=project_id)
+        for page in self._pages(path, params, f"GET {spec.path}"):
+            for raw in page:
+                yield self._with_project(raw, spec, project_id)
+
+    def _pages(self, path: str, params: Mapping[str, Any], endpoint: str,
+               per_page: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Pages of a list endpoint, one request per page, nothing kept between pages."""
+        size = per_page or self.config.page_size
+        page = 1
+        while True:
+            response = self.client.request("GET", path, params={**params, "page": page, "per_page": size}, endpoint=endpoint)
+            batch = response.json() if response.content else []
+            if not isinstance(batch, list):
+                raise FatalError(f"expected a JSON array, got {type(batch).__name__}", vendor=VENDOR, endpoint=endpoint)
+            if batch:
+                yield batch
+            if not batch or not _has_next_page(response, page, len(batch), size):
+                return
+            page += 1
+
+    def _first(self, spec: ProcoreEntity[Any], project_id: int | None, filters: Mapping[str, Any]) -> BaseModel | None:
+        params = {**self._list_params(spec, project_id), **filters}
+        for raw in self._iter_raw(spec, project_id, params):
+            if not raw.get("deleted_at"):
+                return spec.model.model_validate(raw)
+        return None
+
+    def _post(self, path: str, body: Mapping[str, Any], endpoint: str) -> dict[str, Any]:
+        """A create; one Idempotency-Token per logical write, so the core's retries of it are
+        answered with the first result instead of a second record."""
+        headers = {"Idempotency-Token": secrets.token_hex(16)}
+        raw = self.client.send_json("POST", path, dict(body), headers=headers, endpoint=endpoint)
+        if not isinstance(raw, dict) or "id" not in raw:
+            raise FatalError("create answered without an id", vendor=VENDOR, endpoint=endpoint)
+        return raw
+
+    def _write_lines(self, path: str, extra: Mapping[str, Any], items: list[dict[str, Any]], endpoint: str) -> list[ProcoreLineItem]:
+        """Line items through their sync action; any refused line fails the write with Procore's words."""
+        written: list[ProcoreLineItem] = []
+        for chunk in _chunks(items, self.config.sync_batch_size):
+            body = self.client.send_json("PATCH", path, {**extra, "updates": chunk}, endpoint=endpoint)
+            part = _sync_result(body, ProcoreLineItem)
+            if part.errors:
+                detail = "; ".join(f"line {e.model_extra.get('origin_id') if e.model_extra else '?'}: {e.message}" for e in part.errors)
+                raise FatalError(f"{len(part.errors)} line item(s) refused: {detail}", vendor=VENDOR, endpoint=endpoint,
+                                 details=[e.model_dump() for e in part.errors])
+            written.extend(part.entities)
+        return written
+
+    def _on_conflict_retry(self, call: Callable[[], Any]) -> Any:
+        """Procore answers 409 while another request edits the same direct cost: wait, retry,
+        and past the limit hand the task a retriable error."""
+        last: FatalError | None = None
+        for attempt in range(self.config.conflict_retries):
+            try:
+                return call()
+            except FatalError as error:
+                if error.status != 409:
+                    raise
+                last = error
+                time.sleep(self.config.conflict_wait_seconds * (attempt + 1))
+        assert last is not None
+        raise RetriableError(last.message, vendor=VENDOR, status=409, endpoint=last.endpoint,
+                             retry_after=self.config.conflict_wait_seconds * (self.config.conflict_retries + 1))
+
+    def _default_line_item_type_id(self, lines: list[dict[str, Any]]) -> int | None:
+        code = self.config.direct_cost_line_item_type_code
+        if not code or all(l.get("line_item_type_id") is not None or l.get("wbs_code_id") is not None for l in lines):
+            return None
+        with self._cache_lock:
+            known = self._line_item_types
+        if known is None:
+            known = {t.code: t.id for t in self.list_line_item_types() if t.code}
+            with self._cache_lock:
+                self._line_item_types = known
+        if code not in known:
+            raise FatalError(f"line item type code {code!r} is not in the company's list ({', '.join(sorted(known))})",
+                             vendor=VENDOR)
+        return known[code]
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _has_next_page(response: requests.Response, page: int, count: int, asked: int) -> bool:
+    if "Link" in response.headers:
+        return "next" in response.links
+    total = response.headers.get("Total", "").strip()
+    per_page = response.headers.get("Per-Page", "").strip()
+    if total.isdigit():
+        return page * (int(per_page) if per_page.isdigit() else asked) < int(total)
+    return count >= asked
+
+
+def _normalize_number(value: Any) -> str:
+    return " ".join(str(value or "").split()).upper()
+
+
+def _with_origin(fields: Mapping[str, Any], origin_id: str) -> dict[str, Any]:
+    if not origin_id:
+        raise ValueError("origin_id is required: it is how the next write finds this record")
+    given = fields.get("origin_id")
+    if given not in (None, origin_id):
+        raise ValueError(f"fields carry origin_id {given!r} but the write is for {origin_id!r}")
+    return {**fields, "origin_id": origin_id}
+
+
+def _line_items(lines: Sequence[Mapping[str, Any]], origin_id: str, extra: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Lines keyed by their own origin_id (default: the holder's origin id and line number),
+    so a re-sent document updates its lines instead of adding more."""
+    out = []
+    for position, line in enumerate(lines, 1):
+        item = {**line, **extra}
+        if not item.get("origin_id") and item.get("id") is None:
+            item["origin_id"] = f"{origin_id}:{position}"
+        out.append(item)
+    return out
+
+
+def _with_lines(raw: dict[str, Any], project_id: int, written: list[ProcoreLineItem]) -> dict[str, Any]:
+    """The holder as it stands after its lines were written (the header answer predates them):
+    earlier lines replaced or joined by the written ones, and the grand total they sum to."""
+    if not written:
+        return {**raw, "project_id": project_id}
+    merged = {int(line["id"]): line for line in raw.get("line_items") or [] if isinstance(line, Mapping) and "id" in line}
+    for line in written:
+        merged[line.id] = line.model_dump()
+    total = sum((Decimal(str(line.get("total_amount") or line.get("amount") or 0)) for line in merged.values()), Decimal(0))
+    return {**raw, "project_id": project_id, "line_items": list(merged.values()), "grand_total": str(total)}
+
+
+def _chunks(items: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for item in items:
+        chunk.append(dict(item))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _sync_result(body: Any, model: type[ModelT]) -> SyncResult[ModelT]:
+    if not isinstance(body, Mapping):
+        raise FatalError("sync answered without {entities, errors}", vendor=VENDOR)
+    return SyncResult(
+        entities=[model.model_validate(raw) for raw in body.get("entities") or []],
+        errors=[SyncItemError.model_validate(raw) for raw in body.get("errors") or []],
+    )
+
