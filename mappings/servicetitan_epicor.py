@@ -131,7 +131,6 @@ def map_inventory_bill(bill: dict[str, Any], config: ServiceTitanEpicorConfig, v
         lines.append({
             "InvoiceLine": index,
             "Description": description[:MAX_DESCRIPTION],
-            "PartNum": item.get("skuCode") or "",
             "VendorQty": str(qty),
             "UnitCost": str(cost),
             "ExtCost": str((qty * cost).quantize(CENT, rounding=ROUND_HALF_UP)),
@@ -142,7 +141,7 @@ def map_inventory_bill(bill: dict[str, Any], config: ServiceTitanEpicorConfig, v
         amount = money(bill.get(field))
         if amount:
             chosen = account or (lines[0]["GLAccount"] if lines else config.gl.default_account)
-            lines.append({"InvoiceLine": len(lines) + 1, "Description": label, "PartNum": "", "VendorQty": "1",
+            lines.append({"InvoiceLine": len(lines) + 1, "Description": label, "VendorQty": "1",
                           "UnitCost": str(amount), "ExtCost": str(amount), "GLAccount": chosen})
             decisions.append(Decision(f"{label.lower()} line GL", chosen,
                                       f"gl.{label.lower() if label == 'Tax' else 'freight'}_account" if account else "same account as the first line"))
@@ -159,8 +158,6 @@ def map_inventory_bill(bill: dict[str, Any], config: ServiceTitanEpicorConfig, v
         "DueDate": str(bill.get("dueDate") or "")[:10] or None,
         "Description": (bill.get("summary") or f"ServiceTitan bill {bill['id']}")[:MAX_DESCRIPTION],
         "InvoiceAmt": str(total or line_total),
-        "PONum": bill.get("purchaseOrderId"),
-        "ExternalRef": f"servicetitan:inventory-bill:{bill['id']}",
     }
     return MappedRecord(payload={"group": config.invoice_group, "header": header, "lines": lines},
                         external_key={"VendorNum": vendor.vendor_num, "InvoiceNum": number}, decisions=decisions)

@@ -27,7 +27,7 @@ def _demo_config(st_info: dict[str, Any], epicor_info: dict[str, Any]) -> tuple[
         "invoice_group": "STDEMO",
         "vendor_match": "name",
         "auto_create_vendors": True,
-        "gl": {"default_account": "2000-00", "tax_account": "2300-00", "freight_account": "5100-00"},
+        "gl": {"default_account": "5100-100", "tax_account": "5000-000", "freight_account": "6500-100"},
     }
     return config, {"servicetitan": st_credentials, "epicor": ep_credentials}
 

@@ -234,7 +234,8 @@ class HttpClient:
             details=details,
         )
         if isinstance(error, AuthError):
-            error.sent_headers = sent_headers  # type: ignore[attr-defined]
+            # Only the refused credential travels with the error (for the refresh), no other header.
+            error.sent_headers = {"Authorization": sent_headers.get("Authorization", "")}  # type: ignore[attr-defined]
         if isinstance(error, RetriableError):
             # 429 and 503 mean the vendor turned the call away without acting on it.
             error.not_acted_on = response.status_code in NOT_ACTED_ON_STATUSES  # type: ignore[attr-defined]

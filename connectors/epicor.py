@@ -1,0 +1,1099 @@
+"""Epicor Kinetic REST API v2: OData reads, business-object method writes.
+
+One `HttpClient` under `/{instance}/api/v2/odata/{company}` carries auth (a TokenResource
+bearer token shared by the fleet through the token cache, or Basic), the `x-api-key` every
+v2 call needs, timeouts, backoff and Epicor's error body. Entities are declared once in
+`ENTITIES`: path, key fields, change field, expanded children and model.
+
+Change detection (per entity, overridable with `Config.change_fields`):
+
+- `ChangeDate` where Epicor has it (APInvHed, POHeader): `ChangeDate ge since and
+  ChangeDate lt until`, ordered by ChangeDate then the keys, paged by keyset (the next page
+  starts after the last row seen) so a row that changes mid-scan cannot shift an unseen row
+  past the page boundary, which `$skip` paging allows. `change_paging="skip"` pages by
+  `$top`/`$skip` instead.
+- `SysRevID` everywhere else (Vendor, GLAccount, CheckHed, APInvGrp). It is a database-wide
+  row version, not a time, so a datetime watermark cannot be compared with it. Each poll
+  first notes "at time m the highest SysRevID was R" (one `$top=1` read); every later write
+  gets a higher SysRevID. A poll whose `since` is later than such a note (plus a clock-skew
+  margin) reads only `SysRevID gt R`, a superset of what changed since `since`. Without a
+  usable note (first polls, another worker process) it reads every row, and the engine's
+  key + version dedupe (`version_of`: the SysRevID) drops what it already has.
+  `iter_changed_since_rev` serves callers that keep their own SysRevID cursor.
+
+Writes follow Epicor's screen logic: AP invoices through their invoice group
+(`GetNewAPInvHedInvoice`, `Change*` defaulting, `UpdateMaster`, lines one by one, then
+`UnlockGroup`), AP payments through Payment Entry, vendors through OData.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, Iterator, Literal, Mapping
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import requests
+import structlog
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from connectors.base import CheckStep, Connector, EntitySpec, VendorModel, timed_check
+from mlconnector.http import (
+    Auth,
+    BasicAuth,
+    ConnectorError,
+    FatalError,
+    HttpClient,
+    HttpRuntime,
+    NoAuth,
+    RateLimit,
+    RetryPolicy,
+    Token,
+    TokenAuth,
+    TokenProvider,
+)
+from mlconnector.http.client import MAX_ERROR_TEXT
+from mlconnector.http.errors import classify_response
+from mlconnector.redaction import register_secret
+
+log = structlog.get_logger(__name__)
+
+PAGE_SIZE = 100  # Epicor's documented maximum rows per OData page ($top, and the default)
+DEFAULT_TOKEN_TTL = 3600  # unconfirmed: "about an hour", admin-configurable; ExpiresIn wins
+READ_TIMEOUT = 60.0  # one production client's choice: heavy BO reads are slow
+REV_MARKS_KEPT = 64  # SysRevID marks remembered per entity; older watermarks fall back to a full scan
+# A SysRevID mark is trusted only this long after it was taken: covers clock skew between
+# workers and writes that commit a little after they took their SysRevID.
+REV_MARK_SKEW = 30.0
+INVOICE_SERVICE = "Erp.BO.APInvoiceSvc"
+GROUP_SERVICE = "Erp.BO.APInvGrpSvc"
+PAYMENT_SERVICE = "Erp.BO.PaymentEntrySvc"
+PAYMENT_GROUP_SERVICE = "Erp.BO.APChkGrpSvc"
+VENDOR_SERVICE = "Erp.BO.VendorSvc"
+NOT_FOUND_TYPES = ("RecordNotFoundException",)  # ErrorType of "no such record" (vs unknown service)
+
+
+# ---- configuration -------------------------------------------------------------------------
+
+class EpicorConfig(BaseModel):
+    """Everything a customer's Epicor deployment varies."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_base: str  # https://server/{instance}
+    token_url: str = ""  # default: {api_base}/TokenResource.svc/
+    company: str
+    instance: str = ""  # informational: api_base already carries it
+    auth_mode: Literal["token", "basic"] = "token"
+    token_ttl: int = Field(DEFAULT_TOKEN_TTL, ge=1)
+    token_request_style: Literal["form", "basic", "headers"] = "form"  # how TokenResource gets credentials
+    page_size: int = Field(PAGE_SIZE, ge=1, le=PAGE_SIZE)
+    rate_limit_per_second: float | None = Field(None, gt=0)  # Epicor publishes none
+    timeout: float = READ_TIMEOUT  # seconds to wait for an answer
+    connect_timeout: float = 5.0
+    retry_base: float = 0.5
+    retry_max_wait: float = 30.0
+    retry_max_tries: int = Field(5, ge=1)
+    retry_max_time: float = 60.0
+    default_group_id: str = "MLAP"  # AP invoice group used when a caller names none
+    payment_group_id: str = "MLPAY"  # AP payment (check) group for payments written
+    payment_bank_account: str = ""  # BankAcctID for a payment group the connector creates
+    unlock_group_after_write: bool = True
+    remove_partial_invoice: bool = True  # delete a header whose lines failed, so a replay starts clean
+    open_invoices_require_posted: bool = True  # unconfirmed: Payment Entry pays posted invoices only
+    change_fields: dict[str, Literal["ChangeDate", "SysRevID"]] = Field(default_factory=dict)
+    change_paging: Literal["keyset", "skip"] = "keyset"
+    rev_mark_skew_seconds: float = Field(REV_MARK_SKEW, ge=0)
+    filter_datetime_style: Literal["iso", "datetime", "quoted"] = "iso"  # unconfirmed literal form
+    server_timezone: str = "UTC"  # zone-less timestamps are in the app server's zone
+    plant: str | None = None  # sent as CallSettings {"Company", "Plant"}
+    license_type: str | None = None  # License {"ClaimedLicense": ...} to claim a seat type
+
+    @field_validator("api_base", "token_url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.rstrip("/") if value else value
+
+
+class EpicorCredentials(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    username: str
+    password: SecretStr
+    api_key: SecretStr
+
+
+# ---- models -----------------------------------------------------------------------------------
+
+def _to_date(value: Any) -> Any:
+    if isinstance(value, str):
+        return value[:10] if value else None
+    if isinstance(value, datetime):
+        return value.date()
+    return value
+
+
+def _to_datetime(value: Any) -> Any:
+    return None if value == "" else value
+
+
+EpicorDate = Annotated[date | None, BeforeValidator(_to_date)]
+EpicorTimestamp = Annotated[datetime | None, BeforeValidator(_to_datetime)]
+Money = Decimal
+
+
+class EpicorModel(VendorModel):
+    """Epicor rows: zone-less ChangeDate values are read in the server's time zone."""
+
+    @model_validator(mode="after")
+    def _zone(self, info: ValidationInfo) -> "EpicorModel":
+        value = getattr(self, "ChangeDate", None)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            zone = (info.context or {}).get("tz", timezone.utc)
+            object.__setattr__(self, "ChangeDate", value.replace(tzinfo=zone).astimezone(timezone.utc))
+        return self
+
+
+class EpicorVendor(EpicorModel):
+    Company: str = ""
+    VendorNum: int
+    VendorID: str
+    Name: str = ""
+    Address1: str = ""
+    Address2: str = ""
+    Address3: str = ""
+    City: str = ""
+    State: str = ""
+    ZIP: str = ""
+    Country: str = ""
+    PhoneNum: str = ""
+    FaxNum: str = ""
+    EMailAddress: str = ""
+    TermsCode: str = ""
+    CurrencyCode: str = ""
+    GroupCode: str = ""
+    Inactive: bool = False
+    SysRevID: int = 0
+    SysRowID: str = ""
+
+
+class EpicorApInvoiceLine(EpicorModel):
+    VendorNum: int = 0
+    InvoiceNum: str = ""
+    InvoiceLine: int
+    LineType: str = ""
+    PartNum: str = ""
+    Description: str = ""
+    VendorQty: Decimal = Decimal(0)
+    UnitCost: Decimal = Decimal(0)
+    ExtCost: Money = Decimal(0)
+    DocExtCost: Money = Decimal(0)
+    PONum: int = 0
+    POLine: int = 0
+    GLAccount: str = ""  # Epicor's internal form, segments joined by "|"
+    SysRevID: int = 0
+    SysRowID: str = ""
+
+
+class EpicorApInvoice(EpicorModel):
+    VendorNum: int
+    VendorNumVendorID: str = ""
+    VendorNumName: str = ""
+    InvoiceNum: str
+    GroupID: str = ""
+    InvoiceDate: EpicorDate = None
+    DueDate: EpicorDate = None
+    ApplyDate: EpicorDate = None
+    InvoiceAmt: Money = Decimal(0)
+    DocInvoiceAmt: Money = Decimal(0)
+    InvoiceVendorAmt: Money = Decimal(0)
+    InvoiceBal: Money = Decimal(0)
+    DocInvoiceBal: Money = Decimal(0)
+    OpenPayable: bool = True
+    Posted: bool = False
+    DebitMemo: bool = False
+    REFPONum: int = 0
+    TermsCode: str = ""
+    CurrencyCode: str = ""
+    Description: str = ""
+    ChangedBy: str = ""
+    ChangeDate: EpicorTimestamp = None
+    SysRevID: int = 0
+    SysRowID: str = ""
+    lines: list[EpicorApInvoiceLine] = Field(default_factory=list,
+                                             validation_alias=AliasChoices("APInvDtls", "APInvDtl", "lines"))
+
+
+class EpicorPurchaseOrderLine(EpicorModel):
+    PONUM: int = 0  # Epicor's own casing on PODetail
+    POLine: int
+    PartNum: str = ""
+    VenPartNum: str = ""
+    LineDesc: str = ""
+    OrderQty: Decimal = Decimal(0)
+    IUM: str = ""
+    PUM: str = ""
+    UnitCost: Decimal = Decimal(0)
+    DocUnitCost: Decimal = Decimal(0)
+    ExtCost: Money = Decimal(0)
+    DocExtCost: Money = Decimal(0)
+    DueDate: EpicorDate = None
+    VendorNum: int = 0
+    OpenLine: bool = True
+    VoidLine: bool = False
+    ClassID: str = ""
+    SysRevID: int = 0
+
+
+class EpicorPurchaseOrder(EpicorModel):
+    PONum: int
+    VendorNum: int = 0
+    VendorVendorID: str = ""
+    VendorName: str = ""
+    OrderDate: EpicorDate = None
+    DueDate: EpicorDate = None
+    PromiseDate: EpicorDate = None
+    BuyerID: str = ""
+    ShipViaCode: str = ""
+    TermsCode: str = ""
+    OpenOrder: bool = True
+    VoidOrder: bool = False
+    OrderHeld: bool = False
+    Approve: bool = False
+    ApprovalStatus: str = ""
+    CurrencyCode: str = ""
+    TotalOrder: Money = Decimal(0)
+    DocTotalOrder: Money = Decimal(0)
+    EntryPerson: str = ""
+    CommentText: str = ""
+    ChangedBy: str = ""
+    ChangeDate: EpicorTimestamp = None
+    SysRevID: int = 0
+    lines: list[EpicorPurchaseOrderLine] = Field(default_factory=list,
+                                                 validation_alias=AliasChoices("PODetails", "PODetail", "lines"))
+
+
+class EpicorGlAccount(EpicorModel):
+    COACode: str = ""
+    GLAccount1: str  # the account string, segments joined by "|"
+    GLAcctDisp: str = ""
+    AccountDesc: str = ""
+    SegValue1: str = ""
+    SegValue2: str = ""
+    SegValue3: str = ""
+    Active: bool = True
+    EffFrom: EpicorDate = None
+    EffTo: EpicorDate = None
+    ParentGLAccount: str = ""
+    SysRevID: int = 0
+
+    @property
+    def segments(self) -> list[str]:
+        """Non-empty segment values in order (natural account, then e.g. cost center)."""
+        return [s for s in self.GLAccount1.split("|") if s]
+
+
+class EpicorApInvoiceGroup(EpicorModel):
+    GroupID: str
+    ActiveUserID: str = ""  # who holds the group's entry lock ("" = free)
+    ApplyDate: EpicorDate = None
+    FiscalYear: int = 0
+    FiscalPeriod: int = 0
+    SysRevID: int = 0
+
+
+class EpicorApPaymentLine(EpicorModel):
+    HeadNum: int = 0
+    APTranNo: int = 0
+    InvoiceNum: str = ""
+    VendorNum: int = 0
+    TranDate: EpicorDate = None
+    TranAmt: Money = Decimal(0)
+    DocTranAmt: Money = Decimal(0)
+    SysRevID: int = 0
+
+
+class EpicorApPayment(EpicorModel):
+    HeadNum: int
+    GroupID: str = ""
+    VendorNum: int = 0
+    VendorNumVendorID: str = ""
+    Name: str = ""
+    CheckNum: int = 0
+    CheckDate: EpicorDate = None
+    CheckAmt: Money = Decimal(0)
+    DocCheckAmt: Money = Decimal(0)
+    CurrencyCode: str = ""
+    BankAcctID: str = ""
+    Posted: bool = False
+    Voided: bool = False
+    XRefCheckNum: str = ""  # the external payment reference
+    SysRevID: int = 0
+    SysRowID: str = ""
+    lines: list[EpicorApPaymentLine] = Field(default_factory=list,
+                                             validation_alias=AliasChoices("APTrans", "APTran", "lines"))
+
+
+# ---- entities ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EpicorEntity(EntitySpec[Any]):
+    """An OData entity set: `keys` in URL order after Company, `expand` its child set."""
+
+    keys: tuple[str, ...] = ()
+    expand: str | None = None
+
+
+ENTITIES: dict[str, EpicorEntity] = {
+    "vendors": EpicorEntity("vendors", f"{VENDOR_SERVICE}/Vendors", "VendorNum", "SysRevID",
+                            EpicorVendor, keys=("VendorNum",)),
+    "ap_invoices": EpicorEntity("ap_invoices", f"{INVOICE_SERVICE}/APInvoices", "InvoiceNum", "ChangeDate",
+                                EpicorApInvoice, keys=("VendorNum", "InvoiceNum"), expand="APInvDtls"),
+    "purchase_orders": EpicorEntity("purchase_orders", "Erp.BO.POSvc/POes", "PONum", "ChangeDate",
+                                    EpicorPurchaseOrder, keys=("PONum",), expand="PODetails"),
+    "gl_accounts": EpicorEntity("gl_accounts", "Erp.BO.GLAccountSvc/GLAccounts", "GLAccount1", "SysRevID",
+                                EpicorGlAccount, keys=("COACode", "GLAccount1")),
+    "ap_payments": EpicorEntity("ap_payments", f"{PAYMENT_SERVICE}/PaymentEntries", "HeadNum", "SysRevID",
+                                EpicorApPayment, keys=("HeadNum",), expand="APTrans"),
+    "ap_invoice_groups": EpicorEntity("ap_invoice_groups", f"{GROUP_SERVICE}/APInvGrps", "GroupID", "SysRevID",
+                                      EpicorApInvoiceGroup, keys=("GroupID",)),
+}
+
+
+# ---- wire helpers ---------------------------------------------------------------------------
+
+def epicor_error(response: requests.Response) -> tuple[str, Any]:
+    """Epicor's own message (`ErrorMessage`, plus distinct `ErrorDetails` messages)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or response.reason or "")[:MAX_ERROR_TEXT], None
+    if not isinstance(body, dict):
+        return str(body)[:MAX_ERROR_TEXT], body
+    message = str(body.get("ErrorMessage") or body.get("Message") or body.get("message") or "")
+    extra = []
+    for detail in body.get("ErrorDetails") or []:
+        text = str((detail or {}).get("Message") or "")
+        if text and text not in message and text not in extra:
+            extra.append(text)
+    if extra:
+        message = "; ".join([message, *extra]) if message else "; ".join(extra)
+    details = {k: body.get(k) for k in ("HttpStatus", "ReasonPhrase", "ErrorType", "ErrorDetails", "CorrelationId")
+               if k in body}
+    return (message or response.reason or "")[:MAX_ERROR_TEXT], details
+
+
+def odata_string(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def odata_key(company: str, values: tuple[Any, ...]) -> str:
+    parts = [odata_string(company)] + [odata_string(v) if isinstance(v, str) else str(int(v)) for v in values]
+    return "(" + ",".join(quote(p, safe="'-_.~") for p in parts) + ")"
+
+
+def jsonable(value: Any) -> Any:
+    """Decimal amounts as JSON numbers, dates in Epicor's zone-less form."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%dT%H:%M:%S")
+    if isinstance(value, date):
+        return f"{value.isoformat()}T00:00:00"
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def _pending(ds: dict[str, Any], table: str) -> dict[str, Any]:
+    """The row a screen would be editing: the last one marked added or updated."""
+    rows = [r for r in ds.get(table) or [] if r.get("RowMod") in ("A", "U")]
+    if not rows:
+        raise FatalError(f"Epicor returned no {table} row being edited", vendor="epicor")
+    return rows[-1]
+
+
+# ---- auth ---------------------------------------------------------------------------------------
+
+class EpicorTokenProvider(TokenProvider):
+    """TokenResource.svc: user + password in, `AccessToken` out; no refresh token exists."""
+
+    vendor = "epicor"
+
+    def __init__(self, config: EpicorConfig, credentials: EpicorCredentials, client_kwargs: dict[str, Any]) -> None:
+        self.config = config
+        self.credentials = credentials
+        self.token_url = config.token_url or f"{config.api_base}/TokenResource.svc/"
+        if not self.token_url.endswith(("/", ".svc/token")):
+            self.token_url += "/"
+        self.client_kwargs = client_kwargs
+        self.calls = 0
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.token_url}|{self.credentials.username}"
+
+    def extra_headers(self) -> dict[str, str]:
+        return {"x-api-key": self.credentials.api_key.get_secret_value()}
+
+    def fetch(self, session: requests.Session, previous: Token | None) -> Token:
+        client = HttpClient(vendor="epicor", base_url=self.token_url, auth=NoAuth(), session=session,
+                            **self.client_kwargs)
+        username = self.credentials.username
+        password = self.credentials.password.get_secret_value()
+        headers = {"Accept": "application/json", **self.extra_headers()}
+        data: dict[str, str] | None = None
+        style = self.config.token_request_style
+        if style == "form":
+            data = {"grant_type": "password", "username": username, "password": password}
+        elif style == "basic":
+            headers.update(BasicAuth(username, password).headers(session))
+        else:
+            headers.update({"username": username, "password": password})
+        try:
+            response = client.request("POST", self.token_url, data=data, headers=headers, endpoint="TokenResource.svc")
+        finally:
+            self.calls += client.calls
+        try:
+            body = response.json()
+            access = str(body["AccessToken"])
+        except (ValueError, KeyError, TypeError):
+            raise FatalError("Epicor TokenResource answered without an AccessToken", vendor="epicor",
+                             status=response.status_code, endpoint="TokenResource.svc") from None
+        ttl = float(body.get("ExpiresIn") or self.config.token_ttl)
+        return Token(access_token=access, expires_at=time.time() + ttl,
+                     token_type=str(body.get("TokenType") or "Bearer"))
+
+
+# ---- the connector --------------------------------------------------------------------------
+
+class EpicorConnector(Connector):
+    """Epicor Kinetic: vendors, AP invoices (+ groups), POs, GL accounts, AP payments."""
+
+    system: ClassVar[str] = "epicor"
+    Config: ClassVar[type[BaseModel]] = EpicorConfig
+    Credentials: ClassVar[type[BaseModel]] = EpicorCredentials
+    entities: ClassVar[dict[str, EpicorEntity]] = ENTITIES
+
+    _rev_marks: ClassVar[dict[tuple[str, str, str], list[tuple[float, int]]]] = {}
+    _rev_marks_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, config: EpicorConfig, credentials: EpicorCredentials, runtime: HttpRuntime) -> None:
+        self.config = config
+        self.credentials = credentials
+        register_secret(credentials.password.get_secret_value())
+        register_secret(credentials.api_key.get_secret_value())
+        self.tz = timezone.utc if config.server_timezone.upper() == "UTC" else ZoneInfo(config.server_timezone)
+        rate_limit = self._rate_limit(config.rate_limit_per_second)
+        client_kwargs: dict[str, Any] = {
+            "rate_limiter": runtime.rate_limiter if rate_limit else None,
+            "rate_limit": rate_limit,
+            "rate_key": f"epicor:{config.api_base}|{config.company}",
+            "timeout": (config.connect_timeout, config.timeout),
+            "retry": RetryPolicy(max_tries=config.retry_max_tries, max_time=config.retry_max_time,
+                                 base=config.retry_base, max_wait=config.retry_max_wait),
+            "error_extractor": epicor_error,
+        }
+        self.token_provider: EpicorTokenProvider | None = None
+        self.token_cache = runtime.token_cache
+        auth: Auth
+        if config.auth_mode == "token":
+            self.token_provider = EpicorTokenProvider(config, credentials, client_kwargs)
+            auth = TokenAuth(self.token_provider, runtime.token_cache)
+        else:
+            auth = BasicAuth(credentials.username, credentials.password.get_secret_value(),
+                             {"x-api-key": credentials.api_key.get_secret_value()})
+        headers = {"Accept": "application/json"}
+        if config.plant:
+            headers["CallSettings"] = json.dumps({"Company": config.company, "Plant": config.plant})
+        if config.license_type:
+            headers["License"] = json.dumps({"ClaimedLicense": config.license_type})
+        self.client = HttpClient(vendor="epicor", base_url=f"{config.api_base}/api/v2/odata/{config.company}",
+                                 auth=auth, session=runtime.session("epicor"), default_headers=headers,
+                                 **client_kwargs)
+
+    # ---- construction -------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, config: dict[str, Any], credentials: dict[str, Any], runtime: HttpRuntime) -> "EpicorConnector":
+        return cls(EpicorConfig.model_validate(config), EpicorCredentials.model_validate(credentials), runtime)
+
+    @classmethod
+    def settings_from_sandbox_info(cls, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        creds = info["credentials"]
+        config = {"api_base": info["api_base"], "token_url": info.get("token_url") or "",
+                  "company": creds["company"], "instance": creds.get("instance", "")}
+        return config, {"username": creds["username"], "password": creds["password"], "api_key": creds["api_key"]}
+
+    @staticmethod
+    def _rate_limit(per_second: float | None) -> RateLimit | None:
+        if not per_second:
+            return None
+        if per_second >= 1:
+            return RateLimit(int(per_second), 1)
+        return RateLimit(max(1, int(per_second * 60)), 60)
+
+    @property
+    def call_count(self) -> int:
+        return self.client.calls + (self.token_provider.calls if self.token_provider else 0)
+
+    # ---- low-level calls --------------------------------------------------------------------
+
+    def _get(self, path: str, params: Mapping[str, Any] | None = None, endpoint: str | None = None) -> Any:
+        return self.client.get_json(path, params=dict(params or {}), endpoint=endpoint or path.split("(")[0])
+
+    def _get_one(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """One entity by key; None when Epicor says the record does not exist."""
+        response = self.client.request("GET", path, params=dict(params or {}), endpoint=path.split("(")[0],
+                                       ok_statuses=(200, 404))
+        if response.status_code == 404:
+            message, details = epicor_error(response)
+            if str((details or {}).get("ErrorType") or "").endswith(NOT_FOUND_TYPES):
+                return None
+            raise classify_response(404, message, vendor="epicor", endpoint=path.split("(")[0], details=details)
+        return response.json()
+
+    def _call(self, service: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A business-object method: POST its parameters, get `{returnObj, parameters}`."""
+        path = f"{service}/{method}"
+        return self.client.send_json("POST", path, jsonable(body), endpoint=path) or {}
+
+    def _ds(self, service: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        return (self._call(service, method, body).get("parameters") or {}).get("ds") or {}
+
+    def _pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Rows of an OData query, `$top`/`$skip` pages, one page in memory at a time."""
+        size = self.config.page_size
+        skip = 0
+        while True:
+            body = self._get(path, {**params, "$top": size, "$skip": skip}) or {}
+            rows = body.get("value") or []
+            yield from rows
+            if len(rows) < size:
+                return
+            skip += len(rows)
+
+    def _model(self, spec: EpicorEntity, row: dict[str, Any]) -> Any:
+        data = {k: v for k, v in row.items() if not k.startswith("@odata.")}
+        return spec.model.model_validate(data, context={"tz": self.tz})
+
+    def _spec(self, entity: str) -> EpicorEntity:
+        try:
+            return self.entities[entity]
+        except KeyError:
+            raise ValueError(f"epicor has no entity {entity!r}; known: {', '.join(sorted(self.entities))}") from None
+
+    def _literal(self, moment: datetime) -> str:
+        """A datetime as a $filter literal in the server's zone, millisecond precision (floored)."""
+        aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        local = aware.astimezone(self.tz)
+        text = local.strftime("%Y-%m-%dT%H:%M:%S.") + f"{local.microsecond // 1000:03d}"
+        style = self.config.filter_datetime_style
+        if style == "datetime":
+            return f"datetime'{text}'"
+        if style == "quoted":
+            return f"'{text}'"
+        offset = local.utcoffset()
+        if not offset:
+            return text + "Z"
+        minutes = int(offset.total_seconds() // 60)
+        return text + f"{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+    def _server_time(self, text: str) -> datetime:
+        return datetime.fromisoformat(text).replace(tzinfo=self.tz)
+
+    def _value_literal(self, name: str, value: Any) -> str:
+        if name == "ChangeDate":
+            return self._literal(self._server_time(value))
+        if isinstance(value, str):
+            return odata_string(value)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    # ---- change detection -----------------------------------------------------------------------
+
+    def change_field(self, entity: str) -> str:
+        spec = self._spec(entity)
+        return self.config.change_fields.get(entity, spec.change_field or "SysRevID")
+
+    def iter_changed(self, entity: str, since: datetime | None, until: datetime) -> Iterator[Any]:
+        """Records of `entity` changed at or after `since`; capped at `until` for ChangeDate
+        entities (SysRevID is not a time: see the module docstring)."""
+        spec = self._spec(entity)
+        if self.change_field(entity) == "ChangeDate":
+            yield from self._iter_by_time(spec, since, until)
+            return
+        start = self._rev_mark(entity, since) if since is not None else None
+        self._take_rev_mark(spec)
+        yield from self.iter_changed_since_rev(entity, start)
+
+    def iter_changed_since_rev(self, entity: str, since_rev: int | None) -> Iterator[Any]:
+        """Records whose SysRevID is above `since_rev` (all when None), in SysRevID order."""
+        spec = self._spec(entity)
+        params: dict[str, Any] = {"$orderby": "SysRevID"}
+        if spec.expand:
+            params["$expand"] = spec.expand
+        if self.config.change_paging == "skip":
+            if since_rev:
+                params["$filter"] = f"SysRevID gt {int(since_rev)}"
+            for row in self._pages(spec.path, params):
+                yield self._model(spec, row)
+            return
+        last = int(since_rev or 0)
+        while True:
+            body = self._get(spec.path, {**params, "$filter": f"SysRevID gt {last}", "$top": self.config.page_size})
+            rows = (body or {}).get("value") or []
+            for row in rows:
+                yield self._model(spec, row)
+            if len(rows) < self.config.page_size:
+                return
+            last = int(rows[-1]["SysRevID"])
+
+    def _iter_by_time(self, spec: EpicorEntity, since: datetime | None, until: datetime) -> Iterator[Any]:
+        change = "ChangeDate"
+        order = [change, *spec.keys]
+        params: dict[str, Any] = {"$orderby": ",".join(order)}
+        if spec.expand:
+            params["$expand"] = spec.expand
+        bounds = [f"{change} lt {self._literal(until)}"]
+        if since is not None:
+            bounds.insert(0, f"{change} ge {self._literal(since)}")
+        if self.config.change_paging == "skip":
+            for row in self._pages(spec.path, {**params, "$filter": " and ".join(bounds)}):
+                yield self._model(spec, row)
+            return
+        last: dict[str, Any] | None = None
+        while True:
+            clauses = list(bounds)
+            if last is not None:
+                # The tighter lower bound first lets the server narrow before it evaluates the rest.
+                clauses = [f"{change} ge {self._value_literal(change, last[change])}", clauses[-1],
+                           "(" + self._after(order, last) + ")"]
+            body = self._get(spec.path, {**params, "$filter": " and ".join(clauses), "$top": self.config.page_size})
+            rows = (body or {}).get("value") or []
+            for row in rows:
+                yield self._model(spec, row)
+            if len(rows) < self.config.page_size:
+                return
+            last = rows[-1]
+
+    def _after(self, order: list[str], row: dict[str, Any]) -> str:
+        """Keyset condition: rows strictly after `row` in (order[0], order[1], ...) order."""
+        name = order[0]
+        literal = self._value_literal(name, row[name])
+        if len(order) == 1:
+            return f"{name} gt {literal}"
+        return f"{name} gt {literal} or ({name} eq {literal} and ({self._after(order[1:], row)}))"
+
+    def _mark_key(self, entity: str) -> tuple[str, str, str]:
+        return (self.config.api_base, self.config.company.casefold(), entity)
+
+    def _take_rev_mark(self, spec: EpicorEntity) -> None:
+        """Note "by now the highest SysRevID is R": every later write gets a higher one.
+        A fact about the table, not about one scan, so any poll of any flow may use it."""
+        body = self._get(spec.path, {"$orderby": "SysRevID desc", "$top": 1, "$select": "SysRevID"})
+        rows = (body or {}).get("value") or []
+        highest = int(rows[0]["SysRevID"]) if rows else 0
+        with self._rev_marks_lock:
+            marks = self._rev_marks.setdefault(self._mark_key(spec.name), [])
+            marks.append((time.time(), highest))
+            marks.sort()
+            del marks[:-REV_MARKS_KEPT]
+
+    def _rev_mark(self, entity: str, since: datetime) -> int | None:
+        """The highest SysRevID noted safely before `since` (clock skew allowed for), if any."""
+        latest = since.timestamp() - self.config.rev_mark_skew_seconds
+        with self._rev_marks_lock:
+            usable = [rev for at, rev in self._rev_marks.get(self._mark_key(entity), []) if at <= latest]
+        return max(usable) if usable else None
+
+    @staticmethod
+    def version_of(record: Any) -> str:
+        """What changes whenever the row changes: its SysRevID."""
+        return str(getattr(record, "SysRevID", "") or "")
+
+    # ---- vendors ---------------------------------------------------------------------------------
+
+    def _vendor_path(self, vendor_num: int) -> str:
+        return f"{VENDOR_SERVICE}/Vendors{odata_key(self.config.company, (int(vendor_num),))}"
+
+    def get_vendor(self, vendor_num: int) -> EpicorVendor | None:
+        row = self._get_one(self._vendor_path(vendor_num))
+        return self._model(ENTITIES["vendors"], row) if row else None
+
+    def find_vendors(self, *, vendor_id: str | None = None, name: str | None = None,
+                     name_contains: str | None = None) -> list[EpicorVendor]:
+        """Exact VendorID, exact name, or a name fragment (Epicor compares without case)."""
+        clauses = []
+        if vendor_id is not None:
+            clauses.append(f"VendorID eq {odata_string(vendor_id)}")
+        if name is not None:
+            clauses.append(f"Name eq {odata_string(name)}")
+        if name_contains is not None:
+            clauses.append(f"contains(Name,{odata_string(name_contains)})")
+        if not clauses:
+            raise ValueError("find_vendors needs vendor_id, name or name_contains")
+        spec = ENTITIES["vendors"]
+        rows = self._pages(spec.path, {"$filter": " and ".join(clauses), "$orderby": "VendorNum"})
+        return [self._model(spec, row) for row in rows]
+
+    def iter_vendors(self) -> Iterator[EpicorVendor]:
+        spec = ENTITIES["vendors"]
+        for row in self._pages(spec.path, {"$orderby": "VendorNum"}):
+            yield self._model(spec, row)
+
+    def create_vendor(self, fields: dict[str, Any]) -> EpicorVendor:
+        """OData POST (Epicor assigns VendorNum). A 409 from our own lost-answer retry, or
+        from a twin worker, returns the vendor that holds the VendorID if its name agrees."""
+        body = {k: v for k, v in fields.items() if k not in ("VendorNum", "SysRevID", "SysRowID", "RowMod")}
+        body["Company"] = self.config.company
+        try:
+            row = self.client.send_json("POST", ENTITIES["vendors"].path, jsonable(body),
+                                        endpoint=ENTITIES["vendors"].path)
+        except FatalError as error:
+            if error.status != 409 or not fields.get("VendorID"):
+                raise
+            existing = self.find_vendors(vendor_id=str(fields["VendorID"]))
+            if existing and _same_name(existing[0].Name, str(fields.get("Name", ""))):
+                return existing[0]
+            raise
+        return self._model(ENTITIES["vendors"], row)
+
+    def update_vendor(self, vendor_num: int, fields: dict[str, Any]) -> EpicorVendor:
+        body = {k: v for k, v in fields.items() if k not in ("VendorNum", "Company", "SysRevID", "SysRowID", "RowMod")}
+        path = self._vendor_path(vendor_num)
+        self.client.request("PATCH", path, json=jsonable(body), endpoint=ENTITIES["vendors"].path)
+        vendor = self.get_vendor(vendor_num)
+        if vendor is None:
+            raise FatalError(f"Epicor supplier {vendor_num} vanished after its update", vendor="epicor")
+        return vendor
+
+    # ---- invoice groups ----------------------------------------------------------------------------
+
+    def get_group(self, group_id: str) -> EpicorApInvoiceGroup | None:
+        spec = ENTITIES["ap_invoice_groups"]
+        body = self._get(spec.path, {"$filter": f"GroupID eq {odata_string(group_id)}", "$top": 1})
+        rows = (body or {}).get("value") or []
+        return self._model(spec, rows[0]) if rows else None
+
+    def ensure_group(self, group_id: str) -> EpicorApInvoiceGroup:
+        """Find the AP invoice group or create it (a racing creator's 409 means it exists)."""
+        group = self.get_group(group_id)
+        if group is not None:
+            return group
+        spec = ENTITIES["ap_invoice_groups"]
+        try:
+            row = self.client.send_json("POST", spec.path, {"Company": self.config.company, "GroupID": group_id},
+                                        endpoint=spec.path)
+            return self._model(spec, row)
+        except FatalError as error:
+            if error.status != 409:
+                raise
+        group = self.get_group(group_id)
+        if group is None:
+            raise FatalError(f"Epicor AP invoice group {group_id} neither exists nor can be created", vendor="epicor")
+        return group
+
+    def unlock_group(self, group_id: str) -> None:
+        """Release the group's entry lock (ActiveUserID)."""
+        self._call(GROUP_SERVICE, "UnlockGroup", {"InGroupID": group_id})
+
+    # ---- AP invoices --------------------------------------------------------------------------------
+
+    def find_ap_invoice(self, vendor_num: int, invoice_num: str) -> EpicorApInvoice | None:
+        """The idempotency lookup: the invoice this vendor + invoice number already made."""
+        spec = ENTITIES["ap_invoices"]
+        body = self._get(spec.path, {
+            "$filter": f"VendorNum eq {int(vendor_num)} and InvoiceNum eq {odata_string(invoice_num)}",
+            "$expand": spec.expand, "$top": 1})
+        rows = (body or {}).get("value") or []
+        return self._model(spec, rows[0]) if rows else None
+
+    def find_open_invoices(self, vendor_num: int, amount: Decimal | None = None) -> list[EpicorApInvoice]:
+        """Unpaid invoices of a vendor, optionally those whose balance or total equals `amount`."""
+        clauses = [f"VendorNum eq {int(vendor_num)}", "OpenPayable eq true", "InvoiceBal gt 0"]
+        if self.config.open_invoices_require_posted:
+            clauses.append("Posted eq true")
+        if amount is not None:
+            text = format(Decimal(amount).quantize(Decimal("0.01")), "f")
+            clauses.append(f"(InvoiceBal eq {text} or InvoiceAmt eq {text})")
+        spec = ENTITIES["ap_invoices"]
+        rows = self._pages(spec.path, {"$filter": " and ".join(clauses), "$orderby": "InvoiceDate,InvoiceNum"})
+        return [self._model(spec, row) for row in rows]
+
+    def create_ap_invoice(self, group_id: str, header: dict[str, Any], lines: list[dict[str, Any]]) -> EpicorApInvoice:
+        """Epicor's invoice-entry pattern, end to end.
+
+        Find or create the group; `GetNewAPInvHedInvoice` (locks the group to us);
+        `ChangeVendorID` / `ChangeRefPONum`, `ChangeInvoiceDateEx`, `ChangeInvoiceVendorAmt`
+        for defaulting; `UpdateMaster` saves the header; each line through
+        `GetNewAPInvDtlMiscellaneous` (or `...Unreceived` + `ChangePONum`/`ChangePOLine` for a
+        PO line), `ChangeVendorQty`/`ChangeUnitCost`/`ChangeExtCost`, `UpdateMaster`. The
+        group is unlocked in `finally` unless someone else held it before we started, and a
+        header whose lines failed is removed so a replay does not find half an invoice.
+        """
+        group_id = group_id or self.config.default_group_id
+        invoice_num = str(header.get("InvoiceNum") or "").strip()
+        if not invoice_num:
+            raise ValueError("header needs InvoiceNum")
+        vendor_id = str(header.get("VendorID") or header.get("VendorNumVendorID") or "")
+        vendor_num = header.get("VendorNum")
+        if not vendor_id and not header.get("REFPONum"):
+            if vendor_num is None:
+                raise ValueError("header needs VendorNum, VendorID or REFPONum")
+            vendor = self.get_vendor(int(vendor_num))
+            if vendor is None:
+                raise FatalError(f"Epicor supplier {vendor_num} does not exist", vendor="epicor", status=404)
+            vendor_id = vendor.VendorID
+        group = self.ensure_group(group_id)
+        held_by_other = bool(group.ActiveUserID) and group.ActiveUserID.casefold() != self.credentials.username.casefold()
+        lock_attempted = False
+        saved: dict[str, Any] | None = None
+        try:
+            lock_attempted = True
+            ds = self._ds(INVOICE_SERVICE, "GetNewAPInvHedInvoice", {"ds": {}, "cGroupID": group_id})
+            if header.get("REFPONum"):
+                ds = self._ds(INVOICE_SERVICE, "ChangeRefPONum", {"ds": ds, "ProposedRefPONum": int(header["REFPONum"])})
+            if vendor_id:
+                ds = self._ds(INVOICE_SERVICE, "ChangeVendorID", {"ds": ds, "ProposedVendorID": vendor_id})
+            _pending(ds, "APInvHed")["InvoiceNum"] = invoice_num
+            invoice_date = header.get("InvoiceDate") or date.today()
+            ds = self._ds(INVOICE_SERVICE, "ChangeInvoiceDateEx", {
+                "ds": ds, "ProposedInvoiceDate": invoice_date, "recalcAmts": "", "cMessageText": ""})
+            ds = self._ds(INVOICE_SERVICE, "ChangeInvoiceVendorAmt", {
+                "ds": ds, "ProposedInvoiceVendorAmt": _invoice_amount(header, lines)})
+            row = _pending(ds, "APInvHed")
+            for name, value in header.items():
+                if name not in HEADER_CONSUMED:
+                    row[name] = jsonable(value)
+            saved = self._save_invoice(ds, group_id)
+            for line in lines:
+                saved = self._add_line(saved, group_id, line)
+            return self._invoice_from_ds(saved)
+        except Exception:
+            if saved is not None and self.config.remove_partial_invoice:
+                self._remove_partial(saved)
+            raise
+        finally:
+            if lock_attempted and not held_by_other and self.config.unlock_group_after_write:
+                try:
+                    self.unlock_group(group_id)
+                except ConnectorError as error:
+                    log.warning("epicor.unlock_group_failed", group_id=group_id, error=str(error))
+
+    def _add_line(self, ds: dict[str, Any], group_id: str, line: dict[str, Any]) -> dict[str, Any]:
+        head = ds["APInvHed"][0]
+        po_line = bool(line.get("PONum"))
+        method = "GetNewAPInvDtlUnreceived" if po_line else "GetNewAPInvDtlMiscellaneous"
+        ds = self._ds(INVOICE_SERVICE, method, {"ds": ds, "iVendorNum": head["VendorNum"],
+                                                "cInvoiceNum": head["InvoiceNum"]})
+        if po_line:
+            ds = self._ds(INVOICE_SERVICE, "ChangePONum", {"ds": ds, "ProposedPONum": int(line["PONum"])})
+            if line.get("POLine"):
+                ds = self._ds(INVOICE_SERVICE, "ChangePOLine", {"ds": ds, "ProposedPOLine": int(line["POLine"])})
+        row = _pending(ds, "APInvDtl")
+        for name, value in line.items():
+            if name not in LINE_CONSUMED:
+                row[name] = jsonable(value)
+        if line.get("VendorQty") is not None:
+            ds = self._ds(INVOICE_SERVICE, "ChangeVendorQty", {"ds": ds, "ProposedVendorQty": line["VendorQty"]})
+        if line.get("UnitCost") is not None:
+            ds = self._ds(INVOICE_SERVICE, "ChangeUnitCost", {"ds": ds, "ProposedUnitCost": line["UnitCost"]})
+        elif line.get("ExtCost") is not None:
+            ds = self._ds(INVOICE_SERVICE, "ChangeExtCost", {"ds": ds, "ProposedExtCost": line["ExtCost"]})
+        return self._save_invoice(ds, group_id)
+
+    def _save_invoice(self, ds: dict[str, Any], group_id: str) -> dict[str, Any]:
+        """UpdateMaster; a 409 for rows we already saved (an answer lost, the call retried)
+        is recognised by their SysRowIDs and read back instead of failing."""
+        body = {"ds": ds, "cGroupID": group_id, "cTableName": "APInvHed", "runChkCPay": True,
+                "runChkBankRef": True, "runChkRevChrg": True, "suppressUserPrompts": True}
+        try:
+            return self._ds(INVOICE_SERVICE, "UpdateMaster", body)
+        except FatalError as error:
+            if error.status != 409:
+                raise
+            head = ds["APInvHed"][0]
+            stored = self._invoice_tableset(int(head["VendorNum"]), str(head["InvoiceNum"]))
+            pending = {r.get("SysRowID") for t in ("APInvHed", "APInvDtl") for r in ds.get(t) or []
+                       if r.get("RowMod") == "A"}
+            have = {r.get("SysRowID") for t in ("APInvHed", "APInvDtl") for r in (stored or {}).get(t) or []}
+            if stored is not None and pending and pending <= have:
+                return stored
+            raise
+
+    def _invoice_tableset(self, vendor_num: int, invoice_num: str) -> dict[str, Any] | None:
+        response = self.client.request("GET", f"{INVOICE_SERVICE}/GetByID", endpoint=f"{INVOICE_SERVICE}/GetByID",
+                                       params={"vendorNum": vendor_num, "invoiceNum": invoice_num},
+                                       ok_statuses=(200, 404))
+        if response.status_code == 404:
+            return None
+        return response.json().get("returnObj") or None
+
+    def _remove_partial(self, ds: dict[str, Any]) -> None:
+        head = (ds.get("APInvHed") or [{}])[0]
+        if not head.get("InvoiceNum"):
+            return
+        path = (f"{ENTITIES['ap_invoices'].path}"
+                f"{odata_key(self.config.company, (int(head['VendorNum']), str(head['InvoiceNum'])))}")
+        try:
+            self.client.request("DELETE", path, endpoint=ENTITIES["ap_invoices"].path, ok_statuses=(200, 204, 404))
+        except ConnectorError as error:
+            log.warning("epicor.partial_invoice_left", invoice=head.get("InvoiceNum"), error=str(error))
+
+    def _invoice_from_ds(self, ds: dict[str, Any]) -> EpicorApInvoice:
+        head = ds["APInvHed"][0]
+        lines = [r for r in ds.get("APInvDtl") or [] if r.get("VendorNum") == head["VendorNum"]
+                 and str(r.get("InvoiceNum", "")).casefold() == str(head["InvoiceNum"]).casefold()]
+        return self._model(ENTITIES["ap_invoices"], {**head, "APInvDtls": lines})
+
+    # ---- AP payments ---------------------------------------------------------------------------------
+
+    def find_ap_payment(self, vendor_num: int, reference: str) -> dict[str, Any] | None:
+        """The payment already written for this vendor + external reference (XRefCheckNum)."""
+        spec = ENTITIES["ap_payments"]
+        body = self._get(spec.path, {
+            "$filter": f"VendorNum eq {int(vendor_num)} and XRefCheckNum eq {odata_string(reference)}",
+            "$expand": spec.expand, "$top": 1})
+        rows = (body or {}).get("value") or []
+        return rows[0] if rows else None
+
+    def ensure_payment_group(self, group_id: str) -> dict[str, Any]:
+        path = f"{PAYMENT_GROUP_SERVICE}/APChkGrps"
+        body = self._get(path, {"$filter": f"GroupID eq {odata_string(group_id)}", "$top": 1})
+        rows = (body or {}).get("value") or []
+        if rows:
+            return rows[0]
+        try:
+            return self.client.send_json("POST", path, {"Company": self.config.company, "GroupID": group_id,
+                                                         "BankAcctID": self.config.payment_bank_account},
+                                         endpoint=path)
+        except FatalError as error:
+            if error.status != 409:
+                raise
+        rows = (self._get(path, {"$filter": f"GroupID eq {odata_string(group_id)}", "$top": 1}) or {}).get("value") or []
+        if not rows:
+            raise FatalError(f"Epicor AP payment group {group_id} neither exists nor can be created", vendor="epicor")
+        return rows[0]
+
+    def create_ap_payment(self, vendor_num: int, invoice_num: str, amount: Decimal, payment_date: date,
+                          reference: str) -> dict[str, Any]:
+        """Payment Entry: GetNewCheckHed in the payment group, OnChangeVendor, OnChangeCheckDate,
+        GetNewAPTran for the invoice, OnChangeInvoiceNum, OnChangeDocTranAmt, Update.
+        Returns the saved CheckHed row with its `APTrans`."""
+        vendor = self.get_vendor(int(vendor_num))
+        if vendor is None:
+            raise FatalError(f"Epicor supplier {vendor_num} does not exist", vendor="epicor", status=404)
+        group_id = self.config.payment_group_id
+        self.ensure_payment_group(group_id)
+        ds = self._ds(PAYMENT_SERVICE, "GetNewCheckHed", {"ds": {}})
+        _pending(ds, "CheckHed")["GroupID"] = group_id
+        ds = self._ds(PAYMENT_SERVICE, "OnChangeVendor", {"pcVendorID": vendor.VendorID, "ds": ds})
+        ds = self._ds(PAYMENT_SERVICE, "OnChangeCheckDate", {"pdtCheckDate": payment_date, "ds": ds})
+        head = _pending(ds, "CheckHed")
+        head["XRefCheckNum"] = reference
+        head_num = int(head["HeadNum"])
+        ds = self._ds(PAYMENT_SERVICE, "GetNewAPTran", {"ds": ds, "headNum": head_num, "apTranNo": 0,
+                                                        "invoiceNum": invoice_num})
+        ds = self._ds(PAYMENT_SERVICE, "OnChangeInvoiceNum", {"pcInvoiceNum": invoice_num,
+                                                              "pcChangeExchangeRateResponse": "?", "ds": ds})
+        ds = self._ds(PAYMENT_SERVICE, "OnChangeDocTranAmt", {"pdDocTranAmt": Decimal(amount), "ds": ds})
+        try:
+            saved = self._ds(PAYMENT_SERVICE, "Update", {"ds": ds})
+        except FatalError as error:
+            if error.status != 409:
+                raise
+            saved = self._payment_tableset(head_num) or {}
+            stored = (saved.get("CheckHed") or [{}])[0]
+            if stored.get("SysRowID") != head.get("SysRowID"):
+                raise
+        stored = next(r for r in saved["CheckHed"] if int(r["HeadNum"]) == head_num)
+        return {**stored, "APTrans": [t for t in saved.get("APTran") or [] if int(t["HeadNum"]) == head_num]}
+
+    def _payment_tableset(self, head_num: int) -> dict[str, Any] | None:
+        response = self.client.request("GET", f"{PAYMENT_SERVICE}/GetByID", endpoint=f"{PAYMENT_SERVICE}/GetByID",
+                                       params={"headNum": head_num}, ok_statuses=(200, 404))
+        if response.status_code == 404:
+            return None
+        return response.json().get("returnObj") or None
+
+    # ---- health ----------------------------------------------------------------------------------------
+
+    def check(self) -> list[CheckStep]:
+        """Token (when used), then one cheap authenticated read per entity the pairs use."""
+        steps: list[CheckStep] = []
+        if self.token_provider is not None:
+            provider = self.token_provider
+
+            def token() -> str:
+                issued = self.token_cache.get(provider, self.client.session)
+                return f"token valid for {max(0, int(issued.expires_at - time.time()))}s"
+
+            steps.append(timed_check("token", token))
+        reads = [("vendors", ENTITIES["vendors"].path), ("ap_invoices", ENTITIES["ap_invoices"].path),
+                 ("ap_invoice_groups", ENTITIES["ap_invoice_groups"].path),
+                 ("purchase_orders", ENTITIES["purchase_orders"].path)]
+        for step, path in reads:
+            if self.token_provider is not None and not steps[0].ok:
+                # Without a token every read would only repeat the refused login.
+                steps.append(CheckStep(step, False, 0.0, "not attempted: the token step failed"))
+                continue
+            steps.append(timed_check(step, lambda p=path: self._probe(p)))
+        return steps
+
+    def _probe(self, path: str) -> str:
+        body = self._get(path, {"$top": 1, "$select": "SysRevID"})
+        return f"{len((body or {}).get('value') or [])} row(s) readable"
+
+
+HEADER_CONSUMED = frozenset({
+    "VendorNum", "VendorID", "VendorNumVendorID", "InvoiceNum", "InvoiceDate", "InvoiceAmt", "DocInvoiceAmt",
+    "InvoiceVendorAmt", "DocInvoiceVendorAmt", "REFPONum", "GroupID", "Company", "SysRowID", "SysRevID", "RowMod",
+})
+LINE_CONSUMED = frozenset({
+    "VendorNum", "InvoiceNum", "InvoiceLine", "VendorQty", "UnitCost", "ExtCost", "DocExtCost", "DocUnitCost",
+    "PONum", "POLine", "Company", "SysRowID", "SysRevID", "RowMod", "LineType",
+})
+
+
+def _invoice_amount(header: dict[str, Any], lines: list[dict[str, Any]]) -> Decimal:
+    for name in ("InvoiceVendorAmt", "DocInvoiceVendorAmt", "InvoiceAmt", "DocInvoiceAmt"):
+        if header.get(name) is not None:
+            return Decimal(str(header[name]))
+    total = Decimal(0)
+    for line in lines:
+        if line.get("ExtCost") is not None:
+            total += Decimal(str(line["ExtCost"]))
+        else:
+            total += Decimal(str(line.get("VendorQty") or 1)) * Decimal(str(line.get("UnitCost") or 0))
+    return total.quantize(Decimal("0.01"))
+
+
+def _same_name(a: str, b: str) -> bool:
+    return " ".join(a.casefold().split()) == " ".join(b.casefold().split())
+
+
+__all__ = [
+    "ENTITIES", "EpicorApInvoice", "EpicorApInvoiceGroup", "EpicorApInvoiceLine", "EpicorApPayment",
+    "EpicorApPaymentLine", "EpicorConfig", "EpicorConnector", "EpicorCredentials", "EpicorEntity",
+    "EpicorGlAccount", "EpicorPurchaseOrder", "EpicorPurchaseOrderLine", "EpicorTokenProvider", "EpicorVendor",
+    "epicor_error",
+]

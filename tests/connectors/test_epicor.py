@@ -1,0 +1,614 @@
+"""Epicor connector: exact request shapes (responses) and behaviour against the sandbox."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+import responses
+
+from connectors.epicor import (
+    EpicorApInvoice,
+    EpicorConnector,
+    EpicorGlAccount,
+    EpicorPurchaseOrder,
+    EpicorVendor,
+    jsonable,
+    odata_key,
+)
+from mlconnector.http import AuthError, FatalError, NotFoundError
+from mlconnector.http.runtime import build_runtime
+from sandboxes.base import SandboxOptions, start_sandbox
+from sandboxes.epicor import EpicorSandbox
+
+API = "https://erp.example.com/KineticLive"
+ODATA = f"{API}/api/v2/odata/EPIC06"
+TOKEN_URL = f"{API}/TokenResource.svc/"
+PASSWORD = "P@ss-word-Secret-77"
+API_KEY = "ek_live_key_0123456789abcdef"
+FAST = {"retry_base": 0.05, "retry_max_wait": 2, "retry_max_tries": 4}
+RECORDS = 2500
+NOW = datetime(2024, 5, 2, tzinfo=timezone.utc)
+
+
+def unit_connector(**overrides: Any) -> EpicorConnector:
+    config = {"api_base": API, "company": "EPIC06", "instance": "KineticLive", **FAST, **overrides}
+    return EpicorConnector.create(config, {"username": "svc", "password": PASSWORD, "api_key": API_KEY},
+                                  build_runtime(""))
+
+
+def query(call: Any) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(call.request.url).query).items()}
+
+
+def add_token(rsps: responses.RequestsMock, token: str = "tok-1", ttl: int = 3600) -> None:
+    rsps.add(responses.POST, TOKEN_URL, json={"AccessToken": token, "ExpiresIn": ttl, "TokenType": "Bearer"})
+
+
+def invoice_row(n: int, change: str = "2024-05-01T10:00:00.000") -> dict[str, Any]:
+    return {"Company": "EPIC06", "VendorNum": 7, "InvoiceNum": f"INV-{n:04d}", "InvoiceAmt": 10.5,
+            "InvoiceBal": 10.5, "InvoiceDate": "2024-05-01T00:00:00", "ChangeDate": change, "SysRevID": 100 + n,
+            "APInvDtls": [{"VendorNum": 7, "InvoiceNum": f"INV-{n:04d}", "InvoiceLine": 1, "ExtCost": 10.5,
+                           "GLAccount": "6000|100"}]}
+
+
+# ---- request shapes (responses) ------------------------------------------------------------------
+
+@responses.activate
+def test_token_request_and_v2_headers() -> None:
+    add_token(responses)
+    responses.add(responses.GET, f"{ODATA}/Erp.BO.VendorSvc/Vendors", json={"value": []})
+    connector = unit_connector()
+    assert connector.find_vendors(vendor_id="ACME") == []
+    token_call, read = responses.calls
+    assert parse_qs(token_call.request.body) == {"grant_type": ["password"], "username": ["svc"],
+                                                 "password": [PASSWORD]}
+    assert token_call.request.headers["x-api-key"] == API_KEY
+    assert read.request.headers["Authorization"] == "Bearer tok-1"
+    assert read.request.headers["x-api-key"] == API_KEY
+    assert read.request.headers["Accept"] == "application/json"
+    assert query(read) == {"$filter": "VendorID eq 'ACME'", "$orderby": "VendorNum", "$top": "100", "$skip": "0"}
+    assert connector.call_count == 2
+
+
+@responses.activate
+def test_basic_mode_sends_basic_auth_and_call_settings_without_a_token_call() -> None:
+    responses.add(responses.GET, f"{ODATA}/Erp.BO.APInvGrpSvc/APInvGrps", json={"value": [{"GroupID": "AP0501"}]})
+    connector = unit_connector(auth_mode="basic", plant="MfgSys", license_type="00000003-b615-4300-957b-34956697f040")
+    group = connector.get_group("AP0501")
+    assert group is not None and group.GroupID == "AP0501"
+    (call,) = responses.calls
+    assert call.request.headers["Authorization"] == "Basic " + base64.b64encode(f"svc:{PASSWORD}".encode()).decode()
+    assert call.request.headers["x-api-key"] == API_KEY
+    assert json.loads(call.request.headers["CallSettings"]) == {"Company": "EPIC06", "Plant": "MfgSys"}
+    assert json.loads(call.request.headers["License"])["ClaimedLicense"].startswith("00000003")
+    assert query(call)["$filter"] == "GroupID eq 'AP0501'"
+
+
+@responses.activate
+def test_change_date_scan_uses_watermark_cap_and_keyset_pages() -> None:
+    add_token(responses)
+    url = f"{ODATA}/Erp.BO.APInvoiceSvc/APInvoices"
+    responses.add(responses.GET, url, json={"value": [invoice_row(n) for n in range(100)]})
+    responses.add(responses.GET, url, json={"value": [invoice_row(100, "2024-05-01T11:00:00.250")]})
+    connector = unit_connector()
+    since = datetime(2024, 5, 1, 0, 0, 0, 123456, tzinfo=timezone.utc)
+    rows = list(connector.iter_changed("ap_invoices", since, NOW))
+    assert len(rows) == 101 and isinstance(rows[0], EpicorApInvoice)
+    assert rows[0].lines[0].GLAccount == "6000|100" and rows[0].InvoiceAmt == Decimal("10.5")
+    assert rows[-1].ChangeDate == datetime(2024, 5, 1, 11, 0, 0, 250000, tzinfo=timezone.utc)
+    first, second = (query(c) for c in responses.calls[1:])
+    assert first == {"$orderby": "ChangeDate,VendorNum,InvoiceNum", "$expand": "APInvDtls", "$top": "100",
+                     "$filter": "ChangeDate ge 2024-05-01T00:00:00.123Z and ChangeDate lt 2024-05-02T00:00:00.000Z"}
+    assert second["$filter"] == (
+        "ChangeDate ge 2024-05-01T10:00:00.000Z and ChangeDate lt 2024-05-02T00:00:00.000Z and "
+        "(ChangeDate gt 2024-05-01T10:00:00.000Z or (ChangeDate eq 2024-05-01T10:00:00.000Z and "
+        "(VendorNum gt 7 or (VendorNum eq 7 and (InvoiceNum gt 'INV-0099')))))")
+
+
+@responses.activate
+def test_skip_paging_and_datetime_literal_style_are_settings() -> None:
+    add_token(responses)
+    url = f"{ODATA}/Erp.BO.POSvc/POes"
+    responses.add(responses.GET, url, json={"value": [{"PONum": n, "ChangeDate": "2024-05-01T00:00:00.000"}
+                                                      for n in range(100)]})
+    responses.add(responses.GET, url, json={"value": []})
+    connector = unit_connector(change_paging="skip", filter_datetime_style="datetime")
+    rows = list(connector.iter_changed("purchase_orders", None, NOW))
+    assert len(rows) == 100 and isinstance(rows[0], EpicorPurchaseOrder)
+    first, second = (query(c) for c in responses.calls[1:])
+    assert first["$filter"] == "ChangeDate lt datetime'2024-05-02T00:00:00.000'"
+    assert (first["$skip"], second["$skip"]) == ("0", "100") and first["$expand"] == "PODetails"
+
+
+@responses.activate
+def test_server_time_zone_converts_literals_and_change_dates() -> None:
+    add_token(responses)
+    responses.add(responses.GET, f"{ODATA}/Erp.BO.APInvoiceSvc/APInvoices", json={"value": [invoice_row(1)]})
+    connector = unit_connector(server_timezone="America/Chicago")
+    (row,) = connector.iter_changed("ap_invoices", None, NOW)
+    assert query(responses.calls[1])["$filter"] == "ChangeDate lt 2024-05-01T19:00:00.000-05:00"
+    assert row.ChangeDate == datetime(2024, 5, 1, 15, 0, tzinfo=timezone.utc)  # 10:00 CDT
+
+
+@responses.activate
+def test_sysrevid_entities_page_by_revision_from_a_noted_mark() -> None:
+    add_token(responses)
+    marks_api = "https://erp-marks.example.com/KineticLive"  # rev marks are per server; keep this test's own
+    url = f"{marks_api}/api/v2/odata/EPIC06/Erp.BO.VendorSvc/Vendors"
+    page = [{"VendorNum": n, "VendorID": f"V{n}", "SysRevID": 1000 + n} for n in range(100)]
+    responses.add(responses.GET, url, json={"value": [{"SysRevID": 4242}]})  # the mark: highest SysRevID now
+    responses.add(responses.GET, url, json={"value": page})
+    responses.add(responses.GET, url, json={"value": [{"VendorNum": 500, "VendorID": "V500", "SysRevID": 5000}]})
+    responses.add(responses.GET, url, json={"value": [{"SysRevID": 5000}]})
+    responses.add(responses.GET, url, json={"value": []})
+    connector = unit_connector(api_base=marks_api, token_url=TOKEN_URL)
+    until = datetime.now(timezone.utc)
+    rows = list(connector.iter_changed("vendors", until - timedelta(days=1), until))
+    assert len(rows) == 101 and isinstance(rows[0], EpicorVendor)
+    mark, first, second = (query(c) for c in responses.calls[1:4])
+    assert mark == {"$orderby": "SysRevID desc", "$top": "1", "$select": "SysRevID"}
+    assert (first["$filter"], second["$filter"]) == ("SysRevID gt 0", "SysRevID gt 1099")
+    assert first["$orderby"] == "SysRevID" and first["$top"] == "100"
+    later = until + timedelta(minutes=1)  # past the mark plus the skew margin
+    assert list(connector.iter_changed("vendors", later, later + timedelta(minutes=1))) == []
+    assert query(responses.calls[5])["$filter"] == "SysRevID gt 4242"
+    assert connector.version_of(rows[0]) == "1000"
+
+
+@responses.activate
+def test_create_ap_invoice_drives_the_screen_sequence_with_exact_parameters() -> None:
+    add_token(responses)
+    svc = f"{ODATA}/Erp.BO.APInvoiceSvc"
+    bodies: dict[str, list[dict[str, Any]]] = {}
+
+    def echo(name: str, mutate: Any = None) -> Any:
+        def callback(request: Any) -> tuple[int, dict[str, str], str]:
+            body = json.loads(request.body)
+            bodies.setdefault(name, []).append(body)
+            ds = body.get("ds") or {"APInvHed": [], "APInvDtl": []}
+            if mutate:
+                mutate(ds, body)
+            return 200, {}, json.dumps({"parameters": {"ds": ds}})
+        return callback
+
+    def new_header(ds: dict[str, Any], body: dict[str, Any]) -> None:
+        ds.setdefault("APInvHed", []).append({"GroupID": body["cGroupID"], "RowMod": "A", "SysRowID": "h-1"})
+
+    def set_vendor(ds: dict[str, Any], body: dict[str, Any]) -> None:
+        ds["APInvHed"][-1].update({"VendorNum": 7, "VendorNumVendorID": body["ProposedVendorID"]})
+
+    def save(ds: dict[str, Any], body: dict[str, Any]) -> None:
+        for table in ("APInvHed", "APInvDtl"):
+            for row in ds.get(table) or []:
+                row["RowMod"] = ""
+
+    def new_line(ds: dict[str, Any], body: dict[str, Any]) -> None:
+        ds.setdefault("APInvDtl", []).append({"VendorNum": body["iVendorNum"], "InvoiceNum": body["cInvoiceNum"],
+                                              "InvoiceLine": 1, "RowMod": "A", "SysRowID": "l-1"})
+
+    responses.add(responses.GET, f"{ODATA}/Erp.BO.VendorSvc/Vendors('EPIC06',7)", json={"VendorNum": 7,
+                                                                                      "VendorID": "ACME"})
+    responses.add(responses.GET, f"{ODATA}/Erp.BO.APInvGrpSvc/APInvGrps", json={"value": [{"GroupID": "AP0501"}]})
+    responses.add_callback(responses.POST, f"{svc}/GetNewAPInvHedInvoice", callback=echo("new", new_header))
+    responses.add_callback(responses.POST, f"{svc}/ChangeVendorID", callback=echo("vendor", set_vendor))
+    responses.add_callback(responses.POST, f"{svc}/ChangeInvoiceDateEx", callback=echo("date"))
+    responses.add_callback(responses.POST, f"{svc}/ChangeInvoiceVendorAmt", callback=echo("amount"))
+    responses.add_callback(responses.POST, f"{svc}/UpdateMaster", callback=echo("save", save))
+    responses.add_callback(responses.POST, f"{svc}/GetNewAPInvDtlMiscellaneous", callback=echo("line", new_line))
+    responses.add_callback(responses.POST, f"{svc}/ChangeVendorQty", callback=echo("qty"))
+    responses.add_callback(responses.POST, f"{svc}/ChangeUnitCost", callback=echo("cost"))
+    responses.add(responses.POST, f"{ODATA}/Erp.BO.APInvGrpSvc/UnlockGroup", json={})
+
+    invoice = unit_connector().create_ap_invoice("AP0501", {
+        "VendorNum": 7, "InvoiceNum": "ST-88", "InvoiceDate": date(2024, 5, 1), "Description": "Job 42",
+        "InvoiceAmt": Decimal("250.00")}, [{"Description": "Parts", "VendorQty": 2, "UnitCost": Decimal("125.00"),
+                                             "GLAccount": "6000|100"}])
+    assert bodies["new"] == [{"ds": {}, "cGroupID": "AP0501"}]
+    assert bodies["vendor"][0]["ProposedVendorID"] == "ACME"
+    assert bodies["date"][0]["ProposedInvoiceDate"] == "2024-05-01T00:00:00"
+    assert {"recalcAmts", "cMessageText"} <= set(bodies["date"][0])
+    assert bodies["amount"][0]["ProposedInvoiceVendorAmt"] == 250.0
+    header_save, line_save = bodies["save"]
+    assert {k: v for k, v in header_save.items() if k != "ds"} == {
+        "cGroupID": "AP0501", "cTableName": "APInvHed", "runChkCPay": True, "runChkBankRef": True,
+        "runChkRevChrg": True, "suppressUserPrompts": True}
+    assert header_save["ds"]["APInvHed"][0]["InvoiceNum"] == "ST-88"
+    assert header_save["ds"]["APInvHed"][0]["Description"] == "Job 42"
+    assert bodies["line"][0]["iVendorNum"] == 7 and bodies["line"][0]["cInvoiceNum"] == "ST-88"
+    assert bodies["qty"][0]["ProposedVendorQty"] == 2 and bodies["cost"][0]["ProposedUnitCost"] == 125.0
+    assert line_save["ds"]["APInvDtl"][0]["GLAccount"] == "6000|100"
+    assert json.loads(responses.calls[-1].request.body) == {"InGroupID": "AP0501"}
+    assert invoice.InvoiceNum == "ST-88" and len(invoice.lines) == 1
+
+
+@responses.activate
+def test_vendor_error_body_becomes_a_fatal_error_with_the_vendor_message() -> None:
+    add_token(responses)
+    responses.add(responses.POST, f"{ODATA}/Erp.BO.VendorSvc/Vendors", status=400, json={
+        "HttpStatus": 400, "ReasonPhrase": "REST API Exception", "ErrorMessage": "Supplier name is required.",
+        "ErrorType": "Ice.Common.BusinessObjectException", "CorrelationId": "c-1",
+        "ErrorDetails": [{"Message": "Supplier name is required.", "Type": "Error", "Table": "Vendor"},
+                         {"Message": "Terms code XYZ is not valid.", "Type": "Error", "Field": "TermsCode"}]})
+    with pytest.raises(FatalError) as caught:
+        unit_connector().create_vendor({"VendorID": "X1"})
+    error = caught.value
+    assert error.status == 400
+    assert error.message == "Supplier name is required.; Terms code XYZ is not valid."
+    assert error.details["ErrorType"] == "Ice.Common.BusinessObjectException"
+    assert error.details["CorrelationId"] == "c-1"
+
+
+@responses.activate
+def test_record_not_found_is_none_but_an_unknown_service_is_an_error() -> None:
+    add_token(responses)
+    responses.add(responses.GET, f"{ODATA}/Erp.BO.VendorSvc/Vendors('EPIC06',9)", status=404,
+                  json={"HttpStatus": 404, "ErrorMessage": "Record not found.",
+                        "ErrorType": "Ice.Common.RecordNotFoundException", "ErrorDetails": []})
+    responses.add(responses.GET, f"{ODATA}/Erp.BO.VendorSvc/Vendors('EPIC06',10)", status=404,
+                  json={"HttpStatus": 404, "ErrorMessage": "Service 'Erp.BO.VendorSvc' was not found.",
+                        "ErrorType": "Epicor.RESTApi.ErrorHandling.ApiException", "ErrorDetails": []})
+    connector = unit_connector()
+    assert connector.get_vendor(9) is None
+    with pytest.raises(NotFoundError, match="was not found"):
+        connector.get_vendor(10)
+
+
+@responses.activate
+def test_no_secret_reaches_an_error_message_even_when_the_vendor_echoes_it() -> None:
+    add_token(responses, token="tok-SECRET-abc123")
+    echo = f"bad request for user svc password {PASSWORD} key {API_KEY} token tok-SECRET-abc123"
+    responses.add(responses.GET, f"{ODATA}/Erp.BO.POSvc/POes", status=400,
+                  json={"HttpStatus": 400, "ErrorMessage": echo, "ErrorType": "ODataException",
+                        "ErrorDetails": [{"Message": f"Authorization: Bearer tok-SECRET-abc123 / {PASSWORD}"}]})
+    with pytest.raises(FatalError) as caught:
+        list(unit_connector().iter_changed("purchase_orders", None, NOW))
+    text = " ".join([str(caught.value), json.dumps(caught.value.to_dict())])
+    for secret in (PASSWORD, API_KEY, "tok-SECRET-abc123"):
+        assert secret not in text
+    assert "bad request for user svc" in text
+
+
+def test_keys_and_bodies_are_encoded_the_epicor_way() -> None:
+    assert odata_key("EPIC06", (233, "O'Brien 7/A")) == "('EPIC06',233,'O''Brien%207%2FA')"
+    assert jsonable({"a": Decimal("12.50"), "d": date(2024, 5, 1), "l": [datetime(2024, 5, 1, 8, 30)]}) == {
+        "a": 12.5, "d": "2024-05-01T00:00:00", "l": ["2024-05-01T08:30:00"]}
+
+
+# ---- contract tests against the sandbox ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[Any]:
+    server = start_sandbox(EpicorSandbox(SandboxOptions(seed=5, records=RECORDS)))
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def sandbox(running: Any) -> Iterator[EpicorSandbox]:
+    yield running.sandbox
+    requests.post(f"{running.url}/_sandbox/faults", json={"replace": True}, timeout=5)
+
+
+def live(running: Any, **overrides: Any) -> EpicorConnector:
+    config, credentials = EpicorConnector.settings_from_sandbox_info(running.info())
+    return EpicorConnector.create({**config, **FAST, **overrides}, credentials, build_runtime(""))
+
+
+def faults(running: Any, **values: Any) -> None:
+    requests.post(f"{running.url}/_sandbox/faults", json=values, timeout=5).raise_for_status()
+
+
+def stats(running: Any) -> dict[str, Any]:
+    return requests.get(f"{running.url}/_sandbox/stats", timeout=5).json()
+
+
+def a_vendor(sandbox: EpicorSandbox, n: int = 0) -> dict[str, Any]:
+    return [v for v in sandbox.get_entities("vendors") if not v["Inactive"]][n]
+
+
+def test_full_pagination_of_thousands_with_constant_pages(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    until = datetime.now(timezone.utc) + timedelta(seconds=1)
+    stream = connector.iter_changed("ap_invoices", None, until)
+    first = next(stream)
+    assert isinstance(first, EpicorApInvoice) and connector.call_count == 2  # token + one page, lazily
+    invoices = [first, *stream]
+    keys = {(i.VendorNum, i.InvoiceNum.casefold()) for i in invoices}
+    assert len(invoices) == len(keys) >= RECORDS
+    assert sum(len(i.lines) for i in invoices) == sum(len(r["APInvDtls"]) for r in sandbox.get_entities("ap_invoices"))
+    changes = [i.ChangeDate for i in invoices]
+    assert changes == sorted(changes)
+    assert connector.call_count == 1 + (len(invoices) // 100 + 1)
+    vendors = list(connector.iter_changed("vendors", None, until))
+    assert {v.VendorNum for v in vendors} == {v["VendorNum"] for v in sandbox.get_entities("vendors")}
+    skip_mode = live(running, change_paging="skip")
+    assert {(p.PONum, p.SysRevID) for p in skip_mode.iter_changed("purchase_orders", None, until)} == {
+        (p["PONum"], p["SysRevID"]) for p in sandbox.get_entities("purchase_orders")}
+    accounts = list(connector.iter_changed("gl_accounts", None, until))
+    assert accounts and all(isinstance(a, EpicorGlAccount) and a.segments for a in accounts)
+
+
+def test_change_window_is_since_inclusive_and_until_exclusive(running: Any, sandbox: EpicorSandbox) -> None:
+    vendor = a_vendor(sandbox, 3)
+    base = datetime(2031, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    stamps = {"W-AT-SINCE": "2031-01-01T12:00:00.000", "W-INSIDE": "2031-01-01T12:00:05.500",
+              "W-AT-UNTIL": "2031-01-01T12:00:10.000", "W-AFTER": "2031-01-01T12:00:11.000"}
+    for number, stamp in stamps.items():
+        sandbox.put_entity("ap_invoices", {"VendorNum": vendor["VendorNum"], "InvoiceNum": number,
+                                           "GroupID": "AP0101", "ChangeDate": stamp,
+                                           "lines": [{"Description": "x", "ExtCost": 1, "GLAccount": "5100|100"}]})
+    found = live(running).iter_changed("ap_invoices", base, base + timedelta(seconds=10))
+    assert sorted(i.InvoiceNum for i in found) == ["W-AT-SINCE", "W-INSIDE"]
+
+
+def test_equal_change_dates_across_a_page_boundary_are_neither_lost_nor_repeated(running: Any,
+                                                                                sandbox: EpicorSandbox) -> None:
+    vendor = a_vendor(sandbox, 4)
+    stamp = "2032-02-02T02:02:02.202"
+    for n in range(230):
+        sandbox.put_entity("ap_invoices", {"VendorNum": vendor["VendorNum"] + n % 3, "InvoiceNum": f"TIE-{n:03d}",
+                                           "GroupID": "AP0101", "ChangeDate": stamp})
+    since = datetime(2032, 2, 2, 2, 2, 2, 202000, tzinfo=timezone.utc)
+    connector = live(running)
+    found = [i.InvoiceNum for i in connector.iter_changed("ap_invoices", since, since + timedelta(seconds=1))]
+    assert sorted(found) == [f"TIE-{n:03d}" for n in range(230)]
+    assert connector.call_count == 1 + 3
+
+
+def test_sysrevid_polls_read_only_what_changed_after_a_complete_scan(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running, rev_mark_skew_seconds=0)
+    first_until = datetime.now(timezone.utc)
+    everything = list(connector.iter_changed("vendors", first_until - timedelta(days=1), first_until))
+    assert len(everything) >= RECORDS  # no mark yet: every row
+    second_since = datetime.now(timezone.utc)  # after the first poll noted its mark
+    vendor = a_vendor(sandbox, 7)
+    sandbox.put_entity("vendors", {"VendorNum": vendor["VendorNum"], "PhoneNum": "(555) 000-1111"})
+    calls = connector.call_count
+    changed = list(connector.iter_changed("vendors", second_since, datetime.now(timezone.utc)))
+    assert [v.VendorNum for v in changed] == [vendor["VendorNum"]] and changed[0].PhoneNum == "(555) 000-1111"
+    assert connector.call_count == calls + 2  # the new mark and one page
+    cautious = live(running, rev_mark_skew_seconds=3600)  # a mark younger than the margin is not trusted
+    assert len(list(cautious.iter_changed("vendors", second_since, datetime.now(timezone.utc)))) >= RECORDS
+    by_rev = list(connector.iter_changed_since_rev("vendors", changed[0].SysRevID - 1))
+    assert [v.VendorNum for v in by_rev] == [vendor["VendorNum"]]
+
+
+def test_token_expiring_mid_pagination_is_refreshed_once(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    before = stats(running)["tokens_issued"]
+    stream = connector.iter_changed("purchase_orders", None, datetime.now(timezone.utc))
+    taken = [next(stream) for _ in range(150)]  # two pages read
+    requests.post(f"{running.url}/_sandbox/expire-tokens", timeout=5).raise_for_status()
+    rest = list(stream)
+    assert len({p.PONum for p in taken + rest}) == len(sandbox.get_entities("purchase_orders"))
+    assert stats(running)["tokens_issued"] - before == 2
+
+
+def test_429_waits_for_retry_after_then_succeeds(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    connector.get_group("AP0101")  # token fetched before the burst
+    faults(running, burst_429=1, retry_after=1)
+    limited_before = stats(running)["rate_limited"]
+    started = time.perf_counter()
+    group = connector.get_group("AP0101")
+    assert group is not None and group.GroupID == "AP0101"
+    assert time.perf_counter() - started >= 0.95
+    assert stats(running)["rate_limited"] == limited_before + 1
+
+
+def test_5xx_then_success_is_retried(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 1)
+    connector.get_vendor(vendor["VendorNum"])
+    calls = connector.call_count
+    faults(running, fail_next=2, error_status=503)
+    assert connector.get_vendor(vendor["VendorNum"]).VendorID == vendor["VendorID"]
+    assert connector.call_count == calls + 3
+
+
+def test_permanent_error_surfaces_the_vendor_message(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    with pytest.raises(FatalError) as caught:
+        connector.create_vendor({"VendorID": "NONAME1"})
+    assert caught.value.status == 400 and caught.value.message == "Supplier name is required."
+    assert caught.value.details["ErrorType"] == "Ice.Common.BusinessObjectException"
+    with pytest.raises(FatalError, match="Could not find a property named 'Nope'"):
+        connector._get("Erp.BO.VendorSvc/Vendors", {"$filter": "Nope eq 1"})
+
+
+def test_vendor_create_find_update_and_duplicates(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    created = connector.create_vendor({"VendorID": "MLV001", "Name": "Metro Lift Rentals", "Address1": "9 Dock Rd",
+                                       "City": "Tampa", "State": "FL", "ZIP": "33601", "Country": "USA",
+                                       "PhoneNum": "(813) 555-0101", "EMailAddress": "ap@metrolift.example"})
+    assert isinstance(created, EpicorVendor) and created.VendorNum > RECORDS and created.SysRevID > 0
+    assert [v.VendorNum for v in connector.find_vendors(vendor_id="mlv001")] == [created.VendorNum]
+    assert [v.VendorNum for v in connector.find_vendors(name="METRO LIFT RENTALS")] == [created.VendorNum]
+    assert created.VendorNum in {v.VendorNum for v in connector.find_vendors(name_contains="lift rent")}
+    updated = connector.update_vendor(created.VendorNum, {"Address2": "Suite 4", "VendorNum": 1})
+    assert updated.Address2 == "Suite 4" and updated.VendorNum == created.VendorNum
+    assert updated.SysRevID > created.SysRevID
+    again = connector.create_vendor({"VendorID": "MLV001", "Name": "Metro  Lift Rentals"})
+    assert again.VendorNum == created.VendorNum  # same supplier: the duplicate is ours
+    with pytest.raises(FatalError) as caught:
+        connector.create_vendor({"VendorID": "MLV001", "Name": "Someone Else Inc"})
+    assert caught.value.status == 409 and "already exists" in caught.value.message
+    assert connector.get_vendor(999_999) is None
+    assert sum(1 for _ in connector.iter_vendors()) == len(sandbox.get_entities("vendors"))
+
+
+def _group(sandbox: EpicorSandbox, group_id: str) -> dict[str, Any] | None:
+    return next((g for g in sandbox.get_entities("ap_invoice_groups") if g["GroupID"] == group_id), None)
+
+
+def test_ap_invoice_full_pattern_end_to_end(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 10)
+    assert _group(sandbox, "STAP01") is None
+    invoice = connector.create_ap_invoice("STAP01", {
+        "VendorNum": vendor["VendorNum"], "InvoiceNum": "ST-INV-1001", "InvoiceDate": date(2024, 5, 1),
+        "DueDate": date(2024, 6, 15), "Description": "ServiceTitan bill 1001", "InvoiceAmt": Decimal("437.50")}, [
+        {"Description": "Condenser fan motor", "VendorQty": 1, "UnitCost": Decimal("312.50"), "GLAccount": "5100|100",
+         "PartNum": "MTR-1"},
+        {"Description": "Freight", "ExtCost": Decimal("125.00"), "GLAccount": "6500-100"}])
+    assert invoice.GroupID == "STAP01" and invoice.InvoiceNum == "ST-INV-1001"
+    assert invoice.InvoiceAmt == Decimal("437.50") == invoice.InvoiceBal and invoice.OpenPayable and not invoice.Posted
+    assert invoice.DueDate == date(2024, 6, 15) and invoice.Description == "ServiceTitan bill 1001"
+    assert [(l.InvoiceLine, l.ExtCost, l.GLAccount) for l in invoice.lines] == [
+        (1, Decimal("312.5"), "5100|100"), (2, Decimal("125"), "6500|100")]
+    group = _group(sandbox, "STAP01")
+    assert group is not None and group["ActiveUserID"] == ""  # created, then unlocked
+    found = connector.find_ap_invoice(vendor["VendorNum"], "st-inv-1001")
+    assert found is not None and found.SysRevID == invoice.SysRevID and len(found.lines) == 2
+    assert connector.find_ap_invoice(vendor["VendorNum"], "NOPE") is None
+
+
+def test_duplicate_invoice_is_409_fatal_and_leaves_the_original_and_group_alone(running: Any,
+                                                                              sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 11)
+    header = {"VendorNum": vendor["VendorNum"], "InvoiceNum": "DUP-1", "InvoiceDate": date(2024, 5, 3)}
+    line = [{"Description": "Service call", "ExtCost": Decimal("99.00"), "GLAccount": "6000|100"}]
+    original = connector.create_ap_invoice("AP0102", header, line)
+    with pytest.raises(FatalError) as caught:
+        connector.create_ap_invoice("AP0102", header, line)
+    assert caught.value.status == 409 and "already exists" in caught.value.message
+    assert caught.value.details["ErrorType"] == "Ice.Common.DuplicateRecordException"
+    kept = connector.find_ap_invoice(vendor["VendorNum"], "DUP-1")
+    assert kept is not None and kept.SysRevID == original.SysRevID
+    assert _group(sandbox, "AP0102")["ActiveUserID"] == ""
+
+
+def test_failure_mid_pattern_unlocks_the_group_and_removes_the_partial_invoice(running: Any,
+                                                                             sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 12)
+    with pytest.raises(FatalError) as caught:
+        connector.create_ap_invoice("AP0101", {"VendorNum": vendor["VendorNum"], "InvoiceNum": "HALF-1",
+                                               "InvoiceDate": date(2024, 5, 4)}, [
+            {"Description": "ok line", "ExtCost": Decimal("10"), "GLAccount": "6000|100"},
+            {"Description": "bad line", "ExtCost": Decimal("5"), "GLAccount": "9999|999"}])
+    assert caught.value.status == 400 and "GL account 9999|999" in caught.value.message
+    assert _group(sandbox, "AP0101")["ActiveUserID"] == ""
+    assert connector.find_ap_invoice(vendor["VendorNum"], "HALF-1") is None
+    # a replay with the mapping fixed goes through from a clean slate
+    fixed = connector.create_ap_invoice("AP0101", {"VendorNum": vendor["VendorNum"], "InvoiceNum": "HALF-1",
+                                                   "InvoiceDate": date(2024, 5, 4)}, [
+        {"Description": "ok line", "ExtCost": Decimal("10"), "GLAccount": "6000|100"},
+        {"Description": "fixed line", "ExtCost": Decimal("5"), "GLAccount": "6000|200"}])
+    assert [l.InvoiceLine for l in fixed.lines] == [1, 2]
+
+
+def test_group_locked_by_a_person_is_refused_and_not_unlocked_behind_them(running: Any,
+                                                                        sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 13)
+    assert _group(sandbox, "APJS01")["ActiveUserID"] == "jsmith"
+    with pytest.raises(FatalError) as caught:
+        connector.create_ap_invoice("APJS01", {"VendorNum": vendor["VendorNum"], "InvoiceNum": "LOCKED-1",
+                                               "InvoiceDate": date(2024, 5, 5)},
+                                    [{"Description": "x", "ExtCost": Decimal("1"), "GLAccount": "6000|100"}])
+    assert caught.value.status == 400 and "in use by jsmith" in caught.value.message
+    assert _group(sandbox, "APJS01")["ActiveUserID"] == "jsmith"
+    assert connector.find_ap_invoice(vendor["VendorNum"], "LOCKED-1") is None
+
+
+def test_lost_answer_retry_of_a_save_is_recognised_by_its_row_ids(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 14)
+    ds = connector._ds("Erp.BO.APInvoiceSvc", "GetNewAPInvHedInvoice", {"ds": {}, "cGroupID": "AP0102"})
+    ds = connector._ds("Erp.BO.APInvoiceSvc", "ChangeVendorID", {"ds": ds, "ProposedVendorID": vendor["VendorID"]})
+    ds["APInvHed"][-1]["InvoiceNum"] = "LOST-1"
+    ds = connector._ds("Erp.BO.APInvoiceSvc", "ChangeInvoiceVendorAmt", {"ds": ds, "ProposedInvoiceVendorAmt": 12})
+    first = connector._save_invoice(ds, "AP0102")  # the save whose answer the caller never saw
+    again = connector._save_invoice(ds, "AP0102")  # the retry: 409, recognised as our own row
+    assert again["APInvHed"][0]["SysRowID"] == first["APInvHed"][0]["SysRowID"] == ds["APInvHed"][-1]["SysRowID"]
+    other = dict(ds, APInvHed=[dict(ds["APInvHed"][-1], SysRowID="00000000-0000-0000-0000-000000000001")])
+    with pytest.raises(FatalError) as caught:
+        connector._save_invoice(other, "AP0102")
+    assert caught.value.status == 409
+    connector.unlock_group("AP0102")
+
+
+def test_payment_matched_by_vendor_and_amount_end_to_end(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 15)
+    sandbox.put_entity("ap_invoices", {"VendorNum": vendor["VendorNum"], "InvoiceNum": "PAYME-1", "Posted": True,
+                                       "GroupID": "", "InvoiceDate": "2024-05-01",
+                                       "lines": [{"Description": "Parts", "ExtCost": 731.25,
+                                                  "GLAccount": "5100|100"}]})
+    matches = connector.find_open_invoices(vendor["VendorNum"], Decimal("731.25"))
+    assert [i.InvoiceNum for i in matches] == ["PAYME-1"]
+    assert connector.find_ap_payment(vendor["VendorNum"], "ST-PMT-77") is None
+    payment = connector.create_ap_payment(vendor["VendorNum"], "PAYME-1", Decimal("731.25"), date(2024, 6, 1),
+                                          "ST-PMT-77")
+    assert payment["XRefCheckNum"] == "ST-PMT-77" and payment["CheckAmt"] == 731.25
+    assert payment["GroupID"] == "MLPAY" and payment["CheckDate"] == "2024-06-01T00:00:00"
+    assert [(t["InvoiceNum"], t["DocTranAmt"]) for t in payment["APTrans"]] == [("PAYME-1", 731.25)]
+    found = connector.find_ap_payment(vendor["VendorNum"], "ST-PMT-77")
+    assert found is not None and found["HeadNum"] == payment["HeadNum"]
+    paid = connector.find_ap_invoice(vendor["VendorNum"], "PAYME-1")
+    assert paid is not None and paid.InvoiceBal == 0 and paid.OpenPayable is False
+    assert connector.find_open_invoices(vendor["VendorNum"], Decimal("731.25")) == []
+    with pytest.raises(FatalError, match="fully paid"):
+        connector.create_ap_payment(vendor["VendorNum"], "PAYME-1", Decimal("1"), date(2024, 6, 2), "ST-PMT-78")
+    changed = [p for p in connector.iter_changed("ap_payments", None, datetime.now(timezone.utc))
+               if p.HeadNum == payment["HeadNum"]]
+    assert changed and changed[0].lines[0].InvoiceNum == "PAYME-1"
+
+
+def test_check_reports_each_step(running: Any, sandbox: EpicorSandbox) -> None:
+    steps = live(running).check()
+    assert [s.step for s in steps] == ["token", "vendors", "ap_invoices", "ap_invoice_groups", "purchase_orders"]
+    assert all(s.ok for s in steps), steps
+    basic = live(running, auth_mode="basic").check()
+    assert [s.step for s in basic] == ["vendors", "ap_invoices", "ap_invoice_groups", "purchase_orders"]
+    assert all(s.ok for s in basic)
+    config, credentials = EpicorConnector.settings_from_sandbox_info(running.info())
+    wrong = EpicorConnector.create({**config, **FAST}, {**credentials, "password": "Wrong-Pass-987"}, build_runtime(""))
+    failed = wrong.check()
+    assert not failed[0].ok and "incorrect" in failed[0].detail
+    assert [s.ok for s in failed] == [False] * 5 and "not attempted" in failed[1].detail
+    assert all("Wrong-Pass-987" not in s.detail for s in failed)
+
+
+def test_no_secret_in_errors_against_the_sandbox(running: Any, sandbox: EpicorSandbox) -> None:
+    config, credentials = EpicorConnector.settings_from_sandbox_info(running.info())
+    bad_key = {**credentials, "api_key": "ek_wrong_key_55555"}
+    connector = EpicorConnector.create({**config, **FAST}, bad_key, build_runtime(""))
+    with pytest.raises(AuthError) as caught:
+        connector.get_group("AP0101")
+    token = connector.token_cache.peek(connector.token_provider).access_token  # type: ignore[arg-type]
+    text = " ".join([str(caught.value), json.dumps(caught.value.to_dict())])
+    assert caught.value.status == 401 and "API key" in text
+    for secret in (credentials["password"], "ek_wrong_key_55555", token):
+        assert secret and secret not in text
+
+
+def test_concurrent_writers_share_a_group_and_leave_it_unlocked(running: Any, sandbox: EpicorSandbox) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    vendor = a_vendor(sandbox, 16)
+
+    def write(n: int) -> str:
+        connector = live(running)
+        invoice = connector.create_ap_invoice("PAR01", {"VendorNum": vendor["VendorNum"], "InvoiceNum": f"PAR-{n}",
+                                                        "InvoiceDate": date(2024, 5, 6)},
+                                              [{"Description": f"line {n}", "ExtCost": Decimal(n + 1),
+                                                "GLAccount": "6000|100"}])
+        return invoice.InvoiceNum
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        written = sorted(pool.map(write, range(16)))
+    assert written == sorted(f"PAR-{n}" for n in range(16))
+    assert _group(sandbox, "PAR01")["ActiveUserID"] == ""
+    stored = [r for r in sandbox.get_entities("ap_invoices") if r["InvoiceNum"].startswith("PAR-")]
+    assert len(stored) == 16 and all(len(r["APInvDtls"]) == 1 for r in stored)
