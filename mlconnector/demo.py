@@ -43,6 +43,9 @@ def run_demo(records: int, console: Console) -> int:
     from mlconnector.settings import get_settings
     from mlconnector.tasks import send
 
+    import logging
+
+    logging.getLogger("celery").setLevel(logging.WARNING)  # the demo's own progress bars tell the story
     settings = get_settings()
     if not settings.embedded:
         console.print("[yellow]CELERY_BROKER_URL is set: the demo queues work for your workers instead of running it here[/yellow]")

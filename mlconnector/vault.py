@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mlconnector.db.models import Credential
-from mlconnector.redaction import register_secret
+from mlconnector.redaction import SECRET_KEY_PATTERN, register_secret
 from mlconnector.settings import Settings, get_settings
 
 
@@ -28,8 +28,9 @@ def build_cipher(settings: Settings | None = None) -> MultiFernet:
 
 
 def _register_all(values: dict[str, Any]) -> None:
-    for value in values.values():
-        if isinstance(value, str):
+    """Register the secret fields (not user names or tenant ids, which must stay readable)."""
+    for key, value in values.items():
+        if isinstance(value, str) and SECRET_KEY_PATTERN.search(key):
             register_secret(value)
 
 

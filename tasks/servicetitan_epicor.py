@@ -127,9 +127,14 @@ class VendorsHandler(FlowHandler):
         if mapped.payload["how"] == "created":
             ctx_release(ctx, mapped)
             return WriteResult(str(vendor_num), "created", 201)
+        ctx_release(ctx, mapped)
+        shared = len(vendor_links.find_by_target(ctx.session, ctx.integration.id, EPICOR, str(vendor_num)))
+        if shared > 1:
+            # Near-duplicate ServiceTitan vendors share one Epicor vendor: neither may overwrite it.
+            return WriteResult(str(vendor_num), "unchanged", None,
+                               {"reason": f"{shared} ServiceTitan vendors share this Epicor vendor; fields left as they are"})
         current = _plain(epicor.get_vendor(vendor_num))  # type: ignore[attr-defined]
         changes = m.epicor_vendor_changes(current, mapped.payload["fields"])
-        ctx_release(ctx, mapped)
         if not changes:
             return WriteResult(str(vendor_num), "unchanged", 200)
         epicor.update_vendor(vendor_num, changes)  # type: ignore[attr-defined]
@@ -282,9 +287,10 @@ class EpicorVendorsHandler(FlowHandler):
 
     def map(self, ctx: FlowContext, source: Any) -> MappedRecord | Hold:
         links = vendor_links.find_by_target(ctx.session, ctx.integration.id, EPICOR, str(source["VendorNum"]))
-        if not _config(ctx).sync_vendor_changes_back or not links:
-            return MappedRecord(payload={}, external_key={}, decisions=[Decision(
-                "servicetitan vendor", None, "no linked ServiceTitan vendor" if not links else "sync_vendor_changes_back is off")])
+        if not _config(ctx).sync_vendor_changes_back or len(links) != 1:
+            why = ("no linked ServiceTitan vendor" if not links else "sync_vendor_changes_back is off" if len(links) == 1
+                   else f"{len(links)} ServiceTitan vendors share this Epicor vendor; merge them in ServiceTitan first")
+            return MappedRecord(payload={}, external_key={}, decisions=[Decision("servicetitan vendor", None, why)])
         st = ctx.connectors[ST]
         patches = []
         for link in links:

@@ -1,0 +1,942 @@
+"""ServiceTitan API v2 connector: client credentials plus `ST-App-Key`, paged and export reads,
+the writes the pairs need, and RFC 7807 errors mapped to the taxonomy.
+
+One client, declarative entities: each entity is a `ServiceTitanEntity` naming its module
+path, model and the few ways it differs (export feed, by-id read, active filter, sort, the
+markasexported endpoint). Adding an entity is one declaration and one model.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, ClassVar, Iterable, Iterator, Literal, Sequence
+from urllib.parse import urlsplit
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from connectors.base import CheckStep, Connector, EntitySpec, VendorModel, timed_check
+from mlconnector.http import (
+    AuthError,
+    HttpClient,
+    HttpRuntime,
+    NotFoundError,
+    RateLimit,
+    RetriableError,
+    RetryPolicy,
+    Token,
+    TokenAuth,
+    TokenProvider,
+    classify_response,
+)
+from mlconnector.redaction import register_secret
+
+PRODUCTION_API = "https://api.servicetitan.io"
+PRODUCTION_TOKEN_URL = "https://auth.servicetitan.io/connect/token"
+INTEGRATION_API = "https://api-integration.servicetitan.io"
+INTEGRATION_TOKEN_URL = "https://auth-integration.servicetitan.io/connect/token"
+
+TOKEN_TTL = 900  # ServiceTitan tokens live 15 minutes when the answer omits expires_in
+PAGE_SIZE = 500  # rows per list or export page; the vendor's default of 50 wastes calls
+MAX_PAGE_SIZE = 5000  # (unconfirmed) the vendor's cap; a production tap sends 5000 without trouble
+RATE_LIMIT_PER_SECOND = 60  # the vendor's limit per (app key, tenant), shared by the fleet
+IDS_PER_CALL = 50  # the spec caps `ids` lookups (and externalDataValues) at 50
+MAX_ERROR_TEXT = 2000  # keep vendor error text readable in audit rows
+SIGNATURE_HEADER = "X-ServiceTitan-Signature"  # (unconfirmed) webhook signature header
+SIGNATURE_ENCODING = "hex"  # (unconfirmed) hex or base64 HMAC-SHA256 digest
+
+
+# ---- models: field names as the vendor spells them, so model_dump(mode="json") is its shape ------
+
+class Named(VendorModel):
+    id: int
+    name: str | None = None
+
+
+class Address(VendorModel):
+    street: str | None = None
+    unit: str | None = None
+    city: str | None = None
+    state: str | None = None
+    zip: str | None = None
+    country: str | None = None
+
+
+class GlAccountRef(VendorModel):
+    id: int
+    name: str | None = None
+    number: str | None = None
+    type: str | None = None
+    detailType: str | None = None
+
+
+class PurchaseOrderItem(VendorModel):
+    id: int
+    skuId: int | None = None
+    skuCode: str | None = None
+    skuName: str | None = None
+    skuType: str | None = None
+    description: str | None = None
+    vendorPartNumber: str | None = None
+    quantity: float = 0.0
+    quantityReceived: float = 0.0
+    cost: float = 0.0
+    total: float = 0.0
+    status: str | None = None
+
+
+class PurchaseOrder(VendorModel):
+    id: int
+    number: str | None = None
+    vendorId: int | None = None
+    businessUnitId: int | None = None
+    inventoryLocationId: int | None = None
+    jobId: int | None = None
+    status: str | None = None
+    date: datetime | None = None
+    receivedOn: datetime | None = None
+    total: float = 0.0
+    tax: float = 0.0
+    shipping: float = 0.0
+    summary: str | None = None
+    shipTo: Address | None = None
+    items: list[PurchaseOrderItem] = Field(default_factory=list)
+    createdOn: datetime | None = None
+    modifiedOn: datetime | None = None
+
+
+class InventoryBillItem(VendorModel):
+    id: int
+    order: int | None = None
+    name: str | None = None
+    description: str | None = None
+    quantity: Decimal | None = None
+    cost: Decimal | None = None
+    skuId: int | None = None
+    skuCode: str | None = None
+    skuType: str | None = None
+    generalLedgerAccount: GlAccountRef | None = None
+    costOfSaleAccount: GlAccountRef | None = None
+    assetAccount: GlAccountRef | None = None
+
+
+class InventoryBill(VendorModel):
+    id: int
+    purchaseOrderId: int | None = None
+    syncStatus: str | None = None
+    referenceNumber: str | None = None
+    vendorNumber: str | None = None
+    summary: str | None = None
+    billDate: datetime | None = None
+    dueDate: datetime | None = None
+    billAmount: Decimal | None = None
+    taxAmount: Decimal | None = None
+    shippingAmount: Decimal | None = None
+    termName: str | None = None
+    vendor: Named | None = None
+    businessUnit: Named | None = None
+    jobId: int | None = None
+    jobNumber: str | None = None
+    items: list[InventoryBillItem] = Field(default_factory=list)
+    createdOn: datetime | None = None
+    modifiedOn: datetime | None = None
+
+
+class ApBillExpenseItem(VendorModel):
+    id: int
+    amount: Decimal
+    description: str | None = None
+    generalLedgerAccount: GlAccountRef | None = None
+    businessUnit: Named | None = None
+
+
+class ApBill(InventoryBill):
+    status: str | None = None
+    source: str | None = None
+    billType: str | None = None
+    vendorInvoiceTotal: Decimal | None = None
+    doNotPay: bool = False
+    expenseItems: list[ApBillExpenseItem] = Field(default_factory=list)
+
+
+class ApPaymentSplit(VendorModel):
+    id: int
+    inventoryBillId: int | None = None
+    documentId: int | None = None
+    amount: Decimal
+
+
+class ApPayment(VendorModel):
+    id: int
+    active: bool | None = None
+    date: datetime | None = None
+    amount: Decimal
+    method: str | None = None
+    status: str | None = None
+    syncStatus: str | None = None
+    vendor: Named | None = None
+    businessUnit: Named | None = None
+    glAccount: GlAccountRef | None = None
+    splits: list[ApPaymentSplit] = Field(default_factory=list)
+    createdOn: datetime | None = None
+    modifiedOn: datetime | None = None
+
+
+class JobRef(VendorModel):
+    id: int
+    number: str | None = None
+    type: str | None = None
+
+
+class InvoiceItem(VendorModel):
+    id: int
+    skuId: int | None = None
+    skuName: str | None = None
+    displayName: str | None = None
+    description: str | None = None
+    type: str | None = None
+    quantity: Decimal | None = None
+    cost: Decimal | None = None
+    price: Decimal | None = None
+    total: Decimal | None = None
+    taxable: bool | None = None
+    generalLedgerAccount: GlAccountRef | None = None
+    order: int | None = None
+
+
+class Invoice(VendorModel):
+    id: int
+    syncStatus: str | None = None
+    referenceNumber: str | None = None
+    invoiceDate: datetime | None = None
+    dueDate: datetime | None = None
+    subTotal: Decimal | None = None
+    salesTax: Decimal | None = None
+    total: Decimal | None = None
+    balance: Decimal | None = None
+    customer: Named | None = None
+    location: Named | None = None
+    businessUnit: Named | None = None
+    job: JobRef | None = None
+    active: bool | None = None
+    items: list[InvoiceItem] = Field(default_factory=list)
+    createdOn: datetime | None = None
+    modifiedOn: datetime | None = None
+
+
+class PaymentApplication(VendorModel):
+    appliedId: int
+    appliedTo: int
+    appliedAmount: Decimal | None = None
+    appliedOn: datetime | None = None
+    appliedBy: str | None = None
+    appliedToReferenceNumber: str | None = None
+
+
+class Payment(VendorModel):
+    id: int
+    active: bool | None = None
+    type: str | None = None
+    typeId: str | None = None
+    referenceNumber: str | None = None
+    date: datetime | None = None
+    checkNumber: str | None = None
+    memo: str | None = None
+    total: Decimal | None = None
+    unappliedAmount: Decimal | None = None
+    customer: Named | None = None
+    businessUnit: Named | None = None
+    syncStatus: str | None = None
+    appliedTo: list[PaymentApplication] = Field(default_factory=list)
+    createdOn: datetime | None = None
+    modifiedOn: datetime | None = None
+
+
+class CustomerAddress(Address):
+    latitude: float | None = None
+    longitude: float | None = None
+
+
+class ExternalDatum(VendorModel):
+    key: str
+    value: str | None = None
+
+
+class Customer(VendorModel):
+    id: int
+    active: bool | None = None
+    name: str
+    type: str | None = None
+    address: CustomerAddress | None = None
+    balance: float | None = None
+    taxExempt: bool | None = None
+    doNotMail: bool | None = None
+    doNotService: bool | None = None
+    externalData: list[ExternalDatum] = Field(default_factory=list)
+    createdOn: datetime | None = None
+    modifiedOn: datetime | None = None
+
+
+class ContactInfo(VendorModel):
+    firstName: str | None = None
+    lastName: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    fax: str | None = None
+
+
+class Vendor(VendorModel):
+    id: int
+    name: str
+    active: bool = True
+    memo: str | None = None
+    defaultTaxRate: float | None = None
+    deliveryOption: str | None = None
+    address: Address | None = None
+    contactInfo: ContactInfo | None = None
+    externalData: list[ExternalDatum] = Field(default_factory=list)
+    createdOn: datetime | None = None
+    modifiedOn: datetime | None = None
+
+
+class BusinessUnit(VendorModel):
+    id: int
+    active: bool | None = None
+    name: str
+    officialName: str | None = None
+    accountCode: str | None = None
+    quickbooksClass: str | None = None
+    trade: Named | None = None
+    division: Named | None = None
+    createdOn: datetime | None = None
+    modifiedOn: datetime | None = None
+
+
+class GlAccount(VendorModel):
+    id: int
+    name: str | None = None
+    number: str | None = None
+    description: str | None = None
+    type: str | None = None
+    subtype: str | None = None
+    active: bool | None = None
+    createdOn: datetime | None = None
+    modifiedOn: datetime | None = None
+
+
+class AdjustmentItem(VendorModel):
+    id: int
+    skuId: int | None = None
+    name: str | None = None
+    code: str | None = None
+    description: str | None = None
+    quantity: float = 0.0
+    cost: float = 0.0
+    totalCost: float = 0.0
+
+
+class Adjustment(VendorModel):
+    id: int
+    active: bool | None = None
+    number: str | None = None
+    referenceNumber: str | None = None
+    type: str | None = None
+    inventoryLocationId: int | None = None
+    businessUnitId: int | None = None
+    invoiceId: int | None = None
+    memo: str | None = None
+    date: datetime | None = None
+    syncStatus: str | None = None
+    externalData: list[ExternalDatum] = Field(default_factory=list)
+    items: list[AdjustmentItem] = Field(default_factory=list)
+    createdOn: datetime | None = None
+    modifiedOn: datetime | None = None
+
+
+class ExportVerdict(BaseModel):
+    """One id's answer from a markasexported call."""
+
+    id: int
+    success: bool
+    error_message: str | None = None
+
+
+# The names the engine imports; one class per vendor record either way.
+ServiceTitanPurchaseOrder = PurchaseOrder
+ServiceTitanInventoryBill = InventoryBill
+ServiceTitanApBill = ApBill
+ServiceTitanApPayment = ApPayment
+ServiceTitanInvoice = Invoice
+ServiceTitanPayment = Payment
+ServiceTitanCustomer = Customer
+ServiceTitanVendor = Vendor
+ServiceTitanBusinessUnit = BusinessUnit
+ServiceTitanGlAccount = GlAccount
+ServiceTitanAdjustment = Adjustment
+
+
+# ---- entity declarations ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ServiceTitanEntity(EntitySpec[Any]):
+    """`path` is the list endpoint below the API base, with a `{tenant}` placeholder."""
+
+    by_id: bool = False  # GET {path}/{id} exists; otherwise reads by id use the `ids` filter
+    export_path: str | None = None
+    active_param: Literal["active", "activeState"] | None = None  # sent as Any / All so nothing hides
+    sort: str | None = None  # "+Id" where the endpoint sorts; keeps paging order stable
+    mark_path: str | None = None  # markasexported endpoint
+
+
+def _entity(name: str, module: str, resource: str, model: type[BaseModel], **options: Any) -> ServiceTitanEntity:
+    export = options.pop("export", None)
+    mark = options.pop("mark", None)
+    prefix = f"{module}/v2/tenant/{{tenant}}"
+    return ServiceTitanEntity(name=name, path=f"{prefix}/{resource}", key="id", change_field="modifiedOn",
+                              model=model, export_path=f"{prefix}/{export}" if export else None,
+                              mark_path=f"{prefix}/{mark}" if mark else None, **options)
+
+
+ENTITIES: dict[str, ServiceTitanEntity] = {e.name: e for e in (
+    _entity("purchase_orders", "inventory", "purchase-orders", PurchaseOrder, by_id=True, sort="+Id",
+            export="export/purchase-orders"),
+    _entity("inventory_bills", "accounting", "inventory-bills/paginated", InventoryBill,
+            export="export/inventory-bills", mark="inventory-bills/markasexported"),
+    _entity("ap_bills", "accounting", "ap-bills", ApBill, by_id=True, mark="ap-bills/markasexported"),
+    _entity("ap_payments", "accounting", "ap-payments", ApPayment, sort="+Id", mark="ap-payments/markasexported"),
+    _entity("invoices", "accounting", "invoices", Invoice, active_param="activeState", sort="+Id",
+            export="export/invoices", mark="invoices/markasexported"),
+    _entity("payments", "accounting", "payments", Payment, active_param="activeState", sort="+Id",
+            export="export/payments", mark="payments/status"),
+    _entity("customers", "crm", "customers", Customer, by_id=True, active_param="active", sort="+Id",
+            export="export/customers"),
+    _entity("vendors", "inventory", "vendors", Vendor, by_id=True, active_param="active", sort="+Id"),
+    _entity("business_units", "settings", "business-units", BusinessUnit, by_id=True, active_param="active",
+            export="export/business-units"),
+    _entity("gl_accounts", "accounting", "gl-accounts", GlAccount, by_id=True, active_param="active", sort="+Id"),
+    _entity("adjustments", "inventory", "adjustments", Adjustment, active_param="active", sort="+Id",
+            export="export/adjustments"),
+)}
+
+_MARK_BODIES = {  # how each markasexported endpoint wants its ids, and how it answers them
+    "inventory_bills": ("inventoryBillId", lambda ids: {"inventoryBillIds": ids}),
+    "ap_bills": ("billId", lambda ids: {"billIds": ids}),
+    "invoices": ("invoiceId", lambda ids: [{"invoiceId": i} for i in ids]),
+    "ap_payments": ("apPaymentId", lambda ids: [{"apPaymentId": i} for i in ids]),
+    "payments": ("paymentId", lambda ids: {"paymentIds": ids, "status": "Exported"}),
+}
+_ADDRESS_FIELDS = ("street", "unit", "city", "state", "zip", "country")
+
+
+# A PATCH sends the whole new value of each field it names, so repeating one after a lost answer
+# leaves the same record: those calls are retried in-process; creates (POST) are not.
+
+# ---- errors, auth, signatures ----------------------------------------------------------------------
+
+def error_text(response: requests.Response) -> tuple[str, Any]:
+    """The vendor's own message: an RFC 7807 title with its field errors, or an OAuth error."""
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or response.reason or "")[:MAX_ERROR_TEXT], None
+    if isinstance(body, dict):
+        if isinstance(body.get("title"), str):
+            fields = body.get("errors") or {}
+            detail = "; ".join(f"{name}: {' '.join(map(str, msgs))}" for name, msgs in fields.items() if msgs)
+            return (f"{body['title']} ({detail})" if detail else body["title"])[:MAX_ERROR_TEXT], body
+        if isinstance(body.get("error"), str):
+            text = body["error"] + (f": {body['error_description']}" if body.get("error_description") else "")
+            return text[:MAX_ERROR_TEXT], body
+    return str(body)[:MAX_ERROR_TEXT], body
+
+
+class ServiceTitanTokenProvider(TokenProvider):
+    """Client-credentials tokens from the auth host; no refresh tokens exist, so always a new grant."""
+
+    vendor = "servicetitan"
+
+    def __init__(self, token_url: str, client_id: str, client_secret: str, app_key: str, *, ttl: int,
+                 scope: str | None, timeout: tuple[float, float]) -> None:
+        self.token_url = token_url
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self._app_key = app_key
+        self.ttl = ttl
+        self.scope = scope
+        self.timeout = timeout
+        self.calls = 0
+
+    @property
+    def cache_key(self) -> str:
+        return f"{urlsplit(self.token_url).netloc}:{self.client_id}"
+
+    def fetch(self, session: requests.Session, previous: Token | None) -> Token:
+        form = {"grant_type": "client_credentials", "client_id": self.client_id, "client_secret": self._client_secret}
+        if self.scope:
+            form["scope"] = self.scope
+        self.calls += 1
+        try:
+            response = session.post(self.token_url, data=form, headers={"Accept": "application/json"},
+                                    timeout=self.timeout)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise RetriableError(f"token request failed: {type(exc).__name__}", vendor=self.vendor,
+                                 endpoint="token") from None
+        if response.status_code == 200:
+            return Token.from_oauth(response.json(), default_ttl=self.ttl)
+        message, details = error_text(response)
+        if response.status_code in (400, 401) and isinstance(details, dict) and details.get("error") in (
+                "invalid_client", "unauthorized_client", "invalid_grant", "invalid_scope"):
+            raise AuthError(f"token refused: {message}", vendor=self.vendor, status=response.status_code,
+                            details=details, endpoint="token")
+        raise classify_response(response.status_code, f"token request failed: {message}", vendor=self.vendor,
+                                endpoint="token", retry_after=response.headers.get("Retry-After"), details=details)
+
+    def extra_headers(self) -> dict[str, str]:
+        return {"ST-App-Key": self._app_key}
+
+
+def webhook_signature(body: bytes, key: str, encoding: str = SIGNATURE_ENCODING) -> str:
+    """HMAC-SHA256 over the raw body, as ServiceTitan signs a webhook delivery."""
+    digest = hmac.new(key.encode(), body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode() if encoding == "base64" else digest.hex()
+
+
+def verify_webhook_signature(body: bytes, signature: str | None, keys: Iterable[str],
+                             encoding: str = SIGNATURE_ENCODING) -> bool:
+    """True when `signature` matches any of `keys` (current and previous during a rotation)."""
+    if not signature:
+        return False
+    presented = signature.strip()
+    return any(hmac.compare_digest(presented, webhook_signature(body, key, encoding)) for key in keys if key)
+
+
+def _stamp(moment: datetime) -> str:
+    """UTC date-time for the vendor's filters; a naive value is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_VENDOR_RENAMES = {"defaultTaxRate": "taxRate", "isMobileCreationRestricted": "restrictedMobileCreation"}
+_READ_ONLY = frozenset({"id", "createdOn", "modifiedOn"})
+
+
+def _vendor_write_body(fields: dict[str, Any]) -> dict[str, Any]:
+    """A vendor create/update body from fields in either the write or the read-view shape."""
+    body: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key in _READ_ONLY:
+            continue
+        if key == "contactInfo" and isinstance(value, dict):
+            body.update({k: value[k] for k in ("firstName", "lastName", "phone", "email", "fax") if k in value})
+        else:
+            body[_VENDOR_RENAMES.get(key, key)] = value
+    return body
+
+
+def _normal_name(name: str) -> str:
+    return re.sub(r"\s+", " ", name).strip().casefold()
+
+
+def _chunks(values: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(values), size):
+        yield list(values[start:start + size])
+
+
+# ---- the connector ---------------------------------------------------------------------------
+
+class ServiceTitanConnector(Connector):
+    system: ClassVar[str] = "servicetitan"
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        api_base: str = PRODUCTION_API  # INTEGRATION_API for the vendor's integration environment
+        token_url: str = PRODUCTION_TOKEN_URL
+        tenant: int = Field(gt=0)
+        token_ttl: int = Field(TOKEN_TTL, gt=0)
+        page_size: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)  # list and export pages alike
+        rate_limit_per_second: int = Field(RATE_LIMIT_PER_SECOND, ge=0)  # 0: no client-side limiter
+        scope: str | None = None  # ask for fewer scopes than the app has; None: all of them
+        stable_paging: bool = True  # re-read pages that slid when records changed mid-poll
+        include_recent_changes: bool = False  # export feeds: newest changes sooner, repeats possible
+        webhook_signature_header: str = SIGNATURE_HEADER
+        webhook_signature_encoding: Literal["hex", "base64"] = SIGNATURE_ENCODING
+        timeout: float = Field(60.0, gt=0)  # seconds to wait for an answer
+        connect_timeout: float = Field(5.0, gt=0)
+        retry_base: float = Field(0.5, ge=0)
+        retry_max_wait: float = Field(30.0, ge=0)
+        retry_max_tries: int = Field(5, ge=1)
+        retry_max_time: float = Field(60.0, gt=0)
+
+    class Credentials(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        client_id: str
+        client_secret: SecretStr
+        app_key: SecretStr
+
+    entities: ClassVar[dict[str, ServiceTitanEntity]] = ENTITIES
+
+    def __init__(self, config: "ServiceTitanConnector.Config", credentials: "ServiceTitanConnector.Credentials",
+                 runtime: HttpRuntime) -> None:
+        self.config = config
+        secret = credentials.client_secret.get_secret_value()
+        app_key = credentials.app_key.get_secret_value()
+        register_secret(secret)
+        register_secret(app_key)
+        timeout = (config.connect_timeout, config.timeout)
+        self._provider = ServiceTitanTokenProvider(config.token_url, credentials.client_id, secret, app_key,
+                                                   ttl=config.token_ttl, scope=config.scope, timeout=timeout)
+        self._runtime = runtime
+        self._session = runtime.session(self.system)
+        app_fingerprint = hashlib.sha256(app_key.encode()).hexdigest()[:12]
+        self.client = HttpClient(
+            vendor=self.system,
+            base_url=config.api_base,
+            auth=TokenAuth(self._provider, runtime.token_cache),
+            session=self._session,
+            rate_limiter=runtime.rate_limiter if config.rate_limit_per_second else None,
+            rate_limit=RateLimit(config.rate_limit_per_second) if config.rate_limit_per_second else None,
+            rate_key=f"servicetitan:{app_fingerprint}:{config.tenant}",  # the vendor's bucket: app + tenant
+            timeout=timeout,
+            retry=RetryPolicy(max_tries=config.retry_max_tries, max_time=config.retry_max_time,
+                              base=config.retry_base, max_wait=config.retry_max_wait),
+            default_headers={"Accept": "application/json"},
+            error_extractor=error_text,
+        )
+
+    # ---- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, config: dict[str, Any], credentials: dict[str, Any], runtime: HttpRuntime) -> "ServiceTitanConnector":
+        return cls(cls.Config(**config), cls.Credentials(**credentials), runtime)
+
+    @classmethod
+    def settings_from_sandbox_info(cls, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        creds = info["credentials"]
+        config = {"api_base": info["api_base"], "token_url": info["token_url"], "tenant": int(creds["tenant"])}
+        return config, {"client_id": creds["client_id"], "client_secret": creds["client_secret"],
+                        "app_key": creds["app_key"]}
+
+    @property
+    def call_count(self) -> int:
+        return self.client.calls + self._provider.calls
+
+    def _spec(self, entity: str) -> ServiceTitanEntity:
+        try:
+            return self.entities[entity]
+        except KeyError:
+            raise ValueError(f"servicetitan has no entity {entity!r}; known: {', '.join(self.entities)}") from None
+
+    def _path(self, template: str) -> str:
+        return template.format(tenant=self.config.tenant)
+
+    def _model(self, spec: ServiceTitanEntity, row: dict[str, Any]) -> Any:
+        return spec.model.model_validate(row)
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    def iter_changed(self, entity: str, since: datetime | None, until: datetime) -> Iterator[Any]:
+        """Records changed at or after `since` and before `until`, as models, page by page."""
+        spec = self._spec(entity)
+        params: dict[str, Any] = {"modifiedBefore": _stamp(until)}
+        if since is not None:
+            params["modifiedOnOrAfter"] = _stamp(since)
+        for row in self._rows(spec, params, stable=self.config.stable_paging):
+            yield self._model(spec, row)
+
+    def iter_all(self, entity: str) -> Iterator[Any]:
+        """Every record, active or not (a backfill without a watermark)."""
+        spec = self._spec(entity)
+        for row in self._rows(spec, {}, stable=self.config.stable_paging):
+            yield self._model(spec, row)
+
+    def _rows(self, spec: ServiceTitanEntity, params: dict[str, Any], *, stable: bool) -> Iterator[dict[str, Any]]:
+        """Page through a list endpoint in constant memory.
+
+        Offset paging skips a record when an earlier one leaves the result set mid-walk (a record
+        modified during a poll moves past `modifiedBefore`). With `stable`, every page asks for
+        the total; when it shrinks, the walk steps back by the shrinkage and skips the ids it has
+        already passed, which is exact while the list is in ascending id order (checked per page).
+        """
+        size = self.config.page_size
+        base = {**params, "pageSize": size}
+        if spec.active_param == "active":
+            base["active"] = "Any"
+        elif spec.active_param == "activeState":
+            base["activeState"] = "All"
+        if spec.sort:
+            base["sort"] = spec.sort
+        if stable:
+            base["includeTotal"] = "true"
+        path = self._path(spec.path)
+        page, last_id, previous_last, total_seen, by_id = 1, None, None, None, True
+        shifted = False
+        while True:
+            body = self.client.get_json(path, params={**base, "page": page}, endpoint=spec.path)
+            total = body.get("totalCount") if stable else None
+            if total is not None and total_seen is not None and total < total_seen and by_id:
+                page = max(1, page - math.ceil((total_seen - total) / size))
+                total_seen, shifted = total, True
+                continue
+            if total is not None and total_seen is not None and total > total_seen:
+                shifted = True  # rows joined the set: the boundary row may come again, harmlessly
+            total_seen = total if total is not None else total_seen
+            rows = body.get("data") or []
+            ids = [row.get("id") for row in rows]
+            ascending = all(isinstance(a, int) and isinstance(b, int) and a < b for a, b in zip(ids, ids[1:]))
+            if not ascending or (previous_last is not None and ids and not shifted and ids[0] <= previous_last):
+                by_id = False  # not id-ordered: yield everything; the engine dedupes by key and version
+            shifted = False
+            previous_last = ids[-1] if ids else previous_last
+            for row in rows:
+                if by_id and last_id is not None and row["id"] <= last_id:
+                    continue
+                yield row
+                if isinstance(row.get("id"), int):
+                    last_id = row["id"] if last_id is None else max(last_id, row["id"])
+            if not body.get("hasMore") or not rows:
+                return
+            page += 1
+
+    def iter_export(self, entity: str, cursor: str | None = None) -> Iterator[tuple[Any, str | None]]:
+        """Export feed rows (active, inactive and deleted) with the cursor to resume after each.
+
+        The resume cursor of a page's last row is the vendor's `continueFrom`; earlier rows carry
+        the cursor that fetched their page, so resuming after a crash re-reads, never skips.
+        """
+        spec = self._spec(entity)
+        if not spec.export_path:
+            raise ValueError(f"servicetitan has no export feed for {entity}")
+        path = self._path(spec.export_path)
+        current = cursor
+        while True:
+            params: dict[str, Any] = {"pageSize": self.config.page_size}
+            if current:
+                params["from"] = current
+            if self.config.include_recent_changes:
+                params["includeRecentChanges"] = "true"
+            body = self.client.get_json(path, params=params, endpoint=spec.export_path)
+            rows = body.get("data") or []
+            following = body.get("continueFrom") or current
+            for index, row in enumerate(rows):
+                yield self._model(spec, row), (following if index == len(rows) - 1 else current)
+            if not body.get("hasMore") or (not rows and following == current):
+                return
+            current = following
+
+    def get(self, entity: str, record_id: int) -> Any:
+        """One record by id; NotFoundError when the vendor has no such record."""
+        spec = self._spec(entity)
+        if spec.by_id:
+            row = self.client.get_json(f"{self._path(spec.path)}/{int(record_id)}", endpoint=f"{spec.path}/{{id}}")
+            return self._model(spec, row)
+        found = self.get_many(entity, [record_id])
+        if not found:
+            raise NotFoundError(f"{entity} {record_id} not found", vendor=self.system, status=404,
+                                endpoint=spec.path)
+        return found[0]
+
+    def get_many(self, entity: str, ids: Iterable[int]) -> list[Any]:
+        """Records by id, 50 per call (the vendor's cap); missing ids are simply absent."""
+        spec = self._spec(entity)
+        wanted = list(dict.fromkeys(int(i) for i in ids))
+        found: list[Any] = []
+        for chunk in _chunks(wanted, IDS_PER_CALL):
+            params = {"ids": ",".join(map(str, chunk))}
+            found += [self._model(spec, row) for row in self._rows(spec, params, stable=False)]
+        return found
+
+    # ---- idempotency lookups --------------------------------------------------------------------
+
+    def find_vendor_by_name(self, name: str) -> Vendor | None:
+        """The vendor whose name matches ignoring case and spacing (the list has no name filter)."""
+        wanted = _normal_name(name)
+        for row in self._rows(self._spec("vendors"), {}, stable=False):
+            if _normal_name(row.get("name") or "") == wanted:
+                return Vendor.model_validate(row)
+        return None
+
+    def find_vendor_by_external_key(self, application_guid: str, key: str, value: str) -> Vendor | None:
+        return self._find_external("vendors", application_guid, key, value)
+
+    def find_customer_by_external_key(self, application_guid: str, key: str, value: str) -> Customer | None:
+        return self._find_external("customers", application_guid, key, value)
+
+    def find_customer_by_name(self, name: str) -> Customer | None:
+        wanted = _normal_name(name)
+        for row in self._rows(self._spec("customers"), {"name": name}, stable=False):
+            if _normal_name(row.get("name") or "") == wanted:
+                return Customer.model_validate(row)
+        return None
+
+    def find_purchase_order_by_number(self, number: str) -> PurchaseOrder | None:
+        rows = list(self._rows(self._spec("purchase_orders"), {"number": number}, stable=False))
+        return PurchaseOrder.model_validate(rows[0]) if rows else None
+
+    def find_invoice_by_number(self, number: str) -> Invoice | None:
+        rows = list(self._rows(self._spec("invoices"), {"number": number}, stable=False))
+        return Invoice.model_validate(rows[0]) if rows else None
+
+    def bills_for_purchase_order(self, po_id: int) -> list[InventoryBill]:
+        """The inventory bills receiving a PO created (none until it is received)."""
+        try:
+            order = self.get("purchase_orders", po_id)
+        except NotFoundError:
+            return []
+        if not order.number:
+            return []
+        rows = self._rows(self._spec("inventory_bills"), {"purchaseOrderNumber": order.number}, stable=False)
+        return [InventoryBill.model_validate(row) for row in rows if row.get("purchaseOrderId") == order.id]
+
+    def find_payments_for_invoice(self, invoice_id: int) -> list[Payment]:
+        rows = self._rows(self._spec("payments"), {"appliedToInvoiceIds": str(int(invoice_id))}, stable=False)
+        return [Payment.model_validate(row) for row in rows]
+
+    def _find_external(self, entity: str, guid: str, key: str, value: str) -> Any:
+        params = {"externalDataApplicationGuid": guid, "externalDataKey": key, "externalDataValues": value}
+        spec = self._spec(entity)
+        for row in self._rows(spec, params, stable=False):
+            return self._model(spec, row)
+        return None
+
+    # ---- writes ---------------------------------------------------------------------------------
+
+    def create_vendor(self, fields: dict[str, Any]) -> Vendor:
+        """POST a vendor (the flags the vendor requires default to an ordinary active supplier)."""
+        body = {"active": True, "isTruckReplenishment": False, "taxRate": 0.0, "restrictedMobileCreation": False,
+                **_vendor_write_body(fields)}
+        body["address"] = self._full_address(body.get("address"))
+        created = self.client.send_json("POST", self._path("inventory/v2/tenant/{tenant}/vendors"), body,
+                                        endpoint="inventory/vendors")
+        return self.get("vendors", created["id"])
+
+    def update_vendor(self, vendor_id: int, patch: dict[str, Any]) -> Vendor:
+        """PATCH a vendor; a partial address is completed from the current one (the vendor needs all).
+
+        Read-view names are accepted and translated: `contactInfo{...}` becomes the flat
+        firstName/lastName/phone/email/fax the vendor's PATCH takes (it ignores `contactInfo`).
+        """
+        body = _vendor_write_body(patch)
+        if isinstance(body.get("address"), dict) and not set(_ADDRESS_FIELDS) <= set(body["address"]):
+            current = self.get("vendors", vendor_id).address
+            body["address"] = self._full_address({**(current.model_dump() if current else {}), **body["address"]})
+        self.client.send_json("PATCH", self._path(f"inventory/v2/tenant/{{tenant}}/vendors/{int(vendor_id)}"), body,
+                              endpoint="inventory/vendors/{id}", idempotent=True)
+        return self.get("vendors", vendor_id)
+
+    def create_customer(self, fields: dict[str, Any]) -> Customer:
+        """POST a customer; without `locations` the customer's own name and address make its one location."""
+        body = dict(fields)
+        if not body.get("locations") and body.get("name") and body.get("address"):
+            body["locations"] = [{"name": body["name"], "address": body["address"]}]
+        created = self.client.send_json("POST", self._path("crm/v2/tenant/{tenant}/customers"), body,
+                                        endpoint="crm/customers")
+        return Customer.model_validate(created)
+
+    def update_customer(self, customer_id: int, patch: dict[str, Any]) -> Customer:
+        """PATCH a customer; a partial address is completed from the current one."""
+        body = dict(patch)
+        wanted = (*_ADDRESS_FIELDS, "latitude", "longitude")
+        if isinstance(body.get("address"), dict) and not set(wanted) <= set(body["address"]):
+            current = self.get("customers", customer_id).address
+            merged = {**(current.model_dump() if current else {}), **body["address"]}
+            body["address"] = {k: merged.get(k) if k in ("latitude", "longitude") else (merged.get(k) or "")
+                               for k in wanted}
+        updated = self.client.send_json("PATCH", self._path(f"crm/v2/tenant/{{tenant}}/customers/{int(customer_id)}"),
+                                        body, endpoint="crm/customers/{id}", idempotent=True)
+        return Customer.model_validate(updated)
+
+    def create_payment(self, payment: dict[str, Any] | None = None, **fields: Any) -> Payment:
+        """POST an AR payment (typeId, amount, splits to invoices...) and read back its list view."""
+        body = {**(payment or {}), **fields}
+        created = self.client.send_json("POST", self._path("accounting/v2/tenant/{tenant}/payments"), body,
+                                        endpoint="accounting/payments")
+        return self.get("payments", created["id"])
+
+    def create_purchase_order(self, fields: dict[str, Any]) -> PurchaseOrder:
+        created = self.client.send_json("POST", self._path("inventory/v2/tenant/{tenant}/purchase-orders"), fields,
+                                        endpoint="inventory/purchase-orders")
+        return self.get("purchase_orders", created["id"])
+
+    def update_purchase_order(self, po_id: int, patch: dict[str, Any]) -> PurchaseOrder:
+        self.client.send_json("PATCH", self._path(f"inventory/v2/tenant/{{tenant}}/purchase-orders/{int(po_id)}"),
+                              patch, endpoint="inventory/purchase-orders/{id}", idempotent=True)
+        return self.get("purchase_orders", po_id)
+
+    def update_adjustment(self, adjustment_id: int, patch: dict[str, Any]) -> Adjustment:
+        """PATCH an inventory adjustment (the vendor accepts only externalData)."""
+        self.client.send_json("PATCH", self._path(f"inventory/v2/tenant/{{tenant}}/adjustments/{int(adjustment_id)}"),
+                              patch, endpoint="inventory/adjustments/{id}", idempotent=True)
+        return self.get("adjustments", adjustment_id)
+
+    def mark_exported(self, entity: str, ids: Iterable[int]) -> list[ExportVerdict]:
+        """Tell ServiceTitan these records reached the accounting system (its sync status)."""
+        spec = self._spec(entity)
+        if not spec.mark_path or entity not in _MARK_BODIES:
+            raise ValueError(f"servicetitan cannot mark {entity} as exported")
+        id_field, make_body = _MARK_BODIES[entity]
+        verdicts: list[ExportVerdict] = []
+        for chunk in _chunks(list(dict.fromkeys(int(i) for i in ids)), IDS_PER_CALL):
+            answer = self.client.send_json("POST", self._path(spec.mark_path), make_body(chunk), endpoint=spec.mark_path,
+                                           idempotent=True)  # marking twice leaves the same status
+            if isinstance(answer, list):
+                verdicts += [ExportVerdict(id=v[id_field], success=bool(v.get("success")),
+                                           error_message=v.get("errorMessage")) for v in answer]
+            else:  # payments/status answers an empty 200 for the whole batch
+                verdicts += [ExportVerdict(id=i, success=True) for i in chunk]
+        return verdicts
+
+    @staticmethod
+    def _full_address(address: dict[str, Any] | None) -> dict[str, Any]:
+        given = address or {}
+        return {key: given.get(key) or "" for key in _ADDRESS_FIELDS}
+
+    # ---- webhooks -------------------------------------------------------------------------------
+
+    def verify_webhook(self, body: bytes, headers: dict[str, str], keys: Iterable[str]) -> bool:
+        """Check a delivery's signature with this deployment's header name and digest encoding."""
+        wanted = self.config.webhook_signature_header.lower()
+        signature = next((v for k, v in headers.items() if k.lower() == wanted), None)
+        return verify_webhook_signature(body, signature, keys, self.config.webhook_signature_encoding)
+
+    # ---- check ----------------------------------------------------------------------------------
+
+    def check(self) -> list[CheckStep]:
+        def token() -> str:
+            issued = self._runtime.token_cache.get(self._provider, self._session)
+            return f"token valid for {max(0, int(issued.expires_at - datetime.now(timezone.utc).timestamp()))}s"
+
+        def probe(spec: ServiceTitanEntity) -> Any:
+            def call() -> str:
+                params: dict[str, Any] = {"pageSize": 1}
+                if spec.active_param == "active":
+                    params["active"] = "Any"
+                body = self.client.get_json(self._path(spec.path), params=params, endpoint=spec.path)
+                return f"{len(body.get('data') or [])} row(s) readable"
+            return call
+
+        steps = [timed_check("token", token), timed_check("business-units?pageSize=1", probe(ENTITIES["business_units"]))]
+        steps += [timed_check(name, probe(spec)) for name, spec in self.entities.items() if name != "business_units"]
+        return steps
+
+
+__all__ = [
+    "ENTITIES", "Address", "Adjustment", "AdjustmentItem", "ApBill", "ApBillExpenseItem", "ApPayment",
+    "ApPaymentSplit", "BusinessUnit", "ContactInfo", "Customer", "CustomerAddress", "ExportVerdict",
+    "ExternalDatum", "GlAccount", "GlAccountRef", "InventoryBill", "InventoryBillItem", "Invoice", "InvoiceItem",
+    "JobRef", "Named", "Payment", "PaymentApplication", "PurchaseOrder", "PurchaseOrderItem",
+    "ServiceTitanConnector", "ServiceTitanEntity", "ServiceTitanTokenProvider", "Vendor", "error_text",
+    "verify_webhook_signature", "webhook_signature", "PRODUCTION_API", "PRODUCTION_TOKEN_URL", "INTEGRATION_API",
+    "INTEGRATION_TOKEN_URL", "ServiceTitanAdjustment", "ServiceTitanApBill", "ServiceTitanApPayment",
+    "ServiceTitanBusinessUnit", "ServiceTitanCustomer", "ServiceTitanGlAccount", "ServiceTitanInventoryBill",
+    "ServiceTitanInvoice", "ServiceTitanPayment", "ServiceTitanPurchaseOrder", "ServiceTitanVendor",
+]
