@@ -186,9 +186,10 @@ class HttpClient:
         label: str,
         accepted: set[int] | None,
     ) -> requests.Response:
+        sent_headers = {**self.default_headers, **self.auth.headers(self.session), **(headers or {})}
+        # The slot is taken after any token fetch, right before the call it stands for.
         if self.rate_limiter is not None and self.rate_limit is not None:
             self.rate_limiter.acquire(self.rate_key, self.rate_limit, vendor=self.vendor)
-        sent_headers = {**self.default_headers, **self.auth.headers(self.session), **(headers or {})}
         started = time.perf_counter()
         self.calls += 1
         try:
