@@ -256,13 +256,25 @@ def test_payment_is_matched_to_its_invoice(fleet: Fleet) -> None:
     fleet.epicor.sandbox.put_entity("ap_invoices", {"VendorNum": invoice["VendorNum"], "InvoiceNum": invoice["InvoiceNum"], "Posted": True})
     amount = float(bill["billAmount"])
     payment = fleet.st_put("ap_payments", {"vendor": {"id": vendor["id"], "name": vendor["name"]}, "amount": amount,
-                                           "status": "Paid", "splits": [{"inventoryBillId": bill["id"], "amount": amount}]})
+                                           "status": "Paid", "splits": [{"id": 990001, "active": True, "createdOn": bill["createdOn"],
+                                                                      "documentId": None, "inventoryBillId": bill["id"], "amount": amount}]})
     wait_until(lambda: fleet.statuses("ap_payments").get("written"), timeout=60,
-               message=f"payment not written: {fleet.statuses('ap_payments')}")
+               message=f"payment not written: {fleet.statuses('ap_payments')} {_trail()}")
     payments = fleet.epicor.sandbox.get_entities("ap_payments")
     ours = [p for p in payments if p.get("XRefCheckNum") == f"ST-PAY-{payment['id']}"]
     assert len(ours) == 1
     assert any(t["InvoiceNum"] == invoice["InvoiceNum"] for t in ours[0].get("APTrans") or ours[0].get("lines") or [])
+
+
+def _trail() -> list[tuple[str, str]]:
+    from mlconnector.db.models import AuditEvent
+    from mlconnector.db.session import session_scope
+
+    from mlconnector.db.models import InboundEvent
+
+    with session_scope() as session:
+        events = [(e.event_type, e.status, e.error) for e in session.scalars(select(InboundEvent))]
+        return events + [(a.kind, a.message[:200]) for a in session.scalars(select(AuditEvent).order_by(AuditEvent.id))][-4:]
 
 
 def test_epicor_vendor_change_is_seen_in_servicetitan(fleet: Fleet) -> None:
