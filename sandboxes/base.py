@@ -387,7 +387,14 @@ class RunningSandbox:
         return self.sandbox.info()
 
     def stop(self) -> None:
+        """Close the listener and every kept-alive client connection, so the loop ends now."""
         self.server.close()
+        for channel in list(getattr(self.server, "_map", {}).values()):
+            try:
+                channel.close()
+            except OSError:
+                pass
+        self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
         self.thread.join(timeout=5)
 
     def __enter__(self) -> "RunningSandbox":

@@ -163,7 +163,7 @@ class WorkerProcess:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGQUIT)  # cold shutdown: tests need no warm drain
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -221,7 +221,7 @@ class ServiceProcess:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGINT)  # gunicorn and beat: quick shutdown
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
