@@ -11,7 +11,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+PIPE_WIDTH = 160  # tables written to a pipe or a file are not cut at 80 columns
+console = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
 
 
 def _fail(message: str) -> None:
@@ -196,6 +197,38 @@ def integrations_show(integration: str) -> None:
             _fail(str(error))
             return
         console.print_json(json.dumps({"id": row.id, "pair": row.pair, "enabled": row.enabled, "config": redact(row.config)}))
+
+
+CONFIG_HOLD_PREFIXES = ("gl:", "vendor:")  # holds a config change can resolve (GL maps, vendor auto-create)
+
+
+@integrations.command("set-config")
+@click.argument("integration")
+@click.option("--config", "config_file", type=click.File(), required=True, help="JSON config file (- for stdin).")
+def integrations_set_config(integration: str, config_file: Any) -> None:
+    """Replace INTEGRATION's config; records held for a mapping it may fix are re-queued."""
+    from mlconnector import engine
+    from mlconnector.db.session import session_scope
+    from mlconnector.flows import get_pair
+    from mlconnector.integrations import get_integration
+    from mlconnector.tasks import send
+
+    config = json.load(config_file)
+    work = engine.Enqueue()
+    with session_scope() as session:
+        try:
+            row = get_integration(session, integration)
+            pair = get_pair(row.pair)
+            if pair.config_model is not None:
+                pair.config_model.model_validate(config)
+        except (LookupError, ValueError) as error:
+            _fail(str(error))
+            return
+        row.config = config
+        for prefix in CONFIG_HOLD_PREFIXES:
+            work.extend(engine.release_holds(session, integration, prefix, "integration config changed"))
+    send(work)
+    console.print(f"config of {integration} replaced; re-queued {sum(len(v) for v in work.records.values())} held record(s)")
 
 
 def _set_enabled(integration: str, enabled: bool) -> None:

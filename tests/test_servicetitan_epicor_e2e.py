@@ -113,6 +113,7 @@ def fleet(configure, fresh_pg: str, redis_url: str, start_worker, start_service,
         "invoice_group": "STAP",
         "auto_create_vendors": options.get("auto_create_vendors", True),
         "gl": {"default_account": GL_DEFAULT, "freight_account": "6500-100", "tax_account": "5000-000"},
+        "poll_seconds": options.get("poll_seconds", {}),
     }
     with session_scope() as session:
         create_integration(session, "acme", "servicetitan-epicor", config)
@@ -199,18 +200,37 @@ def test_unknown_vendor_is_held_then_linked_and_written(fleet: Fleet) -> None:
     assert "re-queued" in result.output
     invoices = wait_until(lambda: _invoice_for(fleet, bill), timeout=60, message="held bill not written after link")
     assert invoices[0]["VendorNum"] == target["VendorNum"]
+    trail = CliRunner().invoke(main, ["audit", str(held.id)], terminal_width=200)
+    assert trail.exit_code == 0, trail.output
+    for step in ("held", "requeued", "mapped", "written"):
+        assert step in trail.output
+    assert "linked by hand" in trail.output
+    status = CliRunner().invoke(main, ["status"], terminal_width=200)
+    assert status.exit_code == 0 and "inventory_bills" in status.output
 
 
-def test_dropped_webhooks_are_found_by_the_catch_up_poll(fleet: Fleet) -> None:
+@pytest.mark.parametrize("fleet", [{"poll_seconds": {"vendors": 2, "inventory_bills": 2}}], indirect=True)
+def test_dropped_webhooks_are_found_by_the_catch_up_poll(fleet: Fleet, start_service) -> None:
+    import sys
+
     requests.post(f"{fleet.st.url}/_sandbox/faults", json={"webhook_drop_rate": 1.0}, timeout=5)
     vendor = fleet.new_vendor("Dropped Delivery Supply")
     bills = [fleet.bill_for(fleet.received_po(vendor["id"])["id"]) for _ in range(3)]
-    time.sleep(2)
+    time.sleep(1)
     assert all(_invoice_for(fleet, b) == [] for b in bills)  # nothing arrived
-    fleet.poll("vendors")
-    fleet.poll("inventory_bills")
+    # Celery beat, with its schedule built from the enabled integration, runs the catch-up polls.
+    log = {}
+
+    def beat_ready() -> bool:
+        return "beat: Starting" in log["service"].log_path.read_text() if "service" in log else False
+
+    service = start_service([sys.executable, "-m", "celery", "-A", "mlconnector.celery_app", "beat", "--loglevel", "INFO"],
+                            fleet.env, lambda: True)
+    log["service"] = service
+    wait_until(beat_ready, timeout=30, message="beat did not start")
     wait_until(lambda: all(len(_invoice_for(fleet, b)) == 1 for b in bills), timeout=90,
                message=f"catch-up poll did not write the bills: {fleet.statuses()}")
+    assert "poll:acme:inventory_bills" in service.log_path.read_text()
 
 
 def test_429_storm_and_token_expiry_mid_batch_write_every_record_once(fleet: Fleet) -> None:
