@@ -100,17 +100,33 @@ def resolve_vendor(ctx: FlowContext, st_vendor: dict[str, Any]) -> m.EpicorVendo
     return m.EpicorVendorRef(int(chosen["VendorNum"]), chosen.get("VendorID") or "", chosen.get("Name") or "", how)
 
 
-class VendorsHandler(FlowHandler):
-    """ServiceTitan vendors -> Epicor vendors, keeping name, address and contact aligned."""
+class ServiceTitanSourced(FlowHandler):
+    """Flows reading one ServiceTitan entity: fetch by id, version by modifiedOn, poll by modifiedOn."""
+
+    st_entity: str = ""
 
     def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
         try:
-            return _plain(ctx.connectors[ST].get("vendors", int(source_id)))  # type: ignore[attr-defined]
+            return _plain(ctx.connectors[ST].get(self.st_entity, int(source_id)))  # type: ignore[attr-defined]
         except NotFoundError:
             return None
 
     def version(self, source: Any) -> str | None:
         return _version(source)
+
+    def changed(self, ctx: FlowContext, since: datetime | None, until: datetime) -> Iterator[SourceRecord]:
+        for record in ctx.connectors[ST].iter_changed(self.st_entity, since, until):
+            row = _plain(record)
+            yield SourceRecord(str(row["id"]), _version(row))
+
+    def records_for_event(self, ctx: FlowContext, event_type: str, data: dict[str, Any]) -> list[SourceRecord]:
+        return [SourceRecord(str(data["id"]), _version(data))] if data.get("id") is not None else []
+
+
+class VendorsHandler(ServiceTitanSourced):
+    """ServiceTitan vendors -> Epicor vendors, keeping name, address and contact aligned."""
+
+    st_entity = "vendors"
 
     def map(self, ctx: FlowContext, source: Any) -> MappedRecord | Hold:
         resolved = resolve_vendor(ctx, source)
@@ -125,9 +141,9 @@ class VendorsHandler(FlowHandler):
         vendor_num = mapped.payload["VendorNum"]
         epicor = ctx.connectors[EPICOR]
         if mapped.payload["how"] == "created":
-            ctx_release(ctx, mapped)
+            release_vendor_holds(ctx, mapped)
             return WriteResult(str(vendor_num), "created", 201)
-        ctx_release(ctx, mapped)
+        release_vendor_holds(ctx, mapped)
         shared = len(vendor_links.find_by_target(ctx.session, ctx.integration.id, EPICOR, str(vendor_num)))
         if shared > 1:
             # Near-duplicate ServiceTitan vendors share one Epicor vendor: neither may overwrite it.
@@ -141,16 +157,7 @@ class VendorsHandler(FlowHandler):
         VENDOR_INDEX.invalidate(ctx.integration.id)
         return WriteResult(str(vendor_num), "updated", 200, {"changed": sorted(changes)})
 
-    def changed(self, ctx: FlowContext, since: datetime | None, until: datetime) -> Iterator[SourceRecord]:
-        for vendor in ctx.connectors[ST].iter_changed("vendors", since, until):
-            row = _plain(vendor)
-            yield SourceRecord(str(row["id"]), _version(row))
-
-    def records_for_event(self, ctx: FlowContext, event_type: str, data: dict[str, Any]) -> list[SourceRecord]:
-        return [SourceRecord(str(data["id"]), _version(data))] if data.get("id") is not None else []
-
-
-def ctx_release(ctx: FlowContext, mapped: MappedRecord) -> None:
+def release_vendor_holds(ctx: FlowContext, mapped: MappedRecord) -> None:
     """A vendor just got its Epicor counterpart: records held for it go back in line."""
     from mlconnector import engine
 
@@ -171,17 +178,10 @@ def _after_commit(ctx: FlowContext, work: Any) -> None:
     event.listen(ctx.session, "after_commit", lambda _session: send(work), once=True)
 
 
-class InventoryBillsHandler(FlowHandler):
+class InventoryBillsHandler(ServiceTitanSourced):
     """ServiceTitan inventory bills -> Epicor AP invoices (GetNewAPInvHedInvoice ... UpdateMaster)."""
 
-    def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
-        try:
-            return _plain(ctx.connectors[ST].get("inventory_bills", int(source_id)))  # type: ignore[attr-defined]
-        except NotFoundError:
-            return None
-
-    def version(self, source: Any) -> str | None:
-        return _version(source)
+    st_entity = "inventory_bills"
 
     def map(self, ctx: FlowContext, source: Any) -> MappedRecord | Hold:
         st_vendor = dict(source.get("vendor") or {})
@@ -202,11 +202,6 @@ class InventoryBillsHandler(FlowHandler):
         epicor.create_ap_invoice(mapped.payload["group"], mapped.payload["header"], mapped.payload["lines"])  # type: ignore[attr-defined]
         return WriteResult(target, "created", 201)
 
-    def changed(self, ctx: FlowContext, since: datetime | None, until: datetime) -> Iterator[SourceRecord]:
-        for bill in ctx.connectors[ST].iter_changed("inventory_bills", since, until):
-            row = _plain(bill)
-            yield SourceRecord(str(row["id"]), _version(row))
-
     def records_for_event(self, ctx: FlowContext, event_type: str, data: dict[str, Any]) -> list[SourceRecord]:
         if event_type.startswith("purchase-order."):
             # A PO becomes an AP invoice through the bill ServiceTitan creates when it is received.
@@ -215,20 +210,13 @@ class InventoryBillsHandler(FlowHandler):
             if not bills:
                 ctx.audit("noted", f"purchase order {po_id} has no inventory bill yet; its AP invoice follows its receipt")
             return [SourceRecord(str(_plain(b)["id"]), _version(_plain(b))) for b in bills]
-        return [SourceRecord(str(data["id"]), _version(data))] if data.get("id") is not None else []
+        return super().records_for_event(ctx, event_type, data)
 
 
-class ApPaymentsHandler(FlowHandler):
+class ApPaymentsHandler(ServiceTitanSourced):
     """ServiceTitan AP payments -> Epicor AP payments on the invoice they match."""
 
-    def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
-        try:
-            return _plain(ctx.connectors[ST].get("ap_payments", int(source_id)))  # type: ignore[attr-defined]
-        except NotFoundError:
-            return None
-
-    def version(self, source: Any) -> str | None:
-        return _version(source)
+    st_entity = "ap_payments"
 
     def map(self, ctx: FlowContext, source: Any) -> MappedRecord | Hold:
         st_vendor = dict(source.get("vendor") or {})
@@ -253,11 +241,6 @@ class ApPaymentsHandler(FlowHandler):
                                  date.fromisoformat(payload["payment_date"]) if payload["payment_date"] else date.today(),
                                  payload["reference"])
         return WriteResult(payload["reference"], "created", 201)
-
-    def changed(self, ctx: FlowContext, since: datetime | None, until: datetime) -> Iterator[SourceRecord]:
-        for payment in ctx.connectors[ST].iter_changed("ap_payments", since, until):
-            row = _plain(payment)
-            yield SourceRecord(str(row["id"]), _version(row))
 
 
 def _bill_invoice_numbers(ctx: FlowContext, payment: dict[str, Any]) -> dict[str, str]:
