@@ -6,7 +6,7 @@ test:
 	$(PY) -m pytest -q
 
 bench:
-	$(PY) -m benchmarks.bench_core 20000
+	$(PY) -m benchmarks.run
 
 bench-quick:
-	$(PY) -m benchmarks.bench_core 2000
+	$(PY) -m benchmarks.run --quick

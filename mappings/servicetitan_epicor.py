@@ -153,6 +153,7 @@ def map_inventory_bill(bill: dict[str, Any], config: ServiceTitanEpicorConfig, v
     decisions.append(Decision("InvoiceNum", number, "bill referenceNumber" if bill.get("referenceNumber") else "derived from the bill id"))
     header = {
         "VendorNum": vendor.vendor_num,
+        **({"VendorID": vendor.vendor_id} if vendor.vendor_id else {}),  # spares Epicor a vendor lookup
         "InvoiceNum": number,
         "InvoiceDate": str(bill.get("billDate") or "")[:10] or None,
         "DueDate": str(bill.get("dueDate") or "")[:10] or None,

@@ -7,6 +7,7 @@ with the redactor so it can never reach a log line, an error or an audit row.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -23,7 +24,12 @@ class VaultError(RuntimeError):
 
 
 def build_cipher(settings: Settings | None = None) -> MultiFernet:
-    keys = (settings or get_settings()).fernet_keys()
+    return _cipher_for(tuple((settings or get_settings()).fernet_keys()))
+
+
+@lru_cache(maxsize=4)
+def _cipher_for(keys: tuple[str, ...]) -> MultiFernet:
+    """One cipher per key set, not one per credential read."""
     return MultiFernet([Fernet(k.encode()) for k in keys])
 
 

@@ -73,7 +73,7 @@ def resolve_vendor(ctx: FlowContext, st_vendor: dict[str, Any]) -> m.EpicorVendo
     st_id = str(st_vendor.get("id"))
     link = vendor_links.find(ctx.session, ctx.integration.id, ST, st_id)
     if link is not None:
-        return m.EpicorVendorRef(int(link.target_vendor_id), link.target_vendor_name, link.target_vendor_name or st_vendor.get("name", ""),
+        return m.EpicorVendorRef(int(link.target_vendor_id), "", link.target_vendor_name or st_vendor.get("name", ""),
                                  "manual" if link.how == "manual" else "linked")
     epicor = ctx.connectors[EPICOR]
     if config.vendor_match == "id":

@@ -46,7 +46,7 @@ def test_bill_maps_to_invoice_lines_in_order_with_gl_decisions() -> None:
     assert [line["Description"] for line in lines] == ["3/8 copper", "Filter 16x25", "Tax"]
     assert [line["GLAccount"] for line in lines] == ["5100-100", "1200-000", "5000-000"]
     assert [line["ExtCost"] for line in lines] == ["320.00", "60.00", "32.50"]
-    assert mapped.payload["header"] == {"VendorNum": 7, "InvoiceNum": "INV-1042", "InvoiceDate": "2026-05-02",
+    assert mapped.payload["header"] == {"VendorNum": 7, "VendorID": "ACME01", "InvoiceNum": "INV-1042", "InvoiceDate": "2026-05-02",
                                         "DueDate": "2026-06-01", "Description": "Coil stock", "InvoiceAmt": "412.50"}
     assert mapped.external_key == {"VendorNum": 7, "InvoiceNum": "INV-1042"}
     reasons = {d.field: d.reason for d in mapped.decisions}

@@ -1,0 +1,238 @@
+"""Starting the real fleet for a benchmark: a throwaway PostgreSQL database, Redis db 8,
+vendor sandboxes in their own process, the integration, Celery workers and gunicorn.
+
+Everything started here is stopped by `Fleet.close()` (databases dropped, processes ended
+by their own process group).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get("MLCONNECTOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("MLCONNECTOR_BENCH_REDIS", "redis://127.0.0.1:6379/8")
+HMAC_KEY = "bench-hmac-key-0123456789abcdef0123456789"
+INTEGRATION = "bench"
+PAIR = "servicetitan-epicor"
+GL = {"default_account": "5100-100", "freight_account": "6500-100", "tax_account": "5000-000"}
+LOG_DIR = Path("/tmp")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Any, timeout: float = 60.0, interval: float = 0.05, message: str = "") -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise RuntimeError(message or "condition not met in time")
+
+
+def _admin():  # type: ignore[no-untyped-def]
+    import sqlalchemy as sa
+
+    return sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
+
+
+def create_database() -> str:
+    import sqlalchemy as sa
+
+    from mlconnector.db import migrate
+
+    name = f"mlc_bench_{uuid.uuid4().hex[:10]}"
+    admin = _admin()
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    migrate.upgrade(url)
+    return url
+
+
+def drop_database(url: str) -> None:
+    import sqlalchemy as sa
+
+    name = url.rsplit("/", 1)[1]
+    admin = _admin()
+    with admin.connect() as connection:
+        connection.execute(sa.text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+def configure(database_url: str, redis_url: str = REDIS_URL) -> dict[str, str]:
+    """Point this process (and the environment handed to children) at the benchmark's stores."""
+    from cryptography.fernet import Fernet
+
+    env = {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis_url, "REDIS_URL": redis_url,
+           "MLCONNECTOR_SECRET_KEYS": Fernet.generate_key().decode(), "MLCONNECTOR_LOG_FORMAT": "json",
+           "MLCONNECTOR_LOG_LEVEL": "WARNING"}
+    os.environ.update(env)
+    reset_process_state()
+    import importlib
+
+    import celeryconfig
+
+    importlib.reload(celeryconfig)
+    from mlconnector.celery_app import app
+
+    app.conf.update({k: getattr(celeryconfig, k) for k in dir(celeryconfig) if k.islower() and not k.startswith("_")})
+    return env
+
+
+def reset_process_state() -> None:
+    from mlconnector.db.session import dispose_engines
+    from mlconnector.http.runtime import set_runtime
+    from mlconnector.integrations import clear_connector_cache
+    from mlconnector.settings import reset_settings_cache
+
+    reset_settings_cache()
+    dispose_engines()
+    set_runtime(None)
+    clear_connector_cache()
+
+
+class Process:
+    """A subprocess in its own process group, its output kept in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], name: str, stdin: Any = None) -> None:
+        self.log_path = LOG_DIR / f"mlc-bench-{name}-{uuid.uuid4().hex[:6]}.log"
+        self.process = subprocess.Popen(args, cwd=str(ROOT), env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+                                        stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
+                                        stdin=stdin, start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, sig)
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+
+
+class SandboxHost:
+    """Sandboxes served by `benchmarks.sandbox_host` in a child process."""
+
+    def __init__(self, spec: dict[str, list[Any]]) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.sandbox_host", json.dumps(spec)],
+                                        cwd=str(ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True, text=True)
+        line = self.process.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise RuntimeError("sandbox host did not start")
+        self.sandboxes: dict[str, dict[str, Any]] = json.loads(line)
+
+    def url(self, name: str) -> str:
+        return self.sandboxes[name]["url"]
+
+    def info(self, name: str) -> dict[str, Any]:
+        return self.sandboxes[name]["info"]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.close()  # type: ignore[union-attr]
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+def system_settings(st_info: dict[str, Any], ep_info: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """Connector config + credentials for both systems, retrying quickly, no client-side limiter."""
+    from connectors import connector_class
+
+    st_config, st_creds = connector_class("servicetitan").settings_from_sandbox_info(st_info)
+    ep_config, ep_creds = connector_class("epicor").settings_from_sandbox_info(ep_info)
+    for config in (st_config, ep_config):
+        config.update({"retry_base": 0.05, "retry_max_wait": 2})
+    st_config["rate_limit_per_second"] = 0  # the sandboxes run unthrottled: measure our cost, not a quota
+    return st_config, st_creds, ep_config, ep_creds
+
+
+def integration_config(st_config: dict[str, Any], ep_config: dict[str, Any], group: str) -> dict[str, Any]:
+    return {"systems": {"servicetitan": st_config, "epicor": ep_config}, "webhook": {"hmac_key": HMAC_KEY},
+            "invoice_group": group, "auto_create_vendors": True, "gl": dict(GL)}
+
+
+def create_bench_integration(st_info: dict[str, Any], ep_info: dict[str, Any], group: str,
+                             integration_id: str = INTEGRATION) -> dict[str, Any]:
+    from mlconnector import vault
+    from mlconnector.db.session import session_scope
+    from mlconnector.integrations import create_integration
+
+    import tasks.servicetitan_epicor  # noqa: F401  (registers the pair)
+
+    st_config, st_creds, ep_config, ep_creds = system_settings(st_info, ep_info)
+    config = integration_config(st_config, ep_config, group)
+    with session_scope() as session:
+        create_integration(session, integration_id, PAIR, config)
+        session.flush()
+        vault.store(session, integration_id, "servicetitan", st_creds)
+        vault.store(session, integration_id, "epicor", ep_creds)
+    return config
+
+
+def flush_redis(redis_url: str = REDIS_URL) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+
+
+def start_worker(env: dict[str, str], concurrency: int, queues: str = f"mlconnector,{PAIR}") -> Process:
+    worker = Process([sys.executable, "-m", "celery", "-A", "mlconnector.celery_app", "worker", "--loglevel", "INFO",
+                      "--pool", "prefork", "--concurrency", str(concurrency), "-Q", queues, "--without-gossip",
+                      "--without-mingle", "--without-heartbeat", "--hostname", f"bench-{uuid.uuid4().hex[:6]}@%h"],
+                     env, "worker")
+    wait_until(lambda: "ready." in worker.log() or not worker.alive(), timeout=90, interval=0.2,
+               message="worker not ready")
+    if not worker.alive():
+        raise RuntimeError(f"worker exited: {worker.log()[-3000:]}")
+    return worker
+
+
+def start_gunicorn(env: dict[str, str], app: str = "mlconnector.web:create_app()", workers: int = 2,
+                   extra: list[str] | None = None) -> tuple[str, Process]:
+    import requests
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    service = Process([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+                       *(extra or []), app], env, "gunicorn")
+
+    def ready() -> bool:
+        if not service.alive():
+            raise RuntimeError(f"gunicorn exited: {service.log()[-3000:]}")
+        try:
+            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(ready, timeout=60, interval=0.2, message="gunicorn not ready")
+    return url, service

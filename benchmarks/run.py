@@ -1,0 +1,71 @@
+"""Every benchmark, one after another, each writing benchmarks/results/<name>.json.
+
+    python -m benchmarks.run [--quick] [--size N]
+
+`--quick` runs each at a small size (a few minutes in all). The last line printed is one
+JSON object with every ratio and headline figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import traceback
+from typing import Any, Callable
+
+SIZES = {  # name: (quick size, full size)
+    "core": (2000, 20000),
+    "pipeline": (120, 400),
+    "ingest": (1500, 5000),
+    "api_economy": (30, 100),
+}
+
+
+def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
+    keys = {
+        "core": ("rate_limit_acquire_vs_get", "token_read_vs_get", "redis_get_us", "rate_limit_acquire_us", "token_read_us"),
+        "pipeline": ("records", "concurrency", "engine_records_per_s", "baseline_records_per_s", "engine_vs_baseline"),
+        "ingest": ("events", "receiver_events_per_s", "bare_events_per_s", "receiver_vs_bare", "receiver_p50_ms",
+                   "receiver_p99_ms", "bare_p50_ms", "bare_p99_ms", "receiver_p50_vs_bare", "receiver_p99_vs_bare"),
+        "api_economy": ("records", "st_calls_per_record", "epicor_calls_per_record", "calls_per_record",
+                        "minimum_per_record", "calls_vs_minimum", "idle_poll_inventory_bills_calls",
+                        "idle_poll_vendors_calls"),
+    }[name]
+    return {f"{name}.{k}": figures[k] for k in keys if k in figures}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes in all")
+    parser.add_argument("--size", type=int, help="records/events for pipeline, ingest and api_economy")
+    args = parser.parse_args()
+
+    from benchmarks import bench_api_economy, bench_core, bench_ingest, bench_pipeline
+
+    runners: dict[str, Callable[[int], dict[str, Any]]] = {
+        "core": bench_core.main, "pipeline": bench_pipeline.main,
+        "ingest": bench_ingest.main, "api_economy": bench_api_economy.main,
+    }
+    summary: dict[str, Any] = {}
+    started = time.perf_counter()
+    for name, run in runners.items():
+        size = SIZES[name][0 if args.quick else 1]
+        if args.size and name != "core":
+            size = args.size
+        began = time.perf_counter()
+        try:
+            figures = run(size)
+        except Exception as error:  # one broken benchmark must not hide the others' figures
+            traceback.print_exc()
+            summary[f"{name}.error"] = f"{type(error).__name__}: {error}"
+            continue
+        print(f"{name} ({size}): {json.dumps({k: v for k, v in figures.items() if 'by_endpoint' not in k})}", flush=True)
+        summary.update(_headline(name, figures))
+        summary[f"{name}.seconds"] = round(time.perf_counter() - began, 1)
+    summary["total_seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
