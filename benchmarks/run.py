@@ -19,6 +19,8 @@ SIZES = {  # name: (quick size, full size)
     "pipeline": (120, 400),
     "ingest": (1500, 5000),
     "api_economy": (30, 100),
+    "ratelimit": (600, 3000),  # inventory bills, one ServiceTitan call each at 60/s
+    "freshness": (10, 60),  # seconds of purchase orders received at 20/s
 }
 
 
@@ -31,6 +33,8 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
         "api_economy": ("records", "st_calls_per_record", "epicor_calls_per_record", "calls_per_record",
                         "minimum_per_record", "calls_vs_minimum", "idle_poll_inventory_bills_calls",
                         "idle_poll_vendors_calls"),
+        "ratelimit": ("records", "limit_per_s", "achieved_per_s", "achieved_vs_limit", "st_429s"),
+        "freshness": ("duration_s", "bills", "driven_rate_per_s", "p50_s", "p95_s", "max_s", "p95_vs_target"),
     }[name]
     return {f"{name}.{k}": figures[k] for k in keys if k in figures}
 
@@ -38,20 +42,22 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes in all")
-    parser.add_argument("--size", type=int, help="records/events for pipeline, ingest and api_economy")
+    parser.add_argument("--size", type=int, help="records/events for pipeline, ingest, api_economy and ratelimit")
     args = parser.parse_args()
 
-    from benchmarks import bench_api_economy, bench_core, bench_ingest, bench_pipeline
+    from benchmarks import (bench_api_economy, bench_core, bench_freshness, bench_ingest, bench_pipeline,
+                            bench_ratelimit)
 
     runners: dict[str, Callable[[int], dict[str, Any]]] = {
         "core": bench_core.main, "pipeline": bench_pipeline.main,
         "ingest": bench_ingest.main, "api_economy": bench_api_economy.main,
+        "ratelimit": bench_ratelimit.main, "freshness": bench_freshness.main,
     }
     summary: dict[str, Any] = {}
     started = time.perf_counter()
     for name, run in runners.items():
         size = SIZES[name][0 if args.quick else 1]
-        if args.size and name != "core":
+        if args.size and name not in ("core", "freshness"):  # freshness is sized in seconds
             size = args.size
         began = time.perf_counter()
         try:

@@ -41,16 +41,28 @@ return math.max(1, tonumber(oldest[2]) + window - now)
 """
 
 
+DEFAULT_MARGIN = 0.03  # calls are admitted on Redis's clock but counted by the vendor on arrival
+
+
 @dataclass(frozen=True)
 class RateLimit:
-    """`requests` calls per `per_seconds` seconds for one vendor + tenant."""
+    """`requests` calls per `per_seconds` seconds for one vendor + tenant.
+
+    The window is held open `margin` longer than the vendor's, so a call delayed between
+    admission and arrival (a busy host) still lands outside the vendor's window.
+    """
 
     requests: int
     per_seconds: float = 1.0
+    margin: float = DEFAULT_MARGIN
+
+    @property
+    def window_seconds(self) -> float:
+        return self.per_seconds * (1 + self.margin)
 
     @property
     def window_us(self) -> int:
-        return int(self.per_seconds * 1_000_000)
+        return int(self.window_seconds * 1_000_000)
 
 
 class RateLimitTimeout(RetriableError):
@@ -76,12 +88,12 @@ class RateLimiter:
         now = time.monotonic()
         with self._lock:
             calls = self._calls[key]
-            while calls and calls[0] <= now - limit.per_seconds:
+            while calls and calls[0] <= now - limit.window_seconds:
                 calls.popleft()
             if len(calls) < limit.requests:
                 calls.append(now)
                 return 0.0
-            return max(MIN_SLEEP_SECONDS, calls[0] + limit.per_seconds - now)
+            return max(MIN_SLEEP_SECONDS, calls[0] + limit.window_seconds - now)
 
     def acquire(self, key: str, limit: RateLimit, *, timeout: float = 120.0, vendor: str = "") -> float:
         """Block until one call is allowed under `limit` for `key`; returns seconds waited."""

@@ -1,0 +1,183 @@
+"""Freshness under steady load: how long after ServiceTitan's webhook is accepted the AP
+invoice is in Epicor, with purchase orders received at a steady 20 per second.
+
+    python -m benchmarks.bench_freshness [seconds] [worker_concurrency]
+
+The ServiceTitan sandbox posts signed webhooks (every event type) to the receiver under
+gunicorn; one Celery worker process takes the events and records. Vendors are synced
+first (untimed). For the given duration a driver thread creates one received purchase
+order every 1/20 s, which creates its inventory bill and fires the webhooks. Per bill:
+from `inbound_events.received_at` of its inventory-bill event (the receiver accepted it)
+to `sync_records.written_at` (the Epicor invoice written). Reported as p50/p95/max
+(target p95 < 1 s), with the rate actually driven.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from datetime import timezone
+from typing import Any
+
+import requests
+
+from benchmarks import fleet
+from benchmarks.common import write_result
+
+RATE = 20.0  # purchase orders received per second
+GUNICORN_WORKERS = 2
+FLOW = "inventory_bills"
+FINAL = ("written", "skipped", "held", "failed")
+
+
+def _ts(moment: Any) -> float:
+    return moment.replace(tzinfo=moment.tzinfo or timezone.utc).timestamp()
+
+
+def _bill_ids(st: str) -> set[str]:
+    return {str(b["id"]) for b in requests.get(f"{st}/_sandbox/entities/inventory_bills", timeout=30).json()}
+
+
+def _records(bill_ids: set[str]) -> dict[str, tuple[str, float | None]]:
+    from sqlalchemy import select
+
+    from mlconnector.db.models import SyncRecord
+    from mlconnector.db.session import session_scope
+
+    with session_scope() as session:
+        rows = session.execute(select(SyncRecord.source_id, SyncRecord.status, SyncRecord.written_at)
+                               .where(SyncRecord.flow == FLOW, SyncRecord.integration_id == fleet.INTEGRATION)).all()
+    return {source: (status, _ts(written) if written else None) for source, status, written in rows
+            if source in bill_ids}
+
+
+def _bill_events(bill_ids: set[str]) -> tuple[dict[str, float], dict[str, int]]:
+    """First accepted inventory-bill event per bill, and every event type's count."""
+    from sqlalchemy import select
+
+    from mlconnector.db.models import InboundEvent
+    from mlconnector.db.session import session_scope
+
+    received: dict[str, float] = {}
+    types: dict[str, int] = {}
+    with session_scope() as session:
+        rows = session.execute(select(InboundEvent.event_type, InboundEvent.payload, InboundEvent.received_at)
+                               .where(InboundEvent.integration_id == fleet.INTEGRATION)).all()
+    for event_type, payload, received_at in rows:
+        types[event_type] = types.get(event_type, 0) + 1
+        if not event_type.startswith("inventory-bill."):
+            continue
+        bill = str(((payload or {}).get("data") or {}).get("id"))
+        if bill in bill_ids:
+            at = _ts(received_at)
+            received[bill] = min(at, received.get(bill, at))
+    return received, types
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main(seconds: int = 60, concurrency: int = 4) -> dict[str, Any]:
+    from benchmarks.bench_pipeline import run_flow
+
+    database_url = fleet.create_database()
+    services: list[fleet.Process] = []
+    host: fleet.SandboxHost | None = None
+    try:
+        env = fleet.configure(database_url)
+        fleet.flush_redis()
+        host = fleet.SandboxHost({
+            "st": ["servicetitan", {"seed": 7, "records": 10, "rate_limit": 0}],
+            "ep": ["epicor", {"seed": 7, "records": 6}],
+        })
+        st = host.url("st")
+        fleet.create_bench_integration(host.info("st"), host.info("ep"), "BFRS")
+        services.append(fleet.start_worker(env, concurrency))
+        run_flow("vendors")  # untimed: every seeded vendor linked, as in production after onboarding
+        receiver_url, receiver = fleet.start_gunicorn(env, "mlconnector.web:create_app()", GUNICORN_WORKERS)
+        services.append(receiver)
+        requests.post(f"{st}/_sandbox/webhooks", timeout=10, json={
+            "url": f"{receiver_url}/webhooks/servicetitan/{fleet.INTEGRATION}", "hmac_key": fleet.HMAC_KEY,
+            "events": ["*"]}).raise_for_status()
+        vendors = [v["id"] for v in requests.get(f"{st}/_sandbox/entities/vendors", timeout=30).json()
+                   if v.get("active", True)]
+        before = _bill_ids(st)
+
+        total = int(seconds * RATE)
+        late = 0
+        started = time.perf_counter()
+        with requests.Session() as http:
+            for index in range(total):
+                due = started + index / RATE
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                elif pause < -0.05:
+                    late += 1
+                http.post(f"{st}/_sandbox/entities/purchase_orders",
+                          json={"vendorId": vendors[index % len(vendors)], "status": "Received"},
+                          timeout=30).raise_for_status()
+        driven = time.perf_counter() - started
+        bills = _bill_ids(st) - before
+
+        def all_final() -> bool:
+            records = _records(bills)
+            return len(records) >= len(bills) and all(s in FINAL for s, _ in records.values())
+
+        fleet.wait_until(all_final, timeout=max(120.0, 3.0 * seconds), interval=0.2,
+                         message="not every bill reached a final state")
+        drained = time.perf_counter() - started
+        records = _records(bills)
+        received, event_types = _bill_events(bills)
+        requests.post(f"{st}/_sandbox/webhooks/flush", json={"timeout": 5}, timeout=15)
+        webhook_stats = {k: v for k, v in requests.get(f"{st}/_sandbox/stats", timeout=10).json().items()
+                         if k.startswith("webhooks_")}
+    finally:
+        for service in services:
+            service.stop(sig=2)
+        if host is not None:
+            host.stop()
+        fleet.reset_process_state()
+        fleet.drop_database(database_url)
+        fleet.flush_redis()
+
+    latencies = [written - received[bill] for bill, (_, written) in records.items()
+                 if written is not None and bill in received]
+    statuses: dict[str, int] = {}
+    for status, _ in records.values():
+        statuses[status] = statuses.get(status, 0) + 1
+    figures: dict[str, Any] = {
+        "duration_s": seconds,
+        "target_rate_per_s": RATE,
+        "driven_rate_per_s": round(total / driven, 2),
+        "driver_late_posts": late,
+        "worker_concurrency": concurrency,
+        "gunicorn_workers": GUNICORN_WORKERS,
+        "bills": len(bills),
+        "measured": len(latencies),
+        "bills_without_bill_event": len(bills) - sum(1 for b in bills if b in received),
+        "statuses": statuses,
+        "drain_after_last_post_s": round(drained - driven, 3),
+        "event_types": event_types,
+        **webhook_stats,
+    }
+    if latencies:
+        figures.update({
+            "p50_s": round(statistics.median(latencies), 3),
+            "p95_s": round(_quantile(latencies, 0.95), 3),
+            "max_s": round(max(latencies), 3),
+            "min_s": round(min(latencies), 3),
+            "target_p95_s": 1.0,
+            "p95_vs_target": round(_quantile(latencies, 0.95) / 1.0, 3),
+        })
+    write_result("freshness", figures)
+    return figures
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:]]
+    print(json.dumps(main(*args)))
