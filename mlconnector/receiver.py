@@ -9,10 +9,9 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 

@@ -25,7 +25,6 @@ from mlconnector.http.errors import (
     classify_response,
 )
 from mlconnector.http.ratelimit import RateLimit, RateLimiter
-from mlconnector.redaction import redact_text
 
 DEFAULT_TIMEOUT = (5.0, 60.0)  # (connect, read) seconds; no call may hang a worker forever
 MAX_ERROR_TEXT = 2000  # keep vendor error bodies readable in audit rows
