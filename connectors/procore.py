@@ -36,7 +36,7 @@ from mlconnector.http import (
     HttpRuntime,
     RateLimit,
     RetriableError,
-    RetryPolicy,
+    RetrySettings,
     Token,
     TokenAuth,
     TokenProvider,
@@ -64,19 +64,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 # ---- configuration ---------------------------------------------------------------------------
 
 
-class RetryTuning(BaseModel):
-    """In-process retries of one call (429 / 5xx / network); past these the task retries."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_tries: int = Field(5, ge=1)
-    max_time: float = Field(60.0, gt=0)
-    base: float = Field(0.5, ge=0)
-    factor: float = Field(2.0, ge=1)
-    max_wait: float = Field(30.0, ge=0)
-
-    def policy(self) -> RetryPolicy:
-        return RetryPolicy(self.max_tries, self.max_time, self.base, self.factor, self.max_wait)
+RetryTuning = RetrySettings  # the HTTP core's retry settings, under the name this module exports
 
 
 class ProcoreConfig(BaseModel):

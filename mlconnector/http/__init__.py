@@ -10,7 +10,7 @@ from mlconnector.http.auth import (
     TokenCache,
     TokenProvider,
 )
-from mlconnector.http.client import HttpClient, RetryPolicy
+from mlconnector.http.client import HttpClient, RetryPolicy, RetrySettings
 from mlconnector.http.errors import (
     AuthError,
     ConnectorError,
@@ -25,6 +25,6 @@ from mlconnector.http.runtime import HttpRuntime, get_runtime
 __all__ = [
     "ApiKeyAuth", "Auth", "AuthError", "BasicAuth", "ConnectorError", "FatalError",
     "HttpClient", "HttpRuntime", "NoAuth", "NotFoundError", "RateLimit", "RateLimiter",
-    "RetriableError", "RetryPolicy", "Token", "TokenAuth", "TokenCache", "TokenProvider",
+    "RetriableError", "RetryPolicy", "RetrySettings", "Token", "TokenAuth", "TokenCache", "TokenProvider",
     "classify_response", "get_runtime",
 ]

@@ -15,6 +15,7 @@ from typing import Any, Callable, Generator, Iterable, Mapping
 
 import backoff
 import requests
+from pydantic import BaseModel, ConfigDict, Field
 
 from mlconnector import metrics
 from mlconnector.http.auth import Auth
@@ -44,6 +45,21 @@ class RetryPolicy:
     base: float = 0.5
     factor: float = 2.0
     max_wait: float = 30.0
+
+
+class RetrySettings(BaseModel):
+    """A deployment's in-call retry tuning, validated at the config edge; `policy()` builds the RetryPolicy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tries: int = Field(5, ge=1)
+    max_time: float = Field(60.0, gt=0)
+    base: float = Field(0.5, ge=0)
+    factor: float = Field(2.0, ge=1)
+    max_wait: float = Field(30.0, ge=0)
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_tries, self.max_time, self.base, self.factor, self.max_wait)
 
 
 def _wait_expo_or_retry_after(
