@@ -62,6 +62,7 @@ from mlconnector.http import (
     HttpRuntime,
     NoAuth,
     RateLimit,
+    RetriableError,
     RetryPolicy,
     Token,
     TokenAuth,
@@ -90,6 +91,10 @@ NOT_FOUND_TYPES = ("RecordNotFoundException",)  # ErrorType of "no such record" 
 
 # ---- configuration -------------------------------------------------------------------------
 
+GROUP_CHECK_SECONDS = 300.0  # a group seen usable is not looked up again for this long
+VENDOR_ID_CACHE_SECONDS = 600.0  # VendorNum -> VendorID remembered; every use is verified
+
+
 class EpicorConfig(BaseModel):
     """Everything a customer's Epicor deployment varies."""
 
@@ -114,6 +119,8 @@ class EpicorConfig(BaseModel):
     payment_group_id: str = "MLPAY"  # AP payment (check) group for payments written
     payment_bank_account: str = ""  # BankAcctID for a payment group the connector creates
     unlock_group_after_write: bool = True
+    group_check_seconds: float = Field(GROUP_CHECK_SECONDS, ge=0)  # 0: look the group up before every invoice
+    vendor_id_cache_seconds: float = Field(VENDOR_ID_CACHE_SECONDS, ge=0)  # 0: read VendorID per invoice
     remove_partial_invoice: bool = True  # delete a header whose lines failed, so a replay starts clean
     open_invoices_require_posted: bool = True  # unconfirmed: Payment Entry pays posted invoices only
     change_fields: dict[str, Literal["ChangeDate", "SysRevID"]] = Field(default_factory=dict)
@@ -498,6 +505,8 @@ class EpicorConnector(Connector):
     def __init__(self, config: EpicorConfig, credentials: EpicorCredentials, runtime: HttpRuntime) -> None:
         self.config = config
         self.credentials = credentials
+        self._groups_seen: dict[str, float] = {}  # GroupID -> monotonic time it was seen usable
+        self._vendor_ids: dict[int, tuple[str, float]] = {}  # VendorNum -> (VendorID, monotonic time)
         register_secret(credentials.password.get_secret_value())
         register_secret(credentials.api_key.get_secret_value())
         self.tz = timezone.utc if config.server_timezone.upper() == "UTC" else ZoneInfo(config.server_timezone)
@@ -592,6 +601,8 @@ class EpicorConnector(Connector):
 
     def _model(self, spec: EpicorEntity, row: dict[str, Any]) -> Any:
         data = {k: v for k, v in row.items() if not k.startswith("@odata.")}
+        if spec.name == "vendors" and data.get("VendorNum") is not None and data.get("VendorID"):
+            self._vendor_ids[int(data["VendorNum"])] = (str(data["VendorID"]), time.monotonic())
         return spec.model.model_validate(data, context={"tz": self.tz})
 
     def _spec(self, entity: str) -> EpicorEntity:
@@ -847,8 +858,15 @@ class EpicorConnector(Connector):
         for defaulting; `UpdateMaster` saves the header; each line through
         `GetNewAPInvDtlMiscellaneous` (or `...Unreceived` + `ChangePONum`/`ChangePOLine` for a
         PO line), `ChangeVendorQty`/`ChangeUnitCost`/`ChangeExtCost`, `UpdateMaster`. The
-        group is unlocked in `finally` unless someone else held it before we started, and a
-        header whose lines failed is removed so a replay does not find half an invoice.
+        group is unlocked in `finally` once `GetNewAPInvHedInvoice` has locked it to us (never
+        a group someone else holds), and a header whose lines failed is removed so a replay
+        does not find half an invoice.
+
+        Two lookups are remembered instead of repeated per invoice: a group seen usable
+        (Epicor refuses `GetNewAPInvHedInvoice` on a missing or foreign-held group, and that
+        refusal sends us back to the lookup), and a vendor's VendorID (the vendor Epicor puts
+        on the header is checked against the VendorNum asked for, so a renumbered VendorID
+        can never land an invoice on another vendor).
         """
         group_id = group_id or self.config.default_group_id
         invoice_num = str(header.get("InvoiceNum") or "").strip()
@@ -856,24 +874,27 @@ class EpicorConnector(Connector):
             raise ValueError("header needs InvoiceNum")
         vendor_id = str(header.get("VendorID") or header.get("VendorNumVendorID") or "")
         vendor_num = header.get("VendorNum")
+        remembered_vendor_id = False
         if not vendor_id and not header.get("REFPONum"):
             if vendor_num is None:
                 raise ValueError("header needs VendorNum, VendorID or REFPONum")
-            vendor = self.get_vendor(int(vendor_num))
-            if vendor is None:
-                raise FatalError(f"Epicor supplier {vendor_num} does not exist", vendor="epicor", status=404)
-            vendor_id = vendor.VendorID
-        group = self.ensure_group(group_id)
-        held_by_other = bool(group.ActiveUserID) and group.ActiveUserID.casefold() != self.credentials.username.casefold()
-        lock_attempted = False
+            vendor_id, remembered_vendor_id = self._vendor_id(int(vendor_num))
+        locked = False
         saved: dict[str, Any] | None = None
         try:
-            lock_attempted = True
-            ds = self._ds(INVOICE_SERVICE, "GetNewAPInvHedInvoice", {"ds": {}, "cGroupID": group_id})
+            ds = self._new_invoice_header(group_id)
+            locked = True
             if header.get("REFPONum"):
                 ds = self._ds(INVOICE_SERVICE, "ChangeRefPONum", {"ds": ds, "ProposedRefPONum": int(header["REFPONum"])})
             if vendor_id:
                 ds = self._ds(INVOICE_SERVICE, "ChangeVendorID", {"ds": ds, "ProposedVendorID": vendor_id})
+                chosen = _pending(ds, "APInvHed").get("VendorNum")
+                if vendor_num is not None and chosen is not None and int(chosen) != int(vendor_num):
+                    self._vendor_ids.pop(int(vendor_num), None)
+                    raise RetriableError(
+                        f"Epicor VendorID {vendor_id} now belongs to supplier {chosen}, not {vendor_num}"
+                        + ("; VendorID re-read on the next attempt" if remembered_vendor_id else ""),
+                        vendor="epicor", endpoint="ChangeVendorID")
             _pending(ds, "APInvHed")["InvoiceNum"] = invoice_num
             invoice_date = header.get("InvoiceDate") or date.today()
             ds = self._ds(INVOICE_SERVICE, "ChangeInvoiceDateEx", {
@@ -893,11 +914,37 @@ class EpicorConnector(Connector):
                 self._remove_partial(saved)
             raise
         finally:
-            if lock_attempted and not held_by_other and self.config.unlock_group_after_write:
+            if locked and self.config.unlock_group_after_write:
                 try:
                     self.unlock_group(group_id)
                 except ConnectorError as error:
                     log.warning("epicor.unlock_group_failed", group_id=group_id, error=str(error))
+
+    def _vendor_id(self, vendor_num: int) -> tuple[str, bool]:
+        """The VendorID of a VendorNum, and whether it came from memory rather than Epicor."""
+        known = self._vendor_ids.get(vendor_num)
+        if known and time.monotonic() - known[1] < self.config.vendor_id_cache_seconds:
+            return known[0], True
+        vendor = self.get_vendor(vendor_num)
+        if vendor is None:
+            raise FatalError(f"Epicor supplier {vendor_num} does not exist", vendor="epicor", status=404)
+        return vendor.VendorID, False
+
+    def _new_invoice_header(self, group_id: str) -> dict[str, Any]:
+        """`GetNewAPInvHedInvoice` in a group known to be usable, looking the group up (and
+        creating it) first when it has not been seen lately or when Epicor refuses it."""
+        seen = self._groups_seen.get(group_id)
+        if seen is not None and time.monotonic() - seen < self.config.group_check_seconds:
+            try:
+                return self._ds(INVOICE_SERVICE, "GetNewAPInvHedInvoice", {"ds": {}, "cGroupID": group_id})
+            except FatalError as error:
+                if error.status != 400:
+                    raise
+                self._groups_seen.pop(group_id, None)  # posted, deleted or taken: look again
+        self.ensure_group(group_id)
+        ds = self._ds(INVOICE_SERVICE, "GetNewAPInvHedInvoice", {"ds": {}, "cGroupID": group_id})
+        self._groups_seen[group_id] = time.monotonic()
+        return ds
 
     def _add_line(self, ds: dict[str, Any], group_id: str, line: dict[str, Any]) -> dict[str, Any]:
         head = ds["APInvHed"][0]

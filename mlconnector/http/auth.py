@@ -97,11 +97,17 @@ class TokenCache:
         self._refresh_ahead = refresh_ahead
         self._namespace = namespace
         self._memory: dict[str, Token] = {}
+        # With Redis, the token last read or written by this process, so a call does not
+        # pay a Redis round trip and a decryption while its token is still fresh.
+        self._seen: dict[str, Token] = {}
         self._memory_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
     def get(self, provider: TokenProvider, session: requests.Session) -> Token:
         key = self._key(provider)
+        seen = self._seen.get(key)
+        if seen is not None and seen.fresh_for(self._refresh_ahead):
+            return seen
         token = self._read(key)
         if token and token.fresh_for(self._refresh_ahead):
             return token
@@ -123,6 +129,7 @@ class TokenCache:
     def invalidate(self, provider: TokenProvider, stale_access_token: str) -> None:
         """Drop a token the vendor refused, unless another worker already replaced it."""
         key = self._key(provider)
+        self._seen.pop(key, None)
         with self._lock(key):
             current = self._read(key)
             if current and current.access_token == stale_access_token:
@@ -171,12 +178,14 @@ class TokenCache:
         token = Token(**json.loads(data))
         register_secret(token.access_token)
         register_secret(token.refresh_token)
+        self._seen[key] = Token(**asdict(token))
         return token
 
     def _write(self, key: str, token: Token) -> None:
         if self._redis is None:
             self._memory[key] = Token(**asdict(token))
             return
+        self._seen[key] = Token(**asdict(token))
         data = json.dumps(asdict(token)).encode()
         if self._cipher:
             data = self._cipher.encrypt(data)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -18,6 +20,30 @@ from mlconnector.http.auth import TokenCache
 from mlconnector.http.ratelimit import RateLimiter
 
 POOL_SIZE = 32  # connections kept per vendor host; above a worker's thread count
+
+
+class PooledSession(requests.Session):
+    """A session that reads proxy and CA-bundle settings from the environment once per host.
+
+    requests re-reads them (walking `os.environ` twice) on every call, a tenth of a
+    worker's CPU per vendor call; a worker's environment does not change while it runs.
+    The answer is the one requests would give, `no_proxy` included, just remembered.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[tuple[str, Any, Any], dict[str, Any]] = {}
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
+        if proxies or not isinstance(verify, (bool, type(None))) or cert is not None:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(str(url))
+        key = (f"{parts.scheme}://{parts.netloc}", stream, verify)
+        settings = self._environment.get(key)
+        if settings is None:
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            self._environment[key] = settings
+        return {name: dict(value) if isinstance(value, dict) else value for name, value in settings.items()}
 
 
 @dataclass
@@ -31,7 +57,7 @@ class HttpRuntime:
         with self._lock:
             existing = self._sessions.get(vendor)
             if existing is None:
-                existing = requests.Session()
+                existing = PooledSession()
                 adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
                 existing.mount("http://", adapter)
                 existing.mount("https://", adapter)

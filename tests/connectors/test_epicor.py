@@ -23,7 +23,7 @@ from connectors.epicor import (
     jsonable,
     odata_key,
 )
-from mlconnector.http import AuthError, FatalError, NotFoundError
+from mlconnector.http import AuthError, FatalError, NotFoundError, RetriableError
 from mlconnector.http.runtime import build_runtime
 from sandboxes.base import SandboxOptions, start_sandbox
 from sandboxes.epicor import EpicorSandbox
@@ -612,3 +612,87 @@ def test_concurrent_writers_share_a_group_and_leave_it_unlocked(running: Any, sa
     assert _group(sandbox, "PAR01")["ActiveUserID"] == ""
     stored = [r for r in sandbox.get_entities("ap_invoices") if r["InvoiceNum"].startswith("PAR-")]
     assert len(stored) == 16 and all(len(r["APInvDtls"]) == 1 for r in stored)
+
+
+def _recorded(connector: EpicorConnector) -> list[str]:
+    """`METHOD path` of every call the connector sends from now on."""
+    sent: list[str] = []
+    session = connector.client.session
+    original = session.request
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(f"{method} {urlsplit(url).path}")
+        return original(method, url, *args, **kwargs)
+
+    session.request = request  # type: ignore[method-assign]
+    return sent
+
+
+def _count(sent: list[str], part: str, method: str = "") -> int:
+    return sum(1 for call in sent if part in call and call.startswith(method))
+
+
+def _invoice(vendor: dict[str, Any], number: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    return ({"VendorNum": vendor["VendorNum"], "InvoiceNum": number, "InvoiceDate": date(2024, 5, 6)},
+            [{"Description": "Service call", "ExtCost": Decimal("40.00"), "GLAccount": "6000|100"}])
+
+
+def test_a_second_invoice_skips_the_group_and_vendor_lookups(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 14)
+    sent = _recorded(connector)
+    connector.create_ap_invoice("APC01", *_invoice(vendor, "SEEN-1"))
+    assert _count(sent, "APInvGrps", "GET") == 1 and _count(sent, "/Vendors(", "GET") == 1
+    sent.clear()
+    connector.create_ap_invoice("APC01", *_invoice(vendor, "SEEN-2"))
+    assert _count(sent, "APInvGrps") == 0 and _count(sent, "/Vendors") == 0
+    assert _count(sent, "GetNewAPInvHedInvoice") == 1 and _count(sent, "UnlockGroup") == 1
+    assert len(sent) == 5 + 3 + 1  # header pattern, one ExtCost line, unlock: nothing else
+    assert _group(sandbox, "APC01")["ActiveUserID"] == ""
+    assert connector.find_ap_invoice(vendor["VendorNum"], "SEEN-2") is not None
+
+
+def test_a_group_gone_since_it_was_seen_is_looked_up_and_made_again(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 15)
+    connector.create_ap_invoice("APC02", *_invoice(vendor, "GONE-1"))
+    sandbox.tables["APInvGrp"].delete(_group(sandbox, "APC02"))  # posted and removed, as Epicor does
+    sent = _recorded(connector)
+    invoice = connector.create_ap_invoice("APC02", *_invoice(vendor, "GONE-2"))
+    assert _count(sent, "GetNewAPInvHedInvoice") == 2 and _count(sent, "APInvGrps", "POST") == 1
+    assert invoice.GroupID == "APC02" and _group(sandbox, "APC02")["ActiveUserID"] == ""
+
+
+def test_a_group_taken_by_a_person_since_it_was_seen_is_refused_and_left_to_them(
+        running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 16)
+    connector.create_ap_invoice("APC03", *_invoice(vendor, "TAKEN-1"))
+    group = _group(sandbox, "APC03")
+    group["ActiveUserID"] = "jsmith"
+    sandbox.write("APInvGrp", group, user="jsmith")
+    with pytest.raises(FatalError) as caught:
+        connector.create_ap_invoice("APC03", *_invoice(vendor, "TAKEN-2"))
+    assert caught.value.status == 400 and "in use by jsmith" in caught.value.message
+    assert _group(sandbox, "APC03")["ActiveUserID"] == "jsmith"
+    assert connector.find_ap_invoice(vendor["VendorNum"], "TAKEN-2") is None
+
+
+def test_a_vendor_id_moved_to_another_supplier_never_lands_the_invoice_there(
+        running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    ours, other = a_vendor(sandbox, 17), a_vendor(sandbox, 18)
+    connector.create_ap_invoice("APC04", *_invoice(ours, "MOVED-1"))  # VendorID remembered
+    old_id = ours["VendorID"]
+    ours["VendorID"], other["VendorID"] = "RENAMED1", "PARK0001"
+    sandbox.write("Vendor", ours)
+    sandbox.write("Vendor", other)
+    other["VendorID"] = old_id  # the remembered VendorID now names another supplier
+    sandbox.write("Vendor", other)
+    with pytest.raises(RetriableError) as caught:
+        connector.create_ap_invoice("APC04", *_invoice(ours, "MOVED-2"))
+    assert f"now belongs to supplier {other['VendorNum']}" in caught.value.message
+    assert connector.find_ap_invoice(other["VendorNum"], "MOVED-2") is None
+    assert _group(sandbox, "APC04")["ActiveUserID"] == ""
+    invoice = connector.create_ap_invoice("APC04", *_invoice(ours, "MOVED-2"))  # VendorID read afresh
+    assert invoice.VendorNum == ours["VendorNum"]

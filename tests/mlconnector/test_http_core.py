@@ -171,3 +171,66 @@ def test_rate_limiter_holds_one_rate_across_two_processes(redis_url: str) -> Non
     worst = max(sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps)
     assert worst <= 21, worst
     assert len(stamps) >= 40  # and the limit is used, not starved
+
+
+class _CountingRedis:
+    """A Redis client that counts GETs, to see which token reads reach Redis."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.gets = 0
+
+    def get(self, key: str) -> Any:
+        self.gets += 1
+        return self._client.get(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_a_fresh_token_is_reused_in_process_and_reread_once_refused(redis_url: str) -> None:
+    import redis
+
+    url, server, counts = _token_server(delay=0)
+    try:
+        client = redis.Redis.from_url(redis_url)
+        client.delete("mlconnector:token:testvendor:tenant-1")
+        counting = _CountingRedis(client)
+        cache, provider, session = TokenCache(counting), CountingProvider(url + "/token"), requests.Session()  # type: ignore[arg-type]
+        first = cache.get(provider, session)
+        reads = counting.gets
+        assert [cache.get(provider, session).access_token for _ in range(5)] == [first.access_token] * 5
+        assert counting.gets == reads and counts["tokens"] == 1  # no Redis round trip per call
+        other = TokenCache(redis.Redis.from_url(redis_url))  # another worker's view
+        assert other.get(provider, session).access_token == first.access_token
+        cache.invalidate(provider, first.access_token)  # the vendor refused it
+        second = cache.get(provider, session)
+        assert second.access_token != first.access_token and counts["tokens"] == 2
+        assert counting.gets > reads
+        assert other.peek(provider).access_token == second.access_token  # shared with the fleet
+    finally:
+        server.shutdown()
+
+
+def test_pooled_session_reads_the_proxy_environment_once_per_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlconnector.http.runtime import PooledSession
+
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "erp.internal")
+    pooled, plain = PooledSession(), requests.Session()
+    for url in ("http://vendor.example/api/x?a=1", "http://erp.internal/odata/y"):
+        assert pooled.merge_environment_settings(url, {}, None, None, None) == \
+            plain.merge_environment_settings(url, {}, None, None, None)
+    def proxy(url: str, proxies: Any = None) -> Any:
+        return pooled.merge_environment_settings(url, proxies or {}, None, None, None)["proxies"].get("http")
+
+    assert proxy("http://vendor.example/z") == "http://proxy.example:3128"
+    assert proxy("http://erp.internal/z") is None
+    monkeypatch.delenv("HTTP_PROXY")
+    # Read once per host: a host already seen keeps its answer, a new host reads the environment now.
+    assert proxy("http://vendor.example/other") == "http://proxy.example:3128"
+    assert proxy("http://new.example/") is None
+    explicit = {"http": "http://explicit:8080"}
+    assert pooled.merge_environment_settings("http://vendor.example/", explicit, None, None, None)["proxies"] == explicit
