@@ -35,7 +35,9 @@ task_ignore_result = True
 broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}
 broker_connection_retry_on_startup = True
 task_default_queue = "mlconnector"
-worker_send_task_events = True  # Flower's view of the fleet
+# Task events cost three Redis publishes per task. Flower switches them on (it broadcasts
+# enable_events every few seconds while it runs), so workers pay for them only while watched.
+worker_send_task_events = False
 task_send_sent_event = False  # a second Redis publish per task; Flower sees tasks once received
 timezone = "UTC"
 enable_utc = True

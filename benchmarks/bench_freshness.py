@@ -24,7 +24,7 @@ from typing import Any
 import requests
 
 from benchmarks import fleet
-from benchmarks.common import write_result
+from benchmarks.common import CpuMeter, write_result
 
 RATE = 20.0  # purchase orders received per second
 GUNICORN_WORKERS = 2
@@ -76,6 +76,17 @@ def _bill_events(bill_ids: set[str]) -> tuple[dict[str, float], dict[str, int]]:
     return received, types
 
 
+def _audit_steps() -> dict[str, int]:
+    """Audit rows by kind: how many fetches, writes, skips and deferrals the bills took."""
+    from sqlalchemy import func, select
+
+    from mlconnector.db.models import AuditEvent
+    from mlconnector.db.session import session_scope
+
+    with session_scope() as session:
+        return dict(session.execute(select(AuditEvent.kind, func.count()).group_by(AuditEvent.kind)).all())
+
+
 def _quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -106,6 +117,8 @@ def main(seconds: int = 60, concurrency: int = 4) -> dict[str, Any]:
         vendors = [v["id"] for v in requests.get(f"{st}/_sandbox/entities/vendors", timeout=30).json()
                    if v.get("active", True)]
         before = _bill_ids(st)
+        meter = CpuMeter({"sandboxes": host.process.pid, "workers": services[0].process.pid,
+                          "receiver": receiver.process.pid}).start()
 
         total = int(seconds * RATE)
         late = 0
@@ -131,8 +144,10 @@ def main(seconds: int = 60, concurrency: int = 4) -> dict[str, Any]:
         fleet.wait_until(all_final, timeout=max(120.0, 3.0 * seconds), interval=0.2,
                          message="not every bill reached a final state")
         drained = time.perf_counter() - started
+        meter.stop()
         records = _records(bills)
         received, event_types = _bill_events(bills)
+        steps = _audit_steps()
         requests.post(f"{st}/_sandbox/webhooks/flush", json={"timeout": 5}, timeout=15)
         webhook_stats = {k: v for k, v in requests.get(f"{st}/_sandbox/stats", timeout=10).json().items()
                          if k.startswith("webhooks_")}
@@ -162,7 +177,9 @@ def main(seconds: int = 60, concurrency: int = 4) -> dict[str, Any]:
         "bills_without_bill_event": len(bills) - sum(1 for b in bills if b in received),
         "statuses": statuses,
         "drain_after_last_post_s": round(drained - driven, 3),
+        "cpu_ms_per_bill": meter.per_record_ms(len(bills)),
         "event_types": event_types,
+        "audit_steps": steps,
         **webhook_stats,
     }
     if latencies:

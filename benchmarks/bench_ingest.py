@@ -3,6 +3,10 @@ gunicorn (signature verified, event stored in PostgreSQL, task enqueued to Redis
 a bare Flask endpoint answering 202 under the same gunicorn settings. No worker runs, so
 the events just queue.
 
+Two loads: N events as fast as `client_threads` senders go (throughput, and latency at
+saturation), then N/2 events paced at 200 per second (latency at the target rate, measured
+from each event's due time).
+
     python -m benchmarks.bench_ingest [N] [client_threads]
 """
 
@@ -22,6 +26,8 @@ from benchmarks import fleet
 from benchmarks.common import write_result
 
 GUNICORN_WORKERS = 2
+PACED_RATE = 200.0  # events/s for the latency target
+PACED_THREADS = 32  # enough senders that a slow answer never delays the next send
 QUEUE = "mlconnector"  # where process_event goes (the default queue)
 
 
@@ -71,6 +77,34 @@ def _drive(url: str, bodies: list[tuple[bytes, str]], threads: int) -> dict[str,
             "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000}
 
 
+def _paced(url: str, bodies: list[tuple[bytes, str]], rate: float) -> dict[str, Any]:
+    """Open loop: event i is due at start + i/rate, sent then whatever earlier answers do.
+    Latency runs from the due time, so a backlog shows in the figures instead of slowing
+    the sender down (no coordinated omission)."""
+    local = threading.local()
+    start = time.perf_counter() + 0.1
+
+    def post(indexed: tuple[int, tuple[bytes, str]]) -> tuple[int, float]:
+        index, (body, signature) = indexed
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        due = start + index / rate
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        response = session.post(url, data=body, timeout=30, headers={
+            "Content-Type": "application/json", "X-ServiceTitan-Signature": signature})
+        return response.status_code, time.perf_counter() - due
+
+    with ThreadPoolExecutor(max_workers=PACED_THREADS) as pool:
+        results = list(pool.map(post, enumerate(bodies)))
+    latencies = sorted(r[1] for r in results)
+    return {"rate": rate, "p50_ms": statistics.median(latencies) * 1000,
+            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+            "errors": sum(1 for code, _ in results if code != 202)}
+
+
 def main(n: int = 2000, threads: int = 8) -> dict[str, Any]:
     import redis
 
@@ -85,16 +119,20 @@ def main(n: int = 2000, threads: int = 8) -> dict[str, Any]:
         warm = max(50, n // 20)
         bare_url, bare = fleet.start_gunicorn(env, "benchmarks.bare_app:create_app()", GUNICORN_WORKERS)
         services.append(bare)
+        paced_n = max(200, n // 2)
         _drive(bare_url + path, _bodies("bare-warm", warm), threads)
         bare_run = _drive(bare_url + path, _bodies("bare", n), threads)
+        bare_paced = _paced(bare_url + path, _bodies("bare-paced", paced_n), PACED_RATE)
         bare.stop(sig=2)
         receiver_url, receiver = fleet.start_gunicorn(env, "mlconnector.web:create_app()", GUNICORN_WORKERS)
         services.append(receiver)
         _drive(receiver_url + path, _bodies("warm", warm), threads)
         run = _drive(receiver_url + path, _bodies("evt", n), threads)
+        paced = _paced(receiver_url + path, _bodies("paced", paced_n), PACED_RATE)
         # Enqueue happens after each answer is sent; give the last ones a moment.
         client = redis.Redis.from_url(fleet.REDIS_URL)
-        fleet.wait_until(lambda: client.llen(QUEUE) >= n + warm, timeout=30, interval=0.1, message="not all enqueued")
+        fleet.wait_until(lambda: client.llen(QUEUE) >= n + warm + paced_n, timeout=30, interval=0.1,
+                         message="not all enqueued")
         from sqlalchemy import func, select
 
         from mlconnector.db.models import InboundEvent
@@ -116,9 +154,18 @@ def main(n: int = 2000, threads: int = 8) -> dict[str, Any]:
             "bare_p99_ms": round(bare_run["p99_ms"], 2),
             "receiver_p50_vs_bare": round(run["p50_ms"] / bare_run["p50_ms"], 2),
             "receiver_p99_vs_bare": round(run["p99_ms"] / bare_run["p99_ms"], 2),
+            "paced_rate_per_s": PACED_RATE,
+            "paced_events": paced_n,
+            "paced_receiver_p50_ms": round(paced["p50_ms"], 2),
+            "paced_receiver_p99_ms": round(paced["p99_ms"], 2),
+            "paced_bare_p50_ms": round(bare_paced["p50_ms"], 2),
+            "paced_bare_p99_ms": round(bare_paced["p99_ms"], 2),
+            "paced_receiver_p99_vs_bare": round(paced["p99_ms"] / bare_paced["p99_ms"], 2),
+            "paced_target_p99_ms": 50.0,
+            "paced_errors": paced["errors"] + bare_paced["errors"],
             "receiver_statuses": run["codes"],
             "bare_statuses": bare_run["codes"],
-            "stored_in_postgres": stored,
+            "stored_in_postgres": stored,  # of the closed-loop run's events
             "queued_in_redis": client.llen(QUEUE),
         }
     finally:

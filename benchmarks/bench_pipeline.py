@@ -27,7 +27,7 @@ from typing import Any
 import requests
 
 from benchmarks import fleet
-from benchmarks.common import write_result
+from benchmarks.common import CpuMeter, write_result
 
 ENGINE_GROUP, BASE_GROUP = "BENG", "BBAS"
 FINAL = ("written", "skipped", "held", "failed")
@@ -141,10 +141,20 @@ def run_engine(s: Setup) -> dict[str, Any]:
     vendors = run_flow("vendors")  # untimed prerequisite: links every vendor the bills name
     for name in ("st", "ep_engine"):
         sandbox_stats(s.host, name, reset=True)
+    meter = _meter(s).start()
     bills = run_flow("inventory_bills")
+    meter.stop()
+    s.extras["engine_cpu"] = meter.per_record_ms(bills["queued"])
     s.extras["engine_stats"] = {name: sandbox_stats(s.host, name) for name in ("st", "ep_engine")}
     s.extras["vendors_flow"] = vendors
     return bills
+
+
+def _meter(s: Setup) -> CpuMeter:
+    trees = {"sandboxes": s.host.process.pid}
+    if s.worker is not None:
+        trees["workers"] = s.worker.process.pid
+    return CpuMeter(trees)
 
 
 def run_baseline(s: Setup) -> dict[str, Any]:
@@ -193,11 +203,14 @@ def run_baseline(s: Setup) -> dict[str, Any]:
         epicor.create_ap_invoice(mapped.payload["group"], mapped.payload["header"], mapped.payload["lines"])
         return "written"
 
+    meter = _meter(s).start()
     started = time.time()
     with ThreadPoolExecutor(max_workers=s.concurrency) as pool:
         for outcome in pool.map(one, s.bill_ids):
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
     seconds = time.time() - started
+    meter.stop()
+    s.extras["baseline_cpu"] = meter.per_record_ms(len(s.bill_ids))
     s.extras["baseline_stats"] = {name: sandbox_stats(s.host, name) for name in ("st", "ep_base")}
     return {"records": len(s.bill_ids), "seconds": seconds, "statuses": outcomes}
 
@@ -234,6 +247,7 @@ def main(n: int = 200, concurrency: int = 4) -> dict[str, Any]:
             "baseline_outcomes": baseline["statuses"],
             "epicor_invoices": {"engine": epicor_invoice_count(s.host, "ep_engine", ENGINE_GROUP),
                                 "baseline": epicor_invoice_count(s.host, "ep_base", BASE_GROUP)},
+            "cpu_ms_per_record": {"engine": s.extras["engine_cpu"], "baseline": s.extras["baseline_cpu"]},
             "vendor_calls": {"engine": {k: v["total"] for k, v in s.extras["engine_stats"].items()},
                              "baseline": {k: v["total"] for k, v in s.extras["baseline_stats"].items()}},
         }

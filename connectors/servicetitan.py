@@ -786,16 +786,21 @@ class ServiceTitanConnector(Connector):
         rows = list(self._rows(self._spec("invoices"), {"number": number}, stable=False))
         return Invoice.model_validate(rows[0]) if rows else None
 
-    def bills_for_purchase_order(self, po_id: int) -> list[InventoryBill]:
-        """The inventory bills receiving a PO created (none until it is received)."""
-        try:
-            order = self.get("purchase_orders", po_id)
-        except NotFoundError:
+    def bills_for_purchase_order(self, po_id: int, number: str | None = None) -> list[InventoryBill]:
+        """The inventory bills receiving a PO created (none until it is received).
+
+        Bills are found by PO number; a caller that already has it (a webhook carries the
+        whole PO) saves the read of the PO itself.
+        """
+        if not number:
+            try:
+                number = self.get("purchase_orders", po_id).number
+            except NotFoundError:
+                return []
+        if not number:
             return []
-        if not order.number:
-            return []
-        rows = self._rows(self._spec("inventory_bills"), {"purchaseOrderNumber": order.number}, stable=False)
-        return [InventoryBill.model_validate(row) for row in rows if row.get("purchaseOrderId") == order.id]
+        rows = self._rows(self._spec("inventory_bills"), {"purchaseOrderNumber": number}, stable=False)
+        return [InventoryBill.model_validate(row) for row in rows if row.get("purchaseOrderId") == int(po_id)]
 
     def find_payments_for_invoice(self, invoice_id: int) -> list[Payment]:
         rows = self._rows(self._spec("payments"), {"appliedToInvoiceIds": str(int(invoice_id))}, stable=False)

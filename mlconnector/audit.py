@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from mlconnector.db.models import AuditEvent
@@ -57,8 +57,35 @@ def append(
         target_id=target_id,
         duration_ms=round(duration_ms, 1) if duration_ms is not None else None,
     )
-    session.add(row)
+    held = session.info.get(_HELD)
+    if held is not None:
+        held.append(row)
+    else:
+        session.add(row)
     return row
+
+
+_HELD = "mlconnector.audit.held"
+
+
+def hold_until_commit(session: Session) -> None:
+    """Keep this session's audit rows out of its flushes and insert them together at commit.
+
+    A record's path appends several rows between queries; added one by one, each query's
+    autoflush sends them as separate INSERTs. Held, they go as one batch in the commit that
+    makes the record's new state durable: same rows, same order, one round trip. A rollback
+    drops them, as it would have dropped rows already flushed.
+    """
+    if _HELD in session.info:
+        return
+    session.info[_HELD] = []
+
+    def add_held(committing: Session) -> None:
+        rows = committing.info.get(_HELD) or []
+        committing.add_all(rows)
+        rows.clear()
+
+    event.listen(session, "before_commit", add_held)
 
 
 def trail(session: Session, sync_record_id: int) -> list[AuditEvent]:

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
 
 from mlconnector import audit, ledger, metrics
 from mlconnector.db.models import EventStatus, InboundEvent, Integration, RecordStatus, SyncRecord, Watermark, utcnow
-from mlconnector.db.session import session_scope
+from mlconnector.db.session import session_scope, upsert_into
 from mlconnector.flows import Flow, FlowContext, Hold, Pair, SourceRecord, get_pair
 from mlconnector.http.errors import AuthError, ConnectorError, RetriableError
 from mlconnector.integrations import connectors_for, get_integration
@@ -72,7 +72,31 @@ def _context(session: Session, integration: Integration) -> FlowContext:
     def _audit(kind: str, message: str = "", **kwargs: Any) -> None:
         audit.append(session, kind, message, integration_id=integration.id, **kwargs)
 
-    return FlowContext(integration=integration, session=session, connectors=connectors_for(session, integration), audit=_audit)
+    return FlowContext(integration=integration, session=session,
+                       connectors=LazyConnectors(lambda: connectors_for(session, integration)), audit=_audit)
+
+
+class LazyConnectors(Mapping[str, Any]):
+    """The integration's connectors, loaded on first use: an event whose records come
+    straight from its payload needs no credentials read at all."""
+
+    def __init__(self, load: Callable[[], dict[str, Any]]) -> None:
+        self._load = load
+        self._loaded: dict[str, Any] | None = None
+
+    def _all(self) -> dict[str, Any]:
+        if self._loaded is None:
+            self._loaded = self._load()
+        return self._loaded
+
+    def __getitem__(self, system: str) -> Any:
+        return self._all()[system]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
 # ---- per-record lock --------------------------------------------------------------------
@@ -110,15 +134,12 @@ def process_record(record_id: int) -> RecordResult:
     settings = get_settings()
     started = time.perf_counter()
     with session_scope() as session:
-        record = session.get(SyncRecord, record_id, with_for_update=True)
-        if record is None:
-            return RecordResult(record_id, "gone", "no such record")
-        if record.status in ledger.TERMINAL or record.status in ledger.PARKED:
-            return RecordResult(record_id, "skipped", f"already {record.status}")
-        if record.next_attempt_at and record.next_attempt_at > utcnow() + timedelta(seconds=1):
-            return RecordResult(record_id, "deferred", "waiting for next_attempt_at")
-        record.deliveries += 1
-        if record.deliveries > settings.max_deliveries:
+        deliveries = _claim(session, record_id)
+        if deliveries is None:
+            return _unclaimable(session, record_id)
+        if deliveries > settings.max_deliveries:
+            record = session.get(SyncRecord, record_id)
+            assert record is not None
             record.status = RecordStatus.FAILED.value
             message = (
                 f"gave up after {settings.max_deliveries} deliveries; last error: {record.last_error or 'none'}"
@@ -127,25 +148,76 @@ def process_record(record_id: int) -> RecordResult:
                          sync_record_id=record.id, source_payload=record.payload, error=record.last_error)
             metrics.TASKS.labels(pair="", flow=record.flow, outcome="failed").inc()
             return RecordResult(record_id, "failed", message)
-        record.status = RecordStatus.RUNNING.value
         # Committed here: the delivery counts even if the worker dies during the write.
 
-    with session_scope() as session:
-        with record_lock(session, record_id) as got:
-            if not got:
-                return RecordResult(record_id, "deferred", "another worker holds this record", retry_in=2.0)
-            record = session.get(SyncRecord, record_id)
-            assert record is not None
-            integration = get_integration(session, record.integration_id)
-            pair = get_pair(integration.pair)
-            flow = pair.flow(record.flow)
-            result = _run_flow(session, integration, pair, flow, record)
+    try:
+        with session_scope() as session:
+            audit.hold_until_commit(session)
+            with record_lock(session, record_id) as got:
+                if not got:
+                    return RecordResult(record_id, "deferred", "another worker holds this record", retry_in=2.0)
+                record = session.get(SyncRecord, record_id)
+                assert record is not None
+                integration = get_integration(session, record.integration_id)
+                pair = get_pair(integration.pair)
+                flow = pair.flow(record.flow)
+                result = _run_flow(session, integration, pair, flow, record)
+    except Exception as error:  # not a vendor's answer: the database, a constraint, a bug
+        result = _unexpected(record_id, deliveries, error)
+        metrics.TASKS.labels(pair="", flow="", outcome="retry").inc()
+        raise RetryLater(result.retry_in or 1.0, result.detail) from error
     elapsed = time.perf_counter() - started
     metrics.TASKS.labels(pair=pair.name, flow=flow.name, outcome=result.outcome).inc()
     metrics.TASK_LATENCY.labels(pair=pair.name, flow=flow.name).observe(elapsed)
     if result.outcome == "retry":
         raise RetryLater(result.retry_in or 1.0, result.detail)
     return result
+
+
+def _unexpected(record_id: int, deliveries: int, error: Exception) -> RecordResult:
+    """The record's transaction failed for a reason of our own (its work rolled back): put
+    the record back to pending with the error and an audit row, and retry it shortly, so it
+    neither sits as 'running' until the sweeper notices nor loses its place. The delivery
+    already counted, so a bug that always fails still ends the record 'failed'."""
+    delay = ledger.retry_delay(deliveries, None)
+    detail = f"{type(error).__name__}: {error}"
+    log.warning("record transaction failed; retrying", record_id=record_id, error=detail)
+    try:
+        with session_scope() as session:
+            record = session.get(SyncRecord, record_id)
+            if record is not None and record.status == RecordStatus.RUNNING.value:
+                record.status = RecordStatus.PENDING.value
+                record.last_error = detail
+                record.next_attempt_at = ledger.after(delay) if delay > 60 else None
+                audit.append(session, "retry", f"internal error, retrying in {delay:.0f}s", error=detail,
+                             integration_id=record.integration_id, flow=record.flow, sync_record_id=record.id)
+    except Exception:  # the database itself is away: the sweeper brings the record back
+        log.warning("could not note the failure; the sweeper will retry", record_id=record_id)
+    return RecordResult(record_id, "retry", detail, retry_in=delay)
+
+
+def _claim(session: Session, record_id: int) -> int | None:
+    """Count a delivery and mark the record running, in one statement; None when the record
+    is not waiting for work now (gone, finished, parked, or not due yet)."""
+    due_by = utcnow() + timedelta(seconds=1)
+    return session.scalar(
+        update(SyncRecord)
+        .where(SyncRecord.id == record_id,
+               SyncRecord.status.in_((RecordStatus.PENDING.value, RecordStatus.RUNNING.value)),
+               or_(SyncRecord.next_attempt_at.is_(None), SyncRecord.next_attempt_at <= due_by))
+        .values(deliveries=SyncRecord.deliveries + 1, status=RecordStatus.RUNNING.value, updated_at=utcnow())
+        .returning(SyncRecord.deliveries)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _unclaimable(session: Session, record_id: int) -> RecordResult:
+    record = session.get(SyncRecord, record_id)
+    if record is None:
+        return RecordResult(record_id, "gone", "no such record")
+    if record.status in ledger.TERMINAL or record.status in ledger.PARKED:
+        return RecordResult(record_id, "skipped", f"already {record.status}")
+    return RecordResult(record_id, "deferred", "waiting for next_attempt_at")
 
 
 def _run_flow(session: Session, integration: Integration, pair: Pair, flow: Flow, record: SyncRecord) -> RecordResult:
@@ -226,6 +298,7 @@ def process_event(event_id: int) -> Enqueue:
     """Turn one stored webhook event into ledger rows for the flows that want it."""
     work = Enqueue()
     with session_scope() as session:
+        audit.hold_until_commit(session)
         event = session.get(InboundEvent, event_id, with_for_update=True)
         if event is None or event.status != EventStatus.PENDING.value:
             return work
@@ -342,11 +415,8 @@ def poll_flow(integration_id: str, flow_name: str, *, since: datetime | None = N
 
 
 def _ensure_watermark(session: Session, integration_id: str, flow: str) -> None:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     session.execute(
-        insert(Watermark).values(integration_id=integration_id, flow=flow, last_poll_found=0)
+        upsert_into(session, Watermark).values(integration_id=integration_id, flow=flow, last_poll_found=0)
         .on_conflict_do_nothing(index_elements=["integration_id", "flow"])
     )
 

@@ -12,7 +12,7 @@ import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping
 
 from pydantic import BaseModel
 
@@ -79,7 +79,7 @@ class FlowContext:
 
     integration: "Integration"
     session: "Session"
-    connectors: dict[str, "Connector"]
+    connectors: Mapping[str, "Connector"]
     audit: Callable[..., None]
 
     @property

@@ -52,25 +52,36 @@ _connector_cache: dict[tuple[str, str, str], Connector] = {}
 _cache_lock = threading.Lock()
 
 
-def connector_for(session: Session, integration: Integration, system: str) -> Connector:
-    """A connector for one system of an integration, reused across records in this process."""
+def _connector(integration: Integration, system: str, ciphertext: bytes | None) -> Connector:
+    """Built once per (config, sealed credentials): a record whose integration has not changed
+    reuses the connector, its pooled session and its remembered lookups, with no decryption."""
+    if ciphertext is None:
+        raise vault.missing(integration.id, system)
     config = (integration.config or {}).get("systems", {}).get(system, {})
-    credentials = vault.load(session, integration.id, system)
     fingerprint = hashlib.sha256(
-        json.dumps([config, credentials], sort_keys=True, default=str).encode()
+        json.dumps(config, sort_keys=True, default=str).encode() + b"\0" + ciphertext
     ).hexdigest()
     key = (integration.id, system, fingerprint)
     with _cache_lock:
         connector = _connector_cache.get(key)
-        if connector is None:
-            connector = build_connector(system, config, credentials)
-            _connector_cache[key] = connector
+    if connector is not None:
         return connector
+    built = build_connector(system, config, vault.open_sealed(ciphertext, integration.id, system))
+    with _cache_lock:
+        for stale in [k for k in _connector_cache if k[:2] == key[:2] and k != key]:
+            del _connector_cache[stale]  # config or credentials changed: the old one goes
+        return _connector_cache.setdefault(key, built)
+
+
+def connector_for(session: Session, integration: Integration, system: str) -> Connector:
+    """A connector for one system of an integration, reused across records in this process."""
+    return _connector(integration, system, vault.ciphertexts(session, integration.id).get(system))
 
 
 def connectors_for(session: Session, integration: Integration) -> dict[str, Connector]:
     pair: Pair = get_pair(integration.pair)
-    return {system: connector_for(session, integration, system) for system in pair.systems()}
+    sealed = vault.ciphertexts(session, integration.id)
+    return {system: _connector(integration, system, sealed.get(system)) for system in pair.systems()}
 
 
 def clear_connector_cache() -> None:

@@ -8,18 +8,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mlconnector.db.models import RecordStatus, SyncRecord, utcnow
+from mlconnector.db.session import upsert_into
 from mlconnector.flows import SourceRecord
 
 TERMINAL = frozenset({RecordStatus.WRITTEN.value, RecordStatus.SKIPPED.value})
 PARKED = frozenset({RecordStatus.HELD.value, RecordStatus.FAILED.value})
-
-
-def _insert(session: Session):  # type: ignore[no-untyped-def]
-    return (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(SyncRecord)
 
 
 def upsert_records(
@@ -30,6 +26,9 @@ def upsert_records(
     Deduped by key and version: a record already written (or parked) at the same version
     is not queued again, so duplicate webhooks, overlapping polls and equal timestamps
     cannot cause a second write. A new version re-opens a written, held or failed record.
+    A record already queued or running for this very version is not queued twice: the
+    task in hand reads the source when it runs, and whenever the version moves on while
+    a record runs, a new task is queued for it (the sweeper covers a broker that lost one).
     """
     sources = list(sources)
     if not sources:
@@ -49,7 +48,7 @@ def upsert_records(
         }
         for s in sources
     ]
-    statement = _insert(session).values(rows).on_conflict_do_nothing(
+    statement = upsert_into(session, SyncRecord).values(rows).on_conflict_do_nothing(
         index_elements=["integration_id", "flow", "source_id"]
     )
     session.execute(statement)
@@ -78,6 +77,9 @@ def upsert_records(
             record.hold_reason = None
             record.hold_key = None
             record.next_attempt_at = None
+        elif (source.version is not None and source.version == record.source_version
+              and record.enqueued_at is not None):
+            continue  # pending or running for this version already
         record.source_version = source.version or record.source_version
         if source.payload is not None:
             record.payload = source.payload

@@ -13,11 +13,10 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
 from mlconnector import audit, metrics
 from mlconnector.db.models import EventStatus, InboundEvent, Integration, utcnow
-from mlconnector.db.session import session_scope
+from mlconnector.db.session import session_scope, upsert_into
 from mlconnector.webhook_signature import DEFAULT_HEADER, SignatureError, verify
 
 blueprint = Blueprint("webhooks", __name__)
@@ -80,20 +79,16 @@ def receive_servicetitan(integration_id: str) -> tuple[Response, int]:
             return _json_error(400, "event must be a JSON object with eventType")
         event_id = str(payload.get("eventId") or _derived_event_id(payload, body))
         event_type = str(payload["eventType"])
-
-    # A fresh transaction for the insert, so a duplicate's IntegrityError leaves nothing half-done.
-    try:
-        with session_scope() as session:
-            event = InboundEvent(
-                integration_id=integration_id, source=VENDOR, source_event_id=event_id,
-                event_type=event_type, payload=payload, status=EventStatus.PENDING.value,
-                enqueued_at=utcnow(),
-            )
-            session.add(event)
-            session.flush()
-            new_id = event.id
-    except IntegrityError:
-        with session_scope() as session:
+        # One statement stores the event or, for a repeat delivery, nothing: no exception path.
+        new_id = session.scalar(
+            upsert_into(session, InboundEvent).values(
+                integration_id=integration_id, source=VENDOR, source_event_id=event_id, event_type=event_type,
+                payload=payload, status=EventStatus.PENDING.value, received_at=utcnow(), enqueued_at=utcnow(),
+                deliveries=0, duplicates=0,
+            ).on_conflict_do_nothing(index_elements=["integration_id", "source_event_id"])
+            .returning(InboundEvent.id)
+        )
+        if new_id is None:
             session.execute(
                 update(InboundEvent)
                 .where(InboundEvent.integration_id == integration_id, InboundEvent.source_event_id == event_id)
@@ -103,8 +98,8 @@ def receive_servicetitan(integration_id: str) -> tuple[Response, int]:
                 InboundEvent.integration_id == integration_id, InboundEvent.source_event_id == event_id))
             audit.append(session, "duplicate", f"duplicate delivery of event {event_id} ({event_type}) noted, not processed again",
                          integration_id=integration_id, inbound_event_id=existing)
-        metrics.WEBHOOKS.labels(vendor=VENDOR, outcome="duplicate").inc()
-        return jsonify({"status": "duplicate", "eventId": event_id}), 200
+            metrics.WEBHOOKS.labels(vendor=VENDOR, outcome="duplicate").inc()
+            return jsonify({"status": "duplicate", "eventId": event_id}), 200
 
     metrics.WEBHOOKS.labels(vendor=VENDOR, outcome="accepted").inc()
     response = jsonify({"status": "accepted", "eventId": event_id, "id": new_id})

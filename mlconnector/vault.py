@@ -61,13 +61,39 @@ def load(session: Session, integration_id: str, system: str,
         select(Credential).where(Credential.integration_id == integration_id, Credential.system == system)
     )
     if row is None:
-        raise VaultError(
-            f"no credentials for {system} on integration {integration_id!r}; set them with: "
-            f"mlconnector credentials set {integration_id} {system}"
-        )
+        raise missing(integration_id, system)
+    return decrypt(row, cipher)
+
+
+def ciphertexts(session: Session, integration_id: str) -> dict[str, bytes]:
+    """Every system's sealed credentials for one integration, in one query, still encrypted.
+
+    Callers that cache what they build from credentials key the cache on these bytes and
+    decrypt only when they change.
+    """
+    rows = session.execute(
+        select(Credential.system, Credential.ciphertext).where(Credential.integration_id == integration_id)
+    )
+    return {system: bytes(ciphertext) for system, ciphertext in rows}
+
+
+def missing(integration_id: str, system: str) -> VaultError:
+    return VaultError(
+        f"no credentials for {system} on integration {integration_id!r}; set them with: "
+        f"mlconnector credentials set {integration_id} {system}"
+    )
+
+
+def decrypt(row: Credential, cipher: MultiFernet | None = None) -> dict[str, Any]:
+    """The secrets of one credential row, registered with the redactor."""
+    return open_sealed(row.ciphertext, row.integration_id, row.system, cipher)
+
+
+def open_sealed(ciphertext: bytes, integration_id: str, system: str,
+                cipher: MultiFernet | None = None) -> dict[str, Any]:
     cipher = cipher or build_cipher()
     try:
-        secrets = json.loads(cipher.decrypt(row.ciphertext))
+        secrets = json.loads(cipher.decrypt(ciphertext))
     except InvalidToken:
         raise VaultError(
             f"credentials for {system} on {integration_id!r} cannot be decrypted with any key in "

@@ -8,7 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mlconnector import audit
-from mlconnector.db.models import VendorLink
+from mlconnector.db.models import VendorLink, utcnow
+from mlconnector.db.session import upsert_into
 
 LEGAL_SUFFIXES = {"INC", "INCORPORATED", "LLC", "LTD", "LIMITED", "CO", "COMPANY", "CORP", "CORPORATION", "LP", "LLP", "PLC", "THE"}
 
@@ -63,17 +64,26 @@ def link(
     target_vendor_name: str,
     how: str,
 ) -> VendorLink:
-    """Create or replace the link for one source vendor, with an audit row saying how."""
-    existing = find(session, integration_id, source_system, source_vendor_id)
-    if existing is None:
-        existing = VendorLink(integration_id=integration_id, source_system=source_system, source_vendor_id=str(source_vendor_id),
-                              target_system=target_system)
-        session.add(existing)
-    existing.source_vendor_name = source_vendor_name
-    existing.target_vendor_id = str(target_vendor_id)
-    existing.target_vendor_name = target_vendor_name
-    existing.how = how
-    session.flush()
+    """Create or replace the link for one source vendor, with an audit row saying how.
+
+    One upsert statement: two workers linking the same new vendor at once (two bills of
+    it in flight) both succeed, the later one's answer standing, instead of one failing
+    on the unique key.
+    """
+    chosen = {"source_vendor_name": source_vendor_name, "target_system": target_system,
+              "target_vendor_id": str(target_vendor_id), "target_vendor_name": target_vendor_name, "how": how}
+    session.execute(
+        upsert_into(session, VendorLink)
+        .values(integration_id=integration_id, source_system=source_system, source_vendor_id=str(source_vendor_id),
+                created_at=utcnow(), **chosen)
+        .on_conflict_do_update(index_elements=["integration_id", "source_system", "source_vendor_id"], set_=chosen)
+    )
+    existing = session.scalar(
+        select(VendorLink).where(VendorLink.integration_id == integration_id, VendorLink.source_system == source_system,
+                                 VendorLink.source_vendor_id == str(source_vendor_id))
+        .execution_options(populate_existing=True)
+    )
+    assert existing is not None
     audit.append(session, "vendor_linked",
                  f"{source_system} vendor {source_vendor_id} '{source_vendor_name}' -> {target_system} vendor "
                  f"{target_vendor_id} '{target_vendor_name}' ({how})", integration_id=integration_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterator
 
@@ -24,6 +24,7 @@ ST, EPICOR = "servicetitan", "epicor"
 CATCH_UP_POLL_SECONDS = 300.0  # finds what a dropped webhook missed, within five minutes
 EPICOR_VENDOR_POLL_SECONDS = 600.0
 VENDOR_INDEX_TTL_SECONDS = 60.0  # Epicor vendor list reused across records for a minute
+PO_STATUSES_BEFORE_RECEIPT = frozenset({"Pending", "Sent"})  # nothing received, so no bill to look for
 
 
 def _plain(value: Any) -> dict[str, Any]:
@@ -39,7 +40,18 @@ def _config(ctx: FlowContext) -> m.ServiceTitanEpicorConfig:
 
 
 def _version(record: dict[str, Any]) -> str | None:
-    return str(record.get("modifiedOn")) if record.get("modifiedOn") else None
+    """`modifiedOn` in one spelling, whether it came from a webhook's raw JSON or a parsed
+    record ('...33.757Z' and '...33.757000Z' are one version, not two)."""
+    value = record.get("modifiedOn")
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 class _VendorIndex:
@@ -206,7 +218,10 @@ class InventoryBillsHandler(ServiceTitanSourced):
         if event_type.startswith("purchase-order."):
             # A PO becomes an AP invoice through the bill ServiceTitan creates when it is received.
             po_id = data.get("id")
-            bills = ctx.connectors[ST].bills_for_purchase_order(po_id)  # type: ignore[attr-defined]
+            if data.get("status") in PO_STATUSES_BEFORE_RECEIPT:
+                ctx.audit("noted", f"purchase order {po_id} is {data['status']}; its AP invoice follows its receipt")
+                return []
+            bills = ctx.connectors[ST].bills_for_purchase_order(po_id, data.get("number"))  # type: ignore[attr-defined]
             if not bills:
                 ctx.audit("noted", f"purchase order {po_id} has no inventory bill yet; its AP invoice follows its receipt")
             return [SourceRecord(str(_plain(b)["id"]), _version(_plain(b))) for b in bills]

@@ -115,6 +115,9 @@ class CounterHandler(FlowHandler):
     def map(self, ctx: FlowContext, source: Any) -> MappedRecord | Hold:
         if source.get("value") == "hold":
             return Hold(reason=f"record {source['id']} waits for a person", key=f"test:{source['id']}")
+        if source.get("value") == "internal-error":
+            # What a bug or a database constraint looks like to the engine: not a connector error.
+            raise RuntimeError(f"record {source['id']} broke inside the worker")
         return MappedRecord(payload={"key": str(source["id"]), "value": source.get("value")}, external_key={"key": str(source["id"])})
 
     def write(self, ctx: FlowContext, mapped: MappedRecord, known_target_id: str | None) -> WriteResult:

@@ -95,3 +95,53 @@ def test_failed_record_keeps_its_payload_and_replays(embedded: dict[str, Any]) -
     assert len(_stap_invoices(embedded["epicor"])) == len(failed)
     trail = runner.invoke(main, ["audit", str(failed[0].id)], terminal_width=200)
     assert "failed" in trail.output and "replay" in trail.output and "written" in trail.output
+
+
+def _store_event(event_type: str, data: dict[str, Any], event_id: str) -> int:
+    from mlconnector.db.models import InboundEvent
+    from mlconnector.db.session import session_scope
+
+    with session_scope() as session:
+        event = InboundEvent(integration_id="acme", source="servicetitan", source_event_id=event_id,
+                             event_type=event_type, payload={"eventType": event_type, "data": data}, status="pending")
+        session.add(event)
+        session.flush()
+        return event.id
+
+
+def _st_calls(st: Any) -> int:
+    return requests.get(f"{st.url}/_sandbox/stats", timeout=5).json()["total"]
+
+
+def test_purchase_order_events_find_their_bill_with_the_fewest_calls(embedded: dict[str, Any]) -> None:
+    from mlconnector import engine
+
+    st = embedded["st"]
+    vendor = st.sandbox.get_entities("vendors")[0]["id"]
+
+    def order(status: str) -> dict[str, Any]:
+        made = requests.post(f"{st.url}/_sandbox/entities/purchase_orders", json={"vendorId": vendor, "status": status},
+                             timeout=5)
+        made.raise_for_status()
+        return made.json()
+
+    pending, received = order("Pending"), order("Received")
+    bill = next(b for b in st.sandbox.get_entities("inventory_bills") if b["purchaseOrderId"] == received["id"])
+
+    before = _st_calls(st)
+    work = engine.process_event(_store_event("purchase-order.created", pending, "po-pending"))
+    assert work.records == {} and _st_calls(st) == before  # nothing received yet: no call at all
+
+    before = _st_calls(st)
+    work = engine.process_event(_store_event("purchase-order.updated", received, "po-received"))
+    assert _st_calls(st) - before <= 2  # the bill list by PO number (plus a token at most)
+    [record] = _records("inventory_bills")
+    assert record.source_id == str(bill["id"]) and work.records == {"servicetitan-epicor": [record.id]}
+
+    # The bill's own event for the same version finds it already queued: it is not queued twice.
+    work = engine.process_event(_store_event("inventory-bill.created", bill, "bill-created"))
+    assert work.records == {}
+    # A new version of the bill is queued again.
+    work = engine.process_event(_store_event("inventory-bill.updated", {**bill, "modifiedOn": "2031-01-01T00:00:00Z"},
+                                             "bill-updated"))
+    assert work.records == {"servicetitan-epicor": [record.id]}

@@ -7,7 +7,10 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+from typing import Any
+
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 _lock = threading.Lock()
@@ -77,3 +80,10 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def upsert_into(session: Session, model: Any) -> Any:
+    """An INSERT that takes ON CONFLICT clauses, in the session's own dialect (PostgreSQL in
+    the fleet, SQLite embedded); both spell it the same way."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(model)

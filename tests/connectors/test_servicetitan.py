@@ -636,6 +636,10 @@ def test_bills_for_purchase_order(sandbox: ServiceTitanSandbox) -> None:
     [created] = connector.bills_for_purchase_order(pending)
     assert created.purchaseOrderId == pending and created.items
     assert connector.bills_for_purchase_order(1) == []
+    number = sandbox.tables["purchase_orders"].rows[pending].view["number"]
+    before = connector.call_count
+    assert [b.id for b in connector.bills_for_purchase_order(pending, number)] == [created.id]
+    assert connector.call_count == before + 1  # the number given: only the bills are listed
 
 
 def test_customer_create_find_and_update(sandbox: ServiceTitanSandbox) -> None:

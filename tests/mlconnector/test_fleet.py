@@ -129,3 +129,38 @@ def test_poison_record_ends_failed_after_delivery_limit(fleet_env: dict[str, str
         assert session.get(SyncRecord, bad.id).deliveries == bad.deliveries  # type: ignore[union-attr]
     assert "bad" not in _writes(record_server)
     del record_ids
+
+
+def test_internal_error_puts_the_record_back_and_celery_retries_it(fleet_env: dict[str, str],
+                                                                   record_server: RecordServer, start_worker) -> None:
+    """A failure of our own (a bug, a constraint) rolls the record's work back, leaves it
+    pending with the error and an audit row, and a Celery retry writes it once it can,
+    with no sweeper running."""
+    from mlconnector import audit
+    from mlconnector.db.models import SyncRecord
+    from mlconnector.db.session import session_scope
+
+    start_worker(fleet_env)
+    requests.post(f"{record_server.url}/_control", json={"sources": {  # type: ignore[attr-defined]
+        "odd": {"id": "odd", "value": "internal-error", "modifiedOn": "2026-01-01T00:00:00Z"}}})
+    with session_scope() as session:
+        from mlconnector import engine, ledger
+        from mlconnector.tasks import send
+
+        ids = ledger.upsert_records(session, "acme", "items", [SourceRecord("odd", "2026-01-01T00:00:00Z")])
+    send(engine.Enqueue(records={"counter-test": ids}))
+
+    def noted() -> bool:
+        with session_scope() as session:
+            return "retry" in [row.kind for row in audit.trail(session, ids[0])]
+
+    wait_until(noted, timeout=30, message=f"no retry noted: {_statuses()}")
+    with session_scope() as session:
+        record = session.get(SyncRecord, ids[0])
+        assert record is not None and record.status in ("pending", "running")
+        assert "RuntimeError: record odd broke inside the worker" in (record.last_error or "")
+    requests.post(f"{record_server.url}/_control", json={"sources": {  # type: ignore[attr-defined]
+        "odd": {"id": "odd", "value": "fixed", "modifiedOn": "2026-01-01T00:00:00Z"}}})
+    wait_until(lambda: _statuses().get("written") == 1, timeout=30,
+               message=f"the retry did not write it: {_statuses()}")
+    assert _writes(record_server) == {"odd": 1}

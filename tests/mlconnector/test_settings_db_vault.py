@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import stat
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -153,3 +154,43 @@ def test_cli_credentials_set_reads_stdin_not_argv(configure, tmp_path) -> None:
     assert result.exit_code == 0 and "1 credential" in result.output
     for group in ("db", "credentials", "keys", "integrations", "vendors", "sandbox"):
         assert runner.invoke(main, [group, "--help"]).exit_code == 0
+
+
+def test_two_workers_linking_one_new_vendor_at_once_both_succeed(configure, fresh_pg: str) -> None:
+    """Two bills of one new vendor in flight: both resolve and link it. The second waits
+    for the first's row and then stands; nobody fails on the unique key."""
+    import threading
+
+    from mlconnector import vendor_links
+    from mlconnector.db.session import session_scope
+    from mlconnector.integrations import create_integration
+
+    configure(fresh_pg, MLCONNECTOR_PAIR_MODULES="tests.fleet_pair")
+    with session_scope() as session:
+        create_integration(session, "acme", "counter-test", {"systems": {"counter": {"base_url": "http://127.0.0.1:9"}}})
+
+    def link(session: Any, target: str) -> None:
+        vendor_links.link(session, "acme", source_system="servicetitan", source_vendor_id="77", source_vendor_name="Rapid Supply",
+                          target_system="epicor", target_vendor_id=target, target_vendor_name="RAPID SUPPLY", how="matched_by_name")
+
+    second_done = threading.Event()
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with session_scope() as other:
+                link(other, "501")
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        second_done.set()
+
+    with session_scope() as first:
+        link(first, "501")
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not second_done.wait(0.5)  # waits for the first worker's row
+    thread.join(10)
+    assert second_done.is_set() and errors == []
+    with session_scope() as session:
+        links = vendor_links.list_links(session, "acme")
+        assert [(l.source_vendor_id, l.target_vendor_id) for l in links] == [("77", "501")]
