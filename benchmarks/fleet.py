@@ -98,15 +98,9 @@ def configure(database_url: str, redis_url: str = REDIS_URL) -> dict[str, str]:
 
 
 def reset_process_state() -> None:
-    from mlconnector.db.session import dispose_engines
-    from mlconnector.http.runtime import set_runtime
-    from mlconnector.integrations import clear_connector_cache
-    from mlconnector.settings import reset_settings_cache
+    from mlconnector.process_state import reset_process_state as reset
 
-    reset_settings_cache()
-    dispose_engines()
-    set_runtime(None)
-    clear_connector_cache()
+    reset()
 
 
 class Process:
@@ -223,8 +217,10 @@ def start_gunicorn(env: dict[str, str], app: str = "mlconnector.web:create_app()
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    service = Process([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                       *(extra or []), app], env, "gunicorn")
+    # The deployment's own settings (gunicorn.conf.py), bar the access log, for every app measured.
+    service = Process([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--bind",
+                       f"127.0.0.1:{port}", "--workers", str(workers), *(extra or []), app],
+                      {**env, "GUNICORN_ACCESS_LOG": ""}, "gunicorn")
 
     def ready() -> bool:
         if not service.alive():

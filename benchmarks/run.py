@@ -26,7 +26,8 @@ SIZES = {  # name: (quick size, full size)
 
 def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
     keys = {
-        "core": ("rate_limit_acquire_vs_get", "token_read_vs_get", "redis_get_us", "rate_limit_acquire_us", "token_read_us"),
+        "core": ("rate_limit_acquire_vs_get", "token_read_vs_get", "token_shared_read_vs_get", "redis_get_us",
+                 "rate_limit_acquire_us", "token_read_us", "token_shared_read_us"),
         "pipeline": ("records", "concurrency", "engine_records_per_s", "baseline_records_per_s", "engine_vs_baseline"),
         "ingest": ("events", "receiver_events_per_s", "bare_events_per_s", "receiver_vs_bare", "receiver_p50_ms",
                    "receiver_p99_ms", "bare_p50_ms", "bare_p99_ms", "receiver_p50_vs_bare", "receiver_p99_vs_bare",

@@ -95,11 +95,7 @@ app = create_app()
 @worker_process_init.connect
 def _fresh_connections(**_: Any) -> None:
     """Each forked worker process opens its own database and HTTP connections."""
-    from mlconnector.db.session import dispose_engines
-    from mlconnector.http.runtime import set_runtime
-    from mlconnector.integrations import clear_connector_cache
+    from mlconnector.process_state import reset_process_state
 
-    dispose_engines()
-    set_runtime(None)
-    clear_connector_cache()
+    reset_process_state(settings=False)
 

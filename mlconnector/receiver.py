@@ -9,10 +9,14 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
 
 from mlconnector import audit, metrics
 from mlconnector.db.models import EventStatus, InboundEvent, Integration, utcnow
@@ -27,15 +31,84 @@ def _json_error(status: int, message: str, **extra: Any) -> tuple[Response, int]
     return jsonify({"error": message, **extra}), status
 
 
-def _webhook_settings(integration: Integration) -> dict[str, Any]:
-    config = integration.config or {}
-    webhook = config.get("webhook", {})
-    return {
-        "keys": [k for k in (webhook.get("hmac_key"), webhook.get("previous_hmac_key")) if k],
-        "header": webhook.get("signature_header", DEFAULT_HEADER),
-        "encoding": webhook.get("signature_encoding", "hex"),
-        "max_age": webhook.get("max_age_seconds"),
-    }
+SETTINGS_TTL_SECONDS = 5.0  # an integration's webhook settings are re-read at least this often
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    keys: tuple[str, ...]
+    header: str
+    encoding: str
+
+
+_settings: dict[str, tuple[float, WebhookSettings]] = {}
+_settings_lock = threading.Lock()
+
+
+def webhook_settings(session: Session, integration_id: str, *, fresh: bool = False) -> WebhookSettings | None:
+    """The HMAC keys and header of a ServiceTitan integration; None when there is none.
+
+    Kept for a few seconds per process, so a webhook costs no integration read. A key
+    rotated within that time is still accepted at once: a signature that fails against
+    kept settings is checked again against fresh ones before it is refused. A key removed
+    stops being accepted within SETTINGS_TTL_SECONDS.
+    """
+    now = time.monotonic()
+    with _settings_lock:
+        kept = _settings.get(integration_id)
+    if kept is not None and not fresh and now - kept[0] < SETTINGS_TTL_SECONDS:
+        return kept[1]
+    row = session.execute(select(Integration.pair, Integration.config).where(Integration.id == integration_id)).first()
+    if row is None or not row.pair.startswith(VENDOR):
+        with _settings_lock:
+            _settings.pop(integration_id, None)
+        return None
+    webhook = (row.config or {}).get("webhook", {})
+    loaded = WebhookSettings(
+        keys=tuple(k for k in (webhook.get("hmac_key"), webhook.get("previous_hmac_key")) if k),
+        header=webhook.get("signature_header", DEFAULT_HEADER),
+        encoding=webhook.get("signature_encoding", "hex"),
+    )
+    with _settings_lock:
+        _settings[integration_id] = (now, loaded)
+    return loaded
+
+
+def forget_webhook_settings() -> None:
+    with _settings_lock:
+        _settings.clear()
+
+
+def _verified(session: Session, integration_id: str, settings: WebhookSettings, body: bytes) -> WebhookSettings:
+    """The settings the body's signature verifies under; SignatureError when none."""
+    try:
+        verify(body, request.headers.get(settings.header), list(settings.keys), settings.encoding)
+        return settings
+    except SignatureError:
+        current = webhook_settings(session, integration_id, fresh=True)
+        if current is None or current == settings:
+            raise
+        verify(body, request.headers.get(current.header), list(current.keys), current.encoding)
+        return current
+
+
+_EVENT_COLUMNS = ("integration_id", "source", "source_event_id", "event_type", "payload", "status", "received_at",
+                  "enqueued_at", "deliveries", "duplicates")
+_event_inserts: dict[str, Any] = {}
+
+
+def _store_event(session: Session, **values: Any) -> int | None:
+    """Insert the event, or nothing for a repeat delivery (its id, or None). The statement is
+    built once per dialect; only the values travel with each webhook."""
+    dialect = session.get_bind().dialect.name
+    statement = _event_inserts.get(dialect)
+    if statement is None:
+        statement = (upsert_into(session, InboundEvent.__table__)  # Core: no ORM bookkeeping for one row
+                     .values({name: bindparam(name) for name in _EVENT_COLUMNS})
+                     .on_conflict_do_nothing(index_elements=["integration_id", "source_event_id"])
+                     .returning(InboundEvent.__table__.c.id))
+        _event_inserts[dialect] = statement
+    return session.scalar(statement, values)
 
 
 @blueprint.post("/webhooks/servicetitan/<integration_id>")
@@ -52,17 +125,16 @@ def receive_servicetitan(integration_id: str) -> tuple[Response, int]:
         return _json_error(413, f"body over {limit} bytes")
 
     with session_scope() as session:
-        integration = session.get(Integration, integration_id)
-        if integration is None or not integration.pair.startswith(VENDOR):
+        settings = webhook_settings(session, integration_id)
+        if settings is None:
             metrics.WEBHOOKS.labels(vendor=VENDOR, outcome="unknown_integration").inc()
             return _json_error(404, f"no ServiceTitan integration {integration_id!r}")
-        settings = _webhook_settings(integration)
         try:
-            verify(body, request.headers.get(settings["header"]), settings["keys"], settings["encoding"])
+            settings = _verified(session, integration_id, settings, body)
         except SignatureError as error:
             audit.append(
                 session, "security", f"rejected webhook: {error}", integration_id=integration_id,
-                error=f"remote={request.remote_addr} header={settings['header']} bytes={len(body)}",
+                error=f"remote={request.remote_addr} header={settings.header} bytes={len(body)}",
                 http_status=401,
             )
             metrics.WEBHOOKS.labels(vendor=VENDOR, outcome="bad_signature").inc()
@@ -80,14 +152,10 @@ def receive_servicetitan(integration_id: str) -> tuple[Response, int]:
         event_id = str(payload.get("eventId") or _derived_event_id(payload, body))
         event_type = str(payload["eventType"])
         # One statement stores the event or, for a repeat delivery, nothing: no exception path.
-        new_id = session.scalar(
-            upsert_into(session, InboundEvent).values(
-                integration_id=integration_id, source=VENDOR, source_event_id=event_id, event_type=event_type,
-                payload=payload, status=EventStatus.PENDING.value, received_at=utcnow(), enqueued_at=utcnow(),
-                deliveries=0, duplicates=0,
-            ).on_conflict_do_nothing(index_elements=["integration_id", "source_event_id"])
-            .returning(InboundEvent.id)
-        )
+        now = utcnow()
+        new_id = _store_event(session, integration_id=integration_id, source=VENDOR, source_event_id=event_id,
+                              event_type=event_type, payload=payload, status=EventStatus.PENDING.value,
+                              received_at=now, enqueued_at=now, deliveries=0, duplicates=0)
         if new_id is None:
             session.execute(
                 update(InboundEvent)

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 import requests
 from flask import Flask, Response, request
@@ -73,6 +73,8 @@ PROBLEM_TYPES = {
 STATUS_TITLES = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 PO_STATUSES = ("Pending", "Sent", "PartiallyReceived", "Received", "Exported", "Canceled")
+SEED_PO_STATUSES = ("Pending", "Sent", "Sent", "PartiallyReceived", "Received", "Received", "Received",
+                    "Exported", "Canceled")  # a seeded tenant's mix, weighted
 PO_LOCKED_STATUSES = frozenset({"Received", "Exported", "Canceled"})  # (unconfirmed) no edits after receipt
 SYNC_STATUSES = ("Pending", "Posted", "Exported")
 PAYMENT_TYPES = {1: "Cash", 2: "Check", 3: "Credit Card", 4: "ACH", 5: "Financing"}
@@ -657,8 +659,12 @@ class ServiceTitanSandbox(Sandbox):
         max_page_size: int = MAX_PAGE_SIZE,
         export_page_size: int = EXPORT_PAGE_SIZE,
         unique_vendor_names: bool = True,  # (unconfirmed) ServiceTitan refuses a second vendor of one name
+        seed_scope: Literal["all", "purchasing"] = "all",
     ) -> None:
         options = options or SandboxOptions()
+        # "purchasing": vendors and `records` received purchase orders, each with its
+        # inventory bill, and nothing else; large backfills without a tenant's whole history.
+        self.seed_scope = seed_scope
         creds = random.Random(f"servicetitan-credentials-{options.seed}")
         self.tenant_id = tenant_id
         self.client_id = f"cid.{''.join(creds.choices('abcdefghijklmnopqrstuvwxyz0123456789', k=24))}"
@@ -723,6 +729,13 @@ class ServiceTitanSandbox(Sandbox):
         stamps = _SeedClock(rng)
         self._seed_settings(rng, stamps)
         vendors = self._seed_vendors(rng, stamps, max(20, n // 10))
+        if self.seed_scope == "purchasing":
+            pos = self._seed_purchase_orders(rng, stamps, n, vendors, statuses=("Received",))
+            for po in pos:
+                self._bill_from_po(po, stamps.after(po.modified_us))
+            for table in self.tables.values():
+                self._restamp_in_time_order(table)
+            return
         customers = self._seed_customers(rng, stamps, n)
         pos = self._seed_purchase_orders(rng, stamps, n, vendors)
         bills = [self._bill_from_po(po, stamps.after(po.modified_us)) for po in pos
@@ -882,12 +895,10 @@ class ServiceTitanSandbox(Sandbox):
                 "serialNumbers": [], "status": status, "chargeable": True, "budgetCodeId": None}
 
     def _seed_purchase_orders(self, rng: random.Random, stamps: "_SeedClock", count: int,
-                              vendors: list[Row]) -> list[Row]:
+                              vendors: list[Row], statuses: tuple[str, ...] = SEED_PO_STATUSES) -> list[Row]:
         rows = []
         warehouses = list(self.tables["warehouses"].rows)
         units = list(self.tables["business_units"].rows)
-        statuses = ("Pending", "Sent", "Sent", "PartiallyReceived", "Received", "Received", "Received",
-                    "Exported", "Canceled")
         for _ in range(count):
             created = stamps.any()
             status = rng.choice(statuses)

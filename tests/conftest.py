@@ -20,15 +20,9 @@ REDIS_TEST_URL = os.environ.get("MLCONNECTOR_TEST_REDIS", "redis://127.0.0.1:637
 
 
 def _reset_process_state() -> None:
-    from mlconnector.db.session import dispose_engines
-    from mlconnector.http.runtime import set_runtime
-    from mlconnector.integrations import clear_connector_cache
-    from mlconnector.settings import reset_settings_cache
+    from mlconnector.process_state import reset_process_state
 
-    reset_settings_cache()
-    dispose_engines()
-    set_runtime(None)
-    clear_connector_cache()
+    reset_process_state()
 
 
 @pytest.fixture(scope="session")
@@ -255,6 +249,7 @@ def start_gunicorn(start_service: Any, env: dict[str, str], workers: int = 2) ->
         except requests.RequestException:
             return False
 
-    start_service([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                   "mlconnector.web:create_app()"], env, ready)
+    config = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"  # the deployment's settings
+    start_service([sys.executable, "-m", "gunicorn", "-c", str(config), "--bind", f"127.0.0.1:{port}",
+                   "--workers", str(workers), "mlconnector.web:create_app()"], env, ready)
     return url

@@ -65,13 +65,25 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+        _factories.clear()
+
+
+_factories: dict[Engine, sessionmaker[Session]] = {}
+
+
+def _factory(engine: Engine) -> sessionmaker[Session]:
+    """One sessionmaker per engine: building one sets up its event dispatch, which cost more
+    than the query in a webhook's transaction."""
+    factory = _factories.get(engine)
+    if factory is None:
+        factory = _factories.setdefault(engine, sessionmaker(bind=engine, expire_on_commit=False))
+    return factory
 
 
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """A unit of work: committed on success, rolled back on error."""
-    factory = sessionmaker(bind=get_engine(url), expire_on_commit=False)
-    session = factory()
+    session = _factory(get_engine(url))()
     try:
         yield session
         session.commit()

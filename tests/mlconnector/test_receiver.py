@@ -59,6 +59,7 @@ def test_good_event_is_stored_then_answered_202_and_enqueued(client, redis_url: 
     assert response.status_code == 202
     events = _rows(InboundEvent)
     assert len(events) == 1 and events[0].status == "pending" and events[0].event_type == "inventory-bill.created"
+    assert events[0].payload["data"] == {"id": 42} and events[0].received_at is not None
     queued = redis.Redis.from_url(redis_url).lrange("mlconnector", 0, -1)
     assert len(queued) == 1 and b"mlconnector.process_event" in queued[0]
 
@@ -101,3 +102,27 @@ def test_malformed_oversized_and_unknown(client) -> None:
     assert _post(client, b"x" * 5000).status_code == 413
     assert _post(client, _event(), integration="nobody").status_code == 404
     assert _rows(InboundEvent) == []
+
+
+def _set_webhook(integration_id: str, webhook: dict[str, str]) -> None:
+    from mlconnector.db.models import Integration
+    from mlconnector.db.session import session_scope
+
+    with session_scope() as session:
+        integration = session.get(Integration, integration_id)
+        assert integration is not None
+        integration.config = {**integration.config, "webhook": webhook}
+
+
+def test_a_rotated_key_works_at_once_and_a_removed_one_stops_within_seconds(client, monkeypatch) -> None:
+    from mlconnector import receiver
+
+    new_key = "n" * 40
+    assert _post(client, _event()).status_code == 202  # the settings are now kept in this process
+    _set_webhook("acme", {"hmac_key": new_key, "previous_hmac_key": KEY})
+    assert _post(client, _event(), key=new_key).status_code == 202  # no wait for the kept copy to age
+    assert _post(client, _event(), key=KEY).status_code == 202  # the previous key, during the rotation
+    _set_webhook("acme", {"hmac_key": new_key})
+    monkeypatch.setattr(receiver, "SETTINGS_TTL_SECONDS", 0.0)  # as if the kept copy had aged
+    assert _post(client, _event(), key=KEY).status_code == 401
+    assert _post(client, _event(), key=new_key).status_code == 202

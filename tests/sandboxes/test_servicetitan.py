@@ -1066,3 +1066,14 @@ def test_webhook_subscription_validation(st: Client) -> None:
     assert requests.post(f"{st.control}/webhooks", json={"url": "ftp://x"}, timeout=5).status_code == 400
     assert requests.post(f"{st.control}/webhooks", json={"url": "http://x", "encoding": "rot13"},
                          timeout=5).status_code == 400
+
+
+def test_purchasing_seed_scope_makes_one_bill_per_received_order_and_nothing_else() -> None:
+    from sandboxes import SandboxOptions, create_sandbox
+
+    sandbox = create_sandbox("servicetitan", SandboxOptions(seed=4, records=60), seed_scope="purchasing")
+    orders = sandbox.get_entities("purchase_orders")
+    bills = sandbox.get_entities("inventory_bills")
+    assert len(orders) == 60 and {o["status"] for o in orders} == {"Received"}
+    assert sorted(b["purchaseOrderId"] for b in bills) == sorted(o["id"] for o in orders)
+    assert sandbox.get_entities("customers") == [] and sandbox.get_entities("invoices") == []
