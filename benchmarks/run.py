@@ -21,6 +21,7 @@ SIZES = {  # name: (quick size, full size)
     "api_economy": (30, 100),
     "ratelimit": (600, 3000),  # inventory bills, one ServiceTitan call each at 60/s
     "freshness": (10, 60),  # seconds of purchase orders received at 20/s
+    "memory": (1500, 10000),  # the small backfill; the large one is ten times it
 }
 
 
@@ -37,6 +38,7 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
                         "idle_poll_vendors_calls"),
         "ratelimit": ("records", "limit_per_s", "achieved_per_s", "achieved_vs_limit", "st_429s"),
         "freshness": ("duration_s", "bills", "driven_rate_per_s", "p50_s", "p95_s", "max_s", "p95_vs_target"),
+        "memory": ("records_small", "records_large", "peak_process_large_vs_small", "peak_tree_large_vs_small"),
     }[name]
     return {f"{name}.{k}": figures[k] for k in keys if k in figures}
 
@@ -47,19 +49,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, help="records/events for pipeline, ingest, api_economy and ratelimit")
     args = parser.parse_args()
 
-    from benchmarks import (bench_api_economy, bench_core, bench_freshness, bench_ingest, bench_pipeline,
-                            bench_ratelimit)
+    from benchmarks import (bench_api_economy, bench_core, bench_freshness, bench_ingest, bench_memory,
+                            bench_pipeline, bench_ratelimit)
 
     runners: dict[str, Callable[[int], dict[str, Any]]] = {
         "core": bench_core.main, "pipeline": bench_pipeline.main,
         "ingest": bench_ingest.main, "api_economy": bench_api_economy.main,
-        "ratelimit": bench_ratelimit.main, "freshness": bench_freshness.main,
+        "ratelimit": bench_ratelimit.main, "freshness": bench_freshness.main, "memory": bench_memory.main,
     }
     summary: dict[str, Any] = {}
     started = time.perf_counter()
     for name, run in runners.items():
         size = SIZES[name][0 if args.quick else 1]
-        if args.size and name not in ("core", "freshness"):  # freshness is sized in seconds
+        if args.size and name not in ("core", "freshness", "memory"):  # freshness is sized in seconds
             size = args.size
         began = time.perf_counter()
         try:
