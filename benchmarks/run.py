@@ -20,7 +20,7 @@ SIZES = {  # name: (quick size, full size)
     "ingest": (1500, 5000),
     "api_economy": (30, 100),
     "ratelimit": (600, 3000),  # inventory bills, one ServiceTitan call each at 60/s
-    "freshness": (10, 60),  # seconds of purchase orders received at 20/s
+    "freshness": (10, 60),  # seconds of webhook events at 20/s
     "memory": (1500, 10000),  # the small backfill; the large one is ten times it
 }
 
@@ -37,7 +37,7 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
                         "minimum_per_record", "calls_vs_minimum", "idle_poll_inventory_bills_calls",
                         "idle_poll_vendors_calls"),
         "ratelimit": ("records", "limit_per_s", "achieved_per_s", "achieved_vs_limit", "st_429s"),
-        "freshness": ("duration_s", "bills", "driven_rate_per_s", "p50_s", "p95_s", "max_s", "p95_vs_target"),
+        "freshness": ("duration_s", "bills", "driven_events_per_s", "p50_s", "p95_s", "max_s", "p95_vs_target"),
         "memory": ("records_small", "records_large", "peak_process_large_vs_small", "peak_tree_large_vs_small"),
     }[name]
     return {f"{name}.{k}": figures[k] for k in keys if k in figures}
