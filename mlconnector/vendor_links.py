@@ -63,32 +63,36 @@ def link(
     target_vendor_id: str,
     target_vendor_name: str,
     how: str,
+    replace: bool = True,
 ) -> VendorLink:
-    """Create or replace the link for one source vendor, with an audit row saying how.
+    """Create the link for one source vendor, with an audit row saying how; the stored link.
 
-    One upsert statement: two workers linking the same new vendor at once (two bills of
-    it in flight) both succeed, the later one's answer standing, instead of one failing
-    on the unique key.
+    `replace` (a person linking by hand): an existing link is replaced. Otherwise (the
+    engine resolving a vendor) the first link stands: two workers resolving one new vendor
+    at once (two of its bills in flight) both get the link the first one stored, and the
+    second neither fails on the unique key nor rewrites how the link was made.
     """
     chosen = {"source_vendor_name": source_vendor_name, "target_system": target_system,
               "target_vendor_id": str(target_vendor_id), "target_vendor_name": target_vendor_name, "how": how}
-    session.execute(
-        upsert_into(session, VendorLink)
-        .values(integration_id=integration_id, source_system=source_system, source_vendor_id=str(source_vendor_id),
-                created_at=utcnow(), **chosen)
-        .on_conflict_do_update(index_elements=["integration_id", "source_system", "source_vendor_id"], set_=chosen)
-    )
-    existing = session.scalar(
+    statement = upsert_into(session, VendorLink).values(
+        integration_id=integration_id, source_system=source_system, source_vendor_id=str(source_vendor_id),
+        created_at=utcnow(), **chosen)
+    index = ["integration_id", "source_system", "source_vendor_id"]
+    statement = (statement.on_conflict_do_update(index_elements=index, set_=chosen) if replace
+                 else statement.on_conflict_do_nothing(index_elements=index))
+    stored_now = session.execute(statement).rowcount == 1
+    stored = session.scalar(
         select(VendorLink).where(VendorLink.integration_id == integration_id, VendorLink.source_system == source_system,
                                  VendorLink.source_vendor_id == str(source_vendor_id))
         .execution_options(populate_existing=True)
     )
-    assert existing is not None
-    audit.append(session, "vendor_linked",
-                 f"{source_system} vendor {source_vendor_id} '{source_vendor_name}' -> {target_system} vendor "
-                 f"{target_vendor_id} '{target_vendor_name}' ({how})", integration_id=integration_id,
-                 target_id=str(target_vendor_id))
-    return existing
+    assert stored is not None
+    if stored_now:
+        audit.append(session, "vendor_linked",
+                     f"{source_system} vendor {source_vendor_id} '{source_vendor_name}' -> {target_system} vendor "
+                     f"{target_vendor_id} '{target_vendor_name}' ({how})", integration_id=integration_id,
+                     target_id=str(target_vendor_id))
+    return stored
 
 
 def unlink(session: Session, integration_id: str, source_system: str, source_vendor_id: str) -> bool:

@@ -106,10 +106,13 @@ def resolve_vendor(ctx: FlowContext, st_vendor: dict[str, Any]) -> m.EpicorVendo
         VENDOR_INDEX.invalidate(ctx.integration.id)
         candidates, how = [created], "created"
     chosen = candidates[0]
-    vendor_links.link(ctx.session, ctx.integration.id, source_system=ST, source_vendor_id=st_id,
-                      source_vendor_name=st_vendor.get("name") or "", target_system=EPICOR,
-                      target_vendor_id=str(chosen["VendorNum"]), target_vendor_name=chosen.get("Name") or "", how=how)
-    return m.EpicorVendorRef(int(chosen["VendorNum"]), chosen.get("VendorID") or "", chosen.get("Name") or "", how)
+    stored = vendor_links.link(ctx.session, ctx.integration.id, source_system=ST, source_vendor_id=st_id,
+                               source_vendor_name=st_vendor.get("name") or "", target_system=EPICOR,
+                               target_vendor_id=str(chosen["VendorNum"]), target_vendor_name=chosen.get("Name") or "",
+                               how=how, replace=False)
+    if stored.target_vendor_id != str(chosen["VendorNum"]):  # another worker linked it first: its answer stands
+        return m.EpicorVendorRef(int(stored.target_vendor_id), "", stored.target_vendor_name, "linked")
+    return m.EpicorVendorRef(int(chosen["VendorNum"]), chosen.get("VendorID") or "", chosen.get("Name") or "", stored.how)
 
 
 class ServiceTitanSourced(FlowHandler):

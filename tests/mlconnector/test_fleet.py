@@ -164,3 +164,16 @@ def test_internal_error_puts_the_record_back_and_celery_retries_it(fleet_env: di
     wait_until(lambda: _statuses().get("written") == 1, timeout=30,
                message=f"the retry did not write it: {_statuses()}")
     assert _writes(record_server) == {"odd": 1}
+
+
+def test_send_publishes_every_message_in_pipelined_batches(fleet_env: dict[str, str], redis_url: str) -> None:
+    """A poll's work goes out PUBLISH_BATCH messages per Redis round trip, all of it."""
+    from mlconnector import engine
+    from mlconnector.tasks import PUBLISH_BATCH, send
+
+    client = redis.Redis.from_url(redis_url)
+    count = 2 * PUBLISH_BATCH + 7  # two full batches and a partial one
+    send(engine.Enqueue(records={"counter-test": list(range(1, count + 1))}, events=[11, 12]))
+    assert client.llen("counter-test") == count and client.llen("mlconnector") == 2
+    bodies = client.lrange("counter-test", 0, -1)
+    assert all(b"mlconnector.process_record" in body for body in bodies)

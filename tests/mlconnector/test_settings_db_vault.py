@@ -158,7 +158,7 @@ def test_cli_credentials_set_reads_stdin_not_argv(configure, tmp_path) -> None:
 
 def test_two_workers_linking_one_new_vendor_at_once_both_succeed(configure, fresh_pg: str) -> None:
     """Two bills of one new vendor in flight: both resolve and link it. The second waits
-    for the first's row and then stands; nobody fails on the unique key."""
+    for the first's row, gets the link the first stored, and fails on nothing."""
     import threading
 
     from mlconnector import vendor_links
@@ -169,28 +169,33 @@ def test_two_workers_linking_one_new_vendor_at_once_both_succeed(configure, fres
     with session_scope() as session:
         create_integration(session, "acme", "counter-test", {"systems": {"counter": {"base_url": "http://127.0.0.1:9"}}})
 
-    def link(session: Any, target: str) -> None:
-        vendor_links.link(session, "acme", source_system="servicetitan", source_vendor_id="77", source_vendor_name="Rapid Supply",
-                          target_system="epicor", target_vendor_id=target, target_vendor_name="RAPID SUPPLY", how="matched_by_name")
+    def link(session: Any, target: str, how: str, replace: bool = False) -> Any:
+        return vendor_links.link(session, "acme", source_system="servicetitan", source_vendor_id="77",
+                                 source_vendor_name="Rapid Supply", target_system="epicor", target_vendor_id=target,
+                                 target_vendor_name="RAPID SUPPLY", how=how, replace=replace)
 
     second_done = threading.Event()
-    errors: list[BaseException] = []
+    outcome: list[Any] = []
 
     def second() -> None:
         try:
             with session_scope() as other:
-                link(other, "501")
+                stored = link(other, "502", "matched_by_name")
+                outcome.append((stored.target_vendor_id, stored.how))
         except BaseException as error:  # noqa: BLE001 - reported below
-            errors.append(error)
+            outcome.append(error)
         second_done.set()
 
     with session_scope() as first:
-        link(first, "501")
+        link(first, "501", "created")
         thread = threading.Thread(target=second)
         thread.start()
         assert not second_done.wait(0.5)  # waits for the first worker's row
     thread.join(10)
-    assert second_done.is_set() and errors == []
+    assert outcome == [("501", "created")]  # the first answer stands, for both
     with session_scope() as session:
         links = vendor_links.list_links(session, "acme")
-        assert [(l.source_vendor_id, l.target_vendor_id) for l in links] == [("77", "501")]
+        assert [(l.target_vendor_id, l.how) for l in links] == [("501", "created")]
+        link(session, "503", "manual", replace=True)  # a person's link replaces it
+    with session_scope() as session:
+        assert [(l.target_vendor_id, l.how) for l in vendor_links.list_links(session, "acme")] == [("503", "manual")]
