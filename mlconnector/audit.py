@@ -15,14 +15,12 @@ MAX_TEXT = 4000  # long vendor bodies are cut, the start is what a person reads
 
 
 def _plain(value: Any) -> Any:
+    """A redacted copy for a JSON column (whose serializer turns Decimals, dates and sets into text)."""
     if value is None:
         return None
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json", by_alias=True)
-    import json
-
-    # Round-trip through JSON so Decimals, dates and sets land as the JSON column expects.
-    return redact(json.loads(json.dumps(value, default=str)))
+    return redact(value)
 
 
 def append(
