@@ -414,6 +414,13 @@ def odata_key(company: str, values: tuple[Any, ...]) -> str:
     return "(" + ",".join(quote(p, safe="'-_.~") for p in parts) + ")"
 
 
+def epicor_json_default(value: Any) -> Any:
+    """For the JSON encoder: what `jsonable` does, for the values json cannot spell itself."""
+    if isinstance(value, (Decimal, datetime, date)):
+        return jsonable(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def jsonable(value: Any) -> Any:
     """Decimal amounts as JSON numbers, dates in Epicor's zone-less form."""
     if isinstance(value, Decimal):
@@ -536,7 +543,7 @@ class EpicorConnector(Connector):
             headers["License"] = json.dumps({"ClaimedLicense": config.license_type})
         self.client = HttpClient(vendor="epicor", base_url=f"{config.api_base}/api/v2/odata/{config.company}",
                                  auth=auth, session=runtime.session("epicor"), default_headers=headers,
-                                 **client_kwargs)
+                                 json_default=epicor_json_default, **client_kwargs)
 
     # ---- construction -------------------------------------------------------------------
 
@@ -582,7 +589,7 @@ class EpicorConnector(Connector):
     def _call(self, service: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
         """A business-object method: POST its parameters, get `{returnObj, parameters}`."""
         path = f"{service}/{method}"
-        return self.client.send_json("POST", path, jsonable(body), endpoint=path) or {}
+        return self.client.send_json("POST", path, body, endpoint=path) or {}
 
     def _ds(self, service: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
         return (self._call(service, method, body).get("parameters") or {}).get("ds") or {}

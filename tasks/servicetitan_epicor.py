@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any, Iterator
 
 from mappings import servicetitan_epicor as m
-from mlconnector import vendor_links
+from mlconnector import locks, vendor_links
 from mlconnector.flows import Decision, Flow, FlowContext, FlowHandler, Hold, MappedRecord, Pair, SourceRecord, WriteResult, register_pair
 from mlconnector.http import NotFoundError
 
@@ -87,21 +87,27 @@ def resolve_vendor(ctx: FlowContext, st_vendor: dict[str, Any]) -> m.EpicorVendo
     if link is not None:
         return m.EpicorVendorRef(int(link.target_vendor_id), "", link.target_vendor_name or st_vendor.get("name", ""),
                                  "manual" if link.how == "manual" else "linked")
-    epicor = ctx.connectors[EPICOR]
-    if config.vendor_match == "id":
-        vendor_id = config.vendor_id_format.format(id=st_id)[:8]
-        candidates = [_plain(v) for v in epicor.find_vendors(vendor_id=vendor_id)]  # type: ignore[attr-defined]
-        how = "matched_by_id"
-    else:
-        candidates = m.match_vendor_by_name(st_vendor.get("name") or "", VENDOR_INDEX.vendors(ctx))
-        how = "matched_by_name"
+    candidates, how = _vendor_candidates(ctx, config, st_id, st_vendor.get("name") or "")
     if len(candidates) > 1:
         return m.vendor_hold(st_vendor, ctx.integration.id, candidates)
     if not candidates:
         if not config.auto_create_vendors:
             return m.vendor_hold(st_vendor, ctx.integration.id)
+        # Two workers must not both create a vendor of one name (two of its bills in flight,
+        # or near-duplicate ServiceTitan vendors): the second waits, then finds the first's.
+        locks.hold_until_commit(ctx.session, f"epicor-vendor-create:{ctx.integration.id}:{how}:"
+                                             f"{vendor_links.normalize_name(st_vendor.get('name') or '')}")
+        link = vendor_links.find(ctx.session, ctx.integration.id, ST, st_id)
+        if link is not None:
+            return m.EpicorVendorRef(int(link.target_vendor_id), "", link.target_vendor_name, "linked")
+        VENDOR_INDEX.invalidate(ctx.integration.id)
+        candidates, how = _vendor_candidates(ctx, config, st_id, st_vendor.get("name") or "")
+        if len(candidates) > 1:
+            return m.vendor_hold(st_vendor, ctx.integration.id, candidates)
+    if not candidates:
         if not st_vendor.get("address") and not st_vendor.get("contactInfo"):
             st_vendor = _plain(ctx.connectors[ST].get("vendors", int(st_id)))  # type: ignore[attr-defined]
+        epicor = ctx.connectors[EPICOR]
         created = _plain(epicor.create_vendor(m.map_vendor_to_epicor(st_vendor, config)))  # type: ignore[attr-defined]
         VENDOR_INDEX.invalidate(ctx.integration.id)
         candidates, how = [created], "created"
@@ -113,6 +119,16 @@ def resolve_vendor(ctx: FlowContext, st_vendor: dict[str, Any]) -> m.EpicorVendo
     if stored.target_vendor_id != str(chosen["VendorNum"]):  # another worker linked it first: its answer stands
         return m.EpicorVendorRef(int(stored.target_vendor_id), "", stored.target_vendor_name, "linked")
     return m.EpicorVendorRef(int(chosen["VendorNum"]), chosen.get("VendorID") or "", chosen.get("Name") or "", stored.how)
+
+
+def _vendor_candidates(ctx: FlowContext, config: m.ServiceTitanEpicorConfig, st_id: str,
+                       name: str) -> tuple[list[dict[str, Any]], str]:
+    """Epicor vendors that could be this ServiceTitan vendor, and how they were found."""
+    epicor = ctx.connectors[EPICOR]
+    if config.vendor_match == "id":
+        vendor_id = config.vendor_id_format.format(id=st_id)[:8]
+        return [_plain(v) for v in epicor.find_vendors(vendor_id=vendor_id)], "matched_by_id"  # type: ignore[attr-defined]
+    return m.match_vendor_by_name(name, VENDOR_INDEX.vendors(ctx)), "matched_by_name"
 
 
 class ServiceTitanSourced(FlowHandler):

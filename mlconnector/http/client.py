@@ -8,6 +8,7 @@ failure into one class of the error taxonomy with the vendor's own message.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -107,6 +108,7 @@ class HttpClient:
         retry: RetryPolicy = RetryPolicy(),
         default_headers: Mapping[str, str] | None = None,
         error_extractor: ErrorExtractor = default_error_text,
+        json_default: Callable[[Any], Any] | None = None,
     ) -> None:
         self.vendor = vendor
         self.base_url = base_url.rstrip("/")
@@ -119,6 +121,9 @@ class HttpClient:
         self.retry = retry
         self.default_headers = dict(default_headers or {})
         self.error_extractor = error_extractor
+        # How a JSON body spells what json cannot (a vendor's Decimals and dates); encoding
+        # with it beats walking every body to convert it first.
+        self.json_default = json_default
         self.calls = 0  # outbound attempts made by this client, for API-economy accounting
 
     def url(self, path: str) -> str:
@@ -202,6 +207,10 @@ class HttpClient:
         accepted: set[int] | None,
     ) -> requests.Response:
         sent_headers = {**self.default_headers, **self.auth.headers(self.session), **(headers or {})}
+        if json_body is not None and self.json_default is not None:
+            data = json.dumps(json_body, default=self.json_default, allow_nan=False).encode()
+            json_body = None
+            sent_headers.setdefault("Content-Type", "application/json")
         # The slot is taken after any token fetch, right before the call it stands for.
         if self.rate_limiter is not None and self.rate_limit is not None:
             self.rate_limiter.acquire(self.rate_key, self.rate_limit, vendor=self.vendor)

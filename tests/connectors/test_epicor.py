@@ -79,6 +79,21 @@ def test_token_request_and_v2_headers() -> None:
 
 
 @responses.activate
+def test_method_bodies_carry_amounts_as_numbers_and_dates_zone_less() -> None:
+    add_token(responses)
+    responses.add(responses.POST, f"{ODATA}/Erp.BO.APInvoiceSvc/ChangeInvoiceDateEx", json={"parameters": {"ds": {}}})
+    connector = unit_connector()
+    connector._ds("Erp.BO.APInvoiceSvc", "ChangeInvoiceDateEx", {
+        "ds": {"APInvHed": [{"InvoiceAmt": Decimal("437.50"), "DueDate": date(2024, 6, 15)}]},
+        "ProposedInvoiceDate": datetime(2024, 5, 1, 8, 30), "recalcAmts": ""})
+    call = responses.calls[-1]
+    assert call.request.headers["Content-Type"] == "application/json"
+    assert json.loads(call.request.body) == {
+        "ds": {"APInvHed": [{"InvoiceAmt": 437.5, "DueDate": "2024-06-15T00:00:00"}]},
+        "ProposedInvoiceDate": "2024-05-01T08:30:00", "recalcAmts": ""}
+
+
+@responses.activate
 def test_basic_mode_sends_basic_auth_and_call_settings_without_a_token_call() -> None:
     responses.add(responses.GET, f"{ODATA}/Erp.BO.APInvGrpSvc/APInvGrps", json={"value": [{"GroupID": "AP0501"}]})
     connector = unit_connector(auth_mode="basic", plant="MfgSys", license_type="00000003-b615-4300-957b-34956697f040")

@@ -199,3 +199,31 @@ def test_two_workers_linking_one_new_vendor_at_once_both_succeed(configure, fres
         link(session, "503", "manual", replace=True)  # a person's link replaces it
     with session_scope() as session:
         assert [(l.target_vendor_id, l.how) for l in vendor_links.list_links(session, "acme")] == [("503", "manual")]
+
+
+def test_a_named_lock_makes_a_second_transaction_wait_for_the_first(configure, fresh_pg: str) -> None:
+    import threading
+
+    from mlconnector import locks
+    from mlconnector.db.session import session_scope
+
+    configure(fresh_pg)
+    order: list[str] = []
+
+    def second(name: str) -> None:
+        with session_scope() as other:
+            locks.hold_until_commit(other, name)
+            order.append(f"second:{name}")
+
+    with session_scope() as first:
+        locks.hold_until_commit(first, "epicor-vendor-create:acme:RAPID SUPPLY")
+        waiting = threading.Thread(target=second, args=("epicor-vendor-create:acme:RAPID SUPPLY",))
+        other_name = threading.Thread(target=second, args=("epicor-vendor-create:acme:OTHER SUPPLY",))
+        waiting.start()
+        other_name.start()
+        other_name.join(5)
+        waiting.join(0.5)
+        assert order == ["second:epicor-vendor-create:acme:OTHER SUPPLY"]  # another name does not wait
+        order.append("first commits")
+    waiting.join(5)
+    assert order[-2:] == ["first commits", "second:epicor-vendor-create:acme:RAPID SUPPLY"]
