@@ -36,6 +36,7 @@ class RssSampler:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.peak_process = 0
+        self.peak_process_role = ""  # "main" (the worker's consumer) or "pool" (a pool process)
         self.peak_tree = 0
         self.idle_tree = 0
         self._stop = threading.Event()
@@ -49,15 +50,17 @@ class RssSampler:
             processes = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return
-        sizes = []
+        sizes: list[tuple[int, str]] = []
         for process in processes:
             try:
-                sizes.append(process.memory_info().rss)
+                sizes.append((process.memory_info().rss, "main" if process.pid == self.pid else "pool"))
             except psutil.NoSuchProcess:
                 continue
         if sizes:
-            self.peak_process = max(self.peak_process, max(sizes))
-            self.peak_tree = max(self.peak_tree, sum(sizes))
+            largest = max(sizes)
+            if largest[0] > self.peak_process:
+                self.peak_process, self.peak_process_role = largest
+            self.peak_tree = max(self.peak_tree, sum(size for size, _ in sizes))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -125,6 +128,7 @@ def run(records: int, written: int) -> dict[str, Any]:
         return {"records": records, "ledger_rows": ledger_rows, "final_when_stopped": final,
                 "poll_seconds": round(poll_seconds, 1), "idle_tree_mb": round(sampler.idle_tree / 2**20, 1),
                 "peak_process_mb": round(sampler.peak_process / 2**20, 1),
+                "peak_process_role": sampler.peak_process_role,
                 "peak_tree_mb": round(sampler.peak_tree / 2**20, 1)}
     finally:
         if worker is not None:
