@@ -169,13 +169,7 @@ def main(seconds: int = 60, concurrency: int = 4) -> dict[str, Any]:
         webhook_stats = {k: v for k, v in requests.get(f"{st}/_sandbox/stats", timeout=10).json().items()
                          if k.startswith("webhooks_")}
     finally:
-        for service in services:
-            service.stop(sig=2)
-        if host is not None:
-            host.stop()
-        fleet.reset_process_state()
-        fleet.drop_database(database_url)
-        fleet.flush_redis()
+        fleet.tear_down(database_url, processes=services, host=host, sig=2)
 
     latencies = [written - received[bill] for bill, (_, written) in records.items()
                  if written is not None and bill in received]

@@ -169,11 +169,7 @@ def main(n: int = 2000, threads: int = 8) -> dict[str, Any]:
             "queued_in_redis": client.llen(QUEUE),
         }
     finally:
-        for service in services:
-            service.stop(sig=2)
-        fleet.reset_process_state()
-        fleet.drop_database(database_url)
-        fleet.flush_redis()
+        fleet.tear_down(database_url, processes=services, sig=2)
     write_result("ingest", figures)
     return figures
 

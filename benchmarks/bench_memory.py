@@ -131,13 +131,7 @@ def run(records: int, written: int) -> dict[str, Any]:
                 "peak_process_role": sampler.peak_process_role,
                 "peak_tree_mb": round(sampler.peak_tree / 2**20, 1)}
     finally:
-        if worker is not None:
-            worker.stop(sig=9)
-        if host is not None:
-            host.stop()
-        fleet.reset_process_state()
-        fleet.drop_database(database_url)
-        fleet.flush_redis()
+        fleet.tear_down(database_url, processes=[worker], host=host, sig=9)
 
 
 def main(n: int = 10_000, written: int | None = None) -> dict[str, Any]:

@@ -46,12 +46,7 @@ class Setup:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.stop(sig=15)
-        self.host.stop()
-        fleet.reset_process_state()
-        fleet.drop_database(self.database_url)
-        fleet.flush_redis()
+        fleet.tear_down(self.database_url, processes=[self.worker], host=self.host)
 
 
 def _bills(st_url: str) -> list[dict[str, Any]]:

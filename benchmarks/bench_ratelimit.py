@@ -110,13 +110,7 @@ def main(n: int = 3000, concurrency: int = 2) -> dict[str, Any]:
         st_stats, ep_stats = _stats(st), _stats(ep)
         statuses = _statuses()
     finally:
-        for worker in workers:
-            worker.stop()
-        if host is not None:
-            host.stop()
-        fleet.reset_process_state()
-        fleet.drop_database(database_url)
-        fleet.flush_redis()
+        fleet.tear_down(database_url, processes=workers, host=host)
 
     by_endpoint = st_stats["by_endpoint"]
     token_calls = sum(by_endpoint.get(TOKEN_ENDPOINT, {}).values())

@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("MLCONNECTOR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -128,6 +128,20 @@ class Process:
                 self.process.wait(timeout=10)
             except ProcessLookupError:
                 pass
+
+
+def tear_down(database_url: str, *, processes: Sequence[Process | None] = (), host: SandboxHost | None = None,
+              sig: int = signal.SIGTERM) -> None:
+    """What every benchmark leaves behind goes: its processes, its sandboxes, its database,
+    its Redis keys, and this process's cached engines and connectors."""
+    for process in processes:
+        if process is not None:
+            process.stop(sig=sig)
+    if host is not None:
+        host.stop()
+    reset_process_state()
+    drop_database(database_url)
+    flush_redis()
 
 
 class SandboxHost:

@@ -121,6 +121,16 @@ def resolve_vendor(ctx: FlowContext, st_vendor: dict[str, Any]) -> m.EpicorVendo
     return m.EpicorVendorRef(int(chosen["VendorNum"]), chosen.get("VendorID") or "", chosen.get("Name") or "", stored.how)
 
 
+def resolve_document_vendor(ctx: FlowContext, document: dict[str, Any], noun: str,
+                            hold_prefix: str) -> m.EpicorVendorRef | Hold:
+    """The Epicor vendor of a ServiceTitan bill or payment, or a hold when it names none."""
+    st_vendor = dict(document.get("vendor") or {})
+    if not st_vendor.get("id"):
+        return Hold(reason=f"{noun} {document.get('id')} has no vendor in ServiceTitan",
+                    key=f"{hold_prefix}:{document.get('id')}")
+    return resolve_vendor(ctx, st_vendor)
+
+
 def _vendor_candidates(ctx: FlowContext, config: m.ServiceTitanEpicorConfig, st_id: str,
                        name: str) -> tuple[list[dict[str, Any]], str]:
     """Epicor vendors that could be this ServiceTitan vendor, and how they were found."""
@@ -215,10 +225,7 @@ class InventoryBillsHandler(ServiceTitanSourced):
     st_entity = "inventory_bills"
 
     def map(self, ctx: FlowContext, source: Any) -> MappedRecord | Hold:
-        st_vendor = dict(source.get("vendor") or {})
-        if not st_vendor.get("id"):
-            return Hold(reason=f"bill {source.get('id')} has no vendor in ServiceTitan", key=f"bill-vendor:{source.get('id')}")
-        resolved = resolve_vendor(ctx, st_vendor)
+        resolved = resolve_document_vendor(ctx, source, "bill", "bill-vendor")
         if isinstance(resolved, Hold):
             return resolved
         return m.map_inventory_bill(source, _config(ctx), resolved, ctx.integration.id)
@@ -253,10 +260,7 @@ class ApPaymentsHandler(ServiceTitanSourced):
     st_entity = "ap_payments"
 
     def map(self, ctx: FlowContext, source: Any) -> MappedRecord | Hold:
-        st_vendor = dict(source.get("vendor") or {})
-        if not st_vendor.get("id"):
-            return Hold(reason=f"payment {source.get('id')} has no vendor", key=f"payment:{source.get('id')}")
-        resolved = resolve_vendor(ctx, st_vendor)
+        resolved = resolve_document_vendor(ctx, source, "payment", "payment")
         if isinstance(resolved, Hold):
             return resolved
         candidates = [_plain(i) for i in ctx.connectors[EPICOR].find_open_invoices(resolved.vendor_num)]  # type: ignore[attr-defined]

@@ -96,6 +96,10 @@ def _reload_celery_config() -> None:
     from mlconnector.celery_app import app
 
     app.conf.update({k: getattr(celeryconfig, k) for k in dir(celeryconfig) if k.islower() and not k.startswith("_")})
+    # The app keeps the pools it made for the previous test's broker; the next use makes new
+    # ones for this test's (kombu keys its shared pools by connection, so old ones stay usable).
+    app._pool = None
+    app.amqp._producer_pool = None
 
 
 @pytest.fixture

@@ -422,7 +422,7 @@ def test_filter_string_operators_ignore_case(running, api):
     expected = {v["id"] for v in vendors if word in v["VendorName"].lower()}
     rows = api.get("Vendor", **{"$filter": f"substringof('{word}', VendorName)"}).json()
     assert {r["id"] for r in rows} == expected and len(expected) >= 2  # near-duplicate names
-    rows = api.get("Vendor", **{"$filter": f"startswith(VendorID,'V00001') and (Status eq 'Active' or Status eq 'Inactive')"}).json()
+    rows = api.get("Vendor", **{"$filter": "startswith(VendorID,'V00001') and (Status eq 'Active' or Status eq 'Inactive')"}).json()
     assert {r["VendorID"]["value"] for r in rows} == {v["VendorID"] for v in vendors
                                                         if v["VendorID"].startswith("V00001") and v["Status"] in ("Active", "Inactive")}
     quoted = api.get("Vendor", **{"$filter": "VendorName eq 'O''Brien Heating'"})

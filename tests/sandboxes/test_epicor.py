@@ -302,7 +302,7 @@ def test_single_entity_by_composite_key_and_navigation(api: Api) -> None:
     assert_epicor_error(api.get(f"{INVOICES}/APInvoices('EPIC06',{invoice['VendorNum']},'NOPE')"), 404,
                         "Ice.Common.RecordNotFoundException")
     assert_epicor_error(api.get(f"{INVOICES}/APInvoices('EPIC06','x','y')"), 400, "ODataException")
-    named = api.get(f"Erp.BO.POSvc/POes(Company='EPIC06',PONum=1001)", {"$expand": "PODetails"}).json()
+    named = api.get("Erp.BO.POSvc/POes(Company='EPIC06',PONum=1001)", {"$expand": "PODetails"}).json()
     assert named["PONum"] == 1001 and named["PODetails"] and named["PODetails"][0]["PONUM"] == 1001
 
 
