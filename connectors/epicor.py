@@ -23,18 +23,25 @@ Change detection (per entity, overridable with `Config.change_fields`):
 
 Writes follow Epicor's screen logic: AP invoices through their invoice group
 (`GetNewAPInvHedInvoice`, `Change*` defaulting, `UpdateMaster`, lines one by one, then
-`UnlockGroup`), AP payments through Payment Entry, vendors through OData.
+`UnlockGroup`), AP payments through Payment Entry, vendors through OData. Every declared
+input of a method is sent (Kinetic's method schemas; a missing one is a 400), and an
+`UpdateMaster` that answers 200 with `lUpdateRan` false or `requiresUserInput` true saved
+nothing: it is a refusal with `opMessage` as its reason. Epicor is not known to answer 409
+on a duplicate key (business-rule refusals are 400 BLException), so a write whose answer was
+lost or refused is followed by a look-up by key, never by a wait for a 409.
+`ensure_ap_invoice` makes an AP invoice whole whatever an earlier delivery left behind.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Iterator, Literal, Mapping
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any, Callable, ClassVar, Iterator, Literal, Mapping, TypeVar
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -74,7 +81,9 @@ from mlconnector.redaction import register_secret
 
 log = structlog.get_logger(__name__)
 
-PAGE_SIZE = 100  # Epicor's documented maximum rows per OData page ($top, and the default)
+DEFAULT_TOP = 100  # rows Epicor answers when $top is absent [C1]; whether a larger $top is honoured is not known
+PAGE_SIZE = DEFAULT_TOP  # the default page size: the one size known to be served whole
+MAX_PAGE_SIZE = 1000  # a bound on one answer's size for deployments known to honour a larger $top
 DEFAULT_TOKEN_TTL = 3600  # unconfirmed: "about an hour", admin-configurable; ExpiresIn wins
 READ_TIMEOUT = 60.0  # one production client's choice: heavy BO reads are slow
 REV_MARKS_KEPT = 64  # SysRevID marks remembered per entity; older watermarks fall back to a full scan
@@ -87,6 +96,15 @@ PAYMENT_SERVICE = "Erp.BO.PaymentEntrySvc"
 PAYMENT_GROUP_SERVICE = "Erp.BO.APChkGrpSvc"
 VENDOR_SERVICE = "Erp.BO.VendorSvc"
 NOT_FOUND_TYPES = ("RecordNotFoundException",)  # ErrorType of "no such record" (vs unknown service)
+RECALC_AMOUNTS = ""  # ChangeInvoiceDateEx `recalcAmts`, a string whose values are undocumented: none asked
+# UpdateMaster's checks, run as the screen runs them; prompts suppressed since no person is there.
+UPDATE_MASTER_CHECKS = {"runChkCPay": True, "runChkBankRef": True, "runChkRevChrg": True, "suppressUserPrompts": True}
+UPDATE_MASTER_MESSAGES = ("opMessage", "opMsgChkBankRef", "opChkRevMsg", "opDUAMsg")  # what it may say
+QUANTITY_PLACES = Decimal("0.00001")  # the finest precision Epicor keeps on quantities and unit costs
+CENT = Decimal("0.01")
+# A line given quantity, unit cost and extended cost: Epicor derives the extended cost from the
+# other two and may round the half cent the other way.
+EXT_COST_ROUNDING = Decimal("0.01")
 
 
 # ---- configuration -------------------------------------------------------------------------
@@ -107,7 +125,7 @@ class EpicorConfig(BaseModel):
     auth_mode: Literal["token", "basic"] = "token"
     token_ttl: int = Field(DEFAULT_TOKEN_TTL, ge=1)
     token_request_style: Literal["form", "basic", "headers"] = "form"  # how TokenResource gets credentials
-    page_size: int = Field(PAGE_SIZE, ge=1, le=PAGE_SIZE)
+    page_size: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)  # $top asked per OData page
     rate_limit_per_second: float | None = Field(None, gt=0)  # Epicor publishes none
     timeout: float = READ_TIMEOUT  # seconds to wait for an answer
     connect_timeout: float = 5.0
@@ -122,6 +140,9 @@ class EpicorConfig(BaseModel):
     group_check_seconds: float = Field(GROUP_CHECK_SECONDS, ge=0)  # 0: look the group up before every invoice
     vendor_id_cache_seconds: float = Field(VENDOR_ID_CACHE_SECONDS, ge=0)  # 0: read VendorID per invoice
     remove_partial_invoice: bool = True  # delete a header whose lines failed, so a replay starts clean
+    # ChangeVendorID / ChangeRefPONum `confirmCheck`: an unattended write cannot answer a
+    # confirmation, and what Epicor asks when it is true is not documented.
+    confirm_check: bool = False
     open_invoices_require_posted: bool = True  # unconfirmed: Payment Entry pays posted invoices only
     change_fields: dict[str, Literal["ChangeDate", "SysRevID"]] = Field(default_factory=dict)
     change_paging: Literal["keyset", "skip"] = "keyset"
@@ -354,6 +375,120 @@ class EpicorApPayment(EpicorModel):
     SysRowID: str = ""
     lines: list[EpicorApPaymentLine] = Field(default_factory=list,
                                              validation_alias=AliasChoices("APTrans", "APTran", "lines"))
+
+
+# ---- AP invoice comparison -----------------------------------------------------------------------
+
+InvoiceAction = Literal["created", "completed", "corrected", "unchanged"]
+
+
+class WantedInvoiceLine(BaseModel):
+    """An invoice line as the caller wants it. A field left out is Epicor's to default and
+    is not compared."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    InvoiceLine: int | None = None
+    Description: str | None = None
+    VendorQty: Decimal | None = None
+    UnitCost: Decimal | None = None
+    ExtCost: Decimal | None = None
+    GLAccount: str | None = None
+
+
+@dataclass(frozen=True)
+class InvoiceDifferences:
+    """How a stored AP invoice differs from the wanted one; false when they are equal."""
+
+    vendor: tuple[int, int] | None = None  # (stored, wanted)
+    amount: tuple[Decimal, Decimal] | None = None  # (stored, wanted) InvoiceVendorAmt
+    changed: dict[int, dict[str, tuple[str, str]]] = field(default_factory=dict)  # line -> field -> (stored, wanted)
+    missing: tuple[int, ...] = ()  # wanted lines Epicor does not have
+    extra: tuple[int, ...] = ()  # Epicor lines not wanted
+
+    def __bool__(self) -> bool:
+        return bool(self.vendor or self.amount or self.changed or self.missing or self.extra)
+
+    @property
+    def only_missing_lines(self) -> bool:
+        return bool(self.missing) and not (self.vendor or self.amount or self.changed or self.extra)
+
+    def describe(self) -> str:
+        parts = []
+        if self.vendor:
+            parts.append(f"supplier {self.vendor[0]} (wanted {self.vendor[1]})")
+        if self.amount:
+            parts.append(f"amount {self.amount[0]} (wanted {self.amount[1]})")
+        for number, fields in self.changed.items():
+            parts.extend(f"line {number} {name} {have!r} (wanted {want!r})" for name, (have, want) in fields.items())
+        parts.extend(f"line {number} missing" for number in self.missing)
+        parts.extend(f"line {number} not wanted" for number in self.extra)
+        return "; ".join(parts)
+
+
+def wanted_invoice_lines(lines: list[dict[str, Any]]) -> list[tuple[int, WantedInvoiceLine]]:
+    """Each line with its number: its InvoiceLine, or its place in the list (Epicor numbers
+    new lines 1, 2, ... in the order they are added)."""
+    numbered = []
+    for position, line in enumerate(lines, start=1):
+        want = WantedInvoiceLine.model_validate(line)
+        numbered.append((want.InvoiceLine or position, want))
+    numbers = [number for number, _ in numbered]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"invoice lines need distinct numbers, got {numbers}")
+    return numbered
+
+
+def compare_ap_invoice(stored: EpicorApInvoice, vendor_num: int, amount: Decimal,
+                       wanted: list[tuple[int, WantedInvoiceLine]]) -> InvoiceDifferences:
+    """Vendor, amount (InvoiceVendorAmt) and lines matched by number; amounts to the cent,
+    quantities and unit costs to Epicor's precision, GL accounts by their segments."""
+    have = {line.InvoiceLine: line for line in stored.lines}
+    changed = {}
+    for number, want in wanted:
+        line = have.get(number)
+        fields = _line_differences(line, want) if line is not None else {}
+        if fields:
+            changed[number] = fields
+    wanted_numbers = {number for number, _ in wanted}
+    return InvoiceDifferences(
+        vendor=(stored.VendorNum, int(vendor_num)) if stored.VendorNum != int(vendor_num) else None,
+        amount=None if _cents(stored.InvoiceVendorAmt) == _cents(amount) else (
+            _cents(stored.InvoiceVendorAmt), _cents(amount)),
+        changed=changed,
+        missing=tuple(number for number, _ in wanted if number not in have),
+        extra=tuple(sorted(number for number in have if number not in wanted_numbers)),
+    )
+
+
+def _line_differences(line: EpicorApInvoiceLine, want: WantedInvoiceLine) -> dict[str, tuple[str, str]]:
+    out: dict[str, tuple[str, str]] = {}
+    if want.Description is not None and line.Description.strip() != want.Description.strip():
+        out["Description"] = (line.Description, want.Description)
+    for name in ("VendorQty", "UnitCost"):
+        value = getattr(want, name)
+        if value is not None and _fine(getattr(line, name)) != _fine(value):
+            out[name] = (str(_fine(getattr(line, name)).normalize()), str(_fine(value).normalize()))
+    if want.ExtCost is not None:
+        derived = want.VendorQty is not None and want.UnitCost is not None
+        if abs(_cents(line.ExtCost) - _cents(want.ExtCost)) > (EXT_COST_ROUNDING if derived else 0):
+            out["ExtCost"] = (str(_cents(line.ExtCost)), str(_cents(want.ExtCost)))
+    if want.GLAccount is not None and _gl_segments(line.GLAccount) != _gl_segments(want.GLAccount):
+        out["GLAccount"] = (line.GLAccount, want.GLAccount)
+    return out
+
+
+def _cents(value: Decimal) -> Decimal:
+    return Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def _fine(value: Decimal) -> Decimal:
+    return Decimal(value).quantize(QUANTITY_PLACES, rounding=ROUND_HALF_UP)
+
+
+def _gl_segments(account: str) -> tuple[str, ...]:
+    """`6500|100` (Epicor's stored form) and `6500-100` (a display form) name one account."""
+    return tuple(part.casefold() for part in re.split(r"[^0-9A-Za-z]+", account or "") if part)
 
 
 # ---- entities ---------------------------------------------------------------------------------
@@ -602,9 +737,14 @@ class EpicorConnector(Connector):
             body = self._get(path, {**params, "$top": size, "$skip": skip}) or {}
             rows = body.get("value") or []
             yield from rows
-            if len(rows) < size:
+            if self._last_page(rows):
                 return
             skip += len(rows)
+
+    def _last_page(self, rows: list[dict[str, Any]]) -> bool:
+        """A page shorter than asked ends the scan, unless it may be Epicor's own cap: when
+        more than DEFAULT_TOP rows were asked, a page of DEFAULT_TOP or more is read past."""
+        return len(rows) < min(self.config.page_size, DEFAULT_TOP)
 
     def _model(self, spec: EpicorEntity, row: dict[str, Any]) -> Any:
         data = {k: v for k, v in row.items() if not k.startswith("@odata.")}
@@ -681,7 +821,7 @@ class EpicorConnector(Connector):
             rows = (body or {}).get("value") or []
             for row in rows:
                 yield self._model(spec, row)
-            if len(rows) < self.config.page_size:
+            if self._last_page(rows):
                 return
             last = int(rows[-1]["SysRevID"])
 
@@ -709,7 +849,7 @@ class EpicorConnector(Connector):
             rows = (body or {}).get("value") or []
             for row in rows:
                 yield self._model(spec, row)
-            if len(rows) < self.config.page_size:
+            if self._last_page(rows):
                 return
             last = rows[-1]
 
@@ -779,17 +919,19 @@ class EpicorConnector(Connector):
             yield self._model(spec, row)
 
     def create_vendor(self, fields: dict[str, Any]) -> EpicorVendor:
-        """OData POST (Epicor assigns VendorNum). A 409 from our own lost-answer retry, or
-        from a twin worker, returns the vendor that holds the VendorID if its name agrees."""
+        """OData POST (Epicor assigns VendorNum). When the answer is lost or the create is
+        refused (a duplicate is a 409 or a 400, depending on the server), the VendorID is
+        looked up: a vendor holding it under the same name is ours (a lost answer, or a
+        twin worker) and is returned."""
         body = {k: v for k, v in fields.items() if k not in ("VendorNum", "SysRevID", "SysRowID", "RowMod")}
         body["Company"] = self.config.company
         try:
             row = self.client.send_json("POST", ENTITIES["vendors"].path, jsonable(body),
                                         endpoint=ENTITIES["vendors"].path)
-        except FatalError as error:
-            if error.status != 409 or not fields.get("VendorID"):
+        except (FatalError, RetriableError):
+            if not fields.get("VendorID"):
                 raise
-            existing = self.find_vendors(vendor_id=str(fields["VendorID"]))
+            existing = _quietly(lambda: self.find_vendors(vendor_id=str(fields["VendorID"])))
             if existing and _same_name(existing[0].Name, str(fields.get("Name", ""))):
                 return existing[0]
             raise
@@ -813,7 +955,8 @@ class EpicorConnector(Connector):
         return self._model(spec, rows[0]) if rows else None
 
     def ensure_group(self, group_id: str) -> EpicorApInvoiceGroup:
-        """Find the AP invoice group or create it (a racing creator's 409 means it exists)."""
+        """Find the AP invoice group or create it. A create that is refused or whose answer is
+        lost is followed by a second look: a racing creator, or our own create, made it."""
         group = self.get_group(group_id)
         if group is not None:
             return group
@@ -822,13 +965,11 @@ class EpicorConnector(Connector):
             row = self.client.send_json("POST", spec.path, {"Company": self.config.company, "GroupID": group_id},
                                         endpoint=spec.path)
             return self._model(spec, row)
-        except FatalError as error:
-            if error.status != 409:
+        except (FatalError, RetriableError):
+            group = _quietly(lambda: self.get_group(group_id))
+            if group is None:
                 raise
-        group = self.get_group(group_id)
-        if group is None:
-            raise FatalError(f"Epicor AP invoice group {group_id} neither exists nor can be created", vendor="epicor")
-        return group
+            return group
 
     def unlock_group(self, group_id: str) -> None:
         """Release the group's entry lock (ActiveUserID)."""
@@ -836,14 +977,15 @@ class EpicorConnector(Connector):
 
     # ---- AP invoices --------------------------------------------------------------------------------
 
+    def get_ap_invoice(self, vendor_num: int, invoice_num: str) -> EpicorApInvoice | None:
+        """The invoice header with its lines, read whole from the business object
+        (`GET .../GetByID?vendorNum=&invoiceNum=`); None when there is no such invoice."""
+        ds = self._invoice_tableset(int(vendor_num), str(invoice_num))
+        return self._invoice_from_ds(ds) if ds and ds.get("APInvHed") else None
+
     def find_ap_invoice(self, vendor_num: int, invoice_num: str) -> EpicorApInvoice | None:
-        """The idempotency lookup: the invoice this vendor + invoice number already made."""
-        spec = ENTITIES["ap_invoices"]
-        body = self._get(spec.path, {
-            "$filter": f"VendorNum eq {int(vendor_num)} and InvoiceNum eq {odata_string(invoice_num)}",
-            "$expand": spec.expand, "$top": 1})
-        rows = (body or {}).get("value") or []
-        return self._model(spec, rows[0]) if rows else None
+        """The invoice this vendor + invoice number already made, with its lines."""
+        return self.get_ap_invoice(vendor_num, invoice_num)
 
     def find_open_invoices(self, vendor_num: int, amount: Decimal | None = None) -> list[EpicorApInvoice]:
         """Unpaid invoices of a vendor, optionally those whose balance or total equals `amount`."""
@@ -857,6 +999,48 @@ class EpicorConnector(Connector):
         rows = self._pages(spec.path, {"$filter": " and ".join(clauses), "$orderby": "InvoiceDate,InvoiceNum"})
         return [self._model(spec, row) for row in rows]
 
+    def ensure_ap_invoice(self, group_id: str, header: dict[str, Any],
+                          lines: list[dict[str, Any]]) -> tuple[EpicorApInvoice, InvoiceAction]:
+        """The AP invoice as wanted, whatever an earlier delivery left behind.
+
+        Looked up by VendorNum + InvoiceNum with its lines (GetByID). Absent: created
+        (`created`). Present and equal in vendor, amount and lines (number, description,
+        quantity, unit cost, extended cost, GL account): `unchanged`, nothing written. Present
+        with only lines missing, as a worker stopped between the header and its lines leaves
+        it: the lines are added (`completed`). Otherwise the amount and the differing lines
+        are corrected and lines the wanted invoice does not have are deleted (`corrected`),
+        all through the business object (GetByID tableset, RowMod "U"/"A"/"D", UpdateMaster).
+        A posted invoice is never edited: a difference is a FatalError that names it.
+        """
+        invoice_num = str(header.get("InvoiceNum") or "").strip()
+        if not invoice_num:
+            raise ValueError("header needs InvoiceNum")
+        wanted = wanted_invoice_lines(lines)
+        amount = _invoice_amount(header, lines)
+        vendor_num = self._invoice_vendor_num(header)
+        ds = self._invoice_tableset(vendor_num, invoice_num)
+        if ds is None or not ds.get("APInvHed"):
+            return self.create_ap_invoice(group_id, header, lines), "created"
+        stored = self._invoice_from_ds(ds)
+        differences = compare_ap_invoice(stored, vendor_num, amount, wanted)
+        if not differences:
+            return stored, "unchanged"
+        where = f"Epicor AP invoice {stored.InvoiceNum} of supplier {stored.VendorNum}"
+        if stored.Posted or differences.vendor is not None:
+            why = "is posted" if stored.Posted else "belongs to another supplier"
+            raise FatalError(f"{where} {why} and differs from the invoice wanted: {differences.describe()}",
+                             vendor="epicor", endpoint=f"{INVOICE_SERVICE}/GetByID",
+                             details={"differences": differences.describe()})
+        action: InvoiceAction = "completed" if differences.only_missing_lines else "corrected"
+        invoice = self._invoice_from_ds(self._repair_invoice(ds, amount, wanted, lines, differences))
+        left = compare_ap_invoice(invoice, vendor_num, amount, wanted)
+        if left:
+            raise FatalError(f"{where} still differs after it was {action}: {left.describe()}", vendor="epicor",
+                             endpoint=f"{INVOICE_SERVICE}/UpdateMaster", details={"differences": left.describe()})
+        log.info("epicor.ap_invoice_repaired", invoice=stored.InvoiceNum, vendor_num=stored.VendorNum,
+                 action=action, differences=differences.describe())
+        return invoice, action
+
     def create_ap_invoice(self, group_id: str, header: dict[str, Any], lines: list[dict[str, Any]]) -> EpicorApInvoice:
         """Epicor's invoice-entry pattern, end to end.
 
@@ -867,7 +1051,8 @@ class EpicorConnector(Connector):
         PO line), `ChangeVendorQty`/`ChangeUnitCost`/`ChangeExtCost`, `UpdateMaster`. The
         group is unlocked in `finally` once `GetNewAPInvHedInvoice` has locked it to us (never
         a group someone else holds), and a header whose lines failed is removed so a replay
-        does not find half an invoice.
+        does not find half an invoice (a worker killed outright leaves it; `ensure_ap_invoice`
+        completes it).
 
         Two lookups are remembered instead of repeated per invoice: a group seen usable
         (Epicor refuses `GetNewAPInvHedInvoice` on a missing or foreign-held group, and that
@@ -879,6 +1064,7 @@ class EpicorConnector(Connector):
         invoice_num = str(header.get("InvoiceNum") or "").strip()
         if not invoice_num:
             raise ValueError("header needs InvoiceNum")
+        wanted = wanted_invoice_lines(lines)
         vendor_id = str(header.get("VendorID") or header.get("VendorNumVendorID") or "")
         vendor_num = header.get("VendorNum")
         remembered_vendor_id = False
@@ -892,9 +1078,9 @@ class EpicorConnector(Connector):
             ds = self._new_invoice_header(group_id)
             locked = True
             if header.get("REFPONum"):
-                ds = self._ds(INVOICE_SERVICE, "ChangeRefPONum", {"ds": ds, "ProposedRefPONum": int(header["REFPONum"])})
+                ds = self._confirmed_change("ChangeRefPONum", {"ds": ds, "ProposedRefPONum": int(header["REFPONum"])})
             if vendor_id:
-                ds = self._ds(INVOICE_SERVICE, "ChangeVendorID", {"ds": ds, "ProposedVendorID": vendor_id})
+                ds = self._confirmed_change("ChangeVendorID", {"ds": ds, "ProposedVendorID": vendor_id})
                 chosen = _pending(ds, "APInvHed").get("VendorNum")
                 if vendor_num is not None and chosen is not None and int(chosen) != int(vendor_num):
                     self._vendor_ids.pop(int(vendor_num), None)
@@ -905,7 +1091,7 @@ class EpicorConnector(Connector):
             _pending(ds, "APInvHed")["InvoiceNum"] = invoice_num
             invoice_date = header.get("InvoiceDate") or date.today()
             ds = self._ds(INVOICE_SERVICE, "ChangeInvoiceDateEx", {
-                "ds": ds, "ProposedInvoiceDate": invoice_date, "recalcAmts": "", "cMessageText": ""})
+                "ds": ds, "ProposedInvoiceDate": invoice_date, "recalcAmts": RECALC_AMOUNTS})
             ds = self._ds(INVOICE_SERVICE, "ChangeInvoiceVendorAmt", {
                 "ds": ds, "ProposedInvoiceVendorAmt": _invoice_amount(header, lines)})
             row = _pending(ds, "APInvHed")
@@ -913,8 +1099,8 @@ class EpicorConnector(Connector):
                 if name not in HEADER_CONSUMED:
                     row[name] = jsonable(value)
             saved = self._save_invoice(ds, group_id)
-            for line in lines:
-                saved = self._add_line(saved, group_id, line)
+            for (number, _), line in zip(wanted, lines):
+                saved = self._add_line(saved, group_id, line, number)
             return self._invoice_from_ds(saved)
         except Exception:
             if saved is not None and self.config.remove_partial_invoice:
@@ -922,10 +1108,23 @@ class EpicorConnector(Connector):
             raise
         finally:
             if locked and self.config.unlock_group_after_write:
-                try:
-                    self.unlock_group(group_id)
-                except ConnectorError as error:
-                    log.warning("epicor.unlock_group_failed", group_id=group_id, error=str(error))
+                self._unlock_quietly(group_id)
+
+    def _unlock_quietly(self, group_id: str) -> None:
+        """UnlockGroup where a failure must not hide the outcome of the write before it."""
+        try:
+            self.unlock_group(group_id)
+        except ConnectorError as error:
+            log.warning("epicor.unlock_group_failed", group_id=group_id, error=str(error))
+
+    def _confirmed_change(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A `Change*` method that declares `confirmCheck`; a question it answers (`confirmMsg`)
+        is logged, since no person is there to answer it."""
+        answer = self._call(INVOICE_SERVICE, method, {**body, "confirmCheck": self.config.confirm_check})
+        parameters = answer.get("parameters") or {}
+        if parameters.get("confirmMsg"):
+            log.warning("epicor.confirm_message", method=method, message=str(parameters["confirmMsg"]))
+        return parameters.get("ds") or {}
 
     def _vendor_id(self, vendor_num: int) -> tuple[str, bool]:
         """The VendorID of a VendorNum, and whether it came from memory rather than Epicor."""
@@ -936,6 +1135,25 @@ class EpicorConnector(Connector):
         if vendor is None:
             raise FatalError(f"Epicor supplier {vendor_num} does not exist", vendor="epicor", status=404)
         return vendor.VendorID, False
+
+    def _invoice_vendor_num(self, header: dict[str, Any]) -> int:
+        """The VendorNum an invoice is keyed by: given, or found from its VendorID or PO."""
+        if header.get("VendorNum") is not None:
+            return int(header["VendorNum"])
+        vendor_id = header.get("VendorID") or header.get("VendorNumVendorID")
+        if vendor_id:
+            found = self.find_vendors(vendor_id=str(vendor_id))
+            if not found:
+                raise FatalError(f"Epicor supplier {vendor_id} does not exist", vendor="epicor", status=404)
+            return found[0].VendorNum
+        if header.get("REFPONum"):
+            po_num = int(header["REFPONum"])
+            row = self._get_one(f"{ENTITIES['purchase_orders'].path}{odata_key(self.config.company, (po_num,))}",
+                                {"$select": "VendorNum"})
+            if row is None:
+                raise FatalError(f"Epicor purchase order {po_num} does not exist", vendor="epicor", status=404)
+            return int(row["VendorNum"])
+        raise ValueError("header needs VendorNum, VendorID or REFPONum")
 
     def _new_invoice_header(self, group_id: str) -> dict[str, Any]:
         """`GetNewAPInvHedInvoice` in a group known to be usable, looking the group up (and
@@ -953,8 +1171,10 @@ class EpicorConnector(Connector):
         self._groups_seen[group_id] = time.monotonic()
         return ds
 
-    def _add_line(self, ds: dict[str, Any], group_id: str, line: dict[str, Any]) -> dict[str, Any]:
+    def _add_line(self, ds: dict[str, Any], group_id: str, line: dict[str, Any], number: int) -> dict[str, Any]:
+        """One new line, numbered `number`, priced through Epicor's Change* defaulting, saved."""
         head = ds["APInvHed"][0]
+        want = WantedInvoiceLine.model_validate(line)
         po_line = bool(line.get("PONum"))
         method = "GetNewAPInvDtlUnreceived" if po_line else "GetNewAPInvDtlMiscellaneous"
         ds = self._ds(INVOICE_SERVICE, method, {"ds": ds, "iVendorNum": head["VendorNum"],
@@ -964,43 +1184,125 @@ class EpicorConnector(Connector):
             if line.get("POLine"):
                 ds = self._ds(INVOICE_SERVICE, "ChangePOLine", {"ds": ds, "ProposedPOLine": int(line["POLine"])})
         row = _pending(ds, "APInvDtl")
+        if int(row.get("InvoiceLine") or 0) != number:
+            row["InvoiceLine"] = number  # a line removed from the middle leaves a gap Epicor would not refill
         for name, value in line.items():
             if name not in LINE_CONSUMED:
                 row[name] = jsonable(value)
-        if line.get("VendorQty") is not None:
-            ds = self._ds(INVOICE_SERVICE, "ChangeVendorQty", {"ds": ds, "ProposedVendorQty": line["VendorQty"]})
-        if line.get("UnitCost") is not None:
-            ds = self._ds(INVOICE_SERVICE, "ChangeUnitCost", {"ds": ds, "ProposedUnitCost": line["UnitCost"]})
-        elif line.get("ExtCost") is not None:
-            ds = self._ds(INVOICE_SERVICE, "ChangeExtCost", {"ds": ds, "ProposedExtCost": line["ExtCost"]})
-        return self._save_invoice(ds, group_id)
+        ds = self._price_line(ds, want, quantity=want.VendorQty is not None, cost=True)
+        return self._save_invoice(ds, group_id, "APInvDtl")
 
-    def _save_invoice(self, ds: dict[str, Any], group_id: str) -> dict[str, Any]:
-        """UpdateMaster; a 409 for rows we already saved (an answer lost, the call retried)
-        is recognised by their SysRowIDs and read back instead of failing."""
-        body = {"ds": ds, "cGroupID": group_id, "cTableName": "APInvHed", "runChkCPay": True,
-                "runChkBankRef": True, "runChkRevChrg": True, "suppressUserPrompts": True}
+    def _price_line(self, ds: dict[str, Any], want: WantedInvoiceLine, *, quantity: bool, cost: bool) -> dict[str, Any]:
+        """Quantity, then unit cost (or, without one, the extended cost), the way the screen
+        sets them so Epicor derives the rest."""
+        if quantity and want.VendorQty is not None:
+            ds = self._ds(INVOICE_SERVICE, "ChangeVendorQty", {"ds": ds, "ProposedVendorQty": want.VendorQty})
+        if cost and want.UnitCost is not None:
+            ds = self._ds(INVOICE_SERVICE, "ChangeUnitCost", {"ds": ds, "ProposedUnitCost": want.UnitCost})
+        elif cost and want.ExtCost is not None:
+            ds = self._ds(INVOICE_SERVICE, "ChangeExtCost", {"ds": ds, "ProposedExtCost": want.ExtCost})
+        return ds
+
+    def _repair_invoice(self, ds: dict[str, Any], amount: Decimal, wanted: list[tuple[int, WantedInvoiceLine]],
+                        lines: list[dict[str, Any]], differences: InvoiceDifferences) -> dict[str, Any]:
+        """Bring a saved, unposted invoice to the wanted one, one UpdateMaster per row changed:
+        the amount, each differing line, each line too many, then each missing line."""
+        group_id = str(ds["APInvHed"][0].get("GroupID") or "")
+        release = self._repair_lock(group_id)
         try:
-            return self._ds(INVOICE_SERVICE, "UpdateMaster", body)
-        except FatalError as error:
-            if error.status != 409:
+            if differences.amount is not None:
+                ds["APInvHed"][0]["RowMod"] = "U"
+                ds = self._ds(INVOICE_SERVICE, "ChangeInvoiceVendorAmt", {"ds": ds, "ProposedInvoiceVendorAmt": amount})
+                ds = self._save_invoice(ds, group_id)
+            by_number = dict(wanted)
+            for number, changed in differences.changed.items():
+                want = by_number[number]
+                row = _line_row(ds, number)
+                row["RowMod"] = "U"
+                if "Description" in changed:
+                    row["Description"] = want.Description
+                if "GLAccount" in changed:
+                    row["GLAccount"] = want.GLAccount
+                priced = changed.keys() & {"VendorQty", "UnitCost", "ExtCost"}
+                ds = self._price_line(ds, want, quantity="VendorQty" in changed, cost=bool(priced))
+                ds = self._save_invoice(ds, group_id, "APInvDtl")
+            for number in differences.extra:
+                _line_row(ds, number)["RowMod"] = "D"
+                ds = self._save_invoice(ds, group_id, "APInvDtl")
+            raw = {number: line for (number, _), line in zip(wanted, lines)}
+            for number in differences.missing:
+                ds = self._add_line(ds, group_id, raw[number], number)
+            return ds
+        finally:
+            if release:
+                self._unlock_quietly(group_id)
+
+    def _repair_lock(self, group_id: str) -> bool:
+        """Refuse a group another user holds before writing anything; a hold of our own is
+        what a stopped earlier attempt left, to be released once the invoice is whole."""
+        group = self.get_group(group_id) if group_id else None
+        holder = group.ActiveUserID if group is not None else ""
+        if holder and holder.casefold() != self.credentials.username.casefold():
+            raise FatalError(f"Epicor AP invoice group {group_id} is in use by {holder}", vendor="epicor",
+                             endpoint=ENTITIES["ap_invoice_groups"].path)
+        return bool(holder) and self.config.unlock_group_after_write
+
+    def _save_invoice(self, ds: dict[str, Any], group_id: str, table: str = "APInvHed") -> dict[str, Any]:
+        """UpdateMaster, answered with the saved tableset.
+
+        A 200 whose `lUpdateRan` is false or whose `requiresUserInput` is true saved nothing:
+        a FatalError with Epicor's `opMessage`. When the answer is lost or the save refused
+        (a duplicate is a 400 or a 409, depending on the server), the invoice is looked up by
+        its key: if every row this save added is there under its SysRowID, the save had
+        happened and the stored tableset is the answer.
+        """
+        body = {"ds": ds, "cGroupID": group_id, "cTableName": table, **UPDATE_MASTER_CHECKS}
+        try:
+            answer = self._call(INVOICE_SERVICE, "UpdateMaster", body)
+        except (FatalError, RetriableError) as error:
+            stored = self._saved_already(ds)
+            if stored is None:
                 raise
-            head = ds["APInvHed"][0]
-            stored = self._invoice_tableset(int(head["VendorNum"]), str(head["InvoiceNum"]))
-            pending = {r.get("SysRowID") for t in ("APInvHed", "APInvDtl") for r in ds.get(t) or []
-                       if r.get("RowMod") == "A"}
-            have = {r.get("SysRowID") for t in ("APInvHed", "APInvDtl") for r in (stored or {}).get(t) or []}
-            if stored is not None and pending and pending <= have:
-                return stored
-            raise
+            log.info("epicor.save_found_by_key", error=str(error))
+            return stored
+        parameters = answer.get("parameters") or {}
+        if parameters.get("lUpdateRan") is False or parameters.get("requiresUserInput") is True:
+            said = {k: parameters.get(k) for k in UPDATE_MASTER_MESSAGES if parameters.get(k)}
+            message = str(parameters.get("opMessage") or "") or "Epicor did not save the invoice"
+            raise FatalError(f"UpdateMaster did not save: {message}", vendor="epicor",
+                             endpoint=f"{INVOICE_SERVICE}/UpdateMaster",
+                             details={"lUpdateRan": parameters.get("lUpdateRan"),
+                                      "requiresUserInput": parameters.get("requiresUserInput"), **said})
+        return parameters.get("ds") or {}
+
+    def _saved_already(self, ds: dict[str, Any]) -> dict[str, Any] | None:
+        """The stored tableset, if it already holds every row `ds` adds (by SysRowID)."""
+        added = {r.get("SysRowID") for t in ("APInvHed", "APInvDtl") for r in ds.get(t) or []
+                 if r.get("RowMod") == "A" and r.get("SysRowID")}
+        head = (ds.get("APInvHed") or [{}])[0]
+        if not added or head.get("VendorNum") in (None, "", 0) or not head.get("InvoiceNum"):
+            return None
+        stored = _quietly(lambda: self._invoice_tableset(int(head["VendorNum"]), str(head["InvoiceNum"])))
+        have = {r.get("SysRowID") for t in ("APInvHed", "APInvDtl") for r in (stored or {}).get(t) or []}
+        return stored if stored is not None and added <= have else None
 
     def _invoice_tableset(self, vendor_num: int, invoice_num: str) -> dict[str, Any] | None:
-        response = self.client.request("GET", f"{INVOICE_SERVICE}/GetByID", endpoint=f"{INVOICE_SERVICE}/GetByID",
-                                       params={"vendorNum": vendor_num, "invoiceNum": invoice_num},
-                                       ok_statuses=(200, 404))
+        return self._get_by_id(INVOICE_SERVICE, {"vendorNum": vendor_num, "invoiceNum": invoice_num})
+
+    def _get_by_id(self, service: str, keys: dict[str, Any]) -> dict[str, Any] | None:
+        """A business object's `GetByID` read (GET; the POST form is deprecated): its tableset,
+        or None when Epicor says the record does not exist."""
+        path = f"{service}/GetByID"
+        response = self.client.request("GET", path, endpoint=path, params=keys, ok_statuses=(200, 404))
         if response.status_code == 404:
-            return None
-        return response.json().get("returnObj") or None
+            message, details = epicor_error(response)
+            if str((details or {}).get("ErrorType") or "").endswith(NOT_FOUND_TYPES):
+                return None
+            raise classify_response(404, message, vendor="epicor", endpoint=path, details=details)
+        returned = response.json().get("returnObj")
+        if isinstance(returned, list):  # the generated schemas declare a list of tablesets
+            returned = returned[0] if returned else None
+        return returned or None
 
     def _remove_partial(self, ds: dict[str, Any]) -> None:
         head = (ds.get("APInvHed") or [{}])[0]
@@ -1040,13 +1342,12 @@ class EpicorConnector(Connector):
             return self.client.send_json("POST", path, {"Company": self.config.company, "GroupID": group_id,
                                                          "BankAcctID": self.config.payment_bank_account},
                                          endpoint=path)
-        except FatalError as error:
-            if error.status != 409:
+        except (FatalError, RetriableError):
+            again = _quietly(lambda: self._get(path, {"$filter": f"GroupID eq {odata_string(group_id)}", "$top": 1}))
+            rows = (again or {}).get("value") or []
+            if not rows:
                 raise
-        rows = (self._get(path, {"$filter": f"GroupID eq {odata_string(group_id)}", "$top": 1}) or {}).get("value") or []
-        if not rows:
-            raise FatalError(f"Epicor AP payment group {group_id} neither exists nor can be created", vendor="epicor")
-        return rows[0]
+            return rows[0]
 
     def create_ap_payment(self, vendor_num: int, invoice_num: str, amount: Decimal, payment_date: date,
                           reference: str) -> dict[str, Any]:
@@ -1072,22 +1373,17 @@ class EpicorConnector(Connector):
         ds = self._ds(PAYMENT_SERVICE, "OnChangeDocTranAmt", {"pdDocTranAmt": Decimal(amount), "ds": ds})
         try:
             saved = self._ds(PAYMENT_SERVICE, "Update", {"ds": ds})
-        except FatalError as error:
-            if error.status != 409:
-                raise
-            saved = self._payment_tableset(head_num) or {}
+        except (FatalError, RetriableError):
+            # The answer lost, or the save refused: a payment under our HeadNum with our row id is ours.
+            saved = _quietly(lambda: self._payment_tableset(head_num)) or {}
             stored = (saved.get("CheckHed") or [{}])[0]
-            if stored.get("SysRowID") != head.get("SysRowID"):
+            if not head.get("SysRowID") or stored.get("SysRowID") != head.get("SysRowID"):
                 raise
         stored = next(r for r in saved["CheckHed"] if int(r["HeadNum"]) == head_num)
         return {**stored, "APTrans": [t for t in saved.get("APTran") or [] if int(t["HeadNum"]) == head_num]}
 
     def _payment_tableset(self, head_num: int) -> dict[str, Any] | None:
-        response = self.client.request("GET", f"{PAYMENT_SERVICE}/GetByID", endpoint=f"{PAYMENT_SERVICE}/GetByID",
-                                       params={"headNum": head_num}, ok_statuses=(200, 404))
-        if response.status_code == 404:
-            return None
-        return response.json().get("returnObj") or None
+        return self._get_by_id(PAYMENT_SERVICE, {"headNum": head_num})
 
     # ---- health ----------------------------------------------------------------------------------------
 
@@ -1145,9 +1441,31 @@ def _same_name(a: str, b: str) -> bool:
     return " ".join(a.casefold().split()) == " ".join(b.casefold().split())
 
 
+def _line_row(ds: dict[str, Any], number: int) -> dict[str, Any]:
+    head = ds["APInvHed"][0]
+    for row in ds.get("APInvDtl") or []:
+        if int(row.get("InvoiceLine") or 0) == number and row.get("VendorNum") == head["VendorNum"]:
+            return row
+    raise FatalError(f"Epicor returned no line {number} of invoice {head.get('InvoiceNum')}", vendor="epicor")
+
+
+T = TypeVar("T")
+
+
+def _quietly(lookup: Callable[[], T]) -> T | None:
+    """A look-up made while another error is being handled: its own failure yields None so
+    the first error is the one reported."""
+    try:
+        return lookup()
+    except ConnectorError as error:
+        log.info("epicor.lookup_failed", error=str(error))
+        return None
+
+
 __all__ = [
     "ENTITIES", "EpicorApInvoice", "EpicorApInvoiceGroup", "EpicorApInvoiceLine", "EpicorApPayment",
     "EpicorApPaymentLine", "EpicorConfig", "EpicorConnector", "EpicorCredentials", "EpicorEntity",
     "EpicorGlAccount", "EpicorPurchaseOrder", "EpicorPurchaseOrderLine", "EpicorTokenProvider", "EpicorVendor",
-    "epicor_error",
+    "InvoiceAction", "InvoiceDifferences", "WantedInvoiceLine", "compare_ap_invoice", "epicor_error",
+    "wanted_invoice_lines",
 ]

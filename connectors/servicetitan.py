@@ -3,40 +3,41 @@ the writes the pairs need, and RFC 7807 errors mapped to the taxonomy.
 
 One client, declarative entities: each entity is a `ServiceTitanEntity` naming its module
 path, model and the few ways it differs (export feed, by-id read, active filter, sort, the
-markasexported endpoint). Adding an entity is one declaration and one model.
+markasexported endpoint, the list filters its external keys go through). Adding an entity
+is one declaration and one model. Tokens come from the kit's OAuth 2.0 provider, lists are
+walked by its page-number paginator (stable over change windows) and export feeds by its
+cursor paginator; webhook deliveries are checked by the receiver's own verifier.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
-import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, ClassVar, Iterable, Iterator, Literal, Sequence
-from urllib.parse import urlsplit
+from typing import Any, ClassVar, Iterable, Iterator, Literal, Mapping, Sequence, cast
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 
-from connectors.base import CheckStep, Connector, EntitySpec, VendorModel, timed_check
+from connectors.base import CheckStep, Connector, EntitySpec, SettingsModel, VendorModel, timed_check
 from mlconnector.http import (
-    AuthError,
+    CursorPaging,
     HttpClient,
     HttpRuntime,
     NotFoundError,
+    OAuth2Provider,
+    OAuth2Settings,
+    Page,
+    PageNumberPaging,
+    Paginator,
     RateLimit,
-    RetriableError,
-    RetryPolicy,
-    Token,
+    RetrySettings,
+    StepBackOnShrink,
     TokenAuth,
-    TokenProvider,
-    classify_response,
 )
-from mlconnector.redaction import register_secret
+from mlconnector.webhook_signature import DEFAULT_HEADER, Encoding, SignatureError, verify_headers
 
 PRODUCTION_API = "https://api.servicetitan.io"
 PRODUCTION_TOKEN_URL = "https://auth.servicetitan.io/connect/token"
@@ -44,13 +45,13 @@ INTEGRATION_API = "https://api-integration.servicetitan.io"
 INTEGRATION_TOKEN_URL = "https://auth-integration.servicetitan.io/connect/token"
 
 TOKEN_TTL = 900  # ServiceTitan tokens live 15 minutes when the answer omits expires_in
-PAGE_SIZE = 500  # rows per list or export page; the vendor's default of 50 wastes calls
+PAGE_SIZE = 500  # rows per list page; the vendor's default of 50 wastes calls
 MAX_PAGE_SIZE = 5000  # (unconfirmed) the vendor's cap; a production tap sends 5000 without trouble
 RATE_LIMIT_PER_SECOND = 60  # the vendor's limit per (app key, tenant), shared by the fleet
 IDS_PER_CALL = 50  # the spec caps `ids` lookups (and externalDataValues) at 50
 MAX_ERROR_TEXT = 2000  # keep vendor error text readable in audit rows
-SIGNATURE_HEADER = "X-ServiceTitan-Signature"  # (unconfirmed) webhook signature header
-SIGNATURE_ENCODING = "hex"  # (unconfirmed) hex or base64 HMAC-SHA256 digest
+SIGNATURE_HEADER = DEFAULT_HEADER  # (unconfirmed) webhook signature header, a setting of the integration
+SIGNATURE_ENCODING: Encoding = "hex"  # (unconfirmed) hex or base64 HMAC-SHA256 digest
 
 
 # ---- models: field names as the vendor spells them, so model_dump(mode="json") is its shape ------
@@ -393,26 +394,30 @@ class ServiceTitanEntity(EntitySpec[Any]):
     active_param: Literal["active", "activeState"] | None = None  # sent as Any / All so nothing hides
     sort: str | None = None  # "+Id" where the endpoint sorts; keeps paging order stable
     mark_path: str | None = None  # markasexported endpoint
+    filters: tuple[tuple[str, str], ...] = (("id", "ids"),)  # record field -> the list filter that selects it
 
 
 def _entity(name: str, module: str, resource: str, model: type[BaseModel], **options: Any) -> ServiceTitanEntity:
     export = options.pop("export", None)
     mark = options.pop("mark", None)
+    keys = options.pop("keys", {})  # external key field -> its list filter
     prefix = f"{module}/v2/tenant/{{tenant}}"
     return ServiceTitanEntity(name=name, path=f"{prefix}/{resource}", key="id", change_field="modifiedOn",
-                              model=model, export_path=f"{prefix}/{export}" if export else None,
-                              mark_path=f"{prefix}/{mark}" if mark else None, **options)
+                              model=model, external_keys=tuple((field,) for field in keys),
+                              export_path=f"{prefix}/{export}" if export else None,
+                              mark_path=f"{prefix}/{mark}" if mark else None,
+                              filters=(("id", "ids"), *keys.items()), **options)
 
 
 ENTITIES: dict[str, ServiceTitanEntity] = {e.name: e for e in (
     _entity("purchase_orders", "inventory", "purchase-orders", PurchaseOrder, by_id=True, sort="+Id",
-            export="export/purchase-orders"),
+            export="export/purchase-orders", keys={"number": "number"}),
     _entity("inventory_bills", "accounting", "inventory-bills/paginated", InventoryBill,
             export="export/inventory-bills", mark="inventory-bills/markasexported"),
     _entity("ap_bills", "accounting", "ap-bills", ApBill, by_id=True, mark="ap-bills/markasexported"),
     _entity("ap_payments", "accounting", "ap-payments", ApPayment, sort="+Id", mark="ap-payments/markasexported"),
     _entity("invoices", "accounting", "invoices", Invoice, active_param="activeState", sort="+Id",
-            export="export/invoices", mark="invoices/markasexported"),
+            export="export/invoices", mark="invoices/markasexported", keys={"referenceNumber": "number"}),
     _entity("payments", "accounting", "payments", Payment, active_param="activeState", sort="+Id",
             export="export/payments", mark="payments/status"),
     _entity("customers", "crm", "customers", Customer, by_id=True, active_param="active", sort="+Id",
@@ -422,7 +427,7 @@ ENTITIES: dict[str, ServiceTitanEntity] = {e.name: e for e in (
             export="export/business-units"),
     _entity("gl_accounts", "accounting", "gl-accounts", GlAccount, by_id=True, active_param="active", sort="+Id"),
     _entity("adjustments", "inventory", "adjustments", Adjustment, active_param="active", sort="+Id",
-            export="export/adjustments"),
+            export="export/adjustments", keys={"number": "number"}),
 )}
 
 _MARK_BODIES = {  # how each markasexported endpoint wants its ids, and how it answers them
@@ -438,7 +443,7 @@ _ADDRESS_FIELDS = ("street", "unit", "city", "state", "zip", "country")
 # A PATCH sends the whole new value of each field it names, so repeating one after a lost answer
 # leaves the same record: those calls are retried in-process; creates (POST) are not.
 
-# ---- errors, auth, signatures ----------------------------------------------------------------------
+# ---- errors and auth --------------------------------------------------------------------------
 
 def error_text(response: requests.Response) -> tuple[str, Any]:
     """The vendor's own message: an RFC 7807 title with its field errors, or an OAuth error."""
@@ -457,64 +462,11 @@ def error_text(response: requests.Response) -> tuple[str, Any]:
     return str(body)[:MAX_ERROR_TEXT], body
 
 
-class ServiceTitanTokenProvider(TokenProvider):
-    """Client-credentials tokens from the auth host; no refresh tokens exist, so always a new grant."""
-
-    vendor = "servicetitan"
-
-    def __init__(self, token_url: str, client_id: str, client_secret: str, app_key: str, *, ttl: int,
-                 scope: str | None, timeout: tuple[float, float]) -> None:
-        self.token_url = token_url
-        self.client_id = client_id
-        self._client_secret = client_secret
-        self._app_key = app_key
-        self.ttl = ttl
-        self.scope = scope
-        self.timeout = timeout
-        self.calls = 0
-
-    @property
-    def cache_key(self) -> str:
-        return f"{urlsplit(self.token_url).netloc}:{self.client_id}"
-
-    def fetch(self, session: requests.Session, previous: Token | None) -> Token:
-        form = {"grant_type": "client_credentials", "client_id": self.client_id, "client_secret": self._client_secret}
-        if self.scope:
-            form["scope"] = self.scope
-        self.calls += 1
-        try:
-            response = session.post(self.token_url, data=form, headers={"Accept": "application/json"},
-                                    timeout=self.timeout)
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            raise RetriableError(f"token request failed: {type(exc).__name__}", vendor=self.vendor,
-                                 endpoint="token") from None
-        if response.status_code == 200:
-            return Token.from_oauth(response.json(), default_ttl=self.ttl)
-        message, details = error_text(response)
-        if response.status_code in (400, 401) and isinstance(details, dict) and details.get("error") in (
-                "invalid_client", "unauthorized_client", "invalid_grant", "invalid_scope"):
-            raise AuthError(f"token refused: {message}", vendor=self.vendor, status=response.status_code,
-                            details=details, endpoint="token")
-        raise classify_response(response.status_code, f"token request failed: {message}", vendor=self.vendor,
-                                endpoint="token", retry_after=response.headers.get("Retry-After"), details=details)
-
-    def extra_headers(self) -> dict[str, str]:
-        return {"ST-App-Key": self._app_key}
-
-
-def webhook_signature(body: bytes, key: str, encoding: str = SIGNATURE_ENCODING) -> str:
-    """HMAC-SHA256 over the raw body, as ServiceTitan signs a webhook delivery."""
-    digest = hmac.new(key.encode(), body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode() if encoding == "base64" else digest.hex()
-
-
-def verify_webhook_signature(body: bytes, signature: str | None, keys: Iterable[str],
-                             encoding: str = SIGNATURE_ENCODING) -> bool:
-    """True when `signature` matches any of `keys` (current and previous during a rotation)."""
-    if not signature:
-        return False
-    presented = signature.strip()
-    return any(hmac.compare_digest(presented, webhook_signature(body, key, encoding)) for key in keys if key)
+def oauth_settings(config: "ServiceTitanConnector.Config") -> OAuth2Settings:
+    """Client credentials only: the vendor issues no refresh tokens, so each expiry is a new grant."""
+    return OAuth2Settings(token_url=config.token_url, grant="client_credentials", scope=config.scope,
+                          default_ttl=config.token_ttl, timeout=(config.connect_timeout, config.timeout),
+                          error_extractor=error_text)
 
 
 def _stamp(moment: datetime) -> str:
@@ -555,30 +507,23 @@ def _chunks(values: Sequence[int], size: int) -> Iterator[list[int]]:
 class ServiceTitanConnector(Connector):
     system: ClassVar[str] = "servicetitan"
 
-    class Config(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
+    class Config(SettingsModel):
         api_base: str = PRODUCTION_API  # INTEGRATION_API for the vendor's integration environment
         token_url: str = PRODUCTION_TOKEN_URL
         tenant: int = Field(gt=0)
         token_ttl: int = Field(TOKEN_TTL, gt=0)
-        page_size: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)  # list and export pages alike
+        page_size: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)  # list pages (export feeds take no size)
         rate_limit_per_second: int = Field(RATE_LIMIT_PER_SECOND, ge=0)  # 0: no client-side limiter
         scope: str | None = None  # ask for fewer scopes than the app has; None: all of them
         stable_paging: bool = True  # re-read pages that slid when records changed mid-poll
         include_recent_changes: bool = False  # export feeds: newest changes sooner, repeats possible
         webhook_signature_header: str = SIGNATURE_HEADER
-        webhook_signature_encoding: Literal["hex", "base64"] = SIGNATURE_ENCODING
+        webhook_signature_encoding: Encoding = SIGNATURE_ENCODING
         timeout: float = Field(60.0, gt=0)  # seconds to wait for an answer
         connect_timeout: float = Field(5.0, gt=0)
-        retry_base: float = Field(0.5, ge=0)
-        retry_max_wait: float = Field(30.0, ge=0)
-        retry_max_tries: int = Field(5, ge=1)
-        retry_max_time: float = Field(60.0, gt=0)
+        retry: RetrySettings = Field(default_factory=RetrySettings)
 
-    class Credentials(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
+    class Credentials(SettingsModel):
         client_id: str
         client_secret: SecretStr
         app_key: SecretStr
@@ -588,13 +533,10 @@ class ServiceTitanConnector(Connector):
     def __init__(self, config: "ServiceTitanConnector.Config", credentials: "ServiceTitanConnector.Credentials",
                  runtime: HttpRuntime) -> None:
         self.config = config
-        secret = credentials.client_secret.get_secret_value()
         app_key = credentials.app_key.get_secret_value()
-        register_secret(secret)
-        register_secret(app_key)
-        timeout = (config.connect_timeout, config.timeout)
-        self._provider = ServiceTitanTokenProvider(config.token_url, credentials.client_id, secret, app_key,
-                                                   ttl=config.token_ttl, scope=config.scope, timeout=timeout)
+        self._provider = OAuth2Provider(self.system, oauth_settings(config), client_id=credentials.client_id,
+                                        client_secret=credentials.client_secret.get_secret_value(),
+                                        api_headers={"ST-App-Key": app_key})
         self._runtime = runtime
         self._session = runtime.session(self.system)
         app_fingerprint = hashlib.sha256(app_key.encode()).hexdigest()[:12]
@@ -606,9 +548,8 @@ class ServiceTitanConnector(Connector):
             rate_limiter=runtime.rate_limiter if config.rate_limit_per_second else None,
             rate_limit=RateLimit(config.rate_limit_per_second) if config.rate_limit_per_second else None,
             rate_key=f"servicetitan:{app_fingerprint}:{config.tenant}",  # the vendor's bucket: app + tenant
-            timeout=timeout,
-            retry=RetryPolicy(max_tries=config.retry_max_tries, max_time=config.retry_max_time,
-                              base=config.retry_base, max_wait=config.retry_max_wait),
+            timeout=(config.connect_timeout, config.timeout),
+            retry=config.retry.policy(),
             default_headers={"Accept": "application/json"},
             error_extractor=error_text,
         )
@@ -630,129 +571,96 @@ class ServiceTitanConnector(Connector):
     def call_count(self) -> int:
         return self.client.calls + self._provider.calls
 
-    def _spec(self, entity: str) -> ServiceTitanEntity:
-        try:
-            return self.entities[entity]
-        except KeyError:
-            raise ValueError(f"servicetitan has no entity {entity!r}; known: {', '.join(self.entities)}") from None
+    def spec(self, entity: str) -> ServiceTitanEntity:
+        return super().spec(entity)  # type: ignore[return-value]
 
     def _path(self, template: str) -> str:
         return template.format(tenant=self.config.tenant)
 
-    def _model(self, spec: ServiceTitanEntity, row: dict[str, Any]) -> Any:
+    # ---- hooks the base reads are built on ------------------------------------------------
+
+    def paginator(self, spec: EntitySpec[Any], params: Mapping[str, Any], *, stable: bool) -> Paginator:
+        """Page numbers while `hasMore`. A change window is walked stably: every page asks for the
+        total, and when it shrinks (a record changed again and left the window) the walk steps
+        back and drops the ids it already gave."""
+        pages = PageNumberPaging("page", "pageSize", self.config.page_size)
+        return StepBackOnShrink(pages, key=lambda row: row.get("id")) if stable else pages
+
+    def pages(self, spec: EntitySpec[Any], params: Mapping[str, Any], *, stable: bool = False) -> Iterator[Page]:
+        entity = self.spec(spec.name)
+        stable = stable and self.config.stable_paging
+        fixed: dict[str, Any] = {}
+        if entity.active_param == "active":
+            fixed["active"] = "Any"
+        elif entity.active_param == "activeState":
+            fixed["activeState"] = "All"
+        if entity.sort:
+            fixed["sort"] = entity.sort
+        if stable:
+            fixed["includeTotal"] = "true"
+        return super().pages(spec, {**params, **fixed}, stable=stable)
+
+    def fetch_page(self, spec: EntitySpec[Any], request: dict[str, Any]) -> Page:
+        body = self.client.get_json(self._path(spec.path), params=request, endpoint=spec.path) or {}
+        return Page(body.get("data") or [], has_more=bool(body.get("hasMore")), total=body.get("totalCount"))
+
+    def changed_params(self, spec: EntitySpec[Any], since: datetime | None, until: datetime) -> dict[str, Any]:
+        params: dict[str, Any] = {"modifiedBefore": _stamp(until)}
+        if since is not None:
+            params["modifiedOnOrAfter"] = _stamp(since)
+        return params
+
+    def key_params(self, spec: EntitySpec[Any], key: Mapping[str, Any]) -> dict[str, Any]:
+        filters = dict(self.spec(spec.name).filters)
+        return {filters[field]: value for field, value in key.items() if field in filters}
+
+    def read_one(self, spec: EntitySpec[Any], key: Any) -> BaseModel:
+        if not self.spec(spec.name).by_id:
+            return super().read_one(spec, int(key))
+        row = self.client.get_json(f"{self._path(spec.path)}/{int(key)}", endpoint=f"{spec.path}/{{id}}")
         return spec.model.model_validate(row)
 
     # ---- reads -----------------------------------------------------------------------------
 
-    def iter_changed(self, entity: str, since: datetime | None, until: datetime) -> Iterator[Any]:
-        """Records changed at or after `since` and before `until`, as models, page by page."""
-        spec = self._spec(entity)
-        params: dict[str, Any] = {"modifiedBefore": _stamp(until)}
-        if since is not None:
-            params["modifiedOnOrAfter"] = _stamp(since)
-        for row in self._rows(spec, params, stable=self.config.stable_paging):
-            yield self._model(spec, row)
-
     def iter_all(self, entity: str) -> Iterator[Any]:
         """Every record, active or not (a backfill without a watermark)."""
-        spec = self._spec(entity)
-        for row in self._rows(spec, {}, stable=self.config.stable_paging):
-            yield self._model(spec, row)
-
-    def _rows(self, spec: ServiceTitanEntity, params: dict[str, Any], *, stable: bool) -> Iterator[dict[str, Any]]:
-        """Page through a list endpoint in constant memory.
-
-        Offset paging skips a record when an earlier one leaves the result set mid-walk (a record
-        modified during a poll moves past `modifiedBefore`). With `stable`, every page asks for
-        the total; when it shrinks, the walk steps back by the shrinkage and skips the ids it has
-        already passed, which is exact while the list is in ascending id order (checked per page).
-        """
-        size = self.config.page_size
-        base = {**params, "pageSize": size}
-        if spec.active_param == "active":
-            base["active"] = "Any"
-        elif spec.active_param == "activeState":
-            base["activeState"] = "All"
-        if spec.sort:
-            base["sort"] = spec.sort
-        if stable:
-            base["includeTotal"] = "true"
-        path = self._path(spec.path)
-        page, last_id, previous_last, total_seen, by_id = 1, None, None, None, True
-        shifted = False
-        while True:
-            body = self.client.get_json(path, params={**base, "page": page}, endpoint=spec.path)
-            total = body.get("totalCount") if stable else None
-            if total is not None and total_seen is not None and total < total_seen and by_id:
-                page = max(1, page - math.ceil((total_seen - total) / size))
-                total_seen, shifted = total, True
-                continue
-            if total is not None and total_seen is not None and total > total_seen:
-                shifted = True  # rows joined the set: the boundary row may come again, harmlessly
-            total_seen = total if total is not None else total_seen
-            rows = body.get("data") or []
-            ids = [row.get("id") for row in rows]
-            ascending = all(isinstance(a, int) and isinstance(b, int) and a < b for a, b in zip(ids, ids[1:]))
-            if not ascending or (previous_last is not None and ids and not shifted and ids[0] <= previous_last):
-                by_id = False  # not id-ordered: yield everything; the engine dedupes by key and version
-            shifted = False
-            previous_last = ids[-1] if ids else previous_last
-            for row in rows:
-                if by_id and last_id is not None and row["id"] <= last_id:
-                    continue
-                yield row
-                if isinstance(row.get("id"), int):
-                    last_id = row["id"] if last_id is None else max(last_id, row["id"])
-            if not body.get("hasMore") or not rows:
-                return
-            page += 1
+        spec = self.spec(entity)
+        for row in self.rows(spec, {}, stable=True):
+            yield spec.model.model_validate(row)
 
     def iter_export(self, entity: str, cursor: str | None = None) -> Iterator[tuple[Any, str | None]]:
         """Export feed rows (active, inactive and deleted) with the cursor to resume after each.
 
         The resume cursor of a page's last row is the vendor's `continueFrom`; earlier rows carry
         the cursor that fetched their page, so resuming after a crash re-reads, never skips.
+        The feed takes no page size: only `from` and `includeRecentChanges` are documented.
         """
-        spec = self._spec(entity)
+        spec = self.spec(entity)
         if not spec.export_path:
             raise ValueError(f"servicetitan has no export feed for {entity}")
-        path = self._path(spec.export_path)
-        current = cursor
-        while True:
-            params: dict[str, Any] = {"pageSize": self.config.page_size}
-            if current:
-                params["from"] = current
-            if self.config.include_recent_changes:
-                params["includeRecentChanges"] = "true"
-            body = self.client.get_json(path, params=params, endpoint=spec.export_path)
-            rows = body.get("data") or []
-            following = body.get("continueFrom") or current
-            for index, row in enumerate(rows):
-                yield self._model(spec, row), (following if index == len(rows) - 1 else current)
-            if not body.get("hasMore") or (not rows and following == current):
-                return
-            current = following
+        path, endpoint = self._path(spec.export_path), spec.export_path
 
-    def get(self, entity: str, record_id: int) -> Any:
-        """One record by id; NotFoundError when the vendor has no such record."""
-        spec = self._spec(entity)
-        if spec.by_id:
-            row = self.client.get_json(f"{self._path(spec.path)}/{int(record_id)}", endpoint=f"{spec.path}/{{id}}")
-            return self._model(spec, row)
-        found = self.get_many(entity, [record_id])
-        if not found:
-            raise NotFoundError(f"{entity} {record_id} not found", vendor=self.system, status=404,
-                                endpoint=spec.path)
-        return found[0]
+        def fetch(request: dict[str, Any]) -> Page:
+            body = self.client.get_json(path, params=request, endpoint=endpoint) or {}
+            return Page(body.get("data") or [], has_more=bool(body.get("hasMore")), cursor=body.get("continueFrom"))
+
+        params: dict[str, Any] = {"from": cursor} if cursor else {}
+        if self.config.include_recent_changes:
+            params["includeRecentChanges"] = "true"
+        for page in CursorPaging("from").pages(fetch, params):
+            current = page.request.get("from")
+            following = page.cursor or current
+            for index, row in enumerate(page.rows):
+                yield spec.model.model_validate(row), (following if index == len(page.rows) - 1 else current)
 
     def get_many(self, entity: str, ids: Iterable[int]) -> list[Any]:
         """Records by id, 50 per call (the vendor's cap); missing ids are simply absent."""
-        spec = self._spec(entity)
+        spec = self.spec(entity)
         wanted = list(dict.fromkeys(int(i) for i in ids))
         found: list[Any] = []
         for chunk in _chunks(wanted, IDS_PER_CALL):
-            params = {"ids": ",".join(map(str, chunk))}
-            found += [self._model(spec, row) for row in self._rows(spec, params, stable=False)]
+            rows = self.rows(spec, {"ids": ",".join(map(str, chunk))})
+            found += [spec.model.model_validate(row) for row in rows]
         return found
 
     # ---- idempotency lookups --------------------------------------------------------------------
@@ -760,7 +668,7 @@ class ServiceTitanConnector(Connector):
     def find_vendor_by_name(self, name: str) -> Vendor | None:
         """The vendor whose name matches ignoring case and spacing (the list has no name filter)."""
         wanted = _normal_name(name)
-        for row in self._rows(self._spec("vendors"), {}, stable=False):
+        for row in self.rows(self.spec("vendors"), {}):
             if _normal_name(row.get("name") or "") == wanted:
                 return Vendor.model_validate(row)
         return None
@@ -773,18 +681,16 @@ class ServiceTitanConnector(Connector):
 
     def find_customer_by_name(self, name: str) -> Customer | None:
         wanted = _normal_name(name)
-        for row in self._rows(self._spec("customers"), {"name": name}, stable=False):
+        for row in self.rows(self.spec("customers"), {"name": name}):
             if _normal_name(row.get("name") or "") == wanted:
                 return Customer.model_validate(row)
         return None
 
     def find_purchase_order_by_number(self, number: str) -> PurchaseOrder | None:
-        rows = list(self._rows(self._spec("purchase_orders"), {"number": number}, stable=False))
-        return PurchaseOrder.model_validate(rows[0]) if rows else None
+        return cast("PurchaseOrder | None", self.find("purchase_orders", number=number))
 
     def find_invoice_by_number(self, number: str) -> Invoice | None:
-        rows = list(self._rows(self._spec("invoices"), {"number": number}, stable=False))
-        return Invoice.model_validate(rows[0]) if rows else None
+        return cast("Invoice | None", self.find("invoices", referenceNumber=number))
 
     def bills_for_purchase_order(self, po_id: int, number: str | None = None) -> list[InventoryBill]:
         """The inventory bills receiving a PO created (none until it is received).
@@ -799,18 +705,18 @@ class ServiceTitanConnector(Connector):
                 return []
         if not number:
             return []
-        rows = self._rows(self._spec("inventory_bills"), {"purchaseOrderNumber": number}, stable=False)
+        rows = self.rows(self.spec("inventory_bills"), {"purchaseOrderNumber": number})
         return [InventoryBill.model_validate(row) for row in rows if row.get("purchaseOrderId") == int(po_id)]
 
     def find_payments_for_invoice(self, invoice_id: int) -> list[Payment]:
-        rows = self._rows(self._spec("payments"), {"appliedToInvoiceIds": str(int(invoice_id))}, stable=False)
+        rows = self.rows(self.spec("payments"), {"appliedToInvoiceIds": str(int(invoice_id))})
         return [Payment.model_validate(row) for row in rows]
 
     def _find_external(self, entity: str, guid: str, key: str, value: str) -> Any:
         params = {"externalDataApplicationGuid": guid, "externalDataKey": key, "externalDataValues": value}
-        spec = self._spec(entity)
-        for row in self._rows(spec, params, stable=False):
-            return self._model(spec, row)
+        spec = self.spec(entity)
+        for row in self.rows(spec, params):
+            return spec.model.model_validate(row)
         return None
 
     # ---- writes ---------------------------------------------------------------------------------
@@ -885,7 +791,7 @@ class ServiceTitanConnector(Connector):
 
     def mark_exported(self, entity: str, ids: Iterable[int]) -> list[ExportVerdict]:
         """Tell ServiceTitan these records reached the accounting system (its sync status)."""
-        spec = self._spec(entity)
+        spec = self.spec(entity)
         if not spec.mark_path or entity not in _MARK_BODIES:
             raise ValueError(f"servicetitan cannot mark {entity} as exported")
         id_field, make_body = _MARK_BODIES[entity]
@@ -908,10 +814,14 @@ class ServiceTitanConnector(Connector):
     # ---- webhooks -------------------------------------------------------------------------------
 
     def verify_webhook(self, body: bytes, headers: dict[str, str], keys: Iterable[str]) -> bool:
-        """Check a delivery's signature with this deployment's header name and digest encoding."""
-        wanted = self.config.webhook_signature_header.lower()
-        signature = next((v for k, v in headers.items() if k.lower() == wanted), None)
-        return verify_webhook_signature(body, signature, keys, self.config.webhook_signature_encoding)
+        """Check a delivery's signature with this deployment's header name and digest encoding,
+        through the receiver's own verifier (mlconnector.webhook_signature)."""
+        try:
+            verify_headers(body, headers, keys, header=self.config.webhook_signature_header,
+                           encoding=self.config.webhook_signature_encoding)
+        except SignatureError:
+            return False
+        return True
 
     # ---- check ----------------------------------------------------------------------------------
 
@@ -939,8 +849,7 @@ __all__ = [
     "ApPaymentSplit", "BusinessUnit", "ContactInfo", "Customer", "CustomerAddress", "ExportVerdict",
     "ExternalDatum", "GlAccount", "GlAccountRef", "InventoryBill", "InventoryBillItem", "Invoice", "InvoiceItem",
     "JobRef", "Named", "Payment", "PaymentApplication", "PurchaseOrder", "PurchaseOrderItem",
-    "ServiceTitanConnector", "ServiceTitanEntity", "ServiceTitanTokenProvider", "Vendor", "error_text",
-    "verify_webhook_signature", "webhook_signature", "PRODUCTION_API", "PRODUCTION_TOKEN_URL", "INTEGRATION_API",
+    "ServiceTitanConnector", "ServiceTitanEntity", "Vendor", "error_text", "oauth_settings", "PRODUCTION_API", "PRODUCTION_TOKEN_URL", "INTEGRATION_API",
     "INTEGRATION_TOKEN_URL", "ServiceTitanAdjustment", "ServiceTitanApBill", "ServiceTitanApPayment",
     "ServiceTitanBusinessUnit", "ServiceTitanCustomer", "ServiceTitanGlAccount", "ServiceTitanInventoryBill",
     "ServiceTitanInvoice", "ServiceTitanPayment", "ServiceTitanPurchaseOrder", "ServiceTitanVendor",

@@ -9,52 +9,120 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from mlconnector.flows import Decision, Hold, MappedRecord
-from mlconnector.vendor_links import hold_key, normalize_name
+from mlconnector.config import IntegrationConfig, StrictModel
+from mlconnector.decisions import Decision
+from mlconnector.errors import MappingError
+from mlconnector.flows import MappedRecord
+from mlconnector.holds import ConfigNeeded, Hold, TargetCondition
+from mlconnector.links import normalize_name
 
 CENT = Decimal("0.01")
 MAX_DESCRIPTION = 60  # Epicor's APInvDtl.Description is short; longer text is cut, not refused
 
 
-class GlAllocation(BaseModel):
+class GlAllocation(StrictModel):
     """ServiceTitan exposes no GL dimensions Epicor accepts, so the customer maps them here."""
 
-    default_account: str | None = None
-    by_business_unit: dict[str, str] = Field(default_factory=dict)  # ST business unit id or name -> Epicor GL
-    by_st_account: dict[str, str] = Field(default_factory=dict)  # ST GL account number -> Epicor GL
-    tax_account: str | None = None
-    freight_account: str | None = None
+    default_account: str | None = Field(None, description="Epicor GL account for lines no other rule maps.")
+    by_business_unit: dict[str, str] = Field(
+        default_factory=dict, description="ServiceTitan business unit id or name -> Epicor GL account.")
+    by_st_account: dict[str, str] = Field(
+        default_factory=dict, description="ServiceTitan GL account number -> Epicor GL account (wins over business unit).")
+    tax_account: str | None = Field(None, description="Epicor GL account of the bill's tax line (default: the first line's).")
+    freight_account: str | None = Field(None, description="Epicor GL account of the bill's freight line (default: the first line's).")
 
 
-class WebhookConfig(BaseModel):
-    hmac_key: str | None = None
-    previous_hmac_key: str | None = None
-    signature_header: str = "X-ServiceTitan-Signature"
-    signature_encoding: Literal["hex", "base64"] = "hex"
+class ServiceTitanEpicorConfig(IntegrationConfig):
+    invoice_group: str = Field("STAP", description="Epicor AP invoice group the invoices are entered in (found or created).")
+    vendor_id_format: str = Field(
+        "ST{id}", description="Epicor VendorID made from the ServiceTitan vendor id: for id matching and for created vendors (8 characters at most).")
+    sync_vendor_changes_back: bool = Field(True, description="Epicor vendor changes update the linked ServiceTitan vendor.")
+    gl: GlAllocation = Field(default_factory=GlAllocation, description="Epicor GL accounts for bill lines.")
 
 
-class ServiceTitanEpicorConfig(BaseModel):
-    systems: dict[str, dict[str, Any]]
-    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
-    invoice_group: str = "STAP"
-    vendor_match: Literal["name", "id"] = "name"
-    vendor_id_format: str = "ST{id}"  # ID-based matching: Epicor VendorID built from the ST vendor id
-    auto_create_vendors: bool = False
-    sync_vendor_changes_back: bool = True
-    gl: GlAllocation = Field(default_factory=GlAllocation)
-    poll_seconds: dict[str, float] = Field(default_factory=dict)
+class EpicorVendorFields(BaseModel):
+    """Name, address and contact of an Epicor vendor, as the pair keeps them aligned."""
+
+    VendorID: str
+    Name: str
+    Address1: str = ""
+    City: str = ""
+    State: str = ""
+    ZIP: str = ""
+    Country: str = ""
+    PhoneNum: str = ""
+    EMailAddress: str = ""
+
+
+class EpicorVendorDocument(BaseModel):
+    VendorNum: int | None  # None only in a dry run, for a vendor that would be created
+    how: str
+    fields: EpicorVendorFields
+
+
+class EpicorInvoiceHeader(BaseModel):
+    VendorNum: int | None
+    VendorID: str | None = None
+    InvoiceNum: str
+    InvoiceDate: str | None = None
+    DueDate: str | None = None
+    Description: str
+    InvoiceAmt: str
+
+
+class EpicorInvoiceLine(BaseModel):
+    InvoiceLine: int
+    Description: str
+    VendorQty: str
+    UnitCost: str
+    ExtCost: str
+    GLAccount: str | None
+
+
+class EpicorApInvoiceDocument(BaseModel):
+    group: str
+    header: EpicorInvoiceHeader
+    lines: list[EpicorInvoiceLine]
+
+
+class EpicorPaymentDocument(BaseModel):
+    vendor_num: int | None
+    invoice_num: str
+    amount: str
+    payment_date: str
+    reference: str
+
+
+class ServiceTitanVendorPatch(BaseModel):
+    id: int
+    patch: dict[str, Any]
+
+
+class ServiceTitanVendorPatches(BaseModel):
+    patches: list[ServiceTitanVendorPatch]
 
 
 @dataclass(frozen=True)
 class EpicorVendorRef:
-    vendor_num: int
+    vendor_num: int | None
     vendor_id: str
     name: str
-    how: str  # linked | matched_by_name | matched_by_id | created
+    how: str  # manual | linked | matched_by_name | matched_by_id | created | to_create
+
+
+@dataclass(frozen=True)
+class InvoiceState:
+    """A synced invoice as Epicor holds it, for a payment that names its bill."""
+
+    vendor_num: int
+    invoice_num: str
+    amount: Decimal
+    group: str
+    posted: bool
 
 
 def money(value: Any) -> Decimal:
@@ -64,14 +132,14 @@ def money(value: Any) -> Decimal:
     try:
         return Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_UP)
     except InvalidOperation:
-        raise ValueError(f"not an amount: {value!r}") from None
+        raise MappingError(f"not an amount: {value!r}") from None
 
 
 def quantity(value: Any) -> Decimal:
     try:
         return Decimal(str(value if value not in (None, "") else 0))
     except InvalidOperation:
-        raise ValueError(f"not a quantity: {value!r}") from None
+        raise MappingError(f"not a quantity: {value!r}") from None
 
 
 def _named(value: Any) -> dict[str, Any]:
@@ -82,20 +150,6 @@ def invoice_number(bill: dict[str, Any]) -> str:
     """The Epicor InvoiceNum: the bill's reference number, else one derived from its id."""
     reference = (bill.get("referenceNumber") or "").strip()
     return reference or f"ST-{bill['id']}"
-
-
-def vendor_hold(st_vendor: dict[str, Any], integration_id: str, candidates: list[dict[str, Any]] | None = None) -> Hold:
-    name = st_vendor.get("name") or f"#{st_vendor.get('id')}"
-    if candidates:
-        listed = "; ".join(f"{c['VendorNum']} {c.get('VendorID', '')} '{c.get('Name', '')}'" for c in candidates)
-        reason = (f"vendor '{name}' matches {len(candidates)} Epicor vendors ({listed}); link the right one with: "
-                  f"mlconnector vendors link {integration_id} {st_vendor.get('id')} <VendorNum>")
-    else:
-        reason = (f"vendor '{name}' has no Epicor vendor; link it with: "
-                  f"mlconnector vendors link {integration_id} {st_vendor.get('id')} <VendorNum>"
-                  " (or enable auto_create_vendors)")
-    return Hold(reason=reason, key=hold_key("servicetitan", str(st_vendor.get("id"))),
-                decisions=[Decision("vendor", name, "no single Epicor vendor matched")])
 
 
 def choose_gl_account(config: GlAllocation, business_unit: dict[str, Any], st_account: dict[str, Any]) -> tuple[str | None, str]:
@@ -121,10 +175,16 @@ def map_inventory_bill(bill: dict[str, Any], config: ServiceTitanEpicorConfig, v
         account, why = choose_gl_account(config.gl, business_unit, _named(item.get("generalLedgerAccount")))
         if account is None:
             unit = business_unit.get("name") or business_unit.get("id") or "(none)"
+            unit_key = str(business_unit.get("id") or business_unit.get("name") or "none")
             return Hold(
-                reason=(f"no Epicor GL account for business unit '{unit}' on bill {bill['id']}; add it to gl.by_business_unit "
-                        f"or set gl.default_account in the integration config"),
-                key=f"gl:business_unit:{business_unit.get('id') or 'none'}", decisions=decisions)
+                reason=(f"no Epicor GL account for business unit '{unit}' on bill {bill['id']}; add it to "
+                        f"gl.by_business_unit.{unit_key} or set gl.default_account (mlconnector integrations set-config "
+                        f"{integration_id}); the bill follows the change"),
+                releases=(ConfigNeeded(f"gl.by_business_unit.{unit_key}"),
+                          *((ConfigNeeded(f"gl.by_business_unit.{business_unit['name']}"),) if business_unit.get("name") else ()),
+                          ConfigNeeded("gl.default_account"),
+                          *((ConfigNeeded(f"gl.by_st_account.{number}"),) if (number := str(_named(item.get("generalLedgerAccount")).get("number") or "")) else ())),
+                decisions=decisions)
         qty = quantity(item.get("quantity"))
         cost = money(item.get("cost"))
         description = (item.get("description") or item.get("name") or item.get("skuCode") or "item").strip()
@@ -160,8 +220,41 @@ def map_inventory_bill(bill: dict[str, Any], config: ServiceTitanEpicorConfig, v
         "Description": (bill.get("summary") or f"ServiceTitan bill {bill['id']}")[:MAX_DESCRIPTION],
         "InvoiceAmt": str(total or line_total),
     }
-    return MappedRecord(payload={"group": config.invoice_group, "header": header, "lines": lines},
-                        external_key={"VendorNum": vendor.vendor_num, "InvoiceNum": number}, decisions=decisions)
+    document = EpicorApInvoiceDocument(group=config.invoice_group, header=EpicorInvoiceHeader(**header),
+                                       lines=[EpicorInvoiceLine(**line) for line in lines])
+    return MappedRecord(document, external_key={"VendorNum": vendor.vendor_num, "InvoiceNum": number}, decisions=decisions)
+
+
+def invoice_differences(existing: dict[str, Any], document: EpicorApInvoiceDocument) -> dict[str, tuple[Any, Any]]:
+    """How an invoice Epicor holds differs from the wanted one: amount, vendor and each line.
+
+    Lines compare on description, quantity, unit and extended cost and GL account (Epicor
+    keeps GL accounts with '|' between segments; the config writes '-'). Empty means equal.
+    """
+    out: dict[str, tuple[Any, Any]] = {}
+    header = document.header
+    if header.VendorNum is not None and int(existing.get("VendorNum") or 0) != header.VendorNum:
+        out["VendorNum"] = (existing.get("VendorNum"), header.VendorNum)
+    if money(existing.get("InvoiceAmt")) != money(header.InvoiceAmt):
+        out["InvoiceAmt"] = (str(money(existing.get("InvoiceAmt"))), header.InvoiceAmt)
+    have = {int(line.get("InvoiceLine") or 0): line for line in existing.get("lines") or []}
+    for line in document.lines:
+        current = have.pop(line.InvoiceLine, None)
+        if current is None:
+            out[f"line {line.InvoiceLine}"] = (None, f"{line.Description} {line.ExtCost}")
+            continue
+        mine = (line.Description, quantity(line.VendorQty), money(line.UnitCost), money(line.ExtCost), _gl(line.GLAccount))
+        theirs = (str(current.get("Description") or ""), quantity(current.get("VendorQty")), money(current.get("UnitCost")),
+                  money(current.get("ExtCost")), _gl(current.get("GLAccount")))
+        if mine != theirs:
+            out[f"line {line.InvoiceLine}"] = (" ".join(map(str, theirs)), " ".join(map(str, mine)))
+    for number, extra in sorted(have.items()):
+        out[f"line {number}"] = (f"{extra.get('Description')} {extra.get('ExtCost')}", None)
+    return out
+
+
+def _gl(value: Any) -> str:
+    return str(value or "").replace("|", "-")
 
 
 def _vendor_reason(vendor: EpicorVendorRef) -> str:
@@ -170,7 +263,9 @@ def _vendor_reason(vendor: EpicorVendorRef) -> str:
         "manual": "vendor linked by hand",
         "matched_by_name": "matched by normalized name",
         "matched_by_id": "matched by vendor id",
+        "matched_by_code": "matched by vendor code",
         "created": "created in Epicor from the ServiceTitan vendor",
+        "to_create": "would be created in Epicor (dry run)",
     }.get(vendor.how, vendor.how)
 
 
@@ -179,27 +274,22 @@ def match_vendor_by_name(st_name: str, epicor_vendors: list[dict[str, Any]]) -> 
     return [v for v in epicor_vendors if wanted and normalize_name(v.get("Name", "")) == wanted and not v.get("Inactive")]
 
 
-def map_vendor_to_epicor(st_vendor: dict[str, Any], config: ServiceTitanEpicorConfig) -> dict[str, Any]:
+def map_vendor_to_epicor(st_vendor: dict[str, Any], config: ServiceTitanEpicorConfig) -> EpicorVendorFields:
     """Name, address and contact of a ServiceTitan vendor as Epicor Vendor fields."""
     address = _named(st_vendor.get("address"))
     contact = _named(st_vendor.get("contactInfo"))
     street = " ".join(p for p in (address.get("street"), address.get("unit")) if p)
-    return {
-        "VendorID": config.vendor_id_format.format(id=st_vendor["id"])[:8],
-        "Name": (st_vendor.get("name") or "")[:50],
-        "Address1": street[:50],
-        "City": (address.get("city") or "")[:50],
-        "State": (address.get("state") or "")[:50],
-        "ZIP": (address.get("zip") or "")[:10],
-        "Country": (address.get("country") or "")[:50],
-        "PhoneNum": (contact.get("phone") or "")[:20],
-        "EMailAddress": (contact.get("email") or "")[:50],
-    }
-
-
-def epicor_vendor_changes(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
-    """Only the fields that differ (VendorID is a key, never changed)."""
-    return {k: v for k, v in wanted.items() if k != "VendorID" and (current.get(k) or "") != (v or "")}
+    return EpicorVendorFields(
+        VendorID=config.vendor_id_format.format(id=st_vendor["id"])[:8],
+        Name=(st_vendor.get("name") or "")[:50],
+        Address1=street[:50],
+        City=(address.get("city") or "")[:50],
+        State=(address.get("state") or "")[:50],
+        ZIP=(address.get("zip") or "")[:10],
+        Country=(address.get("country") or "")[:50],
+        PhoneNum=(contact.get("phone") or "")[:20],
+        EMailAddress=(contact.get("email") or "")[:50],
+    )
 
 
 def map_epicor_vendor_to_servicetitan(epicor_vendor: dict[str, Any], st_vendor: dict[str, Any]) -> dict[str, Any]:
@@ -222,31 +312,43 @@ def map_epicor_vendor_to_servicetitan(epicor_vendor: dict[str, Any], st_vendor: 
 
 
 def map_payment(payment: dict[str, Any], vendor: EpicorVendorRef, candidates: list[dict[str, Any]],
-                bill_invoice_numbers: dict[str, str]) -> MappedRecord | Hold:
+                bill_invoices: dict[str, InvoiceState]) -> MappedRecord | Hold:
     """A ServiceTitan AP payment -> an Epicor AP payment on the one invoice it matches.
 
     Matched by vendor and amount, as the customer's books expect; when several open
-    invoices share the amount, the payment's split to a synced bill decides, else a person does.
+    invoices share the amount, the payment's split to a synced bill decides, else a person
+    does. A payment whose bill's invoice is in Epicor but not posted waits for the posting
+    (Epicor applies payments to posted invoices only) and follows it on the next poll.
     """
     amount = money(payment.get("amount"))
     decisions = [Decision("vendor", f"{vendor.vendor_num} '{vendor.name}'", _vendor_reason(vendor)),
                  Decision("amount", str(amount), "payment amount")]
+    split_bills = [str(s.get("inventoryBillId")) for s in payment.get("splits") or [] if s.get("inventoryBillId")]
     matches = [c for c in candidates if money(c.get("InvoiceBal", c.get("InvoiceAmt"))) == amount]
     if len(matches) > 1:
-        split_numbers = {bill_invoice_numbers.get(str(s.get("inventoryBillId"))) for s in payment.get("splits") or []}
+        split_numbers = {bill_invoices[b].invoice_num for b in split_bills if b in bill_invoices}
         narrowed = [c for c in matches if c.get("InvoiceNum") in split_numbers]
         if len(narrowed) == 1:
             decisions.append(Decision("invoice", narrowed[0]["InvoiceNum"], "several invoices share the amount; the payment's split names this bill"))
             matches = narrowed
+    if not matches:
+        unposted = [bill_invoices[b] for b in split_bills if b in bill_invoices and not bill_invoices[b].posted]
+        if unposted:
+            listed = ", ".join(f"invoice {i.invoice_num} ({i.amount}) is in group {i.group or '(none)'}" for i in unposted)
+            return Hold(
+                reason=(f"payment {payment['id']} of {amount} to '{vendor.name}': {listed} but not posted; Epicor applies "
+                        f"payments to posted invoices only; post it and the payment follows on the next poll"),
+                releases=tuple(TargetCondition("epicor", "ap_invoice", f"{i.vendor_num}/{i.invoice_num}", "posted") for i in unposted),
+                decisions=decisions)
     if len(matches) != 1:
         listed = "; ".join(f"{c.get('InvoiceNum')} ({money(c.get('InvoiceBal', c.get('InvoiceAmt')))})" for c in (matches or candidates)[:10]) or "none"
-        what = "no open invoice" if not matches else f"{len(matches)} open invoices"
-        return Hold(reason=f"payment {payment['id']} of {amount} to '{vendor.name}': {what} with that amount; candidates: {listed}",
-                    key=f"payment:{payment['id']}", decisions=decisions)
+        what = "no open posted invoice" if not matches else f"{len(matches)} open invoices"
+        return Hold(reason=(f"payment {payment['id']} of {amount} to '{vendor.name}': {what} with that amount; candidates: "
+                            f"{listed}; check the invoice in Epicor, then: mlconnector replay <record id>"),
+                    decisions=decisions)
     invoice = matches[0]
     decisions.append(Decision("invoice", invoice["InvoiceNum"], "the one open invoice of this vendor with this amount"))
     reference = f"ST-PAY-{payment['id']}"
-    return MappedRecord(
-        payload={"vendor_num": vendor.vendor_num, "invoice_num": invoice["InvoiceNum"], "amount": str(amount),
-                 "payment_date": str(payment.get("date") or "")[:10], "reference": reference},
-        external_key={"vendor_num": vendor.vendor_num, "reference": reference}, decisions=decisions)
+    document = EpicorPaymentDocument(vendor_num=vendor.vendor_num, invoice_num=invoice["InvoiceNum"], amount=str(amount),
+                                     payment_date=str(payment.get("date") or "")[:10], reference=reference)
+    return MappedRecord(document, external_key={"vendor_num": vendor.vendor_num, "reference": reference}, decisions=decisions)

@@ -15,9 +15,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 import requests
-from sqlalchemy import Integer, func, select, text
+from sqlalchemy import Integer, func, select
 
-from mlconnector import audit
+from mlconnector import audit, locks
 
 from mlconnector.db.models import AuditEvent
 from mlconnector.db.session import session_scope
@@ -28,7 +28,6 @@ log = get_logger(__name__)
 
 ALERT_KINDS = ("security", "failed", "held", "auth_failed", "poll_failed")
 SENT_KIND = "alerts_sent"
-ALERT_LOCK_KEY = 7_340_001  # advisory lock id for the alert sender
 MAX_ROWS_PER_RUN = 10_000
 EXAMPLES_PER_KIND = 5  # a summary lists a few examples of each kind, then counts
 SINK_TIMEOUT = (5, 15)
@@ -64,12 +63,9 @@ def send_pending() -> dict[str, Any]:
     settings = get_settings()
     if not settings.alert_webhook_url and not settings.alert_smtp_url:
         return {"sent": 0, "reason": "no alert sink configured"}
-    with session_scope() as session:
-        if session.get_bind().dialect.name == "postgresql":
-            # One sender at a time across the fleet; a second beat tick simply skips.
-            got = session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ALERT_LOCK_KEY}).scalar()
-            if not got:
-                return {"sent": 0, "reason": "another sender is running"}
+    with session_scope() as session, locks.try_lock(session, locks.LockSpace.ALERTS, 0) as got:
+        if not got:  # one sender at a time across the fleet; a second beat tick simply skips
+            return {"sent": 0, "reason": "another sender is running"}
         last_id = session.scalar(
             select(func.max(AuditEvent.target_id.cast(Integer))).where(AuditEvent.kind == SENT_KIND)
         ) or 0

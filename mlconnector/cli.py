@@ -30,7 +30,29 @@ def _parse_time(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-@click.group()
+class _OperatorGroup(click.Group):
+    """Known failures reach the operator as one line with the next step, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import OperationalError, ProgrammingError
+
+        from mlconnector.config import ConfigError
+        from mlconnector.http import ConnectorError
+        from mlconnector.vault import VaultError
+
+        try:
+            return super().invoke(ctx)
+        except ConnectorError as error:
+            _fail(f"{error} (check that the system is reachable and the integration's settings and credentials "
+                  f"are right: mlconnector check <integration>)")
+        except (VaultError, ConfigError) as error:
+            _fail(str(error))
+        except (OperationalError, ProgrammingError) as error:
+            reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+            _fail(f"database: {reason} (check DATABASE_URL, then run: mlconnector db upgrade)")
+
+
+@click.group(cls=_OperatorGroup)
 @click.version_option(package_name="ml-connector")
 def main() -> None:
     """ml-connector: keeps ERPs and field-service systems in agreement."""
@@ -42,6 +64,9 @@ def main() -> None:
     except SettingsError as error:
         _fail(str(error))
     configure_from_settings()
+    import logging
+
+    logging.getLogger("backoff").setLevel(logging.CRITICAL)  # the command prints the final error itself
 
 
 # ---- db --------------------------------------------------------------------------------
@@ -106,10 +131,12 @@ def credentials_set(integration: str, system: str, from_stdin: bool) -> None:
             value = click.prompt(name, hide_input=hidden, default="", show_default=False)
             if value:
                 secrets[name] = value
+    from mlconnector.config import ConfigError, validate_credentials
+
     try:
-        connector_class(system).Credentials.model_validate(secrets)
-    except Exception as error:
-        _fail(f"credentials for {system} are incomplete: {error.__class__.__name__}; fields: {', '.join(fields)}")
+        validate_credentials(system, secrets)
+    except ConfigError as error:
+        _fail("credentials refused:\n  " + "\n  ".join(error.problems))
     with session_scope() as session:
         try:
             get_integration(session, integration)
@@ -150,23 +177,69 @@ def integrations() -> None:
     """Integrations: one customer's instance of a pair."""
 
 
+def _read_config(config_file: Any, strip: bool) -> dict[str, Any]:
+    from mlconnector.config import strip_help
+
+    try:
+        config = json.load(config_file) if config_file else {}
+    except json.JSONDecodeError as error:
+        _fail(f"the config is not JSON: {error.msg} at line {error.lineno} column {error.colno}")
+    return strip_help(config) if strip else config
+
+
+def _config_refused(error: Exception) -> None:
+    problems = getattr(error, "problems", None) or [str(error)]
+    _fail("config refused:\n  " + "\n  ".join(problems))
+
+
 @integrations.command("add")
 @click.argument("integration")
-@click.option("--pair", required=True, help="e.g. servicetitan-epicor")
+@click.option("--pair", required=True, help="e.g. servicetitan-epicor (see: mlconnector integrations pairs)")
 @click.option("--config", "config_file", type=click.File(), help="JSON config file (- for stdin).")
+@click.option("--strip-help", is_flag=True, help="Drop the _about_ explanations a template carries.")
 @click.option("--name", default="")
-def integrations_add(integration: str, pair: str, config_file: Any, name: str) -> None:
-    """Add INTEGRATION for PAIR with its JSON config."""
+def integrations_add(integration: str, pair: str, config_file: Any, strip_help: bool, name: str) -> None:
+    """Add INTEGRATION for PAIR with its JSON config (start from: integrations template PAIR)."""
+    from mlconnector.config import ConfigError
     from mlconnector.db.session import session_scope
+    from mlconnector.flows import UnknownPairError
     from mlconnector.integrations import create_integration
 
-    config = json.load(config_file) if config_file else {}
+    config = _read_config(config_file, strip_help)
     with session_scope() as session:
         try:
             create_integration(session, integration, pair, config, name)
-        except (KeyError, ValueError) as error:
+        except ConfigError as error:
+            _config_refused(error)
+        except (UnknownPairError, ValueError) as error:
             _fail(str(error))
-    console.print(f"added integration {integration} ({pair})")
+    console.print(f"added integration {integration} ({pair}); next: mlconnector credentials set {integration} <system>")
+
+
+@integrations.command("pairs")
+def integrations_pairs() -> None:
+    """The pairs this installation knows (found through the mlconnector.pairs entry points)."""
+    from mlconnector.flows import all_pairs
+
+    table = Table("pair", "systems", "flows", "what moves")
+    for name, pair in sorted(all_pairs().items()):
+        table.add_row(name, " -> ".join(pair.systems()), ", ".join(f.name for f in pair.ordered_flows()), pair.description)
+    console.print(table)
+
+
+@integrations.command("template")
+@click.argument("pair")
+def integrations_template(pair: str) -> None:
+    """Print a complete starting config for PAIR, every field with its default and meaning."""
+    from mlconnector.config import template
+    from mlconnector.flows import UnknownPairError, get_pair
+
+    try:
+        body = template(get_pair(pair))
+    except UnknownPairError as error:
+        _fail(str(error))
+        return
+    click.echo(json.dumps(body, indent=2))
 
 
 @integrations.command("list")
@@ -185,7 +258,7 @@ def integrations_list() -> None:
 @integrations.command("show")
 @click.argument("integration")
 def integrations_show(integration: str) -> None:
-    """Show one integration's config (secrets masked)."""
+    """Show one integration's config (secrets masked; URLs and settings shown)."""
     from mlconnector.db.session import session_scope
     from mlconnector.integrations import get_integration
     from mlconnector.redaction import redact
@@ -199,36 +272,34 @@ def integrations_show(integration: str) -> None:
         console.print_json(json.dumps({"id": row.id, "pair": row.pair, "enabled": row.enabled, "config": redact(row.config)}))
 
 
-CONFIG_HOLD_PREFIXES = ("gl:", "vendor:")  # holds a config change can resolve (GL maps, vendor auto-create)
-
-
 @integrations.command("set-config")
 @click.argument("integration")
 @click.option("--config", "config_file", type=click.File(), required=True, help="JSON config file (- for stdin).")
-def integrations_set_config(integration: str, config_file: Any) -> None:
-    """Replace INTEGRATION's config; records held for a mapping it may fix are re-queued."""
-    from mlconnector import engine
+@click.option("--strip-help", is_flag=True, help="Drop the _about_ explanations a template carries.")
+def integrations_set_config(integration: str, config_file: Any, strip_help: bool) -> None:
+    """Replace INTEGRATION's config; records held for a key it changes are re-queued."""
+    from mlconnector import audit, releases
+    from mlconnector.config import ConfigError, validate_config
     from mlconnector.db.session import session_scope
     from mlconnector.flows import get_pair
     from mlconnector.integrations import get_integration
-    from mlconnector.tasks import send
 
-    config = json.load(config_file)
-    work = engine.Enqueue()
+    config = _read_config(config_file, strip_help)
     with session_scope() as session:
         try:
             row = get_integration(session, integration)
-            pair = get_pair(row.pair)
-            if pair.config_model is not None:
-                pair.config_model.model_validate(config)
-        except (LookupError, ValueError) as error:
+            validate_config(get_pair(row.pair), config)
+        except ConfigError as error:
+            _config_refused(error)
+            return
+        except LookupError as error:
             _fail(str(error))
             return
+        old = dict(row.config or {})
         row.config = config
-        for prefix in CONFIG_HOLD_PREFIXES:
-            work.extend(engine.release_holds(session, integration, prefix, "integration config changed"))
-    send(work)
-    console.print(f"config of {integration} replaced; re-queued {sum(len(v) for v in work.records.values())} held record(s)")
+        audit.append(session, "config_changed", "integration config replaced", integration_id=integration)
+        released = releases.release_config_changes(session, integration, old, config)
+    console.print(f"config of {integration} replaced; re-queued {released} held record(s)")
 
 
 def _set_enabled(integration: str, enabled: bool) -> None:
@@ -262,39 +333,84 @@ def integrations_disable(integration: str) -> None:
 @main.command()
 @click.argument("integration")
 @click.option("--flow", "flow_name", help="Only this flow (default: all, prerequisites first).")
-@click.option("--since", help="ISO time; default: each flow's watermark.")
-@click.option("--full", is_flag=True, help="Ignore watermarks and read everything.")
-def sync(integration: str, flow_name: str | None, since: str | None, full: bool) -> None:
-    """Backfill: poll INTEGRATION's flows now and process what they find."""
-    from rich.progress import Progress
-
-    from mlconnector import engine
+@click.option("--since", help="ISO time; default: each flow's position.")
+@click.option("--full", is_flag=True, help="Ignore positions and read everything.")
+@click.option("--dry-run", is_flag=True, help="Print what each record's write would do; write nothing.")
+@click.option("--limit", type=int, default=None, help="With --dry-run: at most this many records per flow.")
+def sync(integration: str, flow_name: str | None, since: str | None, full: bool, dry_run: bool, limit: int | None) -> None:
+    """Backfill: poll INTEGRATION's flows now and process what they find (pending work first)."""
     from mlconnector.db.session import session_scope
-    from mlconnector.flows import get_pair
+    from mlconnector.flows import UnknownFlowError, get_pair
     from mlconnector.integrations import get_integration
-    from mlconnector.tasks import send
 
     with session_scope() as session:
         try:
             pair = get_pair(get_integration(session, integration).pair)
-        except LookupError as error:
+            flows = [pair.flow(flow_name)] if flow_name else pair.ordered_flows()
+        except (LookupError, UnknownFlowError) as error:
             _fail(str(error))
             return
-    flows = [pair.flow(flow_name)] if flow_name else pair.ordered_flows()
     start = _parse_time(since)
-    with Progress(console=console, transient=False) as progress:
-        for flow in flows:
-            if not flow.poll_seconds and not flow_name:
-                continue
-            task = progress.add_task(f"{flow.name}: reading", total=None)
-            result = engine.poll_flow(integration, flow.name, since=start, full=full,
-                                      on_found=lambda n, t=task: progress.advance(t, n))
-            progress.update(task, description=f"{flow.name}: found {result.found}, writing {result.queued}", total=result.queued, completed=0)
-            ids = [i for v in result.enqueue.records.values() for i in v]
-            for record_id in ids:
-                send(engine.Enqueue(records={pair.queue: [record_id]}))
-                progress.advance(task)
+    if dry_run:
+        _dry_run(integration, [f.name for f in flows], start, full, limit)
+        return
+    _run_sync(integration, pair, flows, start, full, bool(flow_name))
     _print_status(integration)
+
+
+def _dry_run(integration: str, flows: list[str], start: datetime | None, full: bool, limit: int | None) -> None:
+    from collections import Counter
+
+    from mlconnector import engine
+
+    totals: Counter[str] = Counter()
+    for flow in flows:
+        lines = engine.plan_flow(integration, flow, since=start, full=full, limit=limit)
+        table = Table("source", "would", "what", title=f"{flow}: {len(lines)} record(s) (dry run: nothing written)")
+        for line in lines:
+            totals[line.action] += 1
+            table.add_row(line.source_id, line.action, line.detail)
+        console.print(table)
+    console.print("dry run: " + (", ".join(f"{n} {a}" for a, n in sorted(totals.items())) or "nothing found") + "; nothing was written")
+
+
+def _run_sync(integration: str, pair: Any, flows: list[Any], start: datetime | None, full: bool, only_one: bool) -> None:
+    from rich.progress import Progress
+
+    from mlconnector import engine
+    from mlconnector.settings import get_settings
+    from mlconnector.tasks import send
+
+    embedded = get_settings().embedded
+    try:
+        with Progress(console=console, transient=False) as progress:
+            if embedded:
+                engine.orphans_to_pending(integration)
+            waiting = engine.pending_work(integration, [f.name for f in flows])
+            if not waiting.empty:
+                task = progress.add_task("resuming pending records", total=waiting.record_count)
+                for queue, ids in waiting.records.items():
+                    for record_id in ids:
+                        send(engine.Enqueue(records={queue: [record_id]}))
+                        progress.advance(task)
+            for flow in flows:
+                if not flow.poll_seconds and not only_one:
+                    continue
+                task = progress.add_task(f"{flow.name}: reading", total=None)
+                result = engine.poll_flow(integration, flow.name, since=start, full=full,
+                                          on_found=lambda n, t=task: progress.advance(t, n))
+                progress.update(task, description=f"{flow.name}: found {result.found}, writing {result.queued}",
+                                total=result.queued, completed=0)
+                for record_id in [i for v in result.enqueue.records.values() for i in v]:
+                    send(engine.Enqueue(records={pair.queue: [record_id]}))
+                    progress.advance(task)
+    except KeyboardInterrupt:
+        reset = engine.orphans_to_pending(integration) if embedded else 0
+        left = engine.pending_work(integration).record_count if embedded else None
+        where = f"{left} record(s) pending" if left is not None else "records already queued go on in the workers"
+        console.print(f"[yellow]interrupted[/yellow]: {where}" + (f" ({reset} stopped mid-write, back to pending)" if reset else "")
+                      + f"; run `mlconnector sync {integration}` again to resume")
+        sys.exit(130)
 
 
 @main.command()
@@ -380,7 +496,10 @@ def _print_status(integration: str | None = None) -> None:
     from mlconnector import ledger
     from mlconnector.db.models import Watermark
     from mlconnector.db.session import session_scope
+    from mlconnector.flows import all_pairs
+    from mlconnector.integrations import list_integrations
 
+    pairs = all_pairs()
     with session_scope() as session:
         counts: dict[tuple[str, str], dict[str, int]] = {}
         for integ, flow, status, count in ledger.counts_by_status(session):
@@ -388,16 +507,20 @@ def _print_status(integration: str | None = None) -> None:
                 continue
             counts.setdefault((integ, flow), {})[status] = count
         marks = {(m.integration_id, m.flow): m for m in session.query(Watermark).all()}
-        table = Table("integration", "flow", "written", "skipped", "pending", "held", "failed", "last poll", "watermark")
-        for key in sorted(set(counts) | {k for k in marks if not integration or k[0] == integration}):
-            if key[1].startswith("__"):
-                continue
+        known = {(row.id, flow.name) for row in list_integrations(session) if (not integration or row.id == integration)
+                 and row.pair in pairs for flow in pairs[row.pair].flows}
+        table = Table("integration", "flow", "written", "skipped", "pending", "held", "failed", "last poll", "position")
+        for key in sorted(known | set(counts) | {k for k in marks if not integration or k[0] == integration}):
             c = counts.get(key, {})
             mark = marks.get(key)
+            position = " ".join(p for p in (mark.value.isoformat(timespec="seconds") if mark and mark.value else "",
+                                            f"cursor {mark.cursor}" if mark and mark.cursor else "") if p) or "-"
+            last = (mark.last_poll_at.strftime("%Y-%m-%d %H:%M:%S") if mark and mark.last_poll_at else "never")
+            if mark and mark.last_poll_error:
+                last += f" [red]error[/red]"
             table.add_row(key[0], key[1], str(c.get("written", 0)), str(c.get("skipped", 0)),
                           str(c.get("pending", 0) + c.get("running", 0)), str(c.get("held", 0)), str(c.get("failed", 0)),
-                          mark.last_poll_at.strftime("%Y-%m-%d %H:%M:%S") if mark and mark.last_poll_at else "-",
-                          mark.value.isoformat(timespec="seconds") if mark and mark.value else "-")
+                          last, position)
         console.print(table)
 
 
@@ -442,71 +565,166 @@ def check(integration: str) -> None:
         sys.exit(1)
 
 
-# ---- vendors ---------------------------------------------------------------------------
+# ---- links ---------------------------------------------------------------------------
+
+@main.group()
+def links() -> None:
+    """Counterpart links (vendor, customer, item, ...) between a pair's two systems."""
+
+
+def _links_list(integration: str, kind: str | None) -> None:
+    from mlconnector import links as links_mod
+    from mlconnector.db.session import session_scope
+
+    table = Table("kind", "source", "source record", "target", "target record", "how", "since")
+    with session_scope() as session:
+        for link in links_mod.list_links(session, integration, kind):
+            table.add_row(link.kind, link.source_system, f"{link.source_id} {link.source_name}", link.target_system,
+                          f"{link.target_id} {link.target_name}", link.how, link.created_at.strftime("%Y-%m-%d"))
+    console.print(table)
+
+
+def _declared_kind(session: Any, integration: str, kind: str) -> tuple[Any, Any]:
+    from mlconnector import engine
+    from mlconnector.flows import UnknownFlowError
+
+    try:
+        ctx = engine.context_for(session, integration)
+        return ctx, ctx.pair.counterpart(kind)
+    except (LookupError, UnknownFlowError) as error:
+        _fail(str(error))
+        raise
+
+
+def _links_link(integration: str, kind: str, source_id: str, target_id: str) -> None:
+    from mlconnector import links as links_mod
+    from mlconnector.db.session import session_scope
+    from mlconnector.http import ConnectorError
+    from mlconnector.outbox import pending
+
+    with session_scope() as session:
+        ctx, declared = _declared_kind(session, integration, kind)
+        try:
+            source = declared.get_source(ctx, source_id)
+            target = declared.get_target(ctx, target_id)
+        except ConnectorError as error:
+            _fail(f"could not read the records to link: {error}")
+            return
+        except ValueError:
+            _fail(f"{source_id!r} or {target_id!r} is not an id of the form {declared.label} records have")
+            return
+        if source is None:
+            _fail(f"{declared.source_system} has no {declared.label} {source_id}")
+        if target is None:
+            _fail(f"{declared.target_system} has no {declared.label} {target_id}; find one with: "
+                  f"mlconnector links search {integration} --kind {kind} <name>")
+        links_mod.link(session, integration, kind=kind, source_system=declared.source_system, source_id=source_id,
+                       source_name=source.name, target_system=declared.target_system, target_id=target.id,
+                       target_name=target.name, how=links_mod.MANUAL, actor=_actor())
+        released = pending(session).record_count
+    console.print(f"linked {declared.source_system} {declared.label} {source_id} '{source.name}' -> "
+                  f"{declared.target_system} {declared.label} {target.label()}; re-queued {released} held record(s); "
+                  f"the {declared.target_system} record is not changed by the link")
+
+
+def _links_unlink(integration: str, kind: str, source_id: str) -> None:
+    from mlconnector import links as links_mod
+    from mlconnector.db.session import session_scope
+
+    with session_scope() as session:
+        ctx, declared = _declared_kind(session, integration, kind)
+        removed = links_mod.unlink(session, integration, kind, declared.source_system, source_id, actor=_actor())
+    console.print(f"unlinked {kind} {source_id} (was {removed.target_id} '{removed.target_name}')" if removed
+                  else f"no {kind} link for {source_id}")
+
+
+def _actor() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment (a container): still say who in words
+        return "command line"
+
+
+@links.command("list")
+@click.argument("integration")
+@click.option("--kind", help="Only links of this kind (vendor, customer, item, ...).")
+def links_list(integration: str, kind: str | None) -> None:
+    """Every link and how it was made."""
+    _links_list(integration, kind)
+
+
+@links.command("search")
+@click.argument("integration")
+@click.argument("text")
+@click.option("--kind", required=True, help="vendor, customer, item, ...")
+def links_search(integration: str, text: str, kind: str) -> None:
+    """Find target records by name or code, to pick the id to link."""
+    from mlconnector.db.session import session_scope
+    from mlconnector.http import ConnectorError
+
+    with session_scope() as session:
+        ctx, declared = _declared_kind(session, integration, kind)
+        try:
+            found = declared.search(ctx, text)
+        except ConnectorError as error:
+            _fail(f"could not search {declared.target_system}: {error}")
+            return
+    table = Table("id", "code", "name", title=f"{declared.target_system} {declared.label}s matching {text!r}")
+    for record in found[:50]:
+        table.add_row(record.id, record.code, record.name)
+    console.print(table)
+    if not found:
+        console.print("no match; try part of the name")
+
+
+@links.command("link")
+@click.argument("integration")
+@click.argument("source_id")
+@click.argument("target_id")
+@click.option("--kind", required=True, help="vendor, customer, item, ...")
+def links_link(integration: str, source_id: str, target_id: str, kind: str) -> None:
+    """Link a source record to a target record (both verified); held records follow."""
+    _links_link(integration, kind, source_id, target_id)
+
+
+@links.command("unlink")
+@click.argument("integration")
+@click.argument("source_id")
+@click.option("--kind", required=True, help="vendor, customer, item, ...")
+def links_unlink(integration: str, source_id: str, kind: str) -> None:
+    """Remove a link (its history stays in the audit trail)."""
+    _links_unlink(integration, kind, source_id)
+
 
 @main.group()
 def vendors() -> None:
-    """Vendor links between a pair's two systems."""
+    """Shorthand for `links ... --kind vendor`."""
 
 
 @vendors.command("list")
 @click.argument("integration")
 def vendors_list(integration: str) -> None:
     """Every vendor link and how it was made."""
-    from mlconnector import vendor_links
-    from mlconnector.db.session import session_scope
-
-    table = Table("source", "source vendor", "target", "target vendor", "how", "since")
-    with session_scope() as session:
-        for link in vendor_links.list_links(session, integration):
-            table.add_row(link.source_system, f"{link.source_vendor_id} {link.source_vendor_name}", link.target_system,
-                          f"{link.target_vendor_id} {link.target_vendor_name}", link.how, link.created_at.strftime("%Y-%m-%d"))
-    console.print(table)
+    _links_list(integration, "vendor")
 
 
 @vendors.command("link")
 @click.argument("integration")
 @click.argument("source_vendor_id")
 @click.argument("target_vendor_id")
-@click.option("--source-system", default="servicetitan", show_default=True)
-def vendors_link(integration: str, source_vendor_id: str, target_vendor_id: str, source_system: str) -> None:
+def vendors_link(integration: str, source_vendor_id: str, target_vendor_id: str) -> None:
     """Link a source vendor to a target vendor; records held for it are re-queued."""
-    from mlconnector import engine, vendor_links
-    from mlconnector.db.session import session_scope
-    from mlconnector.flows import get_pair
-    from mlconnector.integrations import get_integration
-    from mlconnector.tasks import send
-
-    with session_scope() as session:
-        try:
-            row = get_integration(session, integration)
-        except LookupError as error:
-            _fail(str(error))
-            return
-        pair = get_pair(row.pair)
-        target_system = pair.target if source_system == pair.source else pair.source
-        vendor_links.link(session, integration, source_system=source_system, source_vendor_id=source_vendor_id,
-                          source_vendor_name="", target_system=target_system, target_vendor_id=target_vendor_id,
-                          target_vendor_name="", how="manual")
-        work = engine.release_holds(session, integration, vendor_links.hold_key(source_system, source_vendor_id),
-                                    f"vendor {source_vendor_id} linked by hand")
-    send(work)
-    console.print(f"linked {source_system} vendor {source_vendor_id} -> {target_system} vendor {target_vendor_id}; "
-                  f"re-queued {sum(len(v) for v in work.records.values())} held record(s)")
+    _links_link(integration, "vendor", source_vendor_id, target_vendor_id)
 
 
 @vendors.command("unlink")
 @click.argument("integration")
 @click.argument("source_vendor_id")
-@click.option("--source-system", default="servicetitan", show_default=True)
-def vendors_unlink(integration: str, source_vendor_id: str, source_system: str) -> None:
+def vendors_unlink(integration: str, source_vendor_id: str) -> None:
     """Remove a vendor link."""
-    from mlconnector import vendor_links
-    from mlconnector.db.session import session_scope
-
-    with session_scope() as session:
-        removed = vendor_links.unlink(session, integration, source_system, source_vendor_id)
-    console.print("unlinked" if removed else "no such link")
+    _links_unlink(integration, "vendor", source_vendor_id)
 
 
 # ---- servers ---------------------------------------------------------------------------

@@ -6,7 +6,6 @@ checks the outcome through Epicor's own API, not only our ledger.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from rich.console import Console
@@ -16,30 +15,13 @@ from rich.table import Table
 DEMO_INTEGRATION = "demo-st-epicor"
 
 
-def _demo_config(st_info: dict[str, Any], epicor_info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    from connectors import connector_class
-
-    st_config, st_credentials = connector_class("servicetitan").settings_from_sandbox_info(st_info)
-    ep_config, ep_credentials = connector_class("epicor").settings_from_sandbox_info(epicor_info)
-    config = {
-        "systems": {"servicetitan": st_config, "epicor": ep_config},
-        "webhook": {"hmac_key": secrets.token_hex(24)},
-        "invoice_group": "STDEMO",
-        "vendor_match": "name",
-        "auto_create_vendors": True,
-        "gl": {"default_account": "5100-100", "tax_account": "5000-000", "freight_account": "6500-100"},
-    }
-    return config, {"servicetitan": st_credentials, "epicor": ep_credentials}
-
-
 def run_demo(records: int, console: Console) -> int:
-    from sandboxes import SandboxOptions, create_sandbox, start_sandbox
-    from mlconnector import engine, ledger, vault
+    from sandboxes import SandboxOptions
+    from mlconnector import engine, ledger
     from mlconnector.db import migrate
-    from mlconnector.db.models import Integration
     from mlconnector.db.session import session_scope
     from mlconnector.flows import get_pair
-    from mlconnector.integrations import create_integration, connector_for
+    from mlconnector.harness import start_pair
     from mlconnector.settings import get_settings
     from mlconnector.tasks import send
 
@@ -50,21 +32,11 @@ def run_demo(records: int, console: Console) -> int:
     if not settings.embedded:
         console.print("[yellow]CELERY_BROKER_URL is set: the demo queues work for your workers instead of running it here[/yellow]")
     migrate.upgrade()
-    options = SandboxOptions(seed=11, records=records)
-    st = start_sandbox(create_sandbox("servicetitan", options))
-    epicor = start_sandbox(create_sandbox("epicor", options))
-    console.print(f"ServiceTitan sandbox {st.url}   Epicor Kinetic sandbox {epicor.url}")
+    harness = start_pair("servicetitan-epicor", DEMO_INTEGRATION, options=SandboxOptions(seed=11, records=records),
+                         name="Demo: ServiceTitan -> Epicor")
+    console.print(f"ServiceTitan sandbox {harness.sandboxes.url('servicetitan')}   "
+                  f"Epicor Kinetic sandbox {harness.sandboxes.url('epicor')}")
     try:
-        config, credentials = _demo_config(st.info(), epicor.info())
-        with session_scope() as session:
-            existing = session.get(Integration, DEMO_INTEGRATION)
-            if existing is not None:
-                existing.config = config  # sandboxes moved to new ports: point the demo at them
-            else:
-                create_integration(session, DEMO_INTEGRATION, "servicetitan-epicor", config, "Demo: ServiceTitan -> Epicor")
-            session.flush()
-            for system, secret in credentials.items():
-                vault.store(session, DEMO_INTEGRATION, system, secret)
         pair = get_pair("servicetitan-epicor")
         with Progress(console=console) as progress:
             for flow in pair.ordered_flows():
@@ -78,7 +50,7 @@ def run_demo(records: int, console: Console) -> int:
                     progress.advance(task)
         with session_scope() as session:
             counts = ledger.counts_by_status(session)
-            epicor_connector = connector_for(session, session.get(Integration, DEMO_INTEGRATION), "epicor")
+        epicor_connector = harness.connector("epicor")
         table = Table("flow", "written", "skipped", "held", "failed", "pending", title="ServiceTitan -> Epicor Kinetic")
         per_flow: dict[str, dict[str, int]] = {}
         for integration, flow_name, status, count in counts:
@@ -95,8 +67,7 @@ def run_demo(records: int, console: Console) -> int:
         written = sum(c.get("written", 0) for c in per_flow.values())
         return 0 if written and not failed else 1
     finally:
-        st.stop()
-        epicor.stop()
+        harness.stop()
 
 
 def _now() -> Any:

@@ -6,52 +6,32 @@ leave enqueueing to the caller until after commit (nothing is queued that is not
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from mlconnector import audit, ledger, metrics
+from mlconnector import audit, ledger, metrics, releases, resolver
 from mlconnector.db.models import EventStatus, InboundEvent, Integration, RecordStatus, SyncRecord, Watermark, utcnow
 from mlconnector.db.session import session_scope, upsert_into
-from mlconnector.flows import Flow, FlowContext, Hold, Pair, SourceRecord, get_pair
+from mlconnector.errors import verdict
+from mlconnector.flows import Flow, FlowContext, MappedRecord, Nothing, Pair, Plan, SourceRecord, get_pair
+from mlconnector.holds import Hold
 from mlconnector.http.errors import AuthError, ConnectorError, RetriableError
 from mlconnector.integrations import connectors_for, get_integration
+from mlconnector.locks import LockSpace, try_lock
 from mlconnector.logging import get_logger
+from mlconnector.outbox import Enqueue
+from mlconnector.positions import START, Position
 from mlconnector.settings import get_settings
-from mlconnector.vault import VaultError
 
 log = get_logger(__name__)
 
 RUNNING_LEASE_SECONDS = 600  # a record "running" longer than this lost its worker
-
-
-@dataclass
-class Enqueue:
-    """Work to send to the broker once the transaction that made it durable has committed."""
-
-    records: dict[str, list[int]] = field(default_factory=dict)  # queue -> record ids
-    events: list[int] = field(default_factory=list)
-    countdown: float | None = None
-
-    def add_records(self, queue: str, ids: list[int]) -> None:
-        if ids:
-            self.records.setdefault(queue, []).extend(ids)
-
-    def extend(self, other: "Enqueue") -> None:
-        for queue, ids in other.records.items():
-            self.add_records(queue, ids)
-        self.events.extend(other.events)
-
-    @property
-    def empty(self) -> bool:
-        return not self.records and not self.events
 
 
 @dataclass
@@ -68,12 +48,23 @@ class RetryLater(Exception):
         self.seconds = seconds
 
 
-def _context(session: Session, integration: Integration) -> FlowContext:
-    def _audit(kind: str, message: str = "", **kwargs: Any) -> None:
-        audit.append(session, kind, message, integration_id=integration.id, **kwargs)
+def _context(session: Session, integration: Integration, pair: Pair, *, dry_run: bool = False,
+             record: SyncRecord | None = None) -> FlowContext:
+    base: dict[str, Any] = {"integration_id": integration.id}
+    if record is not None:
+        base.update(flow=record.flow, sync_record_id=record.id)
 
-    return FlowContext(integration=integration, session=session,
+    def _audit(kind: str, message: str = "", **kwargs: Any) -> None:
+        audit.append(session, kind, message, **{**base, **kwargs})
+
+    return FlowContext(integration=integration, session=session, pair=pair, dry_run=dry_run,
                        connectors=LazyConnectors(lambda: connectors_for(session, integration)), audit=_audit)
+
+
+def context_for(session: Session, integration_id: str, *, dry_run: bool = False) -> FlowContext:
+    """A handler context outside the record path (the command line's link and search commands)."""
+    integration = get_integration(session, integration_id)
+    return _context(session, integration, get_pair(integration.pair), dry_run=dry_run)
 
 
 class LazyConnectors(Mapping[str, Any]):
@@ -99,32 +90,9 @@ class LazyConnectors(Mapping[str, Any]):
         return len(self._all())
 
 
-# ---- per-record lock --------------------------------------------------------------------
-
-_local_locks: dict[int, threading.Lock] = {}
-_local_guard = threading.Lock()
-
-
-@contextmanager
-def record_lock(session: Session, record_id: int) -> Iterator[bool]:
-    """Only one worker writes a given record at a time, fleet-wide.
-
-    PostgreSQL: a transaction-scoped advisory lock, released by commit or by the death of
-    the worker's connection (a SIGKILLed worker never leaves it stuck). SQLite (embedded,
-    one process): a lock in this process.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        got = session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": record_id}).scalar()
-        yield bool(got)
-        return
-    with _local_guard:
-        lock = _local_locks.setdefault(record_id, threading.Lock())
-    got = lock.acquire(blocking=False)
-    try:
-        yield got
-    finally:
-        if got:
-            lock.release()
+def record_lock(session: Session, record_id: int) -> Any:
+    """Only one worker writes a given record at a time, fleet-wide (see locks.py)."""
+    return try_lock(session, LockSpace.RECORD, record_id)
 
 
 # ---- the record path ---------------------------------------------------------------------
@@ -220,72 +188,127 @@ def _unclaimable(session: Session, record_id: int) -> RecordResult:
     return RecordResult(record_id, "deferred", "waiting for next_attempt_at")
 
 
+@dataclass
+class Prepared:
+    """A record taken through fetch, counterparts, map and plan: what its write would do."""
+
+    source: Any = None
+    version: str | None = None
+    outcome: MappedRecord | Hold | Nothing | None = None
+    plan: Plan | None = None
+    skipped: str | None = None  # why nothing is needed (source gone, unchanged version, before go-live)
+
+
+def prepare(ctx: FlowContext, flow: Flow, record: SyncRecord, base: dict[str, Any]) -> Prepared:
+    """Fetch, resolve counterparts, map and plan one record, writing nothing to the target.
+
+    Shared by the record path and by dry runs (where the resolver creates nothing and the
+    caller rolls the transaction back).
+    """
+    session = ctx.session
+    handler = flow.handler
+    out = Prepared()
+    started = time.perf_counter()
+    if record.edited_payload is not None:
+        out.source = record.edited_payload
+        audit.append(session, "fetched", "using the edited payload given to replay", source_payload=out.source, **base)
+        out.version = record.source_version
+    else:
+        out.source = handler.fetch(ctx, record.source_id)
+        if out.source is None:
+            out.skipped = f"{flow.source} {flow.source_entity} {record.source_id} no longer exists"
+            return out
+        record.payload = ledger.as_payload(out.source)
+        audit.append(session, "fetched", f"read {flow.source} {flow.source_entity} {record.source_id}",
+                     source_payload=record.payload, duration_ms=(time.perf_counter() - started) * 1000, **base)
+        out.version = handler.version(out.source)
+        if out.version and record.written_version == out.version and record.target_id:
+            out.skipped = f"version {out.version} already written as {record.target_id}"
+            return out
+    dated = handler.document_date(out.source)
+    if ctx.config.before_go_live(dated):
+        out.skipped = f"dated {str(dated)[:10]}, before the go-live date {ctx.config.go_live}; not moved"
+        return out
+    needs = handler.needs(ctx, out.source)
+    if isinstance(needs, Hold):
+        out.outcome = needs
+        return out
+    counterparts: dict[str, resolver.Counterpart] = {}
+    for need in needs:
+        resolved = resolver.resolve(ctx, ctx.pair.counterpart(need.kind), need)
+        if isinstance(resolved, Hold):
+            out.outcome = resolved
+            return out
+        counterparts[need.name] = resolved
+    out.outcome = handler.map(ctx, out.source, counterparts)
+    if isinstance(out.outcome, MappedRecord):
+        for resolved in counterparts.values():
+            out.outcome.decisions[:0] = resolved.decisions
+        out.plan = handler.plan(ctx, out.outcome, record.target_id)
+    return out
+
+
 def _run_flow(session: Session, integration: Integration, pair: Pair, flow: Flow, record: SyncRecord) -> RecordResult:
     handler = flow.handler
     base = {"integration_id": integration.id, "flow": flow.name, "sync_record_id": record.id}
-    step_started = time.perf_counter()
-    source: Any = None
     mapped_payload: Any = None
     try:
-        ctx = _context(session, integration)
-        if record.edited_payload is not None:
-            source = record.edited_payload
-            audit.append(session, "fetched", "using the edited payload given to replay", source_payload=source, **base)
-        else:
-            source = handler.fetch(ctx, record.source_id)
-            if source is None:
-                record.status = RecordStatus.SKIPPED.value
-                audit.append(session, "skipped", f"{flow.source} {flow.source_entity} {record.source_id} no longer exists", **base)
-                return RecordResult(record.id, "skipped", "source gone")
-            record.payload = ledger.as_payload(source)
-            audit.append(session, "fetched", f"read {flow.source} {flow.source_entity} {record.source_id}",
-                         source_payload=record.payload,
-                         duration_ms=(time.perf_counter() - step_started) * 1000, **base)
-        version = handler.version(source) if record.edited_payload is None else record.source_version
-        if version and record.written_version == version and record.target_id:
+        ctx = _context(session, integration, pair, record=record)
+        prepared = prepare(ctx, flow, record, base)
+        if prepared.skipped:
             record.status = RecordStatus.SKIPPED.value
-            audit.append(session, "skipped", f"version {version} already written as {record.target_id}",
-                         target_id=record.target_id, **base)
-            return RecordResult(record.id, "skipped", "unchanged")
-        outcome = handler.map(ctx, source)
+            audit.append(session, "skipped", prepared.skipped, target_id=record.target_id, **base)
+            return RecordResult(record.id, "skipped", prepared.skipped)
+        outcome = prepared.outcome
         if isinstance(outcome, Hold):
-            record.status = RecordStatus.HELD.value
-            record.hold_reason = outcome.reason
-            record.hold_key = outcome.key
+            releases.hold(session, record, outcome)
             audit.append(session, "held", outcome.reason, source_payload=record.payload,
                          decisions=outcome.decisions, **base)
             return RecordResult(record.id, "held", outcome.reason)
+        if isinstance(outcome, Nothing):
+            record.status = RecordStatus.SKIPPED.value
+            audit.append(session, "skipped", outcome.reason, decisions=outcome.decisions, **base)
+            return RecordResult(record.id, "skipped", outcome.reason)
+        assert isinstance(outcome, MappedRecord) and prepared.plan is not None
+        plan = prepared.plan
         mapped_payload = outcome.payload
-        audit.append(session, "mapped", f"mapped to {flow.target} {flow.target_entity}",
-                     mapped_payload=outcome.payload, decisions=outcome.decisions, **base)
+        audit.append(session, "mapped", f"mapped to {flow.target} {flow.target_entity}; plan: {plan.describe()}",
+                     mapped_payload=mapped_payload, decisions=outcome.decisions, **base)
         write_started = time.perf_counter()
-        written = handler.write(ctx, outcome, record.target_id)
-        record.status = RecordStatus.WRITTEN.value if written.action != "unchanged" else RecordStatus.SKIPPED.value
+        written = handler.write(ctx, outcome, plan, record.target_id)
+        unchanged = written.action == "unchanged"
+        record.status = RecordStatus.SKIPPED.value if unchanged else RecordStatus.WRITTEN.value
         record.target_id = written.target_id
-        record.written_version = version
+        record.target_key = written.target_key or outcome.external_key or None
+        record.written_version = prepared.version
         record.written_at = utcnow()
         record.last_error = None
         record.edited_payload = None
-        audit.append(session, "written" if written.action != "unchanged" else "skipped",
-                     f"{written.action} {flow.target} {flow.target_entity} {written.target_id}",
-                     mapped_payload=outcome.payload, http_status=written.http_status,
-                     target_id=written.target_id, decisions=outcome.decisions,
+        changes = [{"field": k, "value": v[1], "reason": f"was {v[0]!r}"} for k, v in sorted(plan.changes.items())]
+        audit.append(session, "skipped" if unchanged else "written",
+                     f"{written.action} {flow.target} {flow.target_entity} {written.target_id}"
+                     + (f" ({written.detail['reason']})" if written.detail.get("reason") else ""),
+                     mapped_payload=mapped_payload, http_status=written.http_status, target_id=written.target_id,
+                     decisions=(changes or None) if not unchanged else None,
                      duration_ms=(time.perf_counter() - write_started) * 1000, **base)
         return RecordResult(record.id, record.status, written.target_id)
-    except RetriableError as error:
-        delay = ledger.retry_delay(record.deliveries, error.retry_after)
-        record.status = RecordStatus.PENDING.value
-        record.last_error = str(error)
-        record.next_attempt_at = ledger.after(delay) if delay > 60 else None
-        audit.append(session, "retry", f"transient error, retrying in {delay:.0f}s", error=str(error),
-                     http_status=error.status, mapped_payload=mapped_payload, **base)
-        return RecordResult(record.id, "retry", str(error), retry_in=delay)
-    except (ConnectorError, VaultError, LookupError, ValueError, TypeError, KeyError) as error:
+    except Exception as error:
+        kind = verdict(error)
+        if kind == "internal":
+            raise  # ours: the transaction rolls back and process_record retries it (see _unexpected)
+        if kind == "transient":
+            retry_after = getattr(error, "retry_after", None)
+            delay = ledger.retry_delay(record.deliveries, retry_after)
+            record.status = RecordStatus.PENDING.value
+            record.last_error = str(error)
+            record.next_attempt_at = ledger.after(delay) if delay > 60 else None
+            audit.append(session, "retry", f"transient error, retrying in {delay:.0f}s", error=str(error),
+                         http_status=getattr(error, "status", None), mapped_payload=mapped_payload, **base)
+            return RecordResult(record.id, "retry", str(error), retry_in=delay)
         record.status = RecordStatus.FAILED.value
         record.last_error = str(error)
-        kind = "auth_failed" if isinstance(error, AuthError) else "failed"
-        status = getattr(error, "status", None)
-        audit.append(session, kind, f"{type(error).__name__}: {error}", error=str(error), http_status=status,
+        audit.append(session, "auth_failed" if isinstance(error, AuthError) else "failed", f"{type(error).__name__}: {error}",
+                     error=str(error), http_status=getattr(error, "status", None),
                      source_payload=record.payload, mapped_payload=mapped_payload, **base)
         log.warning("record failed", record_id=record.id, flow=flow.name, error=str(error))
         return RecordResult(record.id, "failed", str(error))
@@ -318,7 +341,7 @@ def process_event(event_id: int) -> Enqueue:
             event.error = "event has no data object"
             audit.append(session, "failed", "event has no data object", source_payload=event.payload, **base)
             return work
-        ctx = _context(session, integration)
+        ctx = _context(session, integration, pair)
         try:
             for flow in flows:
                 sources = flow.handler.records_for_event(ctx, event.event_type, data)
@@ -349,6 +372,8 @@ class PollResult:
     queued: int = 0
     skipped_locked: bool = False
     watermark: datetime | None = None
+    cursor: str | None = None
+    released: int = 0
     enqueue: Enqueue = field(default_factory=Enqueue)
 
 
@@ -357,10 +382,13 @@ POLL_BATCH = 500  # ledger rows written per statement during a poll
 
 def poll_flow(integration_id: str, flow_name: str, *, since: datetime | None = None,
               full: bool = False, on_found: Any = None) -> PollResult:
-    """Read what changed since the watermark, upsert ledger rows, then advance the watermark.
+    """Read what changed since the flow's position, upsert ledger rows, then move the position.
 
-    The watermark row is locked for the poll (a duplicate tick skips), the new value is the
-    time this poll started (never later), and it is committed with the rows it covers.
+    The watermark row is locked for the poll (a duplicate tick skips). The position is
+    persisted with the rows it covers, so every worker process reads from the same place:
+    its time is when this poll started (never later), its cursor the last one the source
+    yielded (sources yield in cursor order). The poll also checks the target-side
+    conditions this flow's held records wait for, and releases those now met.
     """
     started = utcnow()
     result = PollResult(flow=flow_name)
@@ -376,12 +404,15 @@ def poll_flow(integration_id: str, flow_name: str, *, since: datetime | None = N
         integration = get_integration(session, integration_id)
         pair = get_pair(integration.pair)
         flow = pair.flow(flow_name)
-        ctx = _context(session, integration)
-        window_start = None if full else (since or mark.value)
+        ctx = _context(session, integration, pair)
+        position = START if full else Position(at=since) if since else Position(at=mark.value, cursor=mark.cursor)
         batch: list[SourceRecord] = []
+        last_cursor: str | None = None
         try:
-            for source in flow.handler.changed(ctx, window_start, started):
+            for source in flow.handler.changed(ctx, position, started):
                 batch.append(source)
+                if source.cursor is not None:
+                    last_cursor = source.cursor
                 result.found += 1
                 if on_found:
                     on_found(1)
@@ -393,6 +424,7 @@ def poll_flow(integration_id: str, flow_name: str, *, since: datetime | None = N
             ids = ledger.upsert_records(session, integration_id, flow_name, batch)
             result.enqueue.add_records(pair.queue, ids)
             result.queued += len(ids)
+            result.released = _release_met_conditions(ctx, flow)
         except ConnectorError as error:
             session.rollback()
             with session_scope() as other:
@@ -403,15 +435,30 @@ def poll_flow(integration_id: str, flow_name: str, *, since: datetime | None = N
                 audit.append(other, "poll_failed", f"poll of {flow_name} failed", integration_id=integration_id,
                              flow=flow_name, error=str(error), http_status=error.status)
             raise
-        if window_start is None or mark.value is None or started > mark.value:
+        if position.at is None or mark.value is None or started > mark.value:
             mark.value = started
+        if last_cursor is not None:
+            mark.cursor = last_cursor
         mark.last_poll_at = started
         mark.last_poll_found = result.found
         mark.last_poll_error = None
         result.watermark = mark.value
-        audit.append(session, "polled", f"found {result.found}, queued {result.queued}", integration_id=integration_id,
-                     flow=flow_name)
+        result.cursor = mark.cursor
+        audit.append(session, "polled", f"found {result.found}, queued {result.queued}"
+                     + (f", released {result.released} held" if result.released else ""),
+                     integration_id=integration_id, flow=flow_name)
     return result
+
+
+def _release_met_conditions(ctx: FlowContext, flow: Flow) -> int:
+    waiting = releases.waiting_conditions(ctx.session, ctx.integration.id, flow.name)
+    if not waiting:
+        return 0
+    met = flow.handler.conditions_met(ctx, waiting)
+    if not met:
+        return 0
+    return releases.release(ctx.session, ctx.integration.id, sorted(met, key=lambda c: c.key),
+                            "now " + ", ".join(f"{c.entity} {c.target_id} {c.condition}" for c in sorted(met, key=lambda c: c.key)))
 
 
 def _ensure_watermark(session: Session, integration_id: str, flow: str) -> None:
@@ -424,18 +471,73 @@ def _ensure_watermark(session: Session, integration_id: str, flow: str) -> None:
 # ---- holds and replays ------------------------------------------------------------------
 
 
-def release_holds(session: Session, integration_id: str, hold_key_prefix: str, reason: str) -> Enqueue:
-    """The mapping a hold waited for changed: put those records back in line."""
-    work = Enqueue()
-    integration = get_integration(session, integration_id)
-    pair = get_pair(integration.pair)
-    records = ledger.held_for(session, integration_id, hold_key_prefix)
-    for record in records:
-        ledger.requeue(session, record, reason=reason)
-        audit.append(session, "requeued", reason, integration_id=integration_id, flow=record.flow,
-                     sync_record_id=record.id)
-    work.add_records(pair.queue, [r.id for r in records])
-    return work
+@dataclass
+class PlanLine:
+    """One record of a dry run: what its write would do, or why nothing would happen."""
+
+    flow: str
+    source_id: str
+    action: str  # create | update | complete | unchanged | hold | skip | error
+    detail: str
+
+
+def plan_flow(integration_id: str, flow_name: str, *, since: datetime | None = None, full: bool = False,
+              limit: int | None = None) -> list[PlanLine]:
+    """What a sync of this flow would do, record by record, without writing anything.
+
+    Runs the same fetch, counterpart, map and plan steps as the record path, in a
+    transaction that is always rolled back; the resolver creates nothing and links nothing
+    in a dry run, and no handler `write` is called.
+    """
+    lines: list[PlanLine] = []
+    session = _session_for_dry_run()
+    try:
+        integration = get_integration(session, integration_id)
+        pair = get_pair(integration.pair)
+        flow = pair.flow(flow_name)
+        ctx = _context(session, integration, pair, dry_run=True)
+        mark = session.get(Watermark, (integration_id, flow_name))
+        position = (START if full or mark is None else Position(at=since) if since
+                    else Position(at=mark.value, cursor=mark.cursor))
+        for found in flow.handler.changed(ctx, position, utcnow()):
+            record = session.scalar(select(SyncRecord).where(
+                SyncRecord.integration_id == integration_id, SyncRecord.flow == flow_name,
+                SyncRecord.source_id == found.source_id)) or SyncRecord(
+                integration_id=integration_id, flow=flow_name, source_id=found.source_id, deliveries=0)
+            lines.append(_plan_line(ctx, flow, record))
+            if limit and len(lines) >= limit:
+                break
+    finally:
+        session.rollback()
+        session.close()
+    return lines
+
+
+def _session_for_dry_run() -> Session:
+    from mlconnector.db.session import _factory, get_engine
+
+    return _factory(get_engine())()
+
+
+def _plan_line(ctx: FlowContext, flow: Flow, record: SyncRecord) -> PlanLine:
+    base = {"integration_id": ctx.integration.id, "flow": flow.name}
+    try:
+        prepared = prepare(ctx, flow, record, base)
+    except Exception as error:  # a dry run reports every record, whatever one of them does
+        return PlanLine(flow.name, record.source_id, "error", f"{type(error).__name__}: {error}")
+    if prepared.skipped:
+        return PlanLine(flow.name, record.source_id, "skip", prepared.skipped)
+    outcome = prepared.outcome
+    if isinstance(outcome, Hold):
+        return PlanLine(flow.name, record.source_id, "hold", outcome.reason)
+    if isinstance(outcome, Nothing):
+        return PlanLine(flow.name, record.source_id, "skip", outcome.reason)
+    assert prepared.plan is not None
+    made = [d for d in (outcome.decisions if outcome else []) if "would be created" in d.reason]
+    detail = prepared.plan.describe()
+    if made:
+        detail += "; first creates " + ", ".join(f"{d.field} {d.value!r}" for d in made)
+    return PlanLine(flow.name, record.source_id, prepared.plan.action, detail)
 
 
 def replay(session: Session, record: SyncRecord, *, edited_payload: dict[str, Any] | None = None) -> Enqueue:
@@ -452,6 +554,43 @@ def replay(session: Session, record: SyncRecord, *, edited_payload: dict[str, An
                  integration_id=record.integration_id, flow=record.flow, sync_record_id=record.id,
                  source_payload=edited_payload)
     work.add_records(pair.queue, [record.id])
+    return work
+
+
+# ---- interrupted work ---------------------------------------------------------------------
+
+
+def orphans_to_pending(integration_id: str) -> int:
+    """Records left `running` by a process that is gone (a Ctrl-C in the embedded default,
+    where this process is the only worker) go back to pending, with an audit row."""
+    with session_scope() as session:
+        records = list(session.scalars(select(SyncRecord).where(
+            SyncRecord.integration_id == integration_id, SyncRecord.status == RecordStatus.RUNNING.value)
+            .with_for_update()))
+        for record in records:
+            record.status = RecordStatus.PENDING.value
+            audit.append(session, "interrupted", "the run was interrupted; back to pending", integration_id=integration_id,
+                         flow=record.flow, sync_record_id=record.id)
+    return len(records)
+
+
+def pending_work(integration_id: str, flows: list[str] | None = None) -> Enqueue:
+    """Every pending record of this integration that is due now, to send at once (a `sync`
+    resumes interrupted work instead of waiting for the sweeper's threshold)."""
+    work = Enqueue()
+    now = utcnow()
+    with session_scope() as session:
+        pair = get_pair(get_integration(session, integration_id).pair)
+        query = select(SyncRecord.id).where(
+            SyncRecord.integration_id == integration_id, SyncRecord.status == RecordStatus.PENDING.value,
+            or_(SyncRecord.next_attempt_at.is_(None), SyncRecord.next_attempt_at <= now)).order_by(SyncRecord.id)
+        if flows:
+            query = query.where(SyncRecord.flow.in_(flows))
+        ids = list(session.scalars(query))
+        if ids:
+            session.execute(update(SyncRecord).where(SyncRecord.id.in_(ids)).values(enqueued_at=now)
+                            .execution_options(synchronize_session=False))
+        work.add_records(pair.queue, ids)
     return work
 
 

@@ -1,76 +1,116 @@
 """Flows are declared, not hand-wired.
 
-A pair module (tasks/<pair>.py) declares its `Pair`: the two systems, and its flows, each
-with a source entity, a target entity, the handler that fetches, maps and writes, the
-webhook event types that trigger it, its poll schedule and its prerequisites. The engine
-(mlconnector/engine.py) runs every flow through the same record path.
+A pair module (tasks/<pair>.py) declares its `Pair`: the two systems, the counterpart kinds
+it links, its config model and its flows, each with a source entity, a target entity, the
+handler that fetches, maps, plans and writes, the webhook event types that trigger it, its
+poll schedule and its prerequisites. Pairs are found through the `mlconnector.pairs` entry
+point group (pyproject.toml), so adding one touches nothing in mlconnector/; importing a
+pair module starts nothing. The engine (mlconnector/engine.py) runs every flow through the
+same record path.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Literal, Mapping
 
 from pydantic import BaseModel
+
+from mlconnector.decisions import Decision
+from mlconnector.holds import Hold, TargetCondition
+from mlconnector.positions import Position
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from connectors.base import Connector
+    from mlconnector.config import IntegrationConfig
     from mlconnector.db.models import Integration
+    from mlconnector.harness import SandboxSet
+    from mlconnector.resolver import Counterpart, CounterpartKind, Need
 
-# The pair modules the product ships; adding a pair adds a line here and touches nothing else.
-PAIR_MODULES: tuple[str, ...] = ("tasks.servicetitan_epicor",)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One choice a mapping made, in words the audit trail can print."""
-
-    field: str
-    value: Any
-    reason: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"field": self.field, "value": self.value, "reason": self.reason}
+ENTRY_POINT_GROUP = "mlconnector.pairs"
+EXTRA_PAIRS_ENV = "MLCONNECTOR_PAIR_MODULES"  # development: 'module:attr' or modules holding PAIR
 
 
 @dataclass
 class MappedRecord:
-    """The target payload a mapping produced, its external key and its decisions."""
+    """The typed target document a mapping produced, its external key and its decisions.
 
-    payload: dict[str, Any]
+    `document` is the pair's pydantic model of what the target should hold; the engine keeps
+    its JSON form in the audit trail and the handler's `plan` and `write` read it typed.
+    """
+
+    document: BaseModel
     external_key: dict[str, Any]
     decisions: list[Decision] = field(default_factory=list)
 
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.document.model_dump(mode="json", by_alias=True)
+
 
 @dataclass
-class Hold:
-    """A gap a person must close; `key` names the mapping it waits for (e.g. vendor:511)."""
+class Nothing:
+    """An explicit "nothing to do" for this record (e.g. a purchase order not received yet)."""
 
     reason: str
-    key: str
     decisions: list[Decision] = field(default_factory=list)
+
+
+Outcome = MappedRecord | Hold | Nothing
+
+
+@dataclass
+class Plan:
+    """What a write would do, worked out by reading the target only."""
+
+    action: Literal["create", "update", "unchanged", "complete"]
+    target_id: str | None = None
+    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # field -> (current, wanted)
+    detail: str = ""
+
+    def describe(self) -> str:
+        if self.action == "unchanged":
+            return f"unchanged {self.target_id or ''}".strip()
+        words = f"{self.action} {self.target_id or ''}".strip()
+        if self.changes:
+            words += ": " + "; ".join(f"{k} {_short(old)!r} -> {_short(new)!r}" for k, (old, new) in sorted(self.changes.items()))
+        return words + (f" ({self.detail})" if self.detail else "")
+
+
+def _short(value: Any) -> Any:
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass
 class WriteResult:
     target_id: str
-    action: str  # created | updated | unchanged
+    action: str  # created | updated | completed | unchanged
     http_status: int | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    target_key: dict[str, Any] | None = None  # the target's key fields, kept in the ledger for look-ups
 
 
 @dataclass
 class SourceRecord:
-    """A record found by a poll or named by a webhook."""
+    """A record found by a poll or named by a webhook.
+
+    `cursor` is the record's place in an ordered change feed (Epicor SysRevID, a continuation
+    token); a poll yields records in cursor order and the flow's position moves to the last.
+    """
 
     source_id: str
     version: str | None
     payload: dict[str, Any] | None = None
+    cursor: str | None = None
 
 
 @dataclass
@@ -81,14 +121,25 @@ class FlowContext:
     session: "Session"
     connectors: Mapping[str, "Connector"]
     audit: Callable[..., None]
+    pair: "Pair"
+    dry_run: bool = False
+    _config: Any = None
 
     @property
-    def config(self) -> dict[str, Any]:
-        return self.integration.config or {}
+    def config(self) -> "IntegrationConfig":
+        """The integration's config as the pair's typed model (validated once per context)."""
+        if self._config is None:
+            self._config = self.pair.parse_config(self.integration.config or {})
+        return self._config
 
 
 class FlowHandler(ABC):
-    """The business of one flow. The engine supplies ledger, retries, audit and metrics."""
+    """The business of one flow. The engine supplies ledger, retries, audit and metrics.
+
+    The record path calls, in order: `fetch`, `version`, `needs` (counterparts the platform
+    resolves: link, match, create when allowed, else hold), `map` (reads only, no writes),
+    `plan` (what the write would do, reads only) and, unless it is a dry run, `write`.
+    """
 
     @abstractmethod
     def fetch(self, ctx: FlowContext, source_id: str) -> BaseModel | dict[str, Any] | None:
@@ -99,22 +150,38 @@ class FlowHandler(ABC):
         value = getattr(source, "modifiedOn", None) if not isinstance(source, dict) else source.get("modifiedOn")
         return value.isoformat() if isinstance(value, datetime) else (str(value) if value else None)
 
-    @abstractmethod
-    def map(self, ctx: FlowContext, source: Any) -> MappedRecord | Hold:
-        """Gather lookups (I/O) and call the pair's pure mapping function."""
+    def document_date(self, source: Any) -> datetime | str | None:
+        """The business date of the source document, for the integration's go-live date."""
+        return None
+
+    def needs(self, ctx: FlowContext, source: Any) -> list["Need"] | Hold:
+        """Counterparts this record needs before it can be mapped (vendor, customer, ...)."""
+        return []
 
     @abstractmethod
-    def write(self, ctx: FlowContext, mapped: MappedRecord, known_target_id: str | None) -> WriteResult:
-        """Write idempotently: known target id, else look up by external key, then update, else create."""
+    def map(self, ctx: FlowContext, source: Any, counterparts: Mapping[str, "Counterpart"]) -> Outcome:
+        """Gather lookups (reads only) and call the pair's pure mapping function."""
 
-    def changed(self, ctx: FlowContext, since: datetime | None, until: datetime) -> Iterator[SourceRecord]:
-        """Source records changed in [since, until) for the catch-up poll."""
+    @abstractmethod
+    def plan(self, ctx: FlowContext, mapped: MappedRecord, known_target_id: str | None) -> Plan:
+        """What the write would do: create, update (with the field diff), or unchanged."""
+
+    @abstractmethod
+    def write(self, ctx: FlowContext, mapped: MappedRecord, plan: Plan, known_target_id: str | None) -> WriteResult:
+        """Carry out the plan idempotently (a lost answer is found again by external key)."""
+
+    def changed(self, ctx: FlowContext, since: Position, until: datetime) -> Iterator[SourceRecord]:
+        """Source records changed since `since`, up to `until`, for the catch-up poll."""
         return iter(())
 
     def records_for_event(self, ctx: FlowContext, event_type: str, data: dict[str, Any]) -> list[SourceRecord]:
         """The source records a webhook event names (default: the event's own record)."""
         record_id = data.get("id")
         return [SourceRecord(str(record_id), None, data)] if record_id is not None else []
+
+    def conditions_met(self, ctx: FlowContext, conditions: list[TargetCondition]) -> set[TargetCondition]:
+        """Which target-side conditions that held records wait for are now true (checked on each poll)."""
+        return set()
 
 
 @dataclass(frozen=True)
@@ -133,12 +200,21 @@ class Flow:
 
 @dataclass(frozen=True)
 class Pair:
+    """A product pair: its systems, flows, counterpart kinds and config model.
+
+    `sandbox_config` turns the running sandboxes (and their seeded data) into a working
+    integration config, so the demo, tests and benchmarks share one set-up (the harness).
+    """
+
     name: str
     source: str
     target: str
     flows: tuple[Flow, ...]
+    config_model: type["IntegrationConfig"]
     description: str = ""
-    config_model: type[BaseModel] | None = None
+    counterparts: tuple["CounterpartKind", ...] = ()
+    sandbox_config: Callable[["SandboxSet"], dict[str, Any]] | None = None
+    webhook_source: str | None = None  # the system whose webhooks the receiver takes
 
     @property
     def queue(self) -> str:
@@ -157,6 +233,15 @@ class Pair:
     def systems(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys((self.source, self.target)))
 
+    def counterpart(self, kind: str) -> "CounterpartKind":
+        for declared in self.counterparts:
+            if declared.kind == kind:
+                return declared
+        raise UnknownFlowError(f"pair {self.name} links no {kind!r}; kinds: {', '.join(c.kind for c in self.counterparts) or 'none'}")
+
+    def parse_config(self, raw: dict[str, Any]) -> "IntegrationConfig":
+        return self.config_model.model_validate(raw)
+
     def ordered_flows(self) -> list[Flow]:
         """Flows with prerequisites first (vendors before bills)."""
         done: list[Flow] = []
@@ -173,41 +258,53 @@ class Pair:
 
 
 class UnknownPairError(KeyError):
-    pass
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class UnknownFlowError(KeyError):
-    pass
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class _Registry:
-    _pairs: ClassVar[dict[str, Pair]] = {}
-    _loaded: ClassVar[bool] = False
+    """Pairs found through entry points (and, for development, EXTRA_PAIRS_ENV), loaded once."""
 
-    @classmethod
-    def register(cls, pair: Pair) -> Pair:
-        cls._pairs[pair.name] = pair
-        return pair
+    _pairs: ClassVar[dict[str, Pair] | None] = None
+    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
     def load(cls) -> dict[str, Pair]:
-        if not cls._loaded:
-            import os
+        with cls._lock:
+            if cls._pairs is None:
+                found: dict[str, Pair] = {}
+                for point in entry_points(group=ENTRY_POINT_GROUP):
+                    _add(found, point.load(), point.value)
+                for spec in filter(None, os.environ.get(EXTRA_PAIRS_ENV, "").split(",")):
+                    module, _, attr = spec.strip().partition(":")
+                    _add(found, getattr(importlib.import_module(module), attr or "PAIR"), spec)
+                cls._pairs = found
+            return cls._pairs
 
-            extra = tuple(m for m in os.environ.get("MLCONNECTOR_PAIR_MODULES", "").split(",") if m)
-            for module in PAIR_MODULES + extra:
-                importlib.import_module(module)
-            cls._loaded = True
-        return cls._pairs
+    @classmethod
+    def reset(cls) -> None:
+        with cls._lock:
+            cls._pairs = None
 
 
-def register_pair(pair: Pair) -> Pair:
-    """Declare a pair; called at the bottom of its tasks/<pair>.py module."""
-    return _Registry.register(pair)
+def _add(found: dict[str, Pair], pair: Any, origin: str) -> None:
+    if not isinstance(pair, Pair):
+        raise TypeError(f"{origin} is not a Pair (got {type(pair).__name__})")
+    found[pair.name] = pair
 
 
 def all_pairs() -> dict[str, Pair]:
     return dict(_Registry.load())
+
+
+def reload_pairs() -> None:
+    """Forget the loaded pairs (a test that installs a pair, a changed environment)."""
+    _Registry.reset()
 
 
 def get_pair(name: str) -> Pair:
@@ -215,4 +312,4 @@ def get_pair(name: str) -> Pair:
     try:
         return pairs[name]
     except KeyError:
-        raise UnknownPairError(f"unknown pair {name!r}; known: {', '.join(sorted(pairs))}") from None
+        raise UnknownPairError(f"unknown pair {name!r}; known: {', '.join(sorted(pairs)) or 'none'}") from None

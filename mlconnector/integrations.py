@@ -38,9 +38,10 @@ def list_integrations(session: Session, *, enabled_only: bool = False) -> list[I
 def create_integration(
     session: Session, integration_id: str, pair_name: str, config: dict[str, Any], name: str = ""
 ) -> Integration:
+    from mlconnector.config import validate_config
+
     pair = get_pair(pair_name)
-    if pair.config_model is not None:
-        pair.config_model.model_validate(config)
+    validate_config(pair, config)
     if session.get(Integration, integration_id) is not None:
         raise ValueError(f"integration {integration_id!r} already exists")
     integration = Integration(id=integration_id, pair=pair.name, name=name or integration_id, config=config, enabled=True)

@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
-from mlconnector.db.models import RecordStatus, SyncRecord, utcnow
+from mlconnector.db.models import HoldRelease, RecordStatus, SyncRecord, utcnow
 from mlconnector.db.session import upsert_into
 from mlconnector.flows import SourceRecord
 
@@ -63,6 +63,7 @@ def upsert_records(
         .with_for_update()
     ).all()
     ready: list[int] = []
+    reopened: list[int] = []
     for record in existing:
         source = by_id[record.source_id]
         if record.status in TERMINAL or record.status in PARKED:
@@ -72,6 +73,8 @@ def upsert_records(
             )
             if same_version:
                 continue
+            if record.status == RecordStatus.HELD.value:
+                reopened.append(record.id)
             record.status = RecordStatus.PENDING.value
             record.deliveries = 0
             record.hold_reason = None
@@ -85,6 +88,8 @@ def upsert_records(
             record.payload = source.payload
         record.enqueued_at = now
         ready.append(record.id)
+    if reopened:
+        session.execute(delete(HoldRelease).where(HoldRelease.sync_record_id.in_(reopened)))
     return ready
 
 
@@ -97,20 +102,18 @@ def requeue(session: Session, record: SyncRecord, *, reason: str) -> None:
     record.hold_key = None
     record.last_error = None
     record.enqueued_at = utcnow()
+    session.execute(delete(HoldRelease).where(HoldRelease.sync_record_id == record.id))
 
 
-def held_for(session: Session, integration_id: str, hold_key_prefix: str) -> list[SyncRecord]:
-    return list(
-        session.scalars(
-            select(SyncRecord)
-            .where(
-                SyncRecord.integration_id == integration_id,
-                SyncRecord.status == RecordStatus.HELD.value,
-                SyncRecord.hold_key.startswith(hold_key_prefix),
-            )
-            .with_for_update()
-        )
-    )
+def written_targets(session: Session, integration_id: str, flow: str, source_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The target keys of source records this flow has written (a ledger look-up, no API call)."""
+    ids = [str(i) for i in source_ids]
+    if not ids:
+        return {}
+    rows = session.execute(select(SyncRecord.source_id, SyncRecord.target_key).where(
+        SyncRecord.integration_id == integration_id, SyncRecord.flow == flow,
+        SyncRecord.source_id.in_(ids), SyncRecord.target_key.is_not(None)))
+    return {source_id: key for source_id, key in rows}
 
 
 def stale_pending(session: Session, older_than: datetime, limit: int = 1000) -> list[SyncRecord]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 def reset_process_state(*, settings: bool = True) -> None:
     from mlconnector.db.session import dispose_engines
+    from mlconnector.flows import reload_pairs
     from mlconnector.http.runtime import set_runtime
     from mlconnector.integrations import clear_connector_cache
     from mlconnector.receiver import forget_webhook_settings
@@ -21,3 +22,4 @@ def reset_process_state(*, settings: bool = True) -> None:
     set_runtime(None)
     clear_connector_cache()
     forget_webhook_settings()
+    reload_pairs()

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 from mlconnector import audit, metrics
 from mlconnector.db.models import EventStatus, InboundEvent, Integration, utcnow
 from mlconnector.db.session import session_scope, upsert_into
-from mlconnector.webhook_signature import DEFAULT_HEADER, SignatureError, verify
+from mlconnector.flows import all_pairs
+from mlconnector.webhook_signature import SignatureError, verify
 
 blueprint = Blueprint("webhooks", __name__)
 VENDOR = "servicetitan"
@@ -59,15 +60,16 @@ def webhook_settings(session: Session, integration_id: str, *, fresh: bool = Fal
     if kept is not None and not fresh and now - kept[0] < SETTINGS_TTL_SECONDS:
         return kept[1]
     row = session.execute(select(Integration.pair, Integration.config).where(Integration.id == integration_id)).first()
-    if row is None or not row.pair.startswith(VENDOR):
+    pair = all_pairs().get(row.pair) if row is not None else None
+    if row is None or pair is None or pair.webhook_source != VENDOR:
         with _settings_lock:
             _settings.pop(integration_id, None)
         return None
-    webhook = (row.config or {}).get("webhook", {})
+    webhook = pair.parse_config(row.config or {}).webhook
     loaded = WebhookSettings(
-        keys=tuple(k for k in (webhook.get("hmac_key"), webhook.get("previous_hmac_key")) if k),
-        header=webhook.get("signature_header", DEFAULT_HEADER),
-        encoding=webhook.get("signature_encoding", "hex"),
+        keys=tuple(k for k in (webhook.hmac_key, webhook.previous_hmac_key) if k),
+        header=webhook.signature_header,
+        encoding=webhook.signature_encoding,
     )
     with _settings_lock:
         _settings[integration_id] = (now, loaded)

@@ -24,6 +24,8 @@ INLINE_PATTERNS = [
     re.compile(r"((?:access|refresh)_token[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+", re.IGNORECASE),
     re.compile(r"((?:client_secret|password|Password|api_key)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}<]+"),
 ]
+# Keys that name where or how a secret is sent, not the secret: token_url, signature_header.
+NOT_SECRET_KEY = re.compile(r"(url|uri|header|encoding|path|format|field|ttl|seconds)$", re.IGNORECASE)
 MIN_SECRET_LENGTH = 4  # shorter values would scrub ordinary words
 
 
@@ -70,8 +72,8 @@ def redact(value: Any) -> Any:
     """Return a copy of `value` with secret-named keys masked and secret values scrubbed."""
     if isinstance(value, dict):
         return {
-            k: (MASK if isinstance(k, str) and SECRET_KEY_PATTERN.search(k) and v not in (None, "")
-                else redact(v))
+            k: (MASK if isinstance(k, str) and SECRET_KEY_PATTERN.search(k) and not NOT_SECRET_KEY.search(k)
+                and v not in (None, "") and not isinstance(v, (dict, list, bool)) else redact(v))
             for k, v in value.items()
         }
     if isinstance(value, (list, tuple)):

@@ -1,8 +1,9 @@
-"""ServiceTitan webhook signatures: HMAC-SHA256 over the raw body, compared in constant time.
+"""Webhook signatures: HMAC-SHA256 over the raw body, compared in constant time.
 
-The header name and digest encoding are unconfirmed vendor facts, so both are settings of
-the integration (defaults: X-ServiceTitan-Signature, hex). During a key rotation both the
-current and the previous key are accepted.
+The one verifier of the code base: the receiver and every connector that checks a delivery
+use it. ServiceTitan's header name and digest encoding are unconfirmed vendor facts, so
+both are settings of the integration (defaults: X-ServiceTitan-Signature, hex). During a
+key rotation both the current and the previous key are accepted.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Mapping
 
 Encoding = Literal["hex", "base64"]
 DEFAULT_HEADER = "X-ServiceTitan-Signature"
+DEFAULT_ENCODING: Encoding = "hex"
 SCHEME_PREFIXES = ("sha256=",)  # some senders prefix the digest with its algorithm
 
 
@@ -21,28 +23,52 @@ class SignatureError(Exception):
     """The signature is missing or matches none of the keys."""
 
 
-def sign_for_tests(body: bytes, key: str, encoding: Encoding = "hex") -> str:
+def sign_for_tests(body: bytes, key: str, encoding: Encoding = DEFAULT_ENCODING) -> str:
+    """The signature a sender holding `key` puts on `body` (tests and sandboxes sign with it)."""
     digest = hmac.new(key.encode(), body, hashlib.sha256).digest()
     return digest.hex() if encoding == "hex" else base64.b64encode(digest).decode()
 
 
-def verify(body: bytes, signature: str | None, keys: Iterable[str], encoding: Encoding = "hex") -> None:
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by name, whatever case the sender or the web server gave it."""
+    wanted = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == wanted), None)
+
+
+def verify(body: bytes, signature: str | None, keys: Iterable[str], encoding: Encoding = DEFAULT_ENCODING) -> None:
     """Raise SignatureError unless `signature` is the HMAC of `body` under one of `keys`."""
     if not signature:
         raise SignatureError("missing signature header")
-    presented = signature.strip()
-    for prefix in SCHEME_PREFIXES:
-        if presented.lower().startswith(prefix):
-            presented = presented[len(prefix):]
+    presented = _comparable(_without_scheme(signature.strip()), encoding)
     matched = False
     for key in keys:
         if not key:
             continue
-        expected = sign_for_tests(body, key, encoding)
+        expected = _comparable(sign_for_tests(body, key, encoding), encoding)
         # Compare every key, so timing does not reveal which one (or whether any) matched.
-        if encoding == "hex":
-            matched |= hmac.compare_digest(expected.lower(), presented.lower())
-        else:
-            matched |= hmac.compare_digest(expected, presented)
+        matched |= hmac.compare_digest(expected, presented)
     if not matched:
         raise SignatureError("signature does not match")
+
+
+def verify_headers(body: bytes, headers: Mapping[str, str], keys: Iterable[str], *,
+                   header: str = DEFAULT_HEADER, encoding: Encoding = DEFAULT_ENCODING) -> None:
+    """`verify` with the signature read from `header` of a delivery's headers."""
+    verify(body, header_value(headers, header), keys, encoding)
+
+
+def _without_scheme(signature: str) -> str:
+    for prefix in SCHEME_PREFIXES:
+        if signature.lower().startswith(prefix):
+            return signature[len(prefix):]
+    return signature
+
+
+def _comparable(signature: str, encoding: Encoding) -> bytes:
+    """Bytes to compare: hex digests ignore case; any character a header can carry is allowed."""
+    text = signature.lower() if encoding == "hex" else signature
+    return text.encode("utf-8", "surrogateescape")
+
+
+__all__ = ["DEFAULT_ENCODING", "DEFAULT_HEADER", "Encoding", "SignatureError", "header_value", "sign_for_tests",
+           "verify", "verify_headers"]

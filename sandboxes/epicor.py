@@ -12,12 +12,21 @@ What a client can get wrong here, it gets wrong against Epicor too:
   String comparisons ignore case, as SQL Server's default collation does.
 - Business-object methods answer `{"returnObj": ..., "parameters": {...}}`; tableset names
   (`APInvHed`, `APInvDtl`, `CheckHed`, `APTran`) are distinct from entity sets
-  (`APInvoices`, `APInvDtls`, `PaymentEntries`, `APTrans`).
+  (`APInvoices`, `APInvDtls`, `PaymentEntries`, `APTrans`). Every declared input of a method
+  must be sent (`confirmCheck` on `ChangeVendorID` too): a missing one answers 400
+  "Parameter X is not found in the input object". Classic reads (`GetByID`) answer GET.
+- `UpdateMaster` answers its documented outputs (`ds, grpTotalInvAmt, requiresUserInput,
+  opMessage, opMsgChkBankRef, opChkRevMsg, lEnableGenLegalNum, lUpdateRan, opDUAMsg`); a
+  200 with `lUpdateRan` false saved nothing (`POST /_sandbox/epicor/update-master-holds`
+  makes it answer so).
 - AP invoices live inside an existing invoice group (`APInvGrps`); `GetNewAPInvHedInvoice`
   locks the group to the caller (`ActiveUserID`), a group locked by someone else refuses
   writes, `UnlockGroup` releases it. Lines need a saved header. `Update` checks the amount,
-  the supplier, the group, GL accounts and duplicate keys (409), honours `RowMod` and the
-  row's `SysRevID` (optimistic concurrency).
+  the supplier, the group, GL accounts and duplicate keys (409 by default; whether Epicor
+  answers 409 or a 400 BLException is unconfirmed, so it is a setting), honours `RowMod`
+  and the row's `SysRevID` (optimistic concurrency).
+- A lost answer (the server acted, the client never heard) is made on demand with
+  `POST /_sandbox/epicor/lost-answers`.
 - `SysRevID` is one database-wide counter bumped on every write (a SQL rowversion);
   `ChangeDate`/`ChangedBy` exist only on the tables that have them (APInvHed, POHeader).
 
@@ -32,6 +41,7 @@ import operator
 import random
 import re
 import threading
+import time
 import uuid
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
@@ -55,9 +65,35 @@ class EpicorSandboxSettings(BaseModel):
     missing_api_key_status: int = 401  # unconfirmed: "v2 returns 401 even with a valid user"
     vendor_id_max_length: int = 8  # unconfirmed: Vendor.VendorID is x(8)
     payments_require_posted: bool = True  # unconfirmed: AP Payment Entry pays posted invoices only
+    # unconfirmed: no public trace shows Epicor answering 409; 400 is its business-rule refusal
+    duplicate_status: int = Field(409, ge=400, le=499)
     username: str = "mlconnector"
     password: str = "Kinetic-Sandbox-Pass-1"
     other_users: dict[str, str] = Field(default_factory=lambda: {"jsmith": "jsmith-pass-2"})
+
+
+class UpdateMasterHold(BaseModel):
+    """`POST /_sandbox/epicor/update-master-holds`: the next `count` UpdateMaster calls (on
+    `invoice_num` only, when given) answer 200 without saving, as Epicor does when a check
+    stops for a person."""
+
+    count: int = Field(1, ge=0)
+    invoice_num: str = ""  # "" holds any invoice
+    requires_user_input: bool = True
+    update_ran: bool = False
+    op_message: str = "The invoice total does not match the total of its lines. Continue?"
+
+
+class LostAnswers(BaseModel):
+    """`POST /_sandbox/epicor/lost-answers`: after `skip` matching calls, the next `count`
+    calls whose path contains `path_contains` are carried out, then answered `status` after
+    `delay_seconds`, as when a gateway gives up on a server that already acted."""
+
+    count: int = Field(1, ge=0)
+    skip: int = Field(0, ge=0)
+    path_contains: str = "UpdateMaster"
+    status: int = Field(504, ge=500, le=599)
+    delay_seconds: float = Field(0.0, ge=0, le=60)
 
 
 # ---- errors ----------------------------------------------------------------------------------
@@ -67,10 +103,11 @@ ODATA_EXCEPTION = "ODataException"
 API_EXCEPTION = "Epicor.RESTApi.ErrorHandling.ApiException"
 NOT_FOUND_EXCEPTION = "Ice.Common.RecordNotFoundException"
 DUPLICATE_EXCEPTION = "Ice.Common.DuplicateRecordException"
+BL_EXCEPTION = "Ice.BLException"
 REASONS = {
     400: "REST API Exception", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 409: "Conflict", 410: "Gone", 429: "Too Many Requests",
-    500: "Internal Server Error", 503: "Service Unavailable",
+    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
 
 
@@ -779,6 +816,8 @@ class EpicorSandbox(Sandbox):
         }
         self.head_seq = 0
         self._query_cache: dict[tuple, list[dict[str, Any]]] = {}
+        self.update_master_hold = UpdateMasterHold(count=0)
+        self.lost_answers = LostAnswers(count=0)
         super().__init__(opts)
 
     # ---- identity of the sandbox ------------------------------------------------------------
@@ -806,6 +845,8 @@ class EpicorSandbox(Sandbox):
         self.head_seq = 0
         self._query_cache.clear()
         self.rate_window.reset()
+        self.update_master_hold = UpdateMasterHold(count=0)
+        self.lost_answers = LostAnswers(count=0)
 
     def next_rev(self) -> int:
         """One database-wide counter, like a SQL rowversion: never reused, even across resets."""
@@ -1207,6 +1248,49 @@ class EpicorSandbox(Sandbox):
                          methods=["GET", "POST", "PATCH", "DELETE"])
         app.add_url_rule("/<instance>/api/v2/odata/<company>/<service>", "epicor_service", self._v2,
                          methods=["GET"], defaults={"rest": ""}, strict_slashes=False)
+        app.add_url_rule("/_sandbox/epicor/update-master-holds", "epicor_update_master_holds",
+                         self._set_update_master_hold, methods=["POST"])
+        app.add_url_rule("/_sandbox/epicor/lost-answers", "epicor_lost_answers", self._set_lost_answers,
+                         methods=["POST"])
+
+    def _set_update_master_hold(self) -> Response:
+        try:
+            hold = UpdateMasterHold.model_validate(request.get_json(silent=True) or {})
+        except ValueError as error:
+            return _json({"error": str(error)}, 400)
+        with self.lock:
+            self.update_master_hold = hold
+        return _json(hold.model_dump())
+
+    def _set_lost_answers(self) -> Response:
+        try:
+            lost = LostAnswers.model_validate(request.get_json(silent=True) or {})
+        except ValueError as error:
+            return _json({"error": str(error)}, 400)
+        with self.lock:
+            self.lost_answers = lost
+        return _json(lost.model_dump())
+
+    def take_update_master_hold(self, invoice_nums: Iterable[str]) -> UpdateMasterHold | None:
+        """The hold this UpdateMaster call falls under, if any (one use of it is spent)."""
+        hold = self.update_master_hold
+        if hold.count <= 0:
+            return None
+        if hold.invoice_num and hold.invoice_num.casefold() not in {n.casefold() for n in invoice_nums}:
+            return None
+        hold.count -= 1
+        return hold
+
+    def _take_lost_answer(self, path: str) -> LostAnswers | None:
+        with self.lock:
+            lost = self.lost_answers
+            if lost.count <= 0 or lost.path_contains not in path:
+                return None
+            if lost.skip > 0:
+                lost.skip -= 1
+                return None
+            lost.count -= 1
+            return lost.model_copy()
 
     def _token(self, instance: str) -> Response:
         try:
@@ -1300,9 +1384,14 @@ class EpicorSandbox(Sandbox):
             if service_name is None:
                 raise EpicorError(404, f"Service '{service}' was not found.", API_EXCEPTION)
             self.stats.bump(f"calls:{service_name}/{re.split(r'[(/]', rest, maxsplit=1)[0] if rest else ''}")
-            return self._dispatch(service_name, rest)
+            response = self._dispatch(service_name, rest)
         except EpicorError as error:
             return self._fail(error)
+        lost = self._take_lost_answer(request.path) if response.status_code < 300 else None
+        if lost is None:
+            return response
+        time.sleep(lost.delay_seconds)
+        return self.error_response(lost.status, "The gateway received no answer from the application server")
 
     def _dispatch(self, service: str, rest: str) -> Response:
         sets = SERVICES[service]
@@ -1313,18 +1402,20 @@ class EpicorSandbox(Sandbox):
         entity_set = next((s for n, s in sets.items() if n.casefold() == name.casefold()), None)
         if entity_set is not None:
             return self._entity_request(service, entity_set, keys, nav)
-        handler = METHODS.get(service, {}).get(name.casefold())
-        if handler is None or keys is not None:
+        method = METHODS.get(service, {}).get(name.casefold())
+        if method is None or keys is not None:
             raise EpicorError(404, f"Method or entity set '{name}' was not found in service {service}.", API_EXCEPTION)
-        if request.method == "GET" and name.casefold() in READ_METHODS:
+        if request.method == "GET" and method.read:
             params: dict[str, Any] = {k: v for k, v in request.args.items() if not k.startswith("$") and k != "api-key"}
         elif request.method == "POST":
             params = self._json_body()
         else:
             raise EpicorError(405, f"The requested resource does not support http method '{request.method}'.",
                               API_EXCEPTION)
+        for declared in method.inputs:
+            _param(params, declared)
         with self.lock:
-            result = handler(self, params)
+            result = method.handler(self, params)
         return _json(result)
 
     def _json_body(self) -> dict[str, Any]:
@@ -1565,6 +1656,11 @@ class EpicorSandbox(Sandbox):
 
     # ---- shared business rules -----------------------------------------------------------------
 
+    def duplicate(self, message: str, table: str, field_name: str) -> EpicorError:
+        """A key that already exists, refused with the configured status (409 or a 400 BLException)."""
+        status = self.settings.duplicate_status
+        return EpicorError(status, message, DUPLICATE_EXCEPTION if status == 409 else BL_EXCEPTION, table, field_name)
+
     def group_for_write(self, group_id: str, table: str = "APInvHed") -> dict[str, Any]:
         """An invoice group that exists and is not held by another user."""
         group = self.tables["APInvGrp"].get(group_id or "")
@@ -1737,7 +1833,7 @@ def m_change_vendor_id(sb: EpicorSandbox, params: dict[str, Any]) -> dict[str, A
                 "CurrencyCode": vendor["CurrencyCode"] or "USD"})
     if row.get("InvoiceDate"):
         row["DueDate"] = _due(_as_date(row["InvoiceDate"]), vendor["TermsCode"])  # type: ignore[arg-type]
-    return {"parameters": {"ds": ds}}
+    return {"parameters": {"ds": ds, "confirmMsg": ""}}
 
 
 def m_change_invoice_date_ex(sb: EpicorSandbox, params: dict[str, Any]) -> dict[str, Any]:
@@ -1746,8 +1842,7 @@ def m_change_invoice_date_ex(sb: EpicorSandbox, params: dict[str, Any]) -> dict[
     row = _current(ds, "APInvHed")
     row["InvoiceDate"] = fmt_date(day)
     row["DueDate"] = _due(day, row.get("TermsCode") or "N30")
-    return {"parameters": {"ds": ds, "recalcAmts": str(params.get("recalcAmts") or ""),
-                           "cMessageText": ""}}
+    return {"parameters": {"ds": ds, "cMessageText": ""}}
 
 
 def m_change_invoice_vendor_amt(sb: EpicorSandbox, params: dict[str, Any]) -> dict[str, Any]:
@@ -1771,7 +1866,7 @@ def m_change_ref_po_num(sb: EpicorSandbox, params: dict[str, Any]) -> dict[str, 
     vendor = sb.tables["Vendor"].get(po["VendorNum"])
     row.update({"REFPONum": po_num, "VendorNum": po["VendorNum"], "VendorNumVendorID": po["VendorVendorID"],
                 "VendorNumName": po["VendorName"], "TermsCode": (vendor or {}).get("TermsCode", row.get("TermsCode"))})
-    return {"parameters": {"ds": ds}}
+    return {"parameters": {"ds": ds, "confirmMsg": ""}}
 
 
 def _saved_header(sb: EpicorSandbox, vendor_num: Any, invoice_num: Any) -> dict[str, Any]:
@@ -1811,9 +1906,7 @@ def m_get_new_ap_inv_dtl_unreceived(sb: EpicorSandbox, params: dict[str, Any]) -
 def _line_change(field_name: str, parameter: str) -> Callable[[EpicorSandbox, dict[str, Any]], dict[str, Any]]:
     def handler(sb: EpicorSandbox, params: dict[str, Any]) -> dict[str, Any]:
         ds = _ds(params, APINV_TABLES)
-        value = params.get(parameter)
-        if parameter not in params:
-            _param(params, parameter)
+        value = _param(params, parameter)
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -1900,8 +1993,8 @@ def save_invoice_tableset(sb: EpicorSandbox, ds: dict[str, list[dict[str, Any]]]
             if invoices.get(vendor_num, invoice_num) is not None or any(
                     w["VendorNum"] == vendor_num and w["InvoiceNum"].casefold() == invoice_num.casefold()
                     for w in header_writes):
-                raise EpicorError(409, f"AP invoice {invoice_num} already exists for supplier "
-                                       f"{vendor['VendorID']}.", DUPLICATE_EXCEPTION, "APInvHed", "InvoiceNum")
+                raise sb.duplicate(f"AP invoice {invoice_num} already exists for supplier {vendor['VendorID']}.",
+                                   "APInvHed", "InvoiceNum")
             row["InvoiceNum"] = invoice_num
             row["EntryPerson"] = row["EntryPerson"] or user
             if not row["InvoiceDate"]:
@@ -1946,8 +2039,8 @@ def save_invoice_tableset(sb: EpicorSandbox, ds: dict[str, list[dict[str, Any]]]
         if mod == "A":
             if stored is not None or any(r["VendorNum"] == vendor_num and r["InvoiceLine"] == line_no and
                                          r["InvoiceNum"].casefold() == invoice_num.casefold() for _, r in line_writes):
-                raise EpicorError(409, f"Invoice line {line_no} already exists on invoice {invoice_num}.",
-                                  DUPLICATE_EXCEPTION, "APInvDtl", "InvoiceLine")
+                raise sb.duplicate(f"Invoice line {line_no} already exists on invoice {invoice_num}.",
+                                   "APInvDtl", "InvoiceLine")
             row = sb.new_row("APInvDtl", given)
             row["InvoiceNum"] = header["InvoiceNum"]
         else:
@@ -2003,14 +2096,18 @@ def m_update(sb: EpicorSandbox, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def m_update_master(sb: EpicorSandbox, params: dict[str, Any]) -> dict[str, Any]:
+    """Update plus the group total; a check that stops for a person answers 200 having saved
+    nothing (`lUpdateRan` false, `requiresUserInput` true, the question in `opMessage`)."""
     ds_in = _ds(params, APINV_TABLES)
-    group_id = str(_param(params, "cGroupID") or "")
-    for name in ("cTableName", "runChkCPay", "runChkBankRef", "runChkRevChrg", "suppressUserPrompts"):
-        _param(params, name)
-    ds = save_invoice_tableset(sb, ds_in)
+    group_id = str(params["cGroupID"] or "")
+    hold = sb.take_update_master_hold(str(r.get("InvoiceNum") or "") for r in ds_in["APInvHed"] + ds_in["APInvDtl"])
+    ds = ds_in if hold is not None else save_invoice_tableset(sb, ds_in)
     total = sum(r["InvoiceAmt"] for r in sb.tables["APInvHed"].ordered() if r["GroupID"].casefold() == group_id.casefold())
-    return {"parameters": {"ds": ds, "grpTotalInvAmt": round(total, 2), "requiresUserInput": False,
-                           "opMessage": "", "opDupMessage": "", "opPayHoldMessage": "", "lUpdateRan": True}}
+    return {"parameters": {
+        "ds": ds, "grpTotalInvAmt": round(total, 2),
+        "requiresUserInput": hold.requires_user_input if hold else False,
+        "opMessage": hold.op_message if hold else "", "opMsgChkBankRef": "", "opChkRevMsg": "",
+        "lEnableGenLegalNum": False, "lUpdateRan": hold.update_ran if hold else True, "opDUAMsg": ""}}
 
 
 def m_get_by_id(sb: EpicorSandbox, params: dict[str, Any]) -> dict[str, Any]:
@@ -2153,8 +2250,7 @@ def m_payment_update(sb: EpicorSandbox, params: dict[str, Any]) -> dict[str, Any
         head = sb.new_row("CheckHed", given)
         if given.get("RowMod") == "A":
             if heads.get(head["HeadNum"]) is not None:
-                raise EpicorError(409, f"Payment {head['HeadNum']} already exists.", DUPLICATE_EXCEPTION,
-                                  "CheckHed", "HeadNum")
+                raise sb.duplicate(f"Payment {head['HeadNum']} already exists.", "CheckHed", "HeadNum")
         else:
             stored = heads.get(head["HeadNum"])
             if stored is None:
@@ -2183,8 +2279,7 @@ def m_payment_update(sb: EpicorSandbox, params: dict[str, Any]) -> dict[str, Any
         if head is None:
             raise EpicorError(400, f"Payment {tran['HeadNum']} was not found.", BO_EXCEPTION, "APTran", "HeadNum")
         if trans.get(tran["HeadNum"], tran["APTranNo"]) is not None:
-            raise EpicorError(409, f"Payment line {tran['APTranNo']} already exists.", DUPLICATE_EXCEPTION,
-                              "APTran", "APTranNo")
+            raise sb.duplicate(f"Payment line {tran['APTranNo']} already exists.", "APTran", "APTranNo")
         invoice = _payable_invoice(sb, head["VendorNum"], tran["InvoiceNum"])
         key = (invoice["VendorNum"], invoice["InvoiceNum"].casefold())
         if tran["DocTranAmt"] <= 0:
@@ -2246,8 +2341,7 @@ def w_create_vendor(sb: EpicorSandbox, body: dict[str, Any], _: dict[str, Any] |
         raise EpicorError(400, "Supplier name is required.", BO_EXCEPTION, "Vendor", "Name")
     existing = sb._vendor_by_id(vendor_id)
     if existing is not None:
-        raise EpicorError(409, f"Supplier ID {existing['VendorID']} already exists.", DUPLICATE_EXCEPTION,
-                          "Vendor", "VendorID")
+        raise sb.duplicate(f"Supplier ID {existing['VendorID']} already exists.", "Vendor", "VendorID")
     values = {k: v for k, v in body.items() if k not in ("VendorNum", "SysRevID", "Company")}
     row = sb.new_row("Vendor", {"TermsCode": "N30", "CurrencyCode": "USD", "Country": "USA", "CountryNum": 1,
                                 **values})
@@ -2266,7 +2360,7 @@ def w_update_vendor(sb: EpicorSandbox, body: dict[str, Any], row: dict[str, Any]
         if not new_id:
             raise EpicorError(400, "Supplier ID is required.", BO_EXCEPTION, "Vendor", "VendorID")
         if other is not None and other["VendorNum"] != row["VendorNum"]:
-            raise EpicorError(409, f"Supplier ID {new_id} already exists.", DUPLICATE_EXCEPTION, "Vendor", "VendorID")
+            raise sb.duplicate(f"Supplier ID {new_id} already exists.", "Vendor", "VendorID")
     if "Name" in values and not values["Name"].strip():
         raise EpicorError(400, "Supplier name is required.", BO_EXCEPTION, "Vendor", "Name")
     updated = {**row, **values}
@@ -2278,7 +2372,7 @@ def w_create_group(sb: EpicorSandbox, body: dict[str, Any], _: dict[str, Any] | 
     if not group_id:
         raise EpicorError(400, "Group ID is required.", BO_EXCEPTION, "APInvGrp", "GroupID")
     if sb.tables["APInvGrp"].get(group_id) is not None:
-        raise EpicorError(409, f"AP invoice group {group_id} already exists.", DUPLICATE_EXCEPTION, "APInvGrp", "GroupID")
+        raise sb.duplicate(f"AP invoice group {group_id} already exists.", "APInvGrp", "GroupID")
     today = sb.clock.now().date()
     apply = _as_date(body.get("ApplyDate")) or today
     row = sb.new_row("APInvGrp", {"ApplyDate": apply, "FiscalYear": apply.year, "FiscalPeriod": apply.month,
@@ -2298,7 +2392,7 @@ def w_create_check_group(sb: EpicorSandbox, body: dict[str, Any], _: dict[str, A
     if not group_id:
         raise EpicorError(400, "Group ID is required.", BO_EXCEPTION, "APChkGrp", "GroupID")
     if sb.tables["APChkGrp"].get(group_id) is not None:
-        raise EpicorError(409, f"AP payment group {group_id} already exists.", DUPLICATE_EXCEPTION, "APChkGrp", "GroupID")
+        raise sb.duplicate(f"AP payment group {group_id} already exists.", "APChkGrp", "GroupID")
     row = sb.new_row("APChkGrp", {"BankAcctID": body.get("BankAcctID") or "OPER", "CheckDate": sb.clock.now().date()})
     row["GroupID"] = group_id
     return sb.write("APChkGrp", row, user=sb.user)
@@ -2333,40 +2427,54 @@ ODATA_WRITES: dict[tuple[str, str], Callable[[EpicorSandbox, dict[str, Any], dic
     ("APInvHed", "DELETE"): w_delete_invoice,
 }
 
-_METHODS: dict[str, dict[str, Callable[[EpicorSandbox, dict[str, Any]], dict[str, Any]]]] = {
+Handler = Callable[[EpicorSandbox, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class BoMethod:
+    """A business-object method: its handler, its declared inputs (every one must be sent,
+    as in Kinetic's generated method schemas), and whether it is a classic read that
+    answers GET as well as POST."""
+
+    handler: Handler
+    inputs: tuple[str, ...]
+    read: bool = False
+
+
+_METHODS: dict[str, dict[str, BoMethod]] = {
     "Erp.BO.APInvoiceSvc": {
-        "GetNewAPInvHedInvoice": m_get_new_ap_inv_hed_invoice,
-        "ChangeVendorID": m_change_vendor_id,
-        "ChangeInvoiceDateEx": m_change_invoice_date_ex,
-        "ChangeInvoiceVendorAmt": m_change_invoice_vendor_amt,
-        "ChangeRefPONum": m_change_ref_po_num,
-        "GetNewAPInvDtlMiscellaneous": m_get_new_ap_inv_dtl_misc,
-        "GetNewAPInvDtlUnreceived": m_get_new_ap_inv_dtl_unreceived,
-        "ChangeVendorQty": _line_change("VendorQty", "ProposedVendorQty"),
-        "ChangeUnitCost": _line_change("UnitCost", "ProposedUnitCost"),
-        "ChangeExtCost": _line_change("ExtCost", "ProposedExtCost"),
-        "ChangePONum": m_change_po_num,
-        "ChangePOLine": m_change_po_line,
-        "Update": m_update,
-        "UpdateMaster": m_update_master,
-        "GetByID": m_get_by_id,
+        "GetNewAPInvHedInvoice": BoMethod(m_get_new_ap_inv_hed_invoice, ("ds", "cGroupID")),
+        "ChangeVendorID": BoMethod(m_change_vendor_id, ("ProposedVendorID", "confirmCheck", "ds")),
+        "ChangeInvoiceDateEx": BoMethod(m_change_invoice_date_ex, ("ProposedInvoiceDate", "recalcAmts", "ds")),
+        "ChangeInvoiceVendorAmt": BoMethod(m_change_invoice_vendor_amt, ("ProposedInvoiceVendorAmt", "ds")),
+        "ChangeRefPONum": BoMethod(m_change_ref_po_num, ("ProposedRefPONum", "confirmCheck", "ds")),
+        "GetNewAPInvDtlMiscellaneous": BoMethod(m_get_new_ap_inv_dtl_misc, ("ds", "iVendorNum", "cInvoiceNum")),
+        "GetNewAPInvDtlUnreceived": BoMethod(m_get_new_ap_inv_dtl_unreceived, ("ds", "iVendorNum", "cInvoiceNum")),
+        "ChangeVendorQty": BoMethod(_line_change("VendorQty", "ProposedVendorQty"), ("ProposedVendorQty", "ds")),
+        "ChangeUnitCost": BoMethod(_line_change("UnitCost", "ProposedUnitCost"), ("ProposedUnitCost", "ds")),
+        "ChangeExtCost": BoMethod(_line_change("ExtCost", "ProposedExtCost"), ("ProposedExtCost", "ds")),
+        "ChangePONum": BoMethod(m_change_po_num, ("ProposedPONum", "ds")),
+        "ChangePOLine": BoMethod(m_change_po_line, ("ProposedPOLine", "ds")),
+        "Update": BoMethod(m_update, ("ds",)),
+        "UpdateMaster": BoMethod(m_update_master, ("ds", "cGroupID", "cTableName", "runChkCPay", "runChkBankRef",
+                                                   "runChkRevChrg", "suppressUserPrompts")),
+        "GetByID": BoMethod(m_get_by_id, ("vendorNum", "invoiceNum"), read=True),
     },
-    "Erp.BO.APInvGrpSvc": {"UnlockGroup": m_unlock_group},
-    "Erp.BO.VendorSvc": {"GetByVendID": m_get_by_vend_id},
+    "Erp.BO.APInvGrpSvc": {"UnlockGroup": BoMethod(m_unlock_group, ("InGroupID",))},
+    "Erp.BO.VendorSvc": {"GetByVendID": BoMethod(m_get_by_vend_id, ("vendorID",), read=True)},
     "Erp.BO.PaymentEntrySvc": {
-        "GetNewCheckHed": m_get_new_check_hed,
-        "OnChangeVendor": m_on_change_vendor,
-        "OnChangeCheckDate": m_on_change_check_date,
-        "GetNewAPTran": m_get_new_ap_tran,
-        "OnChangeInvoiceNum": m_on_change_invoice_num,
-        "OnChangeDocTranAmt": m_on_change_doc_tran_amt,
-        "Update": m_payment_update,
-        "GetByID": m_payment_get_by_id,
+        "GetNewCheckHed": BoMethod(m_get_new_check_hed, ("ds",)),
+        "OnChangeVendor": BoMethod(m_on_change_vendor, ("pcVendorID", "ds")),
+        "OnChangeCheckDate": BoMethod(m_on_change_check_date, ("pdtCheckDate", "ds")),
+        "GetNewAPTran": BoMethod(m_get_new_ap_tran, ("ds", "headNum", "apTranNo", "invoiceNum")),
+        "OnChangeInvoiceNum": BoMethod(m_on_change_invoice_num, ("pcInvoiceNum", "pcChangeExchangeRateResponse", "ds")),
+        "OnChangeDocTranAmt": BoMethod(m_on_change_doc_tran_amt, ("pdDocTranAmt", "ds")),
+        "Update": BoMethod(m_payment_update, ("ds",)),
+        "GetByID": BoMethod(m_payment_get_by_id, ("headNum",), read=True),
     },
 }
-# Classic reads may be called with GET (preferred) as well as POST; everything else is POST only.
-READ_METHODS = frozenset({"getbyid", "getbyvendid"})
 # Method names resolve case-insensitively, as Epicor's router does.
-METHODS = {service: {name.casefold(): fn for name, fn in methods.items()} for service, methods in _METHODS.items()}
+METHODS = {service: {name.casefold(): method for name, method in methods.items()}
+           for service, methods in _METHODS.items()}
 
 __all__ = ["EpicorSandbox", "EpicorSandboxSettings", "EpicorError", "parse_datetime", "fmt_datetime"]

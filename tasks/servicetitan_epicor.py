@@ -1,23 +1,34 @@
 """ServiceTitan -> Epicor Kinetic: the flows, declared.
 
-vendors            ST vendors -> Epicor vendors (link, match, create when allowed)
+vendors            ST vendors -> Epicor vendors (resolved by the platform: link, match, create when allowed)
 inventory_bills    ST inventory bills (and the bills of PO events) -> Epicor AP invoices
 ap_payments        ST AP payments -> Epicor AP payments, matched by vendor + amount
 epicor_vendors     Epicor vendor changes -> the linked ST vendors
+
+Registered through the `mlconnector.pairs` entry point (pyproject.toml); importing this
+module starts nothing.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from mappings import servicetitan_epicor as m
-from mlconnector import locks, vendor_links
-from mlconnector.flows import Decision, Flow, FlowContext, FlowHandler, Hold, MappedRecord, Pair, SourceRecord, WriteResult, register_pair
+from mlconnector import ledger, links
+from mlconnector.flows import Flow, FlowContext, FlowHandler, MappedRecord, Nothing, Pair, Plan, SourceRecord, WriteResult
+from mlconnector.holds import Hold, TargetCondition
 from mlconnector.http import NotFoundError
+from mlconnector.policies import master_data_changes
+from mlconnector.positions import Position
+from mlconnector.resolver import Counterpart, CounterpartKind, Need, TargetRecord
+
+if TYPE_CHECKING:
+    from mlconnector.harness import SandboxSet
 
 PAIR_NAME = "servicetitan-epicor"
 ST, EPICOR = "servicetitan", "epicor"
@@ -36,7 +47,7 @@ def _plain(value: Any) -> dict[str, Any]:
 
 
 def _config(ctx: FlowContext) -> m.ServiceTitanEpicorConfig:
-    return m.ServiceTitanEpicorConfig.model_validate(ctx.config)
+    return ctx.config  # type: ignore[return-value]
 
 
 def _version(record: dict[str, Any]) -> str | None:
@@ -55,7 +66,7 @@ def _version(record: dict[str, Any]) -> str | None:
 
 
 class _VendorIndex:
-    """Epicor vendors by normalized name, per integration, refreshed every minute."""
+    """Epicor vendors per integration, refreshed every minute (name matching reads them all)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -79,72 +90,80 @@ class _VendorIndex:
 VENDOR_INDEX = _VendorIndex()
 
 
-def resolve_vendor(ctx: FlowContext, st_vendor: dict[str, Any]) -> m.EpicorVendorRef | Hold:
-    """The Epicor vendor for a ServiceTitan vendor: link, else match, else create, else hold."""
-    config = _config(ctx)
-    st_id = str(st_vendor.get("id"))
-    link = vendor_links.find(ctx.session, ctx.integration.id, ST, st_id)
-    if link is not None:
-        return m.EpicorVendorRef(int(link.target_vendor_id), "", link.target_vendor_name or st_vendor.get("name", ""),
-                                 "manual" if link.how == "manual" else "linked")
-    candidates, how = _vendor_candidates(ctx, config, st_id, st_vendor.get("name") or "")
-    if len(candidates) > 1:
-        return m.vendor_hold(st_vendor, ctx.integration.id, candidates)
-    if not candidates:
-        if not config.auto_create_vendors:
-            return m.vendor_hold(st_vendor, ctx.integration.id)
-        # Two workers must not both create a vendor of one name (two of its bills in flight,
-        # or near-duplicate ServiceTitan vendors): the second waits, then finds the first's.
-        locks.hold_until_commit(ctx.session, f"epicor-vendor-create:{ctx.integration.id}:{how}:"
-                                             f"{vendor_links.normalize_name(st_vendor.get('name') or '')}")
-        link = vendor_links.find(ctx.session, ctx.integration.id, ST, st_id)
-        if link is not None:
-            return m.EpicorVendorRef(int(link.target_vendor_id), "", link.target_vendor_name, "linked")
-        VENDOR_INDEX.invalidate(ctx.integration.id)
-        candidates, how = _vendor_candidates(ctx, config, st_id, st_vendor.get("name") or "")
-        if len(candidates) > 1:
-            return m.vendor_hold(st_vendor, ctx.integration.id, candidates)
-    if not candidates:
+def _epicor_vendor(row: dict[str, Any]) -> TargetRecord:
+    return TargetRecord(str(row["VendorNum"]), row.get("Name") or "", row.get("VendorID") or "", row)
+
+
+class EpicorVendors(CounterpartKind):
+    """ServiceTitan vendors and the Epicor vendors they are."""
+
+    kind = "vendor"
+    source_system = ST
+    target_system = EPICOR
+    noun = "vendor"
+    # Epicor's vendor address is where payments go when no remit-to is set: with the tax and
+    # bank fields it changes only under the overwrite policy.
+    protected_fields = frozenset({"Address1", "Address2", "Address3", "City", "State", "ZIP", "Country",
+                                  "TaxPayerID", "BankAcctNumber", "BankRoutingNum", "BankName"})
+
+    def match_by_key(self, ctx: FlowContext, need: Need, by: str) -> list[TargetRecord]:
+        vendor_id = _config(ctx).vendor_id_format.format(id=need.source_id)[:8]
+        found = ctx.connectors[EPICOR].find_vendors(vendor_id=vendor_id)  # type: ignore[attr-defined]
+        return [_epicor_vendor(_plain(v)) for v in found]
+
+    def match_by_name(self, ctx: FlowContext, need: Need) -> list[TargetRecord]:
+        return [_epicor_vendor(v) for v in m.match_vendor_by_name(need.source_name, VENDOR_INDEX.vendors(ctx))]
+
+    def create(self, ctx: FlowContext, need: Need) -> TargetRecord:
+        st_vendor = need.source
         if not st_vendor.get("address") and not st_vendor.get("contactInfo"):
-            st_vendor = _plain(ctx.connectors[ST].get("vendors", int(st_id)))  # type: ignore[attr-defined]
-        epicor = ctx.connectors[EPICOR]
-        created = _plain(epicor.create_vendor(m.map_vendor_to_epicor(st_vendor, config)))  # type: ignore[attr-defined]
+            st_vendor = _plain(ctx.connectors[ST].get("vendors", int(need.source_id)))  # type: ignore[attr-defined]
+        fields = m.map_vendor_to_epicor(st_vendor, _config(ctx)).model_dump()
+        return _epicor_vendor(_plain(ctx.connectors[EPICOR].create_vendor(fields)))  # type: ignore[attr-defined]
+
+    def get_target(self, ctx: FlowContext, target_id: str) -> TargetRecord | None:
+        vendor = ctx.connectors[EPICOR].get_vendor(int(target_id))  # type: ignore[attr-defined]
+        return _epicor_vendor(_plain(vendor)) if vendor is not None else None
+
+    def get_source(self, ctx: FlowContext, source_id: str) -> TargetRecord | None:
+        try:
+            row = _plain(ctx.connectors[ST].get("vendors", int(source_id)))  # type: ignore[attr-defined]
+        except NotFoundError:
+            return None
+        return TargetRecord(str(row["id"]), row.get("name") or "", "", row)
+
+    def search(self, ctx: FlowContext, text: str) -> list[TargetRecord]:
+        wanted = text.strip().upper()
+        return [_epicor_vendor(v) for v in VENDOR_INDEX.vendors(ctx)
+                if wanted in (v.get("Name") or "").upper() or wanted in (v.get("VendorID") or "").upper()
+                or wanted == str(v.get("VendorNum"))]
+
+    def forget(self, ctx: FlowContext) -> None:
         VENDOR_INDEX.invalidate(ctx.integration.id)
-        candidates, how = [created], "created"
-    chosen = candidates[0]
-    stored = vendor_links.link(ctx.session, ctx.integration.id, source_system=ST, source_vendor_id=st_id,
-                               source_vendor_name=st_vendor.get("name") or "", target_system=EPICOR,
-                               target_vendor_id=str(chosen["VendorNum"]), target_vendor_name=chosen.get("Name") or "",
-                               how=how, replace=False)
-    if stored.target_vendor_id != str(chosen["VendorNum"]):  # another worker linked it first: its answer stands
-        return m.EpicorVendorRef(int(stored.target_vendor_id), "", stored.target_vendor_name, "linked")
-    return m.EpicorVendorRef(int(chosen["VendorNum"]), chosen.get("VendorID") or "", chosen.get("Name") or "", stored.how)
 
 
-def resolve_document_vendor(ctx: FlowContext, document: dict[str, Any], noun: str,
-                            hold_prefix: str) -> m.EpicorVendorRef | Hold:
-    """The Epicor vendor of a ServiceTitan bill or payment, or a hold when it names none."""
+VENDORS = EpicorVendors()
+
+
+def _vendor_need(document: dict[str, Any], noun: str) -> list[Need] | Hold:
+    """The vendor a ServiceTitan bill or payment needs, or a hold when it names none."""
     st_vendor = dict(document.get("vendor") or {})
     if not st_vendor.get("id"):
-        return Hold(reason=f"{noun} {document.get('id')} has no vendor in ServiceTitan",
-                    key=f"{hold_prefix}:{document.get('id')}")
-    return resolve_vendor(ctx, st_vendor)
+        return Hold(reason=f"{noun} {document.get('id')} has no vendor in ServiceTitan; set its vendor there, "
+                           f"and it follows on the next poll")
+    return [Need("vendor", str(st_vendor["id"]), st_vendor.get("name") or "", st_vendor)]
 
 
-def _vendor_candidates(ctx: FlowContext, config: m.ServiceTitanEpicorConfig, st_id: str,
-                       name: str) -> tuple[list[dict[str, Any]], str]:
-    """Epicor vendors that could be this ServiceTitan vendor, and how they were found."""
-    epicor = ctx.connectors[EPICOR]
-    if config.vendor_match == "id":
-        vendor_id = config.vendor_id_format.format(id=st_id)[:8]
-        return [_plain(v) for v in epicor.find_vendors(vendor_id=vendor_id)], "matched_by_id"  # type: ignore[attr-defined]
-    return m.match_vendor_by_name(name, VENDOR_INDEX.vendors(ctx)), "matched_by_name"
+def _vendor_ref(resolved: Counterpart) -> m.EpicorVendorRef:
+    return m.EpicorVendorRef(int(resolved.target_id) if resolved.target_id else None, resolved.target_code,
+                             resolved.target_name, resolved.how)
 
 
 class ServiceTitanSourced(FlowHandler):
     """Flows reading one ServiceTitan entity: fetch by id, version by modifiedOn, poll by modifiedOn."""
 
     st_entity: str = ""
+    date_field: str | None = None
 
     def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
         try:
@@ -155,8 +174,11 @@ class ServiceTitanSourced(FlowHandler):
     def version(self, source: Any) -> str | None:
         return _version(source)
 
-    def changed(self, ctx: FlowContext, since: datetime | None, until: datetime) -> Iterator[SourceRecord]:
-        for record in ctx.connectors[ST].iter_changed(self.st_entity, since, until):
+    def document_date(self, source: Any) -> Any:
+        return source.get(self.date_field) if self.date_field else None
+
+    def changed(self, ctx: FlowContext, since: Position, until: datetime) -> Iterator[SourceRecord]:
+        for record in ctx.connectors[ST].iter_changed(self.st_entity, since.at, until):  # type: ignore[attr-defined]
             row = _plain(record)
             yield SourceRecord(str(row["id"]), _version(row))
 
@@ -165,80 +187,88 @@ class ServiceTitanSourced(FlowHandler):
 
 
 class VendorsHandler(ServiceTitanSourced):
-    """ServiceTitan vendors -> Epicor vendors, keeping name, address and contact aligned."""
+    """ServiceTitan vendors -> Epicor vendors: resolved (and created when allowed) by the
+    platform; existing Epicor vendors change only as the vendor write policy allows."""
 
     st_entity = "vendors"
 
-    def map(self, ctx: FlowContext, source: Any) -> MappedRecord | Hold:
-        resolved = resolve_vendor(ctx, source)
-        if isinstance(resolved, Hold):
-            return resolved
-        wanted = m.map_vendor_to_epicor(source, _config(ctx))
-        return MappedRecord(payload={"VendorNum": resolved.vendor_num, "fields": wanted, "how": resolved.how},
-                            external_key={"VendorNum": resolved.vendor_num},
-                            decisions=[Decision("vendor", f"{resolved.vendor_num} '{resolved.name}'", resolved.how)])
+    def needs(self, ctx: FlowContext, source: Any) -> list[Need] | Hold:
+        return [Need("vendor", str(source["id"]), source.get("name") or "", source)]
 
-    def write(self, ctx: FlowContext, mapped: MappedRecord, known_target_id: str | None) -> WriteResult:
-        vendor_num = mapped.payload["VendorNum"]
-        epicor = ctx.connectors[EPICOR]
-        if mapped.payload["how"] == "created":
-            release_vendor_holds(ctx, mapped)
-            return WriteResult(str(vendor_num), "created", 201)
-        release_vendor_holds(ctx, mapped)
-        shared = len(vendor_links.find_by_target(ctx.session, ctx.integration.id, EPICOR, str(vendor_num)))
+    def map(self, ctx: FlowContext, source: Any, counterparts: Mapping[str, Counterpart]) -> MappedRecord | Hold | Nothing:
+        vendor = counterparts["vendor"]
+        document = m.EpicorVendorDocument(VendorNum=int(vendor.target_id) if vendor.target_id else None, how=vendor.how,
+                                          fields=m.map_vendor_to_epicor(source, _config(ctx)))
+        return MappedRecord(document, external_key={"VendorNum": document.VendorNum})
+
+    def plan(self, ctx: FlowContext, mapped: MappedRecord, known_target_id: str | None) -> Plan:
+        document: m.EpicorVendorDocument = mapped.document  # type: ignore[assignment]
+        if document.VendorNum is None:
+            return Plan("create", None, detail=f"Epicor vendor '{document.fields.Name}'")
+        target = str(document.VendorNum)
+        if document.how == "created":
+            return Plan("create", target, detail="created from this ServiceTitan vendor")
+        shared = len(links.find_by_target(ctx.session, ctx.integration.id, "vendor", EPICOR, target))
         if shared > 1:
-            # Near-duplicate ServiceTitan vendors share one Epicor vendor: neither may overwrite it.
-            return WriteResult(str(vendor_num), "unchanged", None,
-                               {"reason": f"{shared} ServiceTitan vendors share this Epicor vendor; fields left as they are"})
-        current = _plain(epicor.get_vendor(vendor_num))  # type: ignore[attr-defined]
-        changes = m.epicor_vendor_changes(current, mapped.payload["fields"])
-        if not changes:
-            return WriteResult(str(vendor_num), "unchanged", 200)
-        epicor.update_vendor(vendor_num, changes)  # type: ignore[attr-defined]
+            # Near-duplicate ServiceTitan vendors share one Epicor vendor: neither may rewrite it.
+            return Plan("unchanged", target, detail=f"{shared} ServiceTitan vendors share this Epicor vendor; fields left as they are")
+        current = _plain(ctx.connectors[EPICOR].get_vendor(document.VendorNum))  # type: ignore[attr-defined]
+        policy = _config(ctx).counterpart("vendor").write_policy
+        diff = master_data_changes(current, document.fields.model_dump(), policy, VENDORS.protected_fields, keys={"VendorID"})
+        withheld = f"{len(diff.withheld)} field(s) differ, left as Epicor has them ({policy})" if diff.withheld else ""
+        if not diff.changes:
+            return Plan("unchanged", target, detail=withheld)
+        return Plan("update", target, diff.changes, detail=withheld)
+
+    def write(self, ctx: FlowContext, mapped: MappedRecord, plan: Plan, known_target_id: str | None) -> WriteResult:
+        target = plan.target_id or ""
+        if plan.action == "create":
+            return WriteResult(target, "created", 201, target_key={"VendorNum": int(target)})
+        if plan.action == "unchanged":
+            return WriteResult(target, "unchanged", None, {"reason": plan.detail} if plan.detail else {})
+        updates = {name: wanted for name, (_, wanted) in plan.changes.items()}
+        ctx.connectors[EPICOR].update_vendor(int(target), updates)  # type: ignore[attr-defined]
         VENDOR_INDEX.invalidate(ctx.integration.id)
-        return WriteResult(str(vendor_num), "updated", 200, {"changed": sorted(changes)})
-
-def release_vendor_holds(ctx: FlowContext, mapped: MappedRecord) -> None:
-    """A vendor just got its Epicor counterpart: records held for it go back in line."""
-    from mlconnector import engine
-
-    links = vendor_links.find_by_target(ctx.session, ctx.integration.id, EPICOR, str(mapped.payload["VendorNum"]))
-    for link in links:
-        work = engine.release_holds(ctx.session, ctx.integration.id, vendor_links.hold_key(ST, link.source_vendor_id),
-                                    f"vendor {link.source_vendor_id} now linked to Epicor vendor {link.target_vendor_id}")
-        _after_commit(ctx, work)
-
-
-def _after_commit(ctx: FlowContext, work: Any) -> None:
-    from sqlalchemy import event
-
-    from mlconnector.tasks import send
-
-    if work.empty:
-        return
-    event.listen(ctx.session, "after_commit", lambda _session: send(work), once=True)
+        return WriteResult(target, "updated", 200, {"changed": sorted(updates)}, target_key={"VendorNum": int(target)})
 
 
 class InventoryBillsHandler(ServiceTitanSourced):
-    """ServiceTitan inventory bills -> Epicor AP invoices (GetNewAPInvHedInvoice ... UpdateMaster)."""
+    """ServiceTitan inventory bills -> Epicor AP invoices (GetNewAPInvHedInvoice ... UpdateMaster),
+    landing whole: a partial invoice left by an interrupted write is completed on the next delivery."""
 
     st_entity = "inventory_bills"
+    date_field = "billDate"
 
-    def map(self, ctx: FlowContext, source: Any) -> MappedRecord | Hold:
-        resolved = resolve_document_vendor(ctx, source, "bill", "bill-vendor")
-        if isinstance(resolved, Hold):
-            return resolved
-        return m.map_inventory_bill(source, _config(ctx), resolved, ctx.integration.id)
+    def needs(self, ctx: FlowContext, source: Any) -> list[Need] | Hold:
+        return _vendor_need(source, "bill")
 
-    def write(self, ctx: FlowContext, mapped: MappedRecord, known_target_id: str | None) -> WriteResult:
-        epicor = ctx.connectors[EPICOR]
-        key = mapped.external_key
-        existing = epicor.find_ap_invoice(key["VendorNum"], key["InvoiceNum"])  # type: ignore[attr-defined]
-        target = f"{key['VendorNum']}/{key['InvoiceNum']}"
-        if existing is not None:
-            return WriteResult(target, "unchanged", 200, {"found_by": "VendorNum + InvoiceNum"})
-        epicor.create_ap_invoice(mapped.payload["group"], mapped.payload["header"], mapped.payload["lines"])  # type: ignore[attr-defined]
-        return WriteResult(target, "created", 201)
+    def map(self, ctx: FlowContext, source: Any, counterparts: Mapping[str, Counterpart]) -> MappedRecord | Hold | Nothing:
+        return m.map_inventory_bill(source, _config(ctx), _vendor_ref(counterparts["vendor"]), ctx.integration.id)
+
+    def plan(self, ctx: FlowContext, mapped: MappedRecord, known_target_id: str | None) -> Plan:
+        document: m.EpicorApInvoiceDocument = mapped.document  # type: ignore[assignment]
+        header = document.header
+        if header.VendorNum is None:
+            return Plan("create", None, detail=f"AP invoice {header.InvoiceNum} of {header.InvoiceAmt} in group {document.group}")
+        target = f"{header.VendorNum}/{header.InvoiceNum}"
+        existing = ctx.connectors[EPICOR].find_ap_invoice(header.VendorNum, header.InvoiceNum)  # type: ignore[attr-defined]
+        if existing is None:
+            return Plan("create", target, detail=f"{len(document.lines)} line(s), {header.InvoiceAmt}, group {document.group}")
+        differences = m.invoice_differences(_plain(existing), document)
+        if not differences:
+            return Plan("unchanged", target, detail="found by VendorNum + InvoiceNum, equal to the bill")
+        return Plan("complete", target, differences, detail="the invoice in Epicor differs from the bill")
+
+    def write(self, ctx: FlowContext, mapped: MappedRecord, plan: Plan, known_target_id: str | None) -> WriteResult:
+        document: m.EpicorApInvoiceDocument = mapped.document  # type: ignore[assignment]
+        header = document.header
+        key = {"VendorNum": header.VendorNum, "InvoiceNum": header.InvoiceNum}
+        target = f"{header.VendorNum}/{header.InvoiceNum}"
+        if plan.action == "unchanged":
+            return WriteResult(target, "unchanged", 200, {"reason": plan.detail}, target_key=key)
+        _, action = ctx.connectors[EPICOR].ensure_ap_invoice(  # type: ignore[attr-defined]
+            document.group, header.model_dump(exclude_none=True), [line.model_dump(exclude_none=True) for line in document.lines])
+        return WriteResult(target, action, 201 if action == "created" else 200, target_key=key)
 
     def records_for_event(self, ctx: FlowContext, event_type: str, data: dict[str, Any]) -> list[SourceRecord]:
         if event_type.startswith("purchase-order."):
@@ -258,46 +288,63 @@ class ApPaymentsHandler(ServiceTitanSourced):
     """ServiceTitan AP payments -> Epicor AP payments on the invoice they match."""
 
     st_entity = "ap_payments"
+    date_field = "date"
 
-    def map(self, ctx: FlowContext, source: Any) -> MappedRecord | Hold:
-        resolved = resolve_document_vendor(ctx, source, "payment", "payment")
-        if isinstance(resolved, Hold):
-            return resolved
-        candidates = [_plain(i) for i in ctx.connectors[EPICOR].find_open_invoices(resolved.vendor_num)]  # type: ignore[attr-defined]
-        bill_numbers = _bill_invoice_numbers(ctx, source)
-        return m.map_payment(source, resolved, candidates, bill_numbers)
+    def needs(self, ctx: FlowContext, source: Any) -> list[Need] | Hold:
+        return _vendor_need(source, "payment")
 
-    def write(self, ctx: FlowContext, mapped: MappedRecord, known_target_id: str | None) -> WriteResult:
+    def map(self, ctx: FlowContext, source: Any, counterparts: Mapping[str, Counterpart]) -> MappedRecord | Hold | Nothing:
+        vendor = _vendor_ref(counterparts["vendor"])
         epicor = ctx.connectors[EPICOR]
-        payload = mapped.payload
-        existing = epicor.find_ap_payment(payload["vendor_num"], payload["reference"])  # type: ignore[attr-defined]
+        candidates = [_plain(i) for i in epicor.find_open_invoices(vendor.vendor_num)] if vendor.vendor_num else []  # type: ignore[attr-defined]
+        return m.map_payment(source, vendor, candidates, self._bill_invoices(ctx, source))
+
+    def _bill_invoices(self, ctx: FlowContext, payment: dict[str, Any]) -> dict[str, m.InvoiceState]:
+        """The Epicor invoices of the synced bills this payment's splits name, as Epicor holds them."""
+        bill_ids = [str(s.get("inventoryBillId")) for s in payment.get("splits") or [] if s.get("inventoryBillId")]
+        out: dict[str, m.InvoiceState] = {}
+        for bill_id, key in ledger.written_targets(ctx.session, ctx.integration.id, "inventory_bills", bill_ids).items():
+            invoice = ctx.connectors[EPICOR].find_ap_invoice(key["VendorNum"], key["InvoiceNum"])  # type: ignore[attr-defined]
+            if invoice is not None:
+                row = _plain(invoice)
+                out[bill_id] = m.InvoiceState(int(row["VendorNum"]), row["InvoiceNum"], m.money(row.get("InvoiceAmt")),
+                                              row.get("GroupID") or "", bool(row.get("Posted")))
+        return out
+
+    def plan(self, ctx: FlowContext, mapped: MappedRecord, known_target_id: str | None) -> Plan:
+        document: m.EpicorPaymentDocument = mapped.document  # type: ignore[assignment]
+        existing = ctx.connectors[EPICOR].find_ap_payment(document.vendor_num, document.reference)  # type: ignore[attr-defined]
         if existing:
-            return WriteResult(payload["reference"], "unchanged", 200)
-        from datetime import date
+            return Plan("unchanged", document.reference, detail="payment with this reference already in Epicor")
+        return Plan("create", document.reference, detail=f"{document.amount} on invoice {document.invoice_num}")
 
-        epicor.create_ap_payment(payload["vendor_num"], payload["invoice_num"], Decimal(payload["amount"]),  # type: ignore[attr-defined]
-                                 date.fromisoformat(payload["payment_date"]) if payload["payment_date"] else date.today(),
-                                 payload["reference"])
-        return WriteResult(payload["reference"], "created", 201)
+    def write(self, ctx: FlowContext, mapped: MappedRecord, plan: Plan, known_target_id: str | None) -> WriteResult:
+        document: m.EpicorPaymentDocument = mapped.document  # type: ignore[assignment]
+        key = {"vendor_num": document.vendor_num, "reference": document.reference}
+        if plan.action == "unchanged":
+            return WriteResult(document.reference, "unchanged", 200, target_key=key)
+        paid_on = date.fromisoformat(document.payment_date) if document.payment_date else date.today()
+        ctx.connectors[EPICOR].create_ap_payment(document.vendor_num, document.invoice_num,  # type: ignore[attr-defined]
+                                                 Decimal(document.amount), paid_on, document.reference)
+        return WriteResult(document.reference, "created", 201, target_key=key)
 
-
-def _bill_invoice_numbers(ctx: FlowContext, payment: dict[str, Any]) -> dict[str, str]:
-    """InvoiceNums of the synced bills a payment's splits name (ledger lookup, no API call)."""
-    from sqlalchemy import select
-
-    from mlconnector.db.models import SyncRecord
-
-    bill_ids = [str(s.get("inventoryBillId")) for s in payment.get("splits") or [] if s.get("inventoryBillId")]
-    if not bill_ids:
-        return {}
-    rows = ctx.session.execute(select(SyncRecord.source_id, SyncRecord.target_id).where(
-        SyncRecord.integration_id == ctx.integration.id, SyncRecord.flow == "inventory_bills",
-        SyncRecord.source_id.in_(bill_ids), SyncRecord.target_id.is_not(None)))
-    return {source: target.split("/", 1)[1] for source, target in rows if "/" in target}
+    def conditions_met(self, ctx: FlowContext, conditions: list[TargetCondition]) -> set[TargetCondition]:
+        met = set()
+        for condition in conditions:
+            if condition.entity != "ap_invoice" or condition.condition != "posted":
+                continue
+            vendor_num, _, invoice_num = condition.target_id.partition("/")
+            invoice = ctx.connectors[EPICOR].find_ap_invoice(int(vendor_num), invoice_num)  # type: ignore[attr-defined]
+            if invoice is not None and bool(_plain(invoice).get("Posted")):
+                met.add(condition)
+        return met
 
 
 class EpicorVendorsHandler(FlowHandler):
-    """Epicor vendor changes -> the linked ServiceTitan vendors (the seed's 'both directions')."""
+    """Epicor vendor changes -> the linked ServiceTitan vendors (the seed's 'both directions').
+
+    Reads Epicor's change feed by SysRevID, a cursor persisted with the flow's position, so
+    any worker's poll starts where the last one ended."""
 
     def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
         vendor = ctx.connectors[EPICOR].get_vendor(int(source_id))  # type: ignore[attr-defined]
@@ -306,40 +353,69 @@ class EpicorVendorsHandler(FlowHandler):
     def version(self, source: Any) -> str | None:
         return str(source.get("SysRevID") or source.get("ChangeDate") or "") or None
 
-    def map(self, ctx: FlowContext, source: Any) -> MappedRecord | Hold:
-        links = vendor_links.find_by_target(ctx.session, ctx.integration.id, EPICOR, str(source["VendorNum"]))
-        if not _config(ctx).sync_vendor_changes_back or len(links) != 1:
-            why = ("no linked ServiceTitan vendor" if not links else "sync_vendor_changes_back is off" if len(links) == 1
-                   else f"{len(links)} ServiceTitan vendors share this Epicor vendor; merge them in ServiceTitan first")
-            return MappedRecord(payload={}, external_key={}, decisions=[Decision("servicetitan vendor", None, why)])
-        st = ctx.connectors[ST]
-        patches = []
-        for link in links:
-            st_vendor = _plain(st.get("vendors", int(link.source_vendor_id)))  # type: ignore[attr-defined]
-            patch = m.map_epicor_vendor_to_servicetitan(source, st_vendor)
-            patches.append({"id": int(link.source_vendor_id), "patch": patch})
-        return MappedRecord(payload={"patches": patches}, external_key={"VendorNum": source["VendorNum"]},
-                            decisions=[Decision("servicetitan vendor", p["id"], f"linked; changed: {', '.join(sorted(p['patch'])) or 'nothing'}") for p in patches])
+    def map(self, ctx: FlowContext, source: Any, counterparts: Mapping[str, Counterpart]) -> MappedRecord | Hold | Nothing:
+        found = links.find_by_target(ctx.session, ctx.integration.id, "vendor", EPICOR, str(source["VendorNum"]))
+        if not found:
+            return Nothing("no linked ServiceTitan vendor")
+        if not _config(ctx).sync_vendor_changes_back:
+            return Nothing("sync_vendor_changes_back is off")
+        if len(found) > 1:
+            return Nothing(f"{len(found)} ServiceTitan vendors share this Epicor vendor; merge them in ServiceTitan first")
+        st_id = int(found[0].source_id)
+        st_vendor = _plain(ctx.connectors[ST].get("vendors", st_id))  # type: ignore[attr-defined]
+        patch = m.map_epicor_vendor_to_servicetitan(source, st_vendor)
+        document = m.ServiceTitanVendorPatches(patches=[m.ServiceTitanVendorPatch(id=st_id, patch=patch)])
+        return MappedRecord(document, external_key={"VendorNum": source["VendorNum"]})
 
-    def write(self, ctx: FlowContext, mapped: MappedRecord, known_target_id: str | None) -> WriteResult:
-        patches = [p for p in mapped.payload.get("patches", []) if p["patch"]]
-        for item in patches:
-            ctx.connectors[ST].update_vendor(item["id"], item["patch"])  # type: ignore[attr-defined]
-        target = ",".join(str(p["id"]) for p in mapped.payload.get("patches", [])) or "-"
-        return WriteResult(target, "updated" if patches else "unchanged", 200 if patches else None)
+    def plan(self, ctx: FlowContext, mapped: MappedRecord, known_target_id: str | None) -> Plan:
+        document: m.ServiceTitanVendorPatches = mapped.document  # type: ignore[assignment]
+        target = ",".join(str(p.id) for p in document.patches)
+        changes = {f"{p.id}.{name}": (None, value) for p in document.patches for name, value in p.patch.items()}
+        return Plan("update" if changes else "unchanged", target, changes)
 
-    def changed(self, ctx: FlowContext, since: datetime | None, until: datetime) -> Iterator[SourceRecord]:
-        for vendor in ctx.connectors[EPICOR].iter_changed("vendors", since, until):
+    def write(self, ctx: FlowContext, mapped: MappedRecord, plan: Plan, known_target_id: str | None) -> WriteResult:
+        document: m.ServiceTitanVendorPatches = mapped.document  # type: ignore[assignment]
+        if plan.action == "unchanged":
+            return WriteResult(plan.target_id or "-", "unchanged")
+        for item in document.patches:
+            if item.patch:
+                ctx.connectors[ST].update_vendor(item.id, item.patch)  # type: ignore[attr-defined]
+        return WriteResult(plan.target_id or "-", "updated", 200)
+
+    def changed(self, ctx: FlowContext, since: Position, until: datetime) -> Iterator[SourceRecord]:
+        epicor = ctx.connectors[EPICOR]
+        if since.cursor is not None or since.at is None:
+            rows = epicor.iter_changed_since_rev("vendors", int(since.cursor) if since.cursor else None)  # type: ignore[attr-defined]
+            for vendor in rows:
+                row = _plain(vendor)
+                yield SourceRecord(str(row["VendorNum"]), str(row.get("SysRevID") or "") or None, cursor=str(row["SysRevID"]))
+            return
+        for vendor in epicor.iter_changed("vendors", since.at, until):  # type: ignore[attr-defined]
             row = _plain(vendor)
-            yield SourceRecord(str(row["VendorNum"]), str(row.get("SysRevID") or row.get("ChangeDate") or "") or None)
+            yield SourceRecord(str(row["VendorNum"]), str(row.get("SysRevID") or "") or None)
 
 
-PAIR = register_pair(Pair(
+def sandbox_config(sandboxes: "SandboxSet") -> dict[str, Any]:
+    """A working config against the sandboxes: name matching, vendors created when missing,
+    one GL account per line kind (the demo's, the tests' and the benchmarks' starting point)."""
+    return {
+        "systems": {ST: sandboxes.config(ST), EPICOR: sandboxes.config(EPICOR)},
+        "webhook": {"hmac_key": secrets.token_hex(24)},
+        "invoice_group": "STDEMO",
+        "counterparts": {"vendor": {"match": "name", "create": True}},
+        "gl": {"default_account": "5100-100", "tax_account": "5000-000", "freight_account": "6500-100"},
+    }
+
+
+PAIR = Pair(
     name=PAIR_NAME,
     source=ST,
     target=EPICOR,
     description="ServiceTitan purchase orders and inventory bills -> Epicor AP invoices; vendors both ways; AP payments.",
     config_model=m.ServiceTitanEpicorConfig,
+    counterparts=(VENDORS,),
+    sandbox_config=sandbox_config,
+    webhook_source=ST,
     flows=(
         Flow(name="vendors", source=ST, source_entity="vendors", target=EPICOR, target_entity="vendors",
              handler=VendorsHandler(), webhook_events=("vendor.created", "vendor.updated"),
@@ -354,4 +430,4 @@ PAIR = register_pair(Pair(
         Flow(name="epicor_vendors", source=EPICOR, source_entity="vendors", target=ST, target_entity="vendors",
              handler=EpicorVendorsHandler(), poll_seconds=EPICOR_VENDOR_POLL_SECONDS, prerequisites=("vendors",)),
     ),
-))
+)

@@ -15,7 +15,9 @@ from pydantic import BaseModel
 
 from connectors import CONNECTORS
 from connectors.base import CheckStep, Connector, timed_check
-from mlconnector.flows import Flow, FlowContext, FlowHandler, Hold, MappedRecord, Pair, SourceRecord, WriteResult, register_pair
+from mlconnector.config import IntegrationConfig
+from mlconnector.flows import Flow, FlowContext, FlowHandler, MappedRecord, Pair, Plan, SourceRecord, WriteResult
+from mlconnector.holds import Hold
 from mlconnector.http import HttpClient, HttpRuntime, NoAuth, RetryPolicy
 
 
@@ -103,6 +105,11 @@ class CounterConnector(Connector):
 CONNECTORS.setdefault("counter", "tests.fleet_pair:CounterConnector")
 
 
+class CounterItem(BaseModel):
+    key: str
+    value: Any = None
+
+
 class CounterHandler(FlowHandler):
     def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
         from mlconnector.http import NotFoundError
@@ -112,19 +119,23 @@ class CounterHandler(FlowHandler):
         except NotFoundError:
             return None
 
-    def map(self, ctx: FlowContext, source: Any) -> MappedRecord | Hold:
+    def map(self, ctx: FlowContext, source: Any, counterparts: Any) -> MappedRecord | Hold:
         if source.get("value") == "hold":
-            return Hold(reason=f"record {source['id']} waits for a person", key=f"test:{source['id']}")
+            return Hold(reason=f"record {source['id']} waits for a person")
         if source.get("value") == "internal-error":
             # What a bug or a database constraint looks like to the engine: not a connector error.
             raise RuntimeError(f"record {source['id']} broke inside the worker")
-        return MappedRecord(payload={"key": str(source["id"]), "value": source.get("value")}, external_key={"key": str(source["id"])})
+        return MappedRecord(CounterItem(key=str(source["id"]), value=source.get("value")), external_key={"key": str(source["id"])})
 
-    def write(self, ctx: FlowContext, mapped: MappedRecord, known_target_id: str | None) -> WriteResult:
+    def plan(self, ctx: FlowContext, mapped: MappedRecord, known_target_id: str | None) -> Plan:
         client = ctx.connectors["counter"].client  # type: ignore[attr-defined]
         found = client.get_json("/items", params={"key": mapped.external_key["key"]})["items"]
-        if found:
-            return WriteResult(target_id=found[0]["key"], action="unchanged", http_status=200)
+        return Plan("unchanged", found[0]["key"]) if found else Plan("create", mapped.external_key["key"])
+
+    def write(self, ctx: FlowContext, mapped: MappedRecord, plan: Plan, known_target_id: str | None) -> WriteResult:
+        client = ctx.connectors["counter"].client  # type: ignore[attr-defined]
+        if plan.action == "unchanged":
+            return WriteResult(target_id=plan.target_id or "", action="unchanged", http_status=200)
         response = client.request("POST", "/items", json=mapped.payload)
         return WriteResult(target_id=mapped.payload["key"], action="created", http_status=response.status_code)
 
@@ -132,10 +143,12 @@ class CounterHandler(FlowHandler):
         return iter(())
 
 
-PAIR = register_pair(Pair(
+PAIR = Pair(
     name="counter-test",
     source="counter",
     target="counter",
+    config_model=IntegrationConfig,
+    webhook_source="servicetitan",  # the receiver tests sign webhooks for this pair as ServiceTitan would
     flows=(Flow(name="items", source="counter", source_entity="source", target="counter", target_entity="items",
                 handler=CounterHandler(), webhook_events=("item.created",)),),
-))
+)

@@ -91,35 +91,27 @@ class Fleet:
         send(engine.poll_flow("acme", flow).enqueue)
 
 
+FAST_RETRY = {"base": 0.05, "max_wait": 2}  # in-call retries kept short so the storms finish quickly
+EPICOR_FAST_RETRY = {"retry_base": 0.05, "retry_max_wait": 2}
+
+
 @pytest.fixture
 def fleet(configure, fresh_pg: str, redis_url: str, start_worker, start_service, request) -> Any:
-    from connectors import connector_class
-    from mlconnector import vault
-    from mlconnector.db.session import session_scope
-    from mlconnector.integrations import create_integration
+    from mlconnector.harness import SandboxSet, register
 
     options = getattr(request, "param", {})
     redis.Redis.from_url(redis_url).flushdb()
     env = configure(fresh_pg, redis_url, MLCONNECTOR_SWEEP_AFTER_SECONDS="2", MLCONNECTOR_MAX_DELIVERIES="10")
     st = start_sandbox(create_sandbox("servicetitan", SandboxOptions(seed=3, records=6), webhook_retry_scale=0.02))
     epicor = start_sandbox(create_sandbox("epicor", SandboxOptions(seed=3, records=6)))
-    st_config, st_creds = connector_class("servicetitan").settings_from_sandbox_info(st.info())
-    ep_config, ep_creds = connector_class("epicor").settings_from_sandbox_info(epicor.info())
-    for config in (st_config, ep_config):
-        config.update({"retry_base": 0.05, "retry_max_wait": 2})
-    config = {
-        "systems": {"servicetitan": st_config, "epicor": ep_config},
+    register("acme", "servicetitan-epicor", SandboxSet({"servicetitan": st, "epicor": epicor}), overrides={
+        "systems": {"servicetitan": {"retry": FAST_RETRY}, "epicor": EPICOR_FAST_RETRY},
         "webhook": {"hmac_key": HMAC_KEY},
         "invoice_group": "STAP",
-        "auto_create_vendors": options.get("auto_create_vendors", True),
+        "counterparts": {"vendor": {"match": "name", "create": options.get("auto_create_vendors", True)}},
         "gl": {"default_account": GL_DEFAULT, "freight_account": "6500-100", "tax_account": "5000-000"},
         "poll_seconds": options.get("poll_seconds", {}),
-    }
-    with session_scope() as session:
-        create_integration(session, "acme", "servicetitan-epicor", config)
-        session.flush()
-        vault.store(session, "acme", "servicetitan", st_creds)
-        vault.store(session, "acme", "epicor", ep_creds)
+    })
     receiver = start_gunicorn(start_service, env)
     worker = start_worker(env, queues="mlconnector,servicetitan-epicor", concurrency=2)
     requests.post(f"{st.url}/_sandbox/webhooks", json={"url": f"{receiver}/webhooks/servicetitan/acme",
@@ -192,12 +184,12 @@ def test_unknown_vendor_is_held_then_linked_and_written(fleet: Fleet) -> None:
     with session_scope() as session:
         held = session.scalar(select(SyncRecord).where(SyncRecord.flow == "inventory_bills", SyncRecord.status == "held"))
         assert held is not None and "Zephyr Coil Works" in (held.hold_reason or "")
-        assert "mlconnector vendors link acme" in (held.hold_reason or "")
+        assert "mlconnector links link acme --kind vendor" in (held.hold_reason or "")
     assert _invoice_for(fleet, bill) == []
     target = fleet.epicor.sandbox.get_entities("vendors")[0]
     result = CliRunner().invoke(main, ["vendors", "link", "acme", str(vendor["id"]), str(target["VendorNum"])])
     assert result.exit_code == 0, result.output
-    assert "re-queued" in result.output
+    assert "re-queued 1 held record(s)" in result.output and target["Name"] in result.output
     invoices = wait_until(lambda: _invoice_for(fleet, bill), timeout=60, message="held bill not written after link")
     assert invoices[0]["VendorNum"] == target["VendorNum"]
     from mlconnector import audit
@@ -206,7 +198,7 @@ def test_unknown_vendor_is_held_then_linked_and_written(fleet: Fleet) -> None:
         steps = [(row.kind, row.message) for row in audit.trail(session, held.id)]
     kinds = [kind for kind, _ in steps]
     assert kinds.index("held") < kinds.index("requeued") < kinds.index("written"), steps
-    assert any("linked by hand" in message for kind, message in steps if kind == "requeued"), steps
+    assert any(f"now linked to epicor {target['VendorNum']}" in message for kind, message in steps if kind == "requeued"), steps
     trail = CliRunner().invoke(main, ["audit", str(held.id)])
     assert trail.exit_code == 0, trail.output
     assert "held" in trail.output and "written" in trail.output
@@ -303,7 +295,7 @@ def _trail() -> list[tuple[str, str]]:
 
 
 def test_epicor_vendor_change_is_seen_in_servicetitan(fleet: Fleet) -> None:
-    from mlconnector import vendor_links
+    from mlconnector import links
     from mlconnector.db.session import session_scope
 
     vendor = fleet.new_vendor("Northside Electric Supply")
@@ -319,5 +311,5 @@ def test_epicor_vendor_change_is_seen_in_servicetitan(fleet: Fleet) -> None:
         return current["address"]["street"] == "400 New Depot Way" and current["address"]["city"] == "Clovis"
     wait_until(updated, timeout=60, message="Epicor vendor change not seen in ServiceTitan")
     with session_scope() as session:
-        link = vendor_links.find(session, "acme", "servicetitan", str(vendor["id"]))
+        link = links.find(session, "acme", "vendor", "servicetitan", str(vendor["id"]))
         assert link is not None and link.how == "created"

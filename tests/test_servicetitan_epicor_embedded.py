@@ -11,34 +11,23 @@ import requests
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from sandboxes import SandboxOptions, create_sandbox, start_sandbox
+from sandboxes import SandboxOptions
+
+EPICOR_ONE_TRY = {"retry_max_tries": 1}  # a refused write fails at once, without in-call retries
 
 
 @pytest.fixture
 def embedded(configure, tmp_path) -> Any:
-    from connectors import connector_class
-    from mlconnector import vault
     from mlconnector.db import migrate
-    from mlconnector.db.session import session_scope
-    from mlconnector.integrations import create_integration
+    from mlconnector.harness import start_pair
 
     configure()
     migrate.upgrade()
-    st = start_sandbox(create_sandbox("servicetitan", SandboxOptions(seed=5, records=4)))
-    epicor = start_sandbox(create_sandbox("epicor", SandboxOptions(seed=5, records=4)))
-    st_config, st_creds = connector_class("servicetitan").settings_from_sandbox_info(st.info())
-    ep_config, ep_creds = connector_class("epicor").settings_from_sandbox_info(epicor.info())
-    ep_config.update({"retry_max_tries": 1})
-    config = {"systems": {"servicetitan": st_config, "epicor": ep_config}, "invoice_group": "STAP",
-              "auto_create_vendors": True, "gl": {}}
-    with session_scope() as session:
-        create_integration(session, "acme", "servicetitan-epicor", config)
-        session.flush()
-        vault.store(session, "acme", "servicetitan", st_creds)
-        vault.store(session, "acme", "epicor", ep_creds)
-    yield {"st": st, "epicor": epicor, "config": config, "tmp": tmp_path}
-    st.stop()
-    epicor.stop()
+    harness = start_pair("servicetitan-epicor", "acme", options=SandboxOptions(seed=5, records=4),
+                         overrides={"invoice_group": "STAP", "gl": None, "systems": {"epicor": EPICOR_ONE_TRY}})
+    yield {"st": harness.sandboxes.running["servicetitan"], "epicor": harness.sandboxes.running["epicor"],
+           "config": harness.config, "tmp": tmp_path, "harness": harness}
+    harness.stop()
 
 
 def _records(flow: str) -> list[Any]:

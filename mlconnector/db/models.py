@@ -25,11 +25,37 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database.
+
+    SQLite keeps no zone and hands back naive datetimes, which then cannot be compared
+    with the aware ones the code makes; this type stores UTC and always returns it aware.
+    A naive value given to it is taken to be UTC already.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 class Base(DeclarativeBase):
@@ -64,9 +90,9 @@ class Integration(Base):
     name: Mapped[str] = mapped_column(String(200), nullable=False, default="")
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow, nullable=False
+        UtcDateTime(), default=utcnow, onupdate=utcnow, nullable=False
     )
 
 
@@ -81,7 +107,7 @@ class Credential(Base):
     system: Mapped[str] = mapped_column(String(32), nullable=False)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow, nullable=False
+        UtcDateTime(), default=utcnow, onupdate=utcnow, nullable=False
     )
 
 
@@ -101,9 +127,9 @@ class InboundEvent(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default=EventStatus.PENDING.value)
     deliveries: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     duplicates: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
-    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, nullable=False)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     error: Mapped[str | None] = mapped_column(Text)
 
 
@@ -124,18 +150,19 @@ class SyncRecord(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default=RecordStatus.PENDING.value)
     deliveries: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     target_id: Mapped[str | None] = mapped_column(String(200))
+    target_key: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the target's key fields, as written
     hold_reason: Mapped[str | None] = mapped_column(Text)
     hold_key: Mapped[str | None] = mapped_column(String(200))
     last_error: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     edited_payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow, nullable=False
+        UtcDateTime(), default=utcnow, onupdate=utcnow, nullable=False
     )
-    written_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    written_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class AuditEvent(Base):
@@ -146,7 +173,7 @@ class AuditEvent(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, nullable=False)
     integration_id: Mapped[str | None] = mapped_column(String(64))
     flow: Mapped[str | None] = mapped_column(String(64))
     sync_record_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
@@ -167,28 +194,48 @@ class Watermark(Base):
 
     integration_id: Mapped[str] = mapped_column(ForeignKey("integrations.id"), primary_key=True)
     flow: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    value: Mapped[datetime | None] = mapped_column(UtcDateTime())
     cursor: Mapped[str | None] = mapped_column(Text)
-    last_poll_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_poll_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     last_poll_found: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_poll_error: Mapped[str | None] = mapped_column(Text)
 
 
-class VendorLink(Base):
-    __tablename__ = "vendor_links"
+class Link(Base):
+    """One counterpart identity: this source record is that target record, and how we know.
+
+    `kind` names what is linked (vendor, customer, item, cost_code, subaccount, ...). A link
+    records an identity only; it never changes either record.
+    """
+
+    __tablename__ = "links"
     __table_args__ = (
-        UniqueConstraint(
-            "integration_id", "source_system", "source_vendor_id", name="uq_vendor_links_source"
-        ),
+        UniqueConstraint("integration_id", "kind", "source_system", "source_id", name="uq_links_source"),
+        Index("ix_links_target", "integration_id", "kind", "target_system", "target_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     integration_id: Mapped[str] = mapped_column(ForeignKey("integrations.id"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
     source_system: Mapped[str] = mapped_column(String(32), nullable=False)
-    source_vendor_id: Mapped[str] = mapped_column(String(100), nullable=False)
-    source_vendor_name: Mapped[str] = mapped_column(String(300), nullable=False, default="")
+    source_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    source_name: Mapped[str] = mapped_column(String(300), nullable=False, default="")
     target_system: Mapped[str] = mapped_column(String(32), nullable=False)
-    target_vendor_id: Mapped[str] = mapped_column(String(100), nullable=False)
-    target_vendor_name: Mapped[str] = mapped_column(String(300), nullable=False, default="")
+    target_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    target_name: Mapped[str] = mapped_column(String(300), nullable=False, default="")
     how: Mapped[str] = mapped_column(String(32), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, nullable=False)
+
+
+class HoldRelease(Base):
+    """What releases a held record: one row per releasing key (a link, a config key, a
+    target-side condition). A record may wait on several; any one of them re-queues it."""
+
+    __tablename__ = "hold_releases"
+    __table_args__ = (Index("ix_hold_releases_key", "integration_id", "release_key"),)
+
+    sync_record_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("sync_records.id", ondelete="CASCADE"), primary_key=True
+    )
+    release_key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    integration_id: Mapped[str] = mapped_column(String(64), nullable=False)

@@ -1,4 +1,5 @@
-"""The HTTP core every connector stands on: session, auth, backoff, rate limit, errors."""
+"""The connector kit every vendor module stands on: session, auth (static headers and one
+OAuth 2.0 provider), backoff, rate limit, the error taxonomy and paginator strategies."""
 
 from mlconnector.http.auth import (
     ApiKeyAuth,
@@ -19,12 +20,24 @@ from mlconnector.http.errors import (
     RetriableError,
     classify_response,
 )
+from mlconnector.http.oauth import OAuth2Provider, OAuth2Settings
+from mlconnector.http.paginate import (
+    CursorPaging,
+    KeysetPaging,
+    LinkHeaderPaging,
+    OffsetPaging,
+    Page,
+    PageNumberPaging,
+    Paginator,
+    StepBackOnShrink,
+)
 from mlconnector.http.ratelimit import RateLimit, RateLimiter
 from mlconnector.http.runtime import HttpRuntime, get_runtime
 
 __all__ = [
-    "ApiKeyAuth", "Auth", "AuthError", "BasicAuth", "ConnectorError", "FatalError",
-    "HttpClient", "HttpRuntime", "NoAuth", "NotFoundError", "RateLimit", "RateLimiter",
-    "RetriableError", "RetryPolicy", "RetrySettings", "Token", "TokenAuth", "TokenCache", "TokenProvider",
+    "ApiKeyAuth", "Auth", "AuthError", "BasicAuth", "ConnectorError", "CursorPaging", "FatalError", "HttpClient",
+    "HttpRuntime", "KeysetPaging", "LinkHeaderPaging", "NoAuth", "NotFoundError", "OAuth2Provider", "OAuth2Settings",
+    "OffsetPaging", "Page", "PageNumberPaging", "Paginator", "RateLimit", "RateLimiter", "RetriableError",
+    "RetryPolicy", "RetrySettings", "StepBackOnShrink", "Token", "TokenAuth", "TokenCache", "TokenProvider",
     "classify_response", "get_runtime",
 ]

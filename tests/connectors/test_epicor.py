@@ -20,13 +20,15 @@ from connectors.epicor import (
     EpicorGlAccount,
     EpicorPurchaseOrder,
     EpicorVendor,
+    compare_ap_invoice,
     jsonable,
     odata_key,
+    wanted_invoice_lines,
 )
 from mlconnector.http import AuthError, FatalError, NotFoundError, RetriableError
 from mlconnector.http.runtime import build_runtime
 from sandboxes.base import SandboxOptions, start_sandbox
-from sandboxes.epicor import EpicorSandbox
+from sandboxes.epicor import EpicorSandbox, EpicorSandboxSettings
 
 API = "https://erp.example.com/KineticLive"
 ODATA = f"{API}/api/v2/odata/EPIC06"
@@ -227,9 +229,10 @@ def test_create_ap_invoice_drives_the_screen_sequence_with_exact_parameters() ->
         "InvoiceAmt": Decimal("250.00")}, [{"Description": "Parts", "VendorQty": 2, "UnitCost": Decimal("125.00"),
                                              "GLAccount": "6000|100"}])
     assert bodies["new"] == [{"ds": {}, "cGroupID": "AP0501"}]
-    assert bodies["vendor"][0]["ProposedVendorID"] == "ACME"
-    assert bodies["date"][0]["ProposedInvoiceDate"] == "2024-05-01T00:00:00"
-    assert {"recalcAmts", "cMessageText"} <= set(bodies["date"][0])
+    assert {k: v for k, v in bodies["vendor"][0].items() if k != "ds"} == {
+        "ProposedVendorID": "ACME", "confirmCheck": False}  # every declared input, nothing else
+    assert {k: v for k, v in bodies["date"][0].items() if k != "ds"} == {
+        "ProposedInvoiceDate": "2024-05-01T00:00:00", "recalcAmts": ""}  # cMessageText is an output
     assert bodies["amount"][0]["ProposedInvoiceVendorAmt"] == 250.0
     header_save, line_save = bodies["save"]
     assert {k: v for k, v in header_save.items() if k != "ds"} == {
@@ -291,6 +294,59 @@ def test_no_secret_reaches_an_error_message_even_when_the_vendor_echoes_it() -> 
     assert "bad request for user svc" in text
 
 
+@responses.activate
+def test_get_ap_invoice_reads_the_business_object_with_get_by_id() -> None:
+    add_token(responses)
+    url = f"{ODATA}/Erp.BO.APInvoiceSvc/GetByID"
+    head = {"Company": "EPIC06", "VendorNum": 7, "InvoiceNum": "INV-1", "GroupID": "AP0501", "InvoiceVendorAmt": 30.0,
+            "InvoiceAmt": 30.0, "Posted": False, "SysRevID": 41, "SysRowID": "h-1", "RowMod": ""}
+    line = {"VendorNum": 7, "InvoiceNum": "INV-1", "Description": "Parts", "VendorQty": 1, "UnitCost": 10.0,
+            "GLAccount": "6000|100", "RowMod": ""}
+    responses.add(responses.GET, url, json={"returnObj": {"APInvHed": [head], "APInvDtl": [
+        {**line, "InvoiceLine": 1, "ExtCost": 10.0}, {**line, "InvoiceLine": 2, "ExtCost": 20.0}], "APInvMsc": []}})
+    responses.add(responses.GET, url, status=404, json={
+        "HttpStatus": 404, "ErrorMessage": "Record not found.", "ErrorType": "Ice.Common.RecordNotFoundException",
+        "ErrorDetails": [{"Message": "Record not found."}]})
+    connector = unit_connector()
+    invoice = connector.get_ap_invoice(7, "INV-1")
+    call = responses.calls[1]
+    assert call.request.method == "GET" and not call.request.body
+    assert query(call) == {"vendorNum": "7", "invoiceNum": "INV-1"}
+    assert invoice is not None and (invoice.InvoiceNum, invoice.InvoiceVendorAmt, invoice.SysRowID) == (
+        "INV-1", Decimal("30"), "h-1")
+    assert [(l.InvoiceLine, l.ExtCost) for l in invoice.lines] == [(1, Decimal("10")), (2, Decimal("20"))]
+    assert connector.find_ap_invoice(7, "INV-2") is None
+    assert responses.calls[2].request.method == "GET" and query(responses.calls[2])["invoiceNum"] == "INV-2"
+
+
+def test_invoice_comparison_reads_accounts_amounts_and_rounding_the_epicor_way() -> None:
+    stored = EpicorApInvoice.model_validate({"VendorNum": 7, "InvoiceNum": "INV-1", "InvoiceVendorAmt": 50.37,
+                                             "APInvDtl": [
+        {"InvoiceLine": 1, "Description": "Filter", "VendorQty": 3, "UnitCost": 0.125, "ExtCost": 0.37,
+         "GLAccount": "6000|100"},
+        {"InvoiceLine": 2, "Description": "Freight", "VendorQty": 1, "UnitCost": 50, "ExtCost": 50,
+         "GLAccount": "6500|100"}]})
+    # quantity x unit cost rounded the other way at the half cent, and a GL account in display form
+    same = wanted_invoice_lines([
+        {"Description": "Filter", "VendorQty": "3", "UnitCost": "0.125", "ExtCost": "0.38", "GLAccount": "6000-100"},
+        {"Description": "Freight ", "ExtCost": "50.00", "GLAccount": "6500|100"}])
+    assert not compare_ap_invoice(stored, 7, Decimal("50.37"), same)
+    differs = compare_ap_invoice(stored, 8, Decimal("50.38"), wanted_invoice_lines([
+        {"Description": "Filter", "VendorQty": "3", "UnitCost": "0.125", "ExtCost": "0.38", "GLAccount": "6000-200"},
+        {"InvoiceLine": 3, "Description": "Disposal", "ExtCost": "5"}]))
+    assert differs.vendor == (7, 8) and differs.amount == (Decimal("50.37"), Decimal("50.38"))
+    assert differs.changed == {1: {"GLAccount": ("6000|100", "6000-200")}}
+    assert (differs.missing, differs.extra, differs.only_missing_lines) == ((3,), (2,), False)
+    assert "line 1 GLAccount '6000|100' (wanted '6000-200')" in differs.describe()
+    assert "line 3 missing" in differs.describe() and "line 2 not wanted" in differs.describe()
+    exact = compare_ap_invoice(stored, 7, Decimal("50.37"), wanted_invoice_lines([
+        {"Description": "Filter", "VendorQty": "3", "UnitCost": "0.125", "GLAccount": "6000|100"},
+        {"Description": "Freight", "ExtCost": "50.01"}]))  # no unit cost: the extended cost is exact
+    assert exact.changed == {2: {"ExtCost": ("50.00", "50.01")}}
+    with pytest.raises(ValueError, match="distinct numbers"):
+        wanted_invoice_lines([{"InvoiceLine": 2}, {"Description": "second"}])
+
+
 def test_keys_and_bodies_are_encoded_the_epicor_way() -> None:
     assert odata_key("EPIC06", (233, "O'Brien 7/A")) == "('EPIC06',233,'O''Brien%207%2FA')"
     assert jsonable({"a": Decimal("12.50"), "d": date(2024, 5, 1), "l": [datetime(2024, 5, 1, 8, 30)]}) == {
@@ -310,6 +366,8 @@ def running() -> Iterator[Any]:
 def sandbox(running: Any) -> Iterator[EpicorSandbox]:
     yield running.sandbox
     requests.post(f"{running.url}/_sandbox/faults", json={"replace": True}, timeout=5)
+    requests.post(f"{running.url}/_sandbox/epicor/update-master-holds", json={"count": 0}, timeout=5)
+    requests.post(f"{running.url}/_sandbox/epicor/lost-answers", json={"count": 0}, timeout=5)
 
 
 def live(running: Any, **overrides: Any) -> EpicorConnector:
@@ -540,7 +598,8 @@ def test_lost_answer_retry_of_a_save_is_recognised_by_its_row_ids(running: Any, 
     connector = live(running)
     vendor = a_vendor(sandbox, 14)
     ds = connector._ds("Erp.BO.APInvoiceSvc", "GetNewAPInvHedInvoice", {"ds": {}, "cGroupID": "AP0102"})
-    ds = connector._ds("Erp.BO.APInvoiceSvc", "ChangeVendorID", {"ds": ds, "ProposedVendorID": vendor["VendorID"]})
+    ds = connector._ds("Erp.BO.APInvoiceSvc", "ChangeVendorID", {"ds": ds, "ProposedVendorID": vendor["VendorID"],
+                                                                 "confirmCheck": False})
     ds["APInvHed"][-1]["InvoiceNum"] = "LOST-1"
     ds = connector._ds("Erp.BO.APInvoiceSvc", "ChangeInvoiceVendorAmt", {"ds": ds, "ProposedInvoiceVendorAmt": 12})
     first = connector._save_invoice(ds, "AP0102")  # the save whose answer the caller never saw
@@ -711,3 +770,208 @@ def test_a_vendor_id_moved_to_another_supplier_never_lands_the_invoice_there(
     assert _group(sandbox, "APC04")["ActiveUserID"] == ""
     invoice = connector.create_ap_invoice("APC04", *_invoice(ours, "MOVED-2"))  # VendorID read afresh
     assert invoice.VendorNum == ours["VendorNum"]
+
+
+def test_a_page_size_above_what_the_server_serves_still_reads_every_row(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running, page_size=250)  # the sandbox, like Epicor by default, serves 100 rows a page
+    assert sum(1 for _ in connector.iter_vendors()) == len(sandbox.get_entities("vendors"))
+    until = datetime.now(timezone.utc) + timedelta(seconds=1)
+    orders = {p.PONum for p in connector.iter_changed("purchase_orders", None, until)}
+    assert orders == {p["PONum"] for p in sandbox.get_entities("purchase_orders")}
+    assert live(running).config.page_size == 100
+
+
+# ---- an AP invoice lands whole, or is made whole on the next delivery ------------------------------
+
+INVOICES = "Erp.BO.APInvoiceSvc"
+
+
+def _bill(vendor: dict[str, Any], number: str, freight: str = "125.00") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An invoice as the ServiceTitan mapping hands it over (numbers as strings)."""
+    total = str(Decimal("312.50") + Decimal(freight))
+    header = {"VendorNum": vendor["VendorNum"], "InvoiceNum": number, "InvoiceDate": date(2024, 5, 7),
+              "Description": "ServiceTitan bill", "InvoiceAmt": total}
+    lines = [{"InvoiceLine": 1, "Description": "Condenser fan motor", "VendorQty": "1", "UnitCost": "312.50",
+              "ExtCost": "312.50", "GLAccount": "5100|100"},
+             {"InvoiceLine": 2, "Description": "Freight", "VendorQty": "1", "UnitCost": freight, "ExtCost": freight,
+              "GLAccount": "6500|100"}]
+    return header, lines
+
+
+def _stored(running: Any, vendor_num: int, number: str) -> dict[str, Any] | None:
+    """The invoice as the sandbox holds it, read through its own control API."""
+    rows = requests.get(f"{running.url}/_sandbox/entities/ap_invoices", timeout=10).json()
+    return next((r for r in rows if r["VendorNum"] == vendor_num and r["InvoiceNum"] == number), None)
+
+
+def _lines(stored: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [(d["InvoiceLine"], d["Description"], d["VendorQty"], d["UnitCost"], d["ExtCost"], d["GLAccount"])
+            for d in stored["APInvDtls"]]
+
+
+def _header_only(connector: EpicorConnector, vendor: dict[str, Any], group_id: str, number: str,
+                 amount: Decimal) -> dict[str, Any]:
+    """What a worker killed between the header and its lines leaves behind: the header saved
+    through the business object, no lines, and the group still locked to us."""
+    connector.ensure_group(group_id)
+    ds = connector._ds(INVOICES, "GetNewAPInvHedInvoice", {"ds": {}, "cGroupID": group_id})
+    ds = connector._ds(INVOICES, "ChangeVendorID", {"ds": ds, "ProposedVendorID": vendor["VendorID"],
+                                                    "confirmCheck": False})
+    ds["APInvHed"][-1]["InvoiceNum"] = number
+    ds = connector._ds(INVOICES, "ChangeInvoiceDateEx", {"ds": ds, "ProposedInvoiceDate": date(2024, 5, 7),
+                                                         "recalcAmts": ""})
+    ds = connector._ds(INVOICES, "ChangeInvoiceVendorAmt", {"ds": ds, "ProposedInvoiceVendorAmt": amount})
+    return connector._save_invoice(ds, group_id)
+
+
+WHOLE = [(1, "Condenser fan motor", 1.0, 312.5, 312.5, "5100|100"), (2, "Freight", 1.0, 125.0, 125.0, "6500|100")]
+
+
+def test_a_partial_invoice_is_completed_on_the_next_delivery(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 20)
+    header, lines = _bill(vendor, "PART-1")
+    _header_only(connector, vendor, "PART01", "PART-1", Decimal("437.50"))
+    partial = _stored(running, vendor["VendorNum"], "PART-1")
+    assert partial is not None and partial["APInvDtls"] == [] and partial["InvoiceAmt"] == 0
+    assert _group(sandbox, "PART01")["ActiveUserID"] == running.info()["credentials"]["username"]
+    sent = _recorded(connector)
+    invoice, action = connector.ensure_ap_invoice("PART01", header, lines)
+    assert action == "completed"
+    stored = _stored(running, vendor["VendorNum"], "PART-1")
+    assert stored is not None and _lines(stored) == WHOLE
+    assert stored["InvoiceAmt"] == stored["InvoiceVendorAmt"] == 437.5
+    assert stored["SysRowID"] == partial["SysRowID"]  # the header saved before, now whole
+    assert _count(sent, "GetNewAPInvHedInvoice") == 0 and _count(sent, "GetNewAPInvDtlMiscellaneous") == 2
+    assert _group(sandbox, "PART01")["ActiveUserID"] == ""  # the stopped attempt's lock is released
+    assert [(l.InvoiceLine, l.ExtCost) for l in invoice.lines] == [(1, Decimal("312.5")), (2, Decimal("125"))]
+
+
+def test_an_equal_invoice_is_unchanged_without_a_write(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 21)
+    header, lines = _bill(vendor, "SAME-1")
+    created, action = connector.ensure_ap_invoice("SAME01", header, lines)
+    assert action == "created" and len(created.lines) == 2
+    before = _stored(running, vendor["VendorNum"], "SAME-1")
+    sent = _recorded(connector)
+    invoice, action = connector.ensure_ap_invoice("SAME01", header, lines)
+    assert action == "unchanged" and invoice.SysRevID == created.SysRevID
+    assert sent == ["GET /KineticLive/api/v2/odata/EPIC06/Erp.BO.APInvoiceSvc/GetByID"]
+    assert _stored(running, vendor["VendorNum"], "SAME-1") == before
+
+
+def test_differing_lines_and_amount_are_corrected_through_the_business_object(running: Any,
+                                                                             sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 22)
+    header, lines = _bill(vendor, "CORR-1")
+    connector.ensure_ap_invoice("CORR01", header, lines)
+    first = _stored(running, vendor["VendorNum"], "CORR-1")
+    assert first is not None
+    twice = dict(first["APInvDtls"][1], InvoiceLine=3, SysRowID="")  # a line an earlier attempt added twice
+    sandbox.write("APInvDtl", sandbox.new_row("APInvDtl", twice))
+    revised_header, revised = _bill(vendor, "CORR-1", freight="140.00")
+    revised[1].update({"Description": "Freight (revised)", "GLAccount": "6500-200"})
+    sent = _recorded(connector)
+    invoice, action = connector.ensure_ap_invoice("CORR01", revised_header, revised)
+    assert action == "corrected"
+    stored = _stored(running, vendor["VendorNum"], "CORR-1")
+    assert stored is not None and _lines(stored) == [WHOLE[0], (2, "Freight (revised)", 1.0, 140.0, 140.0, "6500|200")]
+    assert stored["InvoiceVendorAmt"] == stored["InvoiceAmt"] == 452.5
+    assert stored["APInvDtls"][0]["SysRevID"] == first["APInvDtls"][0]["SysRevID"]  # the equal line left alone
+    assert stored["SysRowID"] == first["SysRowID"]
+    # amount, line 2, line 3 removed: one save each, no new header, no new line
+    assert _count(sent, "UpdateMaster") == 3 and _count(sent, "GetNewAP") == 0
+    assert _count(sent, "ChangeUnitCost") == 1 and _count(sent, "ChangeInvoiceVendorAmt") == 1
+    assert [l.InvoiceLine for l in invoice.lines] == [1, 2]
+    assert connector.ensure_ap_invoice("CORR01", revised_header, revised)[1] == "unchanged"
+
+
+def test_a_posted_invoice_is_never_edited(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 23)
+    header, lines = _bill(vendor, "POSTED-1")
+    sandbox.put_entity("ap_invoices", {"VendorNum": vendor["VendorNum"], "InvoiceNum": "POSTED-1", "Posted": True,
+                                       "GroupID": "", "InvoiceDate": "2024-05-07", "InvoiceVendorAmt": 437.5,
+                                       "lines": [{"Description": "Condenser fan motor", "VendorQty": 1,
+                                                  "UnitCost": 312.5, "GLAccount": "5100|100"}]})
+    before = _stored(running, vendor["VendorNum"], "POSTED-1")
+    with pytest.raises(FatalError) as caught:
+        connector.ensure_ap_invoice("POST01", header, lines)
+    assert "is posted" in caught.value.message and "line 2 missing" in caught.value.message
+    assert caught.value.details["differences"] == "line 2 missing"
+    assert _stored(running, vendor["VendorNum"], "POSTED-1") == before
+    equal_header = {**header, "InvoiceAmt": "437.50"}
+    invoice, action = connector.ensure_ap_invoice("POST01", equal_header, lines[:1])
+    assert action == "unchanged" and invoice.Posted
+
+
+def test_an_update_master_that_did_not_run_is_refused_not_written(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 24)
+    header, lines = _bill(vendor, "HELD-1")
+    requests.post(f"{running.url}/_sandbox/epicor/update-master-holds", json={
+        "invoice_num": "HELD-1", "op_message": "Supplier bank reference changed. Continue?"}, timeout=5)
+    with pytest.raises(FatalError) as caught:
+        connector.ensure_ap_invoice("HELD01", header, lines)
+    assert "Supplier bank reference changed" in caught.value.message
+    assert caught.value.details["lUpdateRan"] is False and caught.value.details["requiresUserInput"] is True
+    assert _stored(running, vendor["VendorNum"], "HELD-1") is None
+    assert _group(sandbox, "HELD01")["ActiveUserID"] == ""
+    # a completion whose line save stops for a person: refused too, even with lUpdateRan true
+    _header_only(connector, vendor, "HELD01", "HELD-2", Decimal("437.50"))
+    requests.post(f"{running.url}/_sandbox/epicor/update-master-holds", json={
+        "invoice_num": "HELD-2", "update_ran": True, "op_message": "Reverse charge applies. Continue?"}, timeout=5)
+    with pytest.raises(FatalError, match="Reverse charge applies"):
+        connector.ensure_ap_invoice("HELD01", *_bill(vendor, "HELD-2"))
+    assert _stored(running, vendor["VendorNum"], "HELD-2")["APInvDtls"] == []
+    invoice, action = connector.ensure_ap_invoice("HELD01", *_bill(vendor, "HELD-2"))
+    assert action == "completed" and len(invoice.lines) == 2
+
+
+def test_a_group_someone_holds_stops_a_completion_before_any_write(running: Any, sandbox: EpicorSandbox) -> None:
+    connector = live(running)
+    vendor = a_vendor(sandbox, 25)
+    _header_only(connector, vendor, "PARTJS", "PARTJS-1", Decimal("437.50"))
+    group = _group(sandbox, "PARTJS")
+    group["ActiveUserID"] = "jsmith"
+    sandbox.write("APInvGrp", group, user="jsmith")
+    sent = _recorded(connector)
+    with pytest.raises(FatalError, match="in use by jsmith"):
+        connector.ensure_ap_invoice("PARTJS", *_bill(vendor, "PARTJS-1"))
+    assert all(call.startswith("GET ") for call in sent)
+    assert _group(sandbox, "PARTJS")["ActiveUserID"] == "jsmith"
+    assert _stored(running, vendor["VendorNum"], "PARTJS-1")["APInvDtls"] == []
+
+
+def test_a_lost_answer_on_create_is_recovered_by_looking_the_invoice_up() -> None:
+    settings = EpicorSandboxSettings(duplicate_status=400)  # a duplicate is a 400 BLException: no 409 to wait for
+    with start_sandbox(EpicorSandbox(SandboxOptions(seed=9, records=30), settings)) as server:
+        connector = live(server, timeout=0.5)
+        vendor = a_vendor(server.sandbox, 2)
+        header, lines = _bill(vendor, "LOSTC-1")
+        # the header's save is carried out, and its answer never arrives (the read times out)
+        requests.post(f"{server.url}/_sandbox/epicor/lost-answers",
+                      json={"path_contains": "UpdateMaster", "count": 1, "delay_seconds": 1.5}, timeout=5)
+        sent = _recorded(connector)
+        invoice, action = connector.ensure_ap_invoice("LOST01", header, lines)
+        assert action == "created" and [l.InvoiceLine for l in invoice.lines] == [1, 2]
+        assert _count(sent, "UpdateMaster") == 3  # the header once, never resent; then one per line
+        assert _count(sent, "GetByID") == 2  # the look-up before writing, and the one after the lost answer
+        stored = _stored(server, vendor["VendorNum"], "LOSTC-1")
+        assert stored is not None and _lines(stored) == WHOLE
+        # the first line's answer lost (a gateway error after the server acted): found by its row id too
+        requests.post(f"{server.url}/_sandbox/epicor/lost-answers",
+                      json={"path_contains": "UpdateMaster", "skip": 1, "count": 1, "status": 502}, timeout=5)
+        sent.clear()
+        _, action = connector.ensure_ap_invoice("LOST01", *_bill(vendor, "LOSTC-2"))
+        assert action == "created" and _count(sent, "UpdateMaster") == 3 and _count(sent, "GetByID") == 2
+        assert _lines(_stored(server, vendor["VendorNum"], "LOSTC-2")) == WHOLE
+        # another invoice already holding the key is refused (400), never taken for ours
+        with pytest.raises(FatalError) as caught:
+            connector.create_ap_invoice("LOST01", header, lines)
+        assert caught.value.status == 400 and "already exists" in caught.value.message
+        assert caught.value.details["ErrorType"] == "Ice.BLException"
+        assert _stored(server, vendor["VendorNum"], "LOSTC-1")["SysRowID"] == stored["SysRowID"]
+        assert _group(server.sandbox, "LOST01")["ActiveUserID"] == ""

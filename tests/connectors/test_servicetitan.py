@@ -23,11 +23,10 @@ from connectors.servicetitan import (
     ServiceTitanConnector,
     ServiceTitanVendor,
     Vendor,
-    verify_webhook_signature,
-    webhook_signature,
 )
 from mlconnector.http import AuthError, FatalError, NotFoundError, RetriableError
 from mlconnector.http.runtime import build_runtime
+from mlconnector.webhook_signature import sign_for_tests
 from sandboxes.base import SandboxOptions, start_sandbox
 from sandboxes.servicetitan import ServiceTitanSandbox, sign_webhook
 
@@ -36,9 +35,9 @@ TOKEN_URL = "https://auth.st.test/connect/token"
 TENANT = 4242
 SECRET = "cs1.super-secret-client-value"
 APP_KEY = "ak1.application-key-value"
-FAST_RETRY = {"retry_base": 0.01, "retry_max_wait": 0.05, "retry_max_tries": 4}
+FAST_RETRY = {"retry": {"base": 0.01, "max_wait": 0.05, "max_tries": 4}}
 # Against the sandbox, honour its Retry-After (a stray 429 at a rate-window edge must not flake a test).
-CONTRACT_RETRY = {"retry_base": 0.05, "retry_max_wait": 2.0, "retry_max_tries": 5}
+CONTRACT_RETRY = {"retry": {"base": 0.05, "max_wait": 2.0, "max_tries": 5}}
 
 
 def make_connector(**config: Any) -> ServiceTitanConnector:
@@ -177,8 +176,8 @@ def test_export_feed_request_and_resume_cursors(mocked: responses.RequestsMock) 
     mocked.add(responses.GET, path, json={"hasMore": False, "continueFrom": "C2", "data": [{"id": 3, "active": False}]})
     got = [(row.id, cursor) for row, cursor in make_connector(page_size=2).iter_export("invoices", "2024-01-01")]
     assert got == [(1, "2024-01-01"), (2, "C1"), (3, "C2")]
-    assert query(mocked.calls[1]) == {"pageSize": ["2"], "from": ["2024-01-01"]}
-    assert query(mocked.calls[2]) == {"pageSize": ["2"], "from": ["C1"]}
+    assert query(mocked.calls[1]) == {"from": ["2024-01-01"]}  # the feed documents no page size
+    assert query(mocked.calls[2]) == {"from": ["C1"]}
     with pytest.raises(ValueError):
         next(make_connector().iter_export("vendors"))
 
@@ -358,7 +357,7 @@ def test_retries_give_up_with_a_retriable_error(mocked: responses.RequestsMock) 
     mocked.add(responses.GET, api_url("settings/v2/tenant/{tenant}/business-units/1"),
                json={**PROBLEM, "status": 503, "title": "Service Unavailable", "errors": {}}, status=503)
     with pytest.raises(RetriableError) as caught:
-        make_connector(retry_max_tries=2).get("business_units", 1)
+        make_connector(retry={"base": 0.01, "max_wait": 0.05, "max_tries": 2}).get("business_units", 1)
     assert caught.value.message == "Service Unavailable"
 
 
@@ -405,14 +404,16 @@ def test_webhook_signatures_follow_the_configured_header_and_encoding() -> None:
     body = b'{"eventId":"e1","eventType":"invoice.created"}'
     key = "h" * 40
     hex_connector = make_connector()
-    assert hex_connector.verify_webhook(body, {"x-servicetitan-signature": webhook_signature(body, key)}, [key])
-    assert not hex_connector.verify_webhook(body, {"X-ServiceTitan-Signature": webhook_signature(body, "x" * 40)}, [key])
+    assert hex_connector.verify_webhook(body, {"x-servicetitan-signature": sign_for_tests(body, key)}, [key])
+    assert not hex_connector.verify_webhook(body, {"X-ServiceTitan-Signature": sign_for_tests(body, "x" * 40)}, [key])
     assert not hex_connector.verify_webhook(body, {}, [key])
     b64 = make_connector(webhook_signature_header="X-Sig", webhook_signature_encoding="base64")
-    signature = webhook_signature(body, key, "base64")
+    signature = sign_for_tests(body, key, "base64")
     assert b64.verify_webhook(body, {"X-Sig": signature}, ["old" * 11, key])  # previous key during a rotation
     assert not b64.verify_webhook(body + b" ", {"X-Sig": signature}, [key])
-    assert verify_webhook_signature(body, sign_webhook(key, body, "hex"), [key])  # the sandbox signs the same way
+    assert hex_connector.verify_webhook(body, {"X-ServiceTitan-Signature": sign_webhook(key, body, "hex")}, [key])
+    assert hex_connector.verify_webhook(body, {"X-ServiceTitan-Signature": "sha256=" + sign_for_tests(body, key).upper()},
+                                        [key])  # the receiver's rules: a scheme prefix, either case of hex
 
 
 # ---- contracts against the sandbox -----------------------------------------------------------------

@@ -6,8 +6,10 @@ from decimal import Decimal
 from typing import Any
 
 from mappings import servicetitan_epicor as m
-from mlconnector.flows import Hold, MappedRecord
-from mlconnector.vendor_links import normalize_name
+from mlconnector.errors import MappingError
+from mlconnector.flows import MappedRecord
+from mlconnector.holds import ConfigNeeded, Hold, TargetCondition
+from mlconnector.links import normalize_name
 
 VENDOR = m.EpicorVendorRef(vendor_num=7, vendor_id="ACME01", name="ACME SUPPLY COMPANY", how="matched_by_name")
 
@@ -60,7 +62,9 @@ def test_business_unit_mapping_beats_the_default_and_a_missing_one_holds() -> No
     assert {line["GLAccount"] for line in mapped.payload["lines"]} == {"6000-100"}
     held = m.map_inventory_bill(_bill(), _config(), VENDOR, "acme")
     assert isinstance(held, Hold)
-    assert held.key == "gl:business_unit:7" and "HVAC Service" in held.reason
+    assert held.key == "config:gl.by_business_unit.7" and "HVAC Service" in held.reason
+    assert ConfigNeeded("gl.default_account") in held.releases
+    assert ConfigNeeded("gl.by_business_unit.HVAC Service") in held.releases
 
 
 def test_totals_that_disagree_are_noted_and_reference_falls_back_to_the_id() -> None:
@@ -68,13 +72,6 @@ def test_totals_that_disagree_are_noted_and_reference_falls_back_to_the_id() -> 
     assert isinstance(mapped, MappedRecord)
     assert mapped.payload["header"]["InvoiceNum"] == "ST-70001"
     assert any(d.field == "total" and "differs" in d.reason for d in mapped.decisions)
-
-
-def test_vendor_hold_says_how_to_link() -> None:
-    hold = m.vendor_hold({"id": 511, "name": "Acme Supply Co"}, "acme")
-    assert hold.key == "vendor:servicetitan:511"
-    assert "vendor 'Acme Supply Co' has no Epicor vendor" in hold.reason
-    assert "mlconnector vendors link acme 511 <VendorNum>" in hold.reason
 
 
 def test_payment_matches_one_invoice_by_vendor_and_amount() -> None:
@@ -89,11 +86,12 @@ def test_payment_matches_one_invoice_by_vendor_and_amount() -> None:
 def test_payment_with_no_or_several_matches_holds_with_candidates() -> None:
     payment = {"id": 78002, "amount": "50.00", "splits": [{"inventoryBillId": 70009}]}
     none = m.map_payment(payment, VENDOR, [{"InvoiceNum": "INV-1", "InvoiceBal": "100.00"}], {})
-    assert isinstance(none, Hold) and "no open invoice" in none.reason and "INV-1" in none.reason
+    assert isinstance(none, Hold) and "no open posted invoice" in none.reason and "INV-1" in none.reason
+    assert none.releases == ()  # a person checks the invoice and replays
     twins = [{"InvoiceNum": "A", "InvoiceBal": "50.00"}, {"InvoiceNum": "B", "InvoiceBal": "50.00"}]
     several = m.map_payment(payment, VENDOR, twins, {})
     assert isinstance(several, Hold) and "2 open invoices" in several.reason
-    split_decides = m.map_payment(payment, VENDOR, twins, {"70009": "B"})
+    split_decides = m.map_payment(payment, VENDOR, twins, {"70009": m.InvoiceState(7, "B", Decimal("50.00"), "STAP", True)})
     assert isinstance(split_decides, MappedRecord) and split_decides.payload["invoice_num"] == "B"
 
 
@@ -112,7 +110,31 @@ def test_money_parses_strings_and_refuses_garbage() -> None:
     assert m.money(None) == Decimal("0")
     try:
         m.money("twelve")
-    except ValueError as error:
+    except MappingError as error:  # a data problem: permanent, not retried
         assert "not an amount" in str(error)
     else:
         raise AssertionError("garbage accepted")
+
+
+def test_payment_on_an_unposted_invoice_waits_for_the_posting_and_says_so() -> None:
+    payment = {"id": 78003, "amount": "3309.75", "splits": [{"inventoryBillId": 70011}]}
+    unposted = {"70011": m.InvoiceState(7, "INV-945838", Decimal("3309.75"), "STDEMO", False)}
+    held = m.map_payment(payment, VENDOR, [], unposted)
+    assert isinstance(held, Hold)
+    assert ("invoice INV-945838 (3309.75) is in group STDEMO but not posted; Epicor applies payments to posted "
+            "invoices only; post it and the payment follows on the next poll") in held.reason
+    assert held.releases == (TargetCondition("epicor", "ap_invoice", "7/INV-945838", "posted"),)
+
+
+def test_invoice_differences_name_missing_and_changed_lines_and_nothing_when_equal() -> None:
+    mapped = m.map_inventory_bill(_bill(), _config(default_account="5100-100", tax_account="5000-000"), VENDOR, "acme")
+    assert isinstance(mapped, MappedRecord)
+    document = mapped.document
+    whole = {"VendorNum": 7, "InvoiceAmt": "412.50",
+             "lines": [{**line.model_dump(), "GLAccount": (line.GLAccount or "").replace("-", "|")} for line in document.lines]}
+    assert m.invoice_differences(whole, document) == {}
+    partial = {**whole, "InvoiceAmt": "320.00", "lines": whole["lines"][:1]}
+    differences = m.invoice_differences(partial, document)
+    assert set(differences) == {"InvoiceAmt", "line 2", "line 3"}
+    wrong = {**whole, "lines": [{**whole["lines"][0], "ExtCost": "310.00"}, *whole["lines"][1:]]}
+    assert set(m.invoice_differences(wrong, document)) == {"line 1"}

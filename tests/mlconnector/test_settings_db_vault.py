@@ -61,10 +61,10 @@ def test_migrations_and_append_only_audit(backend: str, tmp_path, pg_url: str) -
     url = f"sqlite:///{tmp_path / 'm.db'}" if backend == "sqlite" else pg_url
     migrate.downgrade(url)
     migrate.upgrade(url)
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == "0002"
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
     tables = set(sa.inspect(engine).get_table_names())
-    assert {"integrations", "credentials", "inbound_events", "sync_records", "audit_events", "watermarks", "vendor_links"} <= tables
+    assert {"integrations", "credentials", "inbound_events", "sync_records", "audit_events", "watermarks", "links"} <= tables
     with engine.begin() as connection:
         connection.execute(sa.text("INSERT INTO audit_events (at, kind, message) VALUES (CURRENT_TIMESTAMP, 'test', 'hello')"))
     for statement in ("UPDATE audit_events SET message = 'changed'", "DELETE FROM audit_events"):
@@ -161,7 +161,7 @@ def test_two_workers_linking_one_new_vendor_at_once_both_succeed(configure, fres
     for the first's row, gets the link the first stored, and fails on nothing."""
     import threading
 
-    from mlconnector import vendor_links
+    from mlconnector import links as link_store
     from mlconnector.db.session import session_scope
     from mlconnector.integrations import create_integration
 
@@ -170,9 +170,9 @@ def test_two_workers_linking_one_new_vendor_at_once_both_succeed(configure, fres
         create_integration(session, "acme", "counter-test", {"systems": {"counter": {"base_url": "http://127.0.0.1:9"}}})
 
     def link(session: Any, target: str, how: str, replace: bool = False) -> Any:
-        return vendor_links.link(session, "acme", source_system="servicetitan", source_vendor_id="77",
-                                 source_vendor_name="Rapid Supply", target_system="epicor", target_vendor_id=target,
-                                 target_vendor_name="RAPID SUPPLY", how=how, replace=replace)
+        return link_store.link(session, "acme", kind="vendor", source_system="servicetitan", source_id="77",
+                               source_name="Rapid Supply", target_system="epicor", target_id=target,
+                               target_name="RAPID SUPPLY", how=how, replace=replace)
 
     second_done = threading.Event()
     outcome: list[Any] = []
@@ -181,7 +181,7 @@ def test_two_workers_linking_one_new_vendor_at_once_both_succeed(configure, fres
         try:
             with session_scope() as other:
                 stored = link(other, "502", "matched_by_name")
-                outcome.append((stored.target_vendor_id, stored.how))
+                outcome.append((stored.target_id, stored.how))
         except BaseException as error:  # noqa: BLE001 - reported below
             outcome.append(error)
         second_done.set()
@@ -194,11 +194,11 @@ def test_two_workers_linking_one_new_vendor_at_once_both_succeed(configure, fres
     thread.join(10)
     assert outcome == [("501", "created")]  # the first answer stands, for both
     with session_scope() as session:
-        links = vendor_links.list_links(session, "acme")
-        assert [(l.target_vendor_id, l.how) for l in links] == [("501", "created")]
+        stored_links = link_store.list_links(session, "acme")
+        assert [(l.target_id, l.how) for l in stored_links] == [("501", "created")]
         link(session, "503", "manual", replace=True)  # a person's link replaces it
     with session_scope() as session:
-        assert [(l.target_vendor_id, l.how) for l in vendor_links.list_links(session, "acme")] == [("503", "manual")]
+        assert [(l.target_id, l.how) for l in link_store.list_links(session, "acme")] == [("503", "manual")]
 
 
 def test_a_named_lock_makes_a_second_transaction_wait_for_the_first(configure, fresh_pg: str) -> None:
@@ -227,3 +227,40 @@ def test_a_named_lock_makes_a_second_transaction_wait_for_the_first(configure, f
         order.append("first commits")
     waiting.join(5)
     assert order[-2:] == ["first commits", "second:epicor-vendor-create:acme:RAPID SUPPLY"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_vendor_links_become_links_of_kind_vendor_without_losing_one(backend: str, tmp_path, pg_url: str) -> None:
+    """Upgrading from 0001 keeps every vendor link (ids, names, how, date) as a link of kind
+    'vendor', and a record held for a vendor becomes held for that link."""
+    import sqlalchemy as sa
+
+    from mlconnector.db import migrate
+
+    url = f"sqlite:///{tmp_path / 'links.db'}" if backend == "sqlite" else pg_url
+    migrate.downgrade(url)
+    migrate.upgrade(url, revision="0001")
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+    with engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO integrations (id, pair, name, enabled, config, created_at, updated_at) "
+                                   "VALUES ('acme', 'servicetitan-epicor', 'acme', true, '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        for n, (source, target, how) in enumerate([("501", "28", "manual"), ("502", "29", "matched_by_name")]):
+            connection.execute(sa.text(
+                "INSERT INTO vendor_links (integration_id, source_system, source_vendor_id, source_vendor_name, target_system, "
+                "target_vendor_id, target_vendor_name, how, created_at) VALUES ('acme', 'servicetitan', :s, :sn, 'epicor', :t, "
+                ":tn, :how, '2026-11-30 10:00:00+00')"), {"s": source, "sn": f"Vendor {source}", "t": target, "tn": f"EP {target}", "how": how})
+        connection.execute(sa.text(
+            "INSERT INTO sync_records (integration_id, flow, source_id, status, deliveries, hold_key, hold_reason, created_at, updated_at) "
+            "VALUES ('acme', 'inventory_bills', '70001', 'held', 1, 'vendor:servicetitan:777', 'no vendor', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    migrate.upgrade(url)
+    with engine.begin() as connection:
+        rows = connection.execute(sa.text(
+            "SELECT kind, source_system, source_id, source_name, target_system, target_id, target_name, how FROM links ORDER BY source_id")).all()
+        releases = connection.execute(sa.text("SELECT release_key FROM hold_releases")).scalars().all()
+    assert [tuple(r) for r in rows] == [
+        ("vendor", "servicetitan", "501", "Vendor 501", "epicor", "28", "EP 28", "manual"),
+        ("vendor", "servicetitan", "502", "Vendor 502", "epicor", "29", "EP 29", "matched_by_name"),
+    ]
+    assert releases == ["link:vendor:servicetitan:777"]
+    engine.dispose()
+    migrate.downgrade(url)

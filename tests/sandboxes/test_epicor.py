@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from sandboxes.base import SandboxOptions, start_sandbox
-from sandboxes.epicor import EpicorSandbox
+from sandboxes.epicor import EpicorSandbox, EpicorSandboxSettings
 
 RECORDS = 250
 INVOICES = "Erp.BO.APInvoiceSvc"
@@ -97,10 +97,11 @@ def new_invoice_ds(api: Api, group_id: str, vendor_id: str, invoice_num: str, am
                    headers: dict[str, str] | None = None) -> dict[str, Any]:
     """The screen's header sequence, as a client must drive it."""
     ds = api.method(INVOICES, "GetNewAPInvHedInvoice", {"ds": {}, "cGroupID": group_id}, headers)["parameters"]["ds"]
-    ds = api.method(INVOICES, "ChangeVendorID", {"ds": ds, "ProposedVendorID": vendor_id}, headers)["parameters"]["ds"]
+    ds = api.method(INVOICES, "ChangeVendorID", {"ds": ds, "ProposedVendorID": vendor_id, "confirmCheck": False},
+                    headers)["parameters"]["ds"]
     ds["APInvHed"][-1]["InvoiceNum"] = invoice_num
     ds = api.method(INVOICES, "ChangeInvoiceDateEx", {"ds": ds, "ProposedInvoiceDate": "2024-05-01T00:00:00",
-                                                      "recalcAmts": "", "cMessageText": ""}, headers)["parameters"]["ds"]
+                                                      "recalcAmts": ""}, headers)["parameters"]["ds"]
     ds = api.method(INVOICES, "ChangeInvoiceVendorAmt", {"ds": ds, "ProposedInvoiceVendorAmt": amount},
                     headers)["parameters"]["ds"]
     return ds
@@ -425,8 +426,113 @@ def test_invoice_business_rules(api: Api) -> None:
     assert_epicor_error(api.post(f"{INVOICES}/GetNewAPInvDtlMiscellaneous", {
         "ds": {}, "iVendorNum": vendor["VendorNum"], "cInvoiceNum": "NOT-SAVED"}), 400,
         contains="must be saved before lines")
-    assert_epicor_error(api.post(f"{INVOICES}/ChangeVendorID", {"ds": ds, "ProposedVendorID": "NOSUCH"}), 400,
+    assert_epicor_error(api.post(f"{INVOICES}/ChangeVendorID", {"ds": ds, "ProposedVendorID": "NOSUCH",
+                                                                "confirmCheck": False}), 400,
                         contains="Supplier 'NOSUCH' is not valid")
+
+
+UPDATE_MASTER_OUTPUTS = {"ds", "grpTotalInvAmt", "requiresUserInput", "opMessage", "opMsgChkBankRef", "opChkRevMsg",
+                         "lEnableGenLegalNum", "lUpdateRan", "opDUAMsg"}
+
+
+def stored_invoice(api: Api, vendor_num: int, invoice_num: str) -> dict[str, Any] | None:
+    return next((r for r in api.entities("ap_invoices")
+                 if r["VendorNum"] == vendor_num and r["InvoiceNum"] == invoice_num), None)
+
+
+def test_methods_refuse_a_missing_declared_input(api: Api) -> None:
+    vendor = active_vendor(api)
+    po = next(p for p in api.entities("purchase_orders") if p["VendorNum"] == vendor["VendorNum"])
+    ds = api.method(INVOICES, "GetNewAPInvHedInvoice", {"ds": {}, "cGroupID": "AP0101"})["parameters"]["ds"]
+    refused = {
+        "ChangeVendorID": ({"ds": ds, "ProposedVendorID": vendor["VendorID"]}, "confirmCheck"),
+        "ChangeRefPONum": ({"ds": ds, "ProposedRefPONum": po["PONum"]}, "confirmCheck"),
+        "ChangeInvoiceDateEx": ({"ds": ds, "ProposedInvoiceDate": "2024-05-01T00:00:00", "cMessageText": ""},
+                                "recalcAmts"),
+        "ChangeInvoiceVendorAmt": ({"ProposedInvoiceVendorAmt": 5}, "ds"),
+    }
+    for method, (body, missing) in refused.items():
+        assert_epicor_error(api.post(f"{INVOICES}/{method}", body), 400,
+                            contains=f"Parameter {missing} is not found in the input object")
+    by_vendor = api.method(INVOICES, "ChangeVendorID", {"ds": ds, "ProposedVendorID": vendor["VendorID"],
+                                                        "confirmCheck": True})["parameters"]
+    assert set(by_vendor) == {"ds", "confirmMsg"}
+    assert by_vendor["ds"]["APInvHed"][-1]["VendorNum"] == vendor["VendorNum"]
+    by_po = api.method(INVOICES, "ChangeRefPONum", {"ds": by_vendor["ds"], "ProposedRefPONum": po["PONum"],
+                                                    "confirmCheck": False})["parameters"]
+    assert set(by_po) == {"ds", "confirmMsg"} and by_po["ds"]["APInvHed"][-1]["REFPONum"] == po["PONum"]
+    dated = api.method(INVOICES, "ChangeInvoiceDateEx", {"ds": by_po["ds"], "recalcAmts": "",
+                                                         "ProposedInvoiceDate": "2024-05-01T00:00:00"})["parameters"]
+    assert set(dated) == {"ds", "cMessageText"}  # cMessageText is an output only
+    assert_epicor_error(api.post("Erp.BO.APInvGrpSvc/UnlockGroup", {}), 400,
+                        contains="Parameter InGroupID is not found")
+
+
+def test_update_master_answers_its_documented_outputs(api: Api) -> None:
+    vendor = active_vendor(api)
+    ds = new_invoice_ds(api, "AP0101", vendor["VendorID"], "OUT-1", 25.0)
+    saved = api.method(INVOICES, "UpdateMaster", update_master(ds, "AP0101"))["parameters"]
+    assert set(saved) == UPDATE_MASTER_OUTPUTS
+    assert saved["lUpdateRan"] is True and saved["requiresUserInput"] is False and saved["opMessage"] == ""
+    assert saved["grpTotalInvAmt"] >= 25.0 and saved["ds"]["APInvHed"][0]["InvoiceNum"] == "OUT-1"
+
+
+def test_update_master_hold_answers_200_without_saving(api: Api) -> None:
+    vendor = active_vendor(api)
+    hold = api.control("epicor/update-master-holds", {"invoice_num": "HOLD-1", "op_message": "Bank reference?"})
+    assert hold["count"] == 1 and hold["requires_user_input"] is True and hold["update_ran"] is False
+    other = new_invoice_ds(api, "AP0101", vendor["VendorID"], "NOT-HELD-1", 5.0)
+    assert api.method(INVOICES, "UpdateMaster", update_master(other, "AP0101"))["parameters"]["lUpdateRan"] is True
+    ds = new_invoice_ds(api, "AP0101", vendor["VendorID"], "HOLD-1", 12.0)
+    held = api.method(INVOICES, "UpdateMaster", update_master(ds, "AP0101"))["parameters"]
+    assert set(held) == UPDATE_MASTER_OUTPUTS
+    assert (held["lUpdateRan"], held["requiresUserInput"], held["opMessage"]) == (False, True, "Bank reference?")
+    assert held["ds"]["APInvHed"][-1]["RowMod"] == "A"  # handed back unsaved
+    assert stored_invoice(api, vendor["VendorNum"], "HOLD-1") is None
+    again = api.method(INVOICES, "UpdateMaster", update_master(ds, "AP0101"))["parameters"]  # the hold is spent
+    assert again["lUpdateRan"] is True and stored_invoice(api, vendor["VendorNum"], "HOLD-1") is not None
+    bad = requests.post(f"{api.root}/_sandbox/epicor/update-master-holds", json={"count": -1}, timeout=5)
+    assert bad.status_code == 400
+
+
+def test_get_by_id_answers_get_with_the_tableset(api: Api) -> None:
+    invoice = next(r for r in api.entities("ap_invoices") if len(r["APInvDtls"]) > 1)
+    url = f"{api.base}/{INVOICES}/GetByID"
+    keys = {"vendorNum": invoice["VendorNum"], "invoiceNum": invoice["InvoiceNum"].lower()}
+    body = requests.get(url, params=keys, headers=api.headers(), timeout=5).json()
+    (head,) = body["returnObj"]["APInvHed"]
+    assert (head["VendorNum"], head["InvoiceNum"]) == (invoice["VendorNum"], invoice["InvoiceNum"])
+    assert [d["InvoiceLine"] for d in body["returnObj"]["APInvDtl"]] == [d["InvoiceLine"] for d in invoice["APInvDtls"]]
+    missing = requests.get(url, params={**keys, "invoiceNum": "NO-SUCH"}, headers=api.headers(), timeout=5)
+    assert_epicor_error(missing, 404, "Ice.Common.RecordNotFoundException")
+    no_keys = requests.get(url, params={"vendorNum": invoice["VendorNum"]}, headers=api.headers(), timeout=5)
+    assert_epicor_error(no_keys, 400, contains="Parameter invoiceNum is not found")
+
+
+def test_lost_answers_are_acted_on_then_fail(api: Api) -> None:
+    vendor = active_vendor(api)
+    ds = new_invoice_ds(api, "AP0101", vendor["VendorID"], "LOST-ANS-1", 9.0)
+    api.control("epicor/lost-answers", {"path_contains": "UpdateMaster", "skip": 1, "count": 1, "status": 504})
+    first = new_invoice_ds(api, "AP0101", vendor["VendorID"], "LOST-ANS-0", 9.0)
+    assert api.post(f"{INVOICES}/UpdateMaster", update_master(first, "AP0101")).status_code == 200  # skipped
+    lost = api.post(f"{INVOICES}/UpdateMaster", update_master(ds, "AP0101"))
+    assert_epicor_error(lost, 504)
+    assert stored_invoice(api, vendor["VendorNum"], "LOST-ANS-1") is not None  # the server acted
+    assert api.get("Erp.BO.VendorSvc/Vendors", {"$top": 1}).status_code == 200  # only once, only there
+
+
+def test_duplicate_status_is_a_setting() -> None:
+    settings = EpicorSandboxSettings(duplicate_status=400)
+    with start_sandbox(EpicorSandbox(SandboxOptions(records=5), settings)) as server:
+        api = Api(server)
+        vendor = active_vendor(api)
+        saved = api.method(INVOICES, "UpdateMaster", update_master(
+            new_invoice_ds(api, "AP0101", vendor["VendorID"], "TWICE-1", 3.0), "AP0101"))["parameters"]
+        assert saved["lUpdateRan"] is True
+        again = new_invoice_ds(api, "AP0101", vendor["VendorID"], "TWICE-1", 3.0)
+        assert_epicor_error(api.post(f"{INVOICES}/UpdateMaster", update_master(again, "AP0101")), 400,
+                            "Ice.BLException", "already exists")
+        assert_epicor_error(api.post("Erp.BO.APInvGrpSvc/APInvGrps", {"GroupID": "AP0101"}), 400, "Ice.BLException")
 
 
 def test_group_locked_by_another_user_refuses_writes(api: Api) -> None:

@@ -1,0 +1,68 @@
+"""Work to publish, sent only after the transaction that made it durable commits.
+
+Anything inside a transaction that wants follow-up work (a link that releases held
+records, a config change, a poll) adds it to the session's outbox; one listener on every
+session sends it after commit and drops it on rollback. Nothing is queued that is not in
+the database, and no module registers listeners of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+_OUTBOX = "mlconnector.outbox"
+
+
+@dataclass
+class Enqueue:
+    """Records (per queue) and events to send to the broker."""
+
+    records: dict[str, list[int]] = field(default_factory=dict)  # queue -> record ids
+    events: list[int] = field(default_factory=list)
+    countdown: float | None = None
+
+    def add_records(self, queue: str, ids: list[int]) -> None:
+        if ids:
+            self.records.setdefault(queue, []).extend(ids)
+
+    def extend(self, other: "Enqueue") -> None:
+        for queue, ids in other.records.items():
+            self.add_records(queue, ids)
+        self.events.extend(other.events)
+
+    @property
+    def empty(self) -> bool:
+        return not self.records and not self.events
+
+    @property
+    def record_count(self) -> int:
+        return sum(len(ids) for ids in self.records.values())
+
+
+def publish_after_commit(session: Session, work: Enqueue) -> None:
+    """Send `work` once `session` commits (never if it rolls back)."""
+    if work.empty:
+        return
+    session.info.setdefault(_OUTBOX, Enqueue()).extend(work)
+
+
+def pending(session: Session) -> Enqueue:
+    """What this session will publish at commit (for callers that report counts)."""
+    return session.info.get(_OUTBOX) or Enqueue()
+
+
+@event.listens_for(Session, "after_commit")
+def _send_after_commit(session: Session) -> None:
+    work = session.info.pop(_OUTBOX, None)
+    if work is not None and not work.empty:
+        from mlconnector.tasks import send
+
+        send(work)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_rollback(session: Session) -> None:
+    session.info.pop(_OUTBOX, None)
