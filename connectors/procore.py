@@ -6,10 +6,11 @@ record first by the ERP key (`origin_id`, unique per company at Procore), then b
 business key (vendor + PO number, vendor + invoice number), and updates instead of
 creating a second record.
 
-Reads are declared per entity (`ENTITIES`): path, scope (company or project), change field
-and model. Lists are bare JSON arrays paged with `page`/`per_page`; the connector follows
-the `Link` header (falling back to `Total`), so a server-side page cap lower than the one
-asked for does no harm.
+Reads are declared per entity (`ENTITIES`): path, scope (company or project), change field,
+external keys, the key fields the list can filter on, and model. Lists are bare JSON arrays
+walked by the kit's Link-header paginator (`page`/`per_page`, falling back to `Total`), so a
+server-side page cap lower than the one asked for does no harm. Tokens come from the kit's
+OAuth 2.0 provider (client credentials, or a single-use refresh token).
 """
 
 from __future__ import annotations
@@ -18,31 +19,31 @@ import math
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Callable, ClassVar, Generic, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar, cast
 from urllib.parse import urlsplit
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 
-from connectors.base import CheckStep, Connector, EntitySpec, VendorModel, timed_check
+from connectors.base import CheckStep, Connector, EntitySpec, SettingsModel, VendorModel, timed_check
 from mlconnector.http import (
-    AuthError,
     ConnectorError,
     FatalError,
     HttpClient,
     HttpRuntime,
+    LinkHeaderPaging,
+    OAuth2Provider,
+    OAuth2Settings,
+    Page,
+    Paginator,
     RateLimit,
     RetriableError,
     RetrySettings,
-    Token,
     TokenAuth,
-    TokenProvider,
-    classify_response,
 )
-from mlconnector.redaction import register_secret
 
 VENDOR = "procore"
 API = "/rest/v1.0"
@@ -64,13 +65,8 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 # ---- configuration ---------------------------------------------------------------------------
 
 
-RetryTuning = RetrySettings  # the HTTP core's retry settings, under the name this module exports
-
-
-class ProcoreConfig(BaseModel):
+class ProcoreConfig(SettingsModel):
     """What a customer's Procore deployment varies."""
-
-    model_config = ConfigDict(extra="forbid")
 
     api_base: str = "https://api.procore.com"
     token_url: str = "https://login.procore.com/oauth/token"
@@ -84,7 +80,7 @@ class ProcoreConfig(BaseModel):
     client_credentials_fallback: bool = True  # a refused refresh token falls back to the app's own grant
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(60.0, gt=0)
-    retry: RetryTuning = Field(default_factory=RetryTuning)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
     # Direct cost lines need a cost type; lines that name none get this code's type
     # (Procore's standard list has L, M, E, S, O; AP invoice lines are usually materials).
     direct_cost_line_item_type_code: str | None = "M"
@@ -92,10 +88,8 @@ class ProcoreConfig(BaseModel):
     conflict_wait_seconds: float = Field(0.5, ge=0)
 
 
-class ProcoreCredentials(BaseModel):
+class ProcoreCredentials(SettingsModel):
     """An app's client credentials; a refresh token only for authorization-code installs."""
-
-    model_config = ConfigDict(extra="ignore")
 
     client_id: str
     client_secret: SecretStr
@@ -260,27 +254,36 @@ class Upserted(Generic[ModelT]):
 
 @dataclass(frozen=True)
 class ProcoreEntity(EntitySpec[ModelT]):
-    """A readable Procore entity: company- or project-scoped, with its fixed list params."""
+    """A readable Procore entity: company- or project-scoped, with its fixed list params.
+
+    A project entity's external keys may be narrowed by `project_id` (else every project in
+    scope is searched)."""
 
     scope: Literal["company", "project"] = "company"
     params: tuple[tuple[str, str], ...] = ()
     server_change_filter: bool = True  # False: the list has no filters[updated_at]; filter here
+    filters: tuple[str, ...] = ()  # key fields the list filters on (`filters[<field>]`); others are matched here
 
+
+ORIGIN_ID = ("origin_id",)  # the ERP key every write stores, unique per company
 
 ENTITIES: dict[str, ProcoreEntity[Any]] = {
     spec.name: spec
     for spec in (
-        ProcoreEntity("vendors", f"{API}/vendors", "id", "updated_at", ProcoreVendor),
+        ProcoreEntity("vendors", f"{API}/vendors", "id", "updated_at", ProcoreVendor, external_keys=(ORIGIN_ID,),
+                      filters=ORIGIN_ID),
         ProcoreEntity("projects", f"{API}/projects", "id", "updated_at", ProcoreProject,
                       server_change_filter=False),
-        ProcoreEntity("cost_codes", f"{API}/cost_codes", "id", "updated_at", ProcoreCostCode,
-                      scope="project", server_change_filter=False),
-        # Deleted records stay in the result (and are dropped here) so pages never shift.
+        ProcoreEntity("cost_codes", f"{API}/cost_codes", "id", "updated_at", ProcoreCostCode, external_keys=(ORIGIN_ID,),
+                      scope="project", server_change_filter=False, filters=ORIGIN_ID),
+        # Deleted records stay in the result (and are dropped by parse_rows) so pages never shift.
         ProcoreEntity("purchase_order_contracts", f"{API}/purchase_order_contracts", "id", "updated_at",
-                      ProcorePurchaseOrderContract, scope="project",
-                      params=(("view", "extended"), ("filters[include_deleted]", "with"))),
+                      ProcorePurchaseOrderContract, external_keys=(ORIGIN_ID,), scope="project",
+                      params=(("view", "extended"), ("filters[include_deleted]", "with")), filters=ORIGIN_ID),
+        # (Round 2) filters[include_deleted] is documented for PO contracts only, not direct costs.
         ProcoreEntity("direct_costs", f"{API}/projects/{{project_id}}/direct_costs", "id", "updated_at",
-                      ProcoreDirectCost, scope="project", params=(("filters[include_deleted]", "with"),)),
+                      ProcoreDirectCost, external_keys=(ORIGIN_ID, ("vendor_id", "invoice_number")), scope="project",
+                      filters=("origin_id", "invoice_number")),
     )
 }
 
@@ -341,60 +344,19 @@ def _is_taken(error: ConnectorError, name: str) -> bool:
 # ---- auth ------------------------------------------------------------------------------------
 
 
-class ProcoreTokenProvider(TokenProvider):
+def oauth_settings(config: ProcoreConfig) -> OAuth2Settings:
     """Client credentials, or the refresh_token grant when a refresh token is held.
 
     Refresh tokens are single use: each refresh answers a new one, which the fleet's token
-    cache stores with the access token, so the next refresh (from any worker) uses it.
+    cache stores with the access token, so the next refresh (from any worker) uses it. A
+    refresh request repeats the install's redirect URI, as Procore asks.
     """
-
-    vendor = VENDOR
-
-    def __init__(self, config: ProcoreConfig, credentials: ProcoreCredentials) -> None:
-        self._token_url = config.token_url
-        self._client_id = credentials.client_id
-        self._client_secret = credentials.client_secret
-        self._pending_refresh = credentials.refresh_token.get_secret_value() if credentials.refresh_token else None
-        self._redirect_uri = config.redirect_uri
-        self._default_ttl = config.token_ttl
-        self._fallback = config.client_credentials_fallback
-        self._timeout = (config.connect_timeout, config.read_timeout)
-        self._lock = threading.Lock()
-        self.calls = 0
-
-    @property
-    def cache_key(self) -> str:
-        return f"{urlsplit(self._token_url).netloc}:{self._client_id}"
-
-    def fetch(self, session: requests.Session, previous: Token | None) -> Token:
-        with self._lock:
-            refresh = (previous.refresh_token if previous and previous.refresh_token else None) or self._pending_refresh
-            self._pending_refresh = None  # the configured refresh token is good for one use only
-        if refresh:
-            try:
-                return self._request(session, {
-                    "grant_type": "refresh_token", "refresh_token": refresh, "redirect_uri": self._redirect_uri,
-                })
-            except (AuthError, FatalError):
-                if not self._fallback:
-                    raise
-        return self._request(session, {"grant_type": "client_credentials"})
-
-    def _request(self, session: requests.Session, form: dict[str, str]) -> Token:
-        form = {**form, "client_id": self._client_id, "client_secret": self._client_secret.get_secret_value()}
-        self.calls += 1
-        try:
-            response = session.post(self._token_url, data=form, timeout=self._timeout)
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            raise RetriableError(f"token request failed: {type(exc).__name__}", vendor=VENDOR, endpoint="/oauth/token") from None
-        if response.status_code != 200:
-            message, details = procore_error_text(response)
-            raise classify_response(response.status_code, message, vendor=VENDOR, endpoint="/oauth/token",
-                                    retry_after=response.headers.get("Retry-After"), details=details)
-        try:
-            return Token.from_oauth(response.json(), default_ttl=self._default_ttl)
-        except (ValueError, KeyError, TypeError):
-            raise FatalError("token answer without an access_token", vendor=VENDOR, status=200, endpoint="/oauth/token") from None
+    return OAuth2Settings(
+        token_url=config.token_url, grant="client_credentials",
+        extra_form={"refresh_token": {"redirect_uri": config.redirect_uri}},
+        default_ttl=config.token_ttl, timeout=(config.connect_timeout, config.read_timeout),
+        error_extractor=procore_error_text, fall_back_after_refused_refresh=config.client_credentials_fallback,
+    )
 
 
 # ---- the connector ---------------------------------------------------------------------------
@@ -410,15 +372,15 @@ class ProcoreConnector(Connector):
 
     def __init__(self, config: ProcoreConfig, credentials: ProcoreCredentials, runtime: HttpRuntime) -> None:
         self.config = config
-        register_secret(credentials.client_secret.get_secret_value())
-        if credentials.refresh_token is not None:
-            register_secret(credentials.refresh_token.get_secret_value())
         self.runtime = runtime
         self.session = runtime.session(VENDOR)
         hooks = self.session.hooks.setdefault("response", [])
         if _retry_after_from_reset not in hooks:
             hooks.append(_retry_after_from_reset)
-        self.provider = ProcoreTokenProvider(config, credentials)
+        refresh = credentials.refresh_token.get_secret_value() if credentials.refresh_token else None
+        self.provider = OAuth2Provider(VENDOR, oauth_settings(config), client_id=credentials.client_id,
+                                       client_secret=credentials.client_secret.get_secret_value(),
+                                       refresh_token=refresh)
         self.auth = TokenAuth(self.provider, runtime.token_cache)
         limit = RateLimit(config.rate_limit_per_hour, 3600) if config.rate_limit_per_hour else None
         self.client = HttpClient(
@@ -452,48 +414,82 @@ class ProcoreConnector(Connector):
     def call_count(self) -> int:
         return self.client.calls + self.provider.calls
 
-    # ---- reading ---------------------------------------------------------------------------
+    def spec(self, entity: str) -> ProcoreEntity[Any]:
+        return super().spec(entity)  # type: ignore[return-value]
 
-    def iter_changed(self, entity: str, since: datetime | None, until: datetime) -> Iterator[BaseModel]:
-        """Live records of `entity` with since <= updated_at < until, page by page.
+    # ---- hooks the base reads are built on -------------------------------------------------
 
-        Procore stamps whole seconds, so `since` is floored to the second (a record stamped
+    def paginator(self, spec: EntitySpec[Any], params: Mapping[str, Any], *, stable: bool) -> Paginator:
+        """`page`/`per_page`, following the Link header (falling back to `Total`), so a server
+        page cap lower than the one asked for does no harm. A change window needs no step
+        back: its server range runs past `until` (see `changed_params`)."""
+        return LinkHeaderPaging("page", "per_page", self.config.page_size)
+
+    def pages(self, spec: EntitySpec[Any], params: Mapping[str, Any], *, stable: bool = False) -> Iterator[Page]:
+        """Each project in scope in turn for a project entity (or the one the params name)."""
+        entity = self.spec(spec.name)
+        given = params.get("project_id")
+        scopes: list[int | None] = [given] if given is not None or entity.scope == "company" else list(self.project_ids())
+        for project_id in scopes:
+            scoped = {**params, **self._list_params(entity, project_id)}
+            if entity.scope == "project":
+                scoped["project_id"] = project_id  # a path-scoped list takes it in the path (fetch_page)
+            yield from super().pages(spec, scoped, stable=stable)
+
+    def fetch_page(self, spec: EntitySpec[Any], request: dict[str, Any]) -> Page:
+        entity = self.spec(spec.name)
+        params = dict(request)
+        project_id = params.get("project_id")
+        if "{project_id}" in spec.path:
+            params.pop("project_id", None)
+        page = self._fetch(spec.path.format(project_id=project_id), params, f"GET {spec.path}")
+        return replace(page, rows=[self._with_project(raw, entity, project_id) for raw in page.rows])
+
+    def parse_rows(self, spec: EntitySpec[Any], rows: Sequence[Any]) -> list[BaseModel]:
+        """Live records only: deleted ones stay in the lists (so pages never shift) and are dropped here."""
+        return [spec.model.model_validate(raw) for raw in rows if not raw.get("deleted_at")]
+
+    def changed_params(self, spec: EntitySpec[Any], since: datetime | None, until: datetime) -> dict[str, Any]:
+        """Procore stamps whole seconds, so `since` is floored to the second (a record stamped
         in the same second as the last poll's end is read again rather than missed). The
         server range ends a day past `until`: a record changed while we page keeps its place,
-        is dropped here, and the next poll takes it.
-        """
-        spec = self._spec(entity)
-        until = _aware(until)
+        is dropped by `in_window`, and the next poll takes it."""
+        entity = self.spec(spec.name)
+        if since is None or not entity.server_change_filter or not entity.change_field:
+            return {}
+        low = _aware(since).replace(microsecond=0)
+        return {f"filters[{entity.change_field}]": f"{_iso(low)}...{_iso(_aware(until) + PAGE_STABILITY_SLACK)}"}
+
+    def in_window(self, spec: EntitySpec[Any], record: BaseModel, since: datetime | None, until: datetime) -> bool:
+        changed = _aware(getattr(record, spec.change_field or "updated_at"))
         low = _aware(since).replace(microsecond=0) if since is not None else None
-        for project_id in self._scopes(spec):
-            params = self._list_params(spec, project_id)
-            if low is not None and spec.server_change_filter and spec.change_field:
-                params[f"filters[{spec.change_field}]"] = f"{_iso(low)}...{_iso(until + PAGE_STABILITY_SLACK)}"
-            for raw in self._iter_raw(spec, project_id, params):
-                if raw.get("deleted_at"):
-                    continue
-                record = spec.model.model_validate(raw)
-                changed = _aware(getattr(record, spec.change_field or "updated_at"))
-                if changed >= until or (low is not None and changed < low):
-                    continue
-                yield record
+        return changed < _aware(until) and (low is None or changed >= low)
+
+    def key_params(self, spec: EntitySpec[Any], key: Mapping[str, Any]) -> dict[str, Any]:
+        """Server filters for the key fields Procore can filter on; the rest are matched by `find`."""
+        entity = self.spec(spec.name)
+        params = {f"filters[{field}]": value for field, value in key.items() if field in entity.filters}
+        if "project_id" in key:
+            params["project_id"] = key["project_id"]
+        return params
+
+    # ---- reading ---------------------------------------------------------------------------
 
     def iter_all(self, entity: str, project_id: int | None = None) -> Iterator[BaseModel]:
         """Every live record of `entity` (in one project, or in every project in scope)."""
-        spec = self._spec(entity)
-        scopes = [project_id] if project_id is not None and spec.scope == "project" else self._scopes(spec)
-        for scope_id in scopes:
-            for raw in self._iter_raw(spec, scope_id, self._list_params(spec, scope_id)):
-                if not raw.get("deleted_at"):
-                    yield spec.model.model_validate(raw)
+        spec = self.spec(entity)
+        params = {"project_id": project_id} if project_id is not None and spec.scope == "project" else {}
+        for page in self.pages(spec, params):
+            yield from self.parse_rows(spec, page.rows)
 
-    def get_record(self, entity: str, record_id: int, project_id: int | None = None) -> BaseModel:
-        """One record by Procore id (NotFoundError when absent or deleted)."""
-        spec = self._spec(entity)
+    def get(self, entity: str, key: Any, project_id: int | None = None) -> BaseModel:
+        """One record by Procore id (NotFoundError when absent or deleted); a project entity
+        needs its project."""
+        spec = self.spec(entity)
         if spec.scope == "project" and project_id is None:
             raise ValueError(f"{entity} live in a project; give project_id")
         params = {} if "{project_id}" in spec.path else self._scope_param(spec, project_id)
-        path = spec.path.format(project_id=project_id) + f"/{int(record_id)}"
+        path = spec.path.format(project_id=project_id) + f"/{int(key)}"
         raw = self.client.get_json(path, params=params, endpoint=f"GET {spec.path}/{{id}}")
         return spec.model.model_validate(self._with_project(raw, spec, project_id))
 
@@ -517,61 +513,52 @@ class ProcoreConnector(Connector):
         return [c for c in self.iter_all("cost_codes", project_id) if isinstance(c, ProcoreCostCode)]
 
     def find_cost_code(self, project_id: int, origin_id: str) -> ProcoreCostCode | None:
-        spec = ENTITIES["cost_codes"]
-        found = self._first(spec, project_id, {"filters[origin_id]": origin_id})
-        return found if isinstance(found, ProcoreCostCode) else None
+        return cast("ProcoreCostCode | None", self.find("cost_codes", origin_id=origin_id, project_id=project_id))
 
     def list_line_item_types(self) -> list[ProcoreLineItemType]:
         """The company's cost types (line item types)."""
-        pages = self._pages(f"{API}/line_item_types", {"company_id": self.config.company_id}, f"GET {API}/line_item_types")
-        return [ProcoreLineItemType.model_validate(raw) for page in pages for raw in page]
+        pages = self._walk(f"{API}/line_item_types", {"company_id": self.config.company_id}, f"GET {API}/line_item_types")
+        return [ProcoreLineItemType.model_validate(raw) for page in pages for raw in page.rows]
 
     # ---- idempotency lookups ---------------------------------------------------------------
 
     def find_vendor_by_origin_id(self, origin_id: str, *, include_inactive: bool = True) -> ProcoreVendor | None:
         """The vendor carrying this ERP key; inactive vendors are listed apart, so look there too."""
-        found = self._first(ENTITIES["vendors"], None, {"filters[origin_id]": origin_id})
+        found = self.find("vendors", origin_id=origin_id)
         if found is None and include_inactive:
             path = f"{API}/companies/{self.config.company_id}/vendors/inactive"
-            for page in self._pages(path, {"filters[origin_id]": origin_id}, f"GET {API}/companies/{{company_id}}/vendors/inactive"):
-                for raw in page:
+            for page in self._walk(path, {"filters[origin_id]": origin_id}, f"GET {API}/companies/{{company_id}}/vendors/inactive"):
+                for raw in page.rows:
                     if raw.get("origin_id") == origin_id:
                         return ProcoreVendor.model_validate(raw)
-        return found if isinstance(found, ProcoreVendor) else None
+        return cast("ProcoreVendor | None", found)
 
     def find_commitment_by_origin_id(self, origin_id: str, project_id: int | None = None) -> ProcorePurchaseOrderContract | None:
-        spec = ENTITIES["purchase_order_contracts"]
-        for scope_id in [project_id] if project_id is not None else self.project_ids():
-            found = self._first(spec, scope_id, {"filters[origin_id]": origin_id})
-            if isinstance(found, ProcorePurchaseOrderContract):
-                return found
-        return None
+        scope = {"project_id": project_id} if project_id is not None else {}
+        return cast("ProcorePurchaseOrderContract | None",
+                    self.find("purchase_order_contracts", origin_id=origin_id, **scope))
 
     def find_commitment(self, vendor_id: int, number: str, project_id: int | None = None) -> ProcorePurchaseOrderContract | None:
         """The PO contract with this vendor and number. The list filters neither, so this scans
-        the compact view (the answer carries no line items)."""
+        the compact view (the answer carries no line items) and takes the first match."""
         spec = ENTITIES["purchase_order_contracts"]
         wanted = _normalize_number(number)
         size = max(self.config.page_size, SCAN_PAGE_SIZE)
         for scope_id in [project_id] if project_id is not None else self.project_ids():
-            for page in self._pages(spec.path, {"project_id": scope_id}, f"GET {spec.path}", per_page=size):
-                for raw in page:
+            for page in self._walk(spec.path, {"project_id": scope_id}, f"GET {spec.path}", per_page=size):
+                for raw in page.rows:
                     vendor = raw.get("vendor") or {}
                     if vendor.get("id") == vendor_id and _normalize_number(raw.get("number")) == wanted:
                         return ProcorePurchaseOrderContract.model_validate({**raw, "project_id": scope_id})
         return None
 
     def find_direct_cost_by_origin_id(self, project_id: int, origin_id: str) -> ProcoreDirectCost | None:
-        found = self._first(ENTITIES["direct_costs"], project_id, {"filters[origin_id]": origin_id})
-        return found if isinstance(found, ProcoreDirectCost) else None
+        return cast("ProcoreDirectCost | None", self.find("direct_costs", origin_id=origin_id, project_id=project_id))
 
     def find_direct_cost_by_invoice(self, project_id: int, vendor_id: int, invoice_number: str) -> ProcoreDirectCost | None:
-        spec = ENTITIES["direct_costs"]
-        params = {**self._list_params(spec, project_id), "filters[invoice_number]": invoice_number}
-        for raw in self._iter_raw(spec, project_id, params):
-            if not raw.get("deleted_at") and raw.get("vendor_id") == vendor_id:
-                return ProcoreDirectCost.model_validate(raw)
-        return None
+        return cast("ProcoreDirectCost | None", self.find("direct_costs", invoice_number=invoice_number,
+                                                          vendor_id=vendor_id, project_id=project_id))
+
 
     # ---- writes ----------------------------------------------------------------------------
 
@@ -631,7 +618,7 @@ class ProcoreConnector(Connector):
         po_id = int(raw["id"])
         lines = self._write_lines(
             f"{API}/purchase_order_contracts/{po_id}/line_items/sync",
-            {"project_id": project_id},
+            {"project_id": project_id},  # (Round 2) a query parameter of this action
             _line_items(line_items, origin_id, {}),
             f"PATCH {API}/purchase_order_contracts/{{id}}/line_items/sync",
         )
@@ -721,15 +708,6 @@ class ProcoreConnector(Connector):
 
     # ---- plumbing --------------------------------------------------------------------------
 
-    def _spec(self, entity: str) -> ProcoreEntity[Any]:
-        try:
-            return ENTITIES[entity]
-        except KeyError:
-            raise ValueError(f"procore has no entity {entity!r}; known: {', '.join(ENTITIES)}") from None
-
-    def _scopes(self, spec: ProcoreEntity[Any]) -> list[int | None]:
-        return list(self.project_ids()) if spec.scope == "project" else [None]
-
     def _scope_param(self, spec: ProcoreEntity[Any], project_id: int | None) -> dict[str, Any]:
         if spec.scope == "company":
             return {"company_id": self.config.company_id}
@@ -744,34 +722,19 @@ class ProcoreConnector(Connector):
             return {**raw, "project_id": project_id}
         return raw
 
-    def _iter_raw(self, spec: ProcoreEntity[Any], project_id: int | None, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-        path = spec.path.format(project_id=project_id)
-        for page in self._pages(path, params, f"GET {spec.path}"):
-            for raw in page:
-                yield self._with_project(raw, spec, project_id)
+    def _fetch(self, path: str, params: Mapping[str, Any], endpoint: str) -> Page:
+        """One page of a list: a bare JSON array, with what the Link, Total and Per-Page headers say."""
+        response = self.client.request("GET", path, params=params, endpoint=endpoint)
+        batch = response.json() if response.content else []
+        if not isinstance(batch, list):
+            raise FatalError(f"expected a JSON array, got {type(batch).__name__}", vendor=VENDOR, endpoint=endpoint)
+        return Page.from_response(response, batch, total=_int_header(response, "Total"),
+                                  page_size=_int_header(response, "Per-Page"))
 
-    def _pages(self, path: str, params: Mapping[str, Any], endpoint: str,
-               per_page: int | None = None) -> Iterator[list[dict[str, Any]]]:
-        """Pages of a list endpoint, one request per page, nothing kept between pages."""
-        size = per_page or self.config.page_size
-        page = 1
-        while True:
-            response = self.client.request("GET", path, params={**params, "page": page, "per_page": size}, endpoint=endpoint)
-            batch = response.json() if response.content else []
-            if not isinstance(batch, list):
-                raise FatalError(f"expected a JSON array, got {type(batch).__name__}", vendor=VENDOR, endpoint=endpoint)
-            if batch:
-                yield batch
-            if not batch or not _has_next_page(response, page, len(batch), size):
-                return
-            page += 1
-
-    def _first(self, spec: ProcoreEntity[Any], project_id: int | None, filters: Mapping[str, Any]) -> BaseModel | None:
-        params = {**self._list_params(spec, project_id), **filters}
-        for raw in self._iter_raw(spec, project_id, params):
-            if not raw.get("deleted_at"):
-                return spec.model.model_validate(raw)
-        return None
+    def _walk(self, path: str, params: Mapping[str, Any], endpoint: str, per_page: int | None = None) -> Iterator[Page]:
+        """Pages of a list that is not an entity (line item types, inactive vendors, compact scans)."""
+        paging = LinkHeaderPaging("page", "per_page", per_page or self.config.page_size)
+        return paging.pages(lambda request: self._fetch(path, request, endpoint), params)
 
     def _post(self, path: str, body: Mapping[str, Any], endpoint: str) -> dict[str, Any]:
         """A create; one Idempotency-Token per logical write, so the core's retries of it are
@@ -782,11 +745,12 @@ class ProcoreConnector(Connector):
             raise FatalError("create answered without an id", vendor=VENDOR, endpoint=endpoint)
         return raw
 
-    def _write_lines(self, path: str, extra: Mapping[str, Any], items: list[dict[str, Any]], endpoint: str) -> list[ProcoreLineItem]:
+    def _write_lines(self, path: str, params: Mapping[str, Any], items: list[dict[str, Any]], endpoint: str) -> list[ProcoreLineItem]:
         """Line items through their sync action; any refused line fails the write with Procore's words."""
         written: list[ProcoreLineItem] = []
         for chunk in _chunks(items, self.config.sync_batch_size):
-            body = self.client.send_json("PATCH", path, {**extra, "updates": chunk}, endpoint=endpoint)
+            body = self.client.send_json("PATCH", path, {"updates": chunk}, params=dict(params) or None,
+                                         endpoint=endpoint)
             part = _sync_result(body, ProcoreLineItem)
             if part.errors:
                 detail = "; ".join(f"line {e.model_extra.get('origin_id') if e.model_extra else '?'}: {e.message}" for e in part.errors)
@@ -838,14 +802,9 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _has_next_page(response: requests.Response, page: int, count: int, asked: int) -> bool:
-    if "Link" in response.headers:
-        return "next" in response.links
-    total = response.headers.get("Total", "").strip()
-    per_page = response.headers.get("Per-Page", "").strip()
-    if total.isdigit():
-        return page * (int(per_page) if per_page.isdigit() else asked) < int(total)
-    return count >= asked
+def _int_header(response: requests.Response, name: str) -> int | None:
+    raw = response.headers.get(name, "").strip()
+    return int(raw) if raw.isdigit() else None
 
 
 def _normalize_number(value: Any) -> str:

@@ -1,12 +1,13 @@
 """ServiceNow connector for the Epicor Kinetic -> ServiceNow pair.
 
 Reads go through the Table API (`/api/now/table/{table}`) with an encoded query on
-`sys_updated_on` and `sysparm_limit`/`sysparm_offset` paging; POs and AP invoices are
-written into Source-to-Pay staging tables through the Import Set API, whose transform maps
-coalesce on the correlation id; suppliers are upserted the same way, or found by their
-correlation id and patched through the Table API when a deployment turns Import Sets off.
-Auth is OAuth (password grant, then the refresh token) shared by the fleet's token cache,
-or HTTP Basic.
+`sys_updated_on`, walked by the kit's `sysparm_limit`/`sysparm_offset` paginator (stepping
+back when rows leave the change window mid-walk); POs and AP invoices are written into
+Source-to-Pay staging tables through the Import Set API, whose transform maps coalesce on
+the correlation id; suppliers are upserted the same way, or found by their correlation id
+and patched through the Table API when a deployment turns Import Sets off. Auth is the
+kit's OAuth 2.0 provider (password or client-credentials grant, then the refresh token)
+shared by the fleet's token cache, or HTTP Basic.
 """
 
 from __future__ import annotations
@@ -14,31 +15,33 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from enum import Enum
-from typing import Annotated, Any, ClassVar, Iterator, Literal, Mapping, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import requests
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator, model_validator
 
-from connectors.base import CheckStep, Connector, EntitySpec, VendorModel, timed_check
+from connectors.base import CheckStep, Connector, EntitySpec, SettingsModel, VendorModel, timed_check
 from mlconnector.http import (
-    AuthError,
     BasicAuth,
     FatalError,
     HttpClient,
     HttpRuntime,
-    NoAuth,
+    OAuth2Provider,
+    OAuth2Settings,
+    OffsetPaging,
+    Page,
+    Paginator,
     RateLimit,
     RetriableError,
     RetryPolicy,
-    Token,
+    RetrySettings,
+    StepBackOnShrink,
     TokenAuth,
-    TokenProvider,
 )
 from mlconnector.http.client import default_error_text
 from mlconnector.redaction import register_secret
@@ -47,7 +50,6 @@ SYSTEM = "servicenow"
 ACCESS_TOKEN_TTL = 1800  # seconds; the OAuth registry's default, used when expires_in is missing
 MAX_PAGE_SIZE = 10_000  # sysparm_limit's documented default; larger pages strain the instance
 DEFAULT_PAGE_SIZE = 1000  # few round trips per poll while a page stays small in memory
-RECENT_PAGES_KEPT = 2  # pages of sys_ids remembered to drop rows re-read after the window shrinks
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # the Table API's UTC date-time format in encoded queries
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -216,20 +218,8 @@ class WriteResult(BaseModel):
 # ---- configuration ------------------------------------------------------------------------------
 
 
-class RetrySettings(BaseModel):
-    max_tries: int = Field(5, ge=1)
-    max_time: float = Field(60.0, gt=0)
-    base: float = Field(0.5, ge=0)
-    max_wait: float = Field(30.0, ge=0)
-
-    def policy(self) -> RetryPolicy:
-        return RetryPolicy(max_tries=self.max_tries, max_time=self.max_time, base=self.base, max_wait=self.max_wait)
-
-
-class ServiceNowConfig(BaseModel):
+class ServiceNowConfig(SettingsModel):
     """What one customer's instance varies: URLs, auth flow, table names, paging, limits."""
-
-    model_config = ConfigDict(extra="forbid")
 
     instance_url: str  # https://<instance>.service-now.com
     token_url: str | None = None  # default: <instance_url>/oauth_token.do
@@ -289,9 +279,7 @@ class ServiceNowConfig(BaseModel):
         return self.token_url or f"{self.instance_url}/oauth_token.do"
 
 
-class ServiceNowCredentials(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ServiceNowCredentials(SettingsModel):
     client_id: str = ""
     client_secret: SecretStr = SecretStr("")
     username: str = ""
@@ -324,60 +312,12 @@ def servicenow_error(response: requests.Response) -> tuple[str, Any]:
 # ---- auth ---------------------------------------------------------------------------------------
 
 
-class ServiceNowTokenProvider(TokenProvider):
-    """OAuth at /oauth_token.do: the refresh token when the cache still holds one, else the
-    configured grant (password or client_credentials)."""
-
-    vendor = SYSTEM
-
-    def __init__(self, config: ServiceNowConfig, credentials: ServiceNowCredentials) -> None:
-        self.token_url = config.effective_token_url
-        self.grant = config.oauth_grant
-        self.credentials = credentials
-        self.default_ttl = float(config.token_ttl)
-        self.timeout = (config.connect_timeout, config.read_timeout)
-        self.retry = config.retry.policy()
-        self._client: HttpClient | None = None
-
-    @property
-    def cache_key(self) -> str:
-        host = urlsplit(self.token_url).netloc
-        return f"{host}:{self.credentials.client_id}:{self.credentials.username or self.grant}"
-
-    @property
-    def calls(self) -> int:
-        return self._client.calls if self._client else 0
-
-    def fetch(self, session: requests.Session, previous: Token | None) -> Token:
-        if previous is not None and previous.refresh_token:
-            try:
-                return self._token({"grant_type": "refresh_token", "refresh_token": previous.refresh_token},
-                                   session, keep_refresh=previous.refresh_token)
-            except (AuthError, FatalError):
-                pass  # refresh token expired or revoked: sign in again with the grant below
-        if self.grant == "client_credentials":
-            return self._token({"grant_type": "client_credentials"}, session)
-        return self._token({"grant_type": "password", "username": self.credentials.username,
-                            "password": self.credentials.password.get_secret_value()}, session)
-
-    def _token(self, form: dict[str, str], session: requests.Session, keep_refresh: str | None = None) -> Token:
-        client = self._token_client(session)
-        response = client.request(
-            "POST", self.token_url, endpoint="POST /oauth_token.do",
-            data={**form, "client_id": self.credentials.client_id,
-                  "client_secret": self.credentials.client_secret.get_secret_value()},
-            headers={"Accept": "application/json"},
-        )
-        token = Token.from_oauth(response.json(), default_ttl=self.default_ttl)
-        if token.refresh_token is None:
-            token.refresh_token = keep_refresh
-        return token
-
-    def _token_client(self, session: requests.Session) -> HttpClient:
-        if self._client is None or self._client.session is not session:
-            self._client = HttpClient(vendor=SYSTEM, base_url=self.token_url, auth=NoAuth(), session=session,
-                                      timeout=self.timeout, retry=self.retry, error_extractor=servicenow_error)
-        return self._client
+def oauth_settings(config: ServiceNowConfig) -> OAuth2Settings:
+    """OAuth at /oauth_token.do: the configured grant (password or client_credentials), then
+    the refresh token while the cache holds one (an answer without a new one keeps the old)."""
+    return OAuth2Settings(token_url=config.effective_token_url, grant=config.oauth_grant,
+                          default_ttl=float(config.token_ttl), timeout=(config.connect_timeout, config.read_timeout),
+                          error_extractor=servicenow_error)
 
 
 # ---- entity declarations ------------------------------------------------------------------------
@@ -393,19 +333,25 @@ class TableSpec(EntitySpec[ServiceNowRecord]):
 
 @dataclass(frozen=True)
 class _Entity:
+    """An entity whose table (and narrowing query) are settings of the deployment.
+
+    Every entity is also found by the deployment's correlation column; `keys` are the
+    documented fields that name a record on a stock instance, which has no such column."""
+
     name: str
     table_setting: str
     model: type[ServiceNowRecord]
     filter_setting: str | None = None
+    keys: tuple[tuple[str, ...], ...] = ()
 
 
 ENTITIES: tuple[_Entity, ...] = (
     _Entity("suppliers", "supplier_table", Supplier, "supplier_filter"),
     _Entity("companies", "company_table", Company),
     _Entity("cost_centers", "cost_center_table", CostCenter),
-    _Entity("purchase_orders", "purchase_order_table", PurchaseOrder),
+    _Entity("purchase_orders", "purchase_order_table", PurchaseOrder, keys=(("erp_number", "erp_source"),)),
     _Entity("purchase_order_lines", "purchase_order_line_table", PurchaseOrderLine),
-    _Entity("invoices", "invoice_table", Invoice),
+    _Entity("invoices", "invoice_table", Invoice, keys=(("external_invoice_number", "erp_source", "supplier"),)),
     _Entity("invoice_lines", "invoice_line_table", InvoiceLine),
 )
 
@@ -460,11 +406,14 @@ class ServiceNowConnector(Connector):
         self.config = config
         self.runtime = runtime
         session = runtime.session(SYSTEM)
-        self.provider: ServiceNowTokenProvider | None = None
+        self.provider: OAuth2Provider | None = None
         if config.auth == "basic":
             auth: Any = BasicAuth(credentials.username, credentials.password.get_secret_value())
         else:
-            self.provider = ServiceNowTokenProvider(config, credentials)
+            self.provider = OAuth2Provider(SYSTEM, oauth_settings(config), client_id=credentials.client_id,
+                                           client_secret=credentials.client_secret.get_secret_value(),
+                                           username=credentials.username,
+                                           password=credentials.password.get_secret_value())
             auth = TokenAuth(self.provider, runtime.token_cache)
         host = urlsplit(config.instance_url).netloc
         shared = dict(
@@ -485,8 +434,10 @@ class ServiceNowConnector(Connector):
         for entity in ENTITIES:
             table = getattr(config, entity.table_setting)
             query = getattr(config, entity.filter_setting) if entity.filter_setting else ""
+            keys = ((config.correlation_field,), *entity.keys)
             self.entities[entity.name] = TableSpec(entity.name, f"{self._table_prefix}/{table}", "sys_id",
-                                                   "sys_updated_on", entity.model, table=table, query=query)
+                                                   "sys_updated_on", entity.model, external_keys=keys, table=table,
+                                                   query=query)
         self._models = {spec.table: spec.model for spec in self.entities.values()}
         self._targets = {
             "supplier": _WriteTarget(config.supplier_table, config.supplier_staging_table, config.supplier_defaults),
@@ -520,24 +471,43 @@ class ServiceNowConnector(Connector):
     def call_count(self) -> int:
         return self.client.calls + self._insert_client.calls + (self.provider.calls if self.provider else 0)
 
-    # ---- reads ------------------------------------------------------------------------------
+    # ---- hooks the base reads are built on -------------------------------------------------
 
-    def iter_changed(self, entity: str, since: datetime | None, until: datetime) -> Iterator[ServiceNowRecord]:
-        """Records of an entity (or any table) with since <= sys_updated_on < until, oldest first."""
-        spec = self.spec(entity)
-        clauses = [spec.query] if spec.query else []
+    def paginator(self, spec: EntitySpec[Any], params: Mapping[str, Any], *, stable: bool) -> Paginator:
+        """`sysparm_limit`/`sysparm_offset`. The window [since, until) can only lose rows while
+        it is read (a changed row moves past `until`): when X-Total-Count drops, the unread
+        rows have moved back by that much, so a change window steps back, re-reads and drops
+        the sys_ids it already gave."""
+        paging = OffsetPaging("sysparm_limit", "sysparm_offset", self.config.page_size)
+        return StepBackOnShrink(paging, key=lambda row: row.get("sys_id")) if stable else paging
+
+    def fetch_page(self, spec: EntitySpec[Any], request: dict[str, Any]) -> Page:
+        response = self._list(self.spec(spec.name).table, request)
+        return Page(self._rows(response), total=_int_header(response, "X-Total-Count"))
+
+    def changed_params(self, spec: EntitySpec[Any], since: datetime | None, until: datetime) -> dict[str, Any]:
+        """since <= sys_updated_on < until, oldest first (sys_id breaks ties, so pages keep their order)."""
+        table = self.spec(spec.name)
+        clauses = [table.query] if table.query else []
         if since is not None:
             clauses.append(f"sys_updated_on>={sn_time(since)}")
         clauses += [f"sys_updated_on<{sn_time(until)}", "ORDERBYsys_updated_on", "ORDERBYsys_id"]
-        for row in self._pages(spec.table, "^".join(clauses)):
-            yield spec.model.model_validate(row)
+        return {"sysparm_query": "^".join(clauses)}
 
-    def get_record(self, entity: str, sys_id: str) -> ServiceNowRecord:
-        """One record by sys_id; NotFoundError carries the instance's 'No Record found'."""
-        spec = self.spec(entity)
-        body = self.client.get_json(f"{self._table_prefix}/{spec.table}/{sys_id}",
-                                    params=self._read_params(), endpoint=f"GET table/{spec.table}/{{sys_id}}")
+    def key_params(self, spec: EntitySpec[Any], key: Mapping[str, Any]) -> dict[str, Any]:
+        table = self.spec(spec.name)
+        clauses = [table.query] if table.query else []
+        clauses += [f"{field}={query_value(sn_value(value))}" for field, value in key.items()]
+        return {"sysparm_query": "^".join([*clauses, "ORDERBYsys_created_on"])}
+
+    def read_one(self, spec: EntitySpec[Any], key: Any) -> BaseModel:
+        """By sys_id; NotFoundError carries the instance's 'No Record found'."""
+        table = self.spec(spec.name)
+        body = self.client.get_json(f"{self._table_prefix}/{table.table}/{key}",
+                                    params=self._read_params(), endpoint=f"GET table/{table.table}/{{sys_id}}")
         return spec.model.model_validate(body["result"])
+
+    # ---- reads ------------------------------------------------------------------------------
 
     def find_by_correlation(self, table: str, correlation_id: str) -> ServiceNowRecord | None:
         """The oldest record of `table` (or entity) carrying this correlation id, if any."""
@@ -565,7 +535,8 @@ class ServiceNowConnector(Connector):
         if not _TABLE_NAME.match(entity):
             raise ValueError(f"unknown ServiceNow entity or table {entity!r}")
         return TableSpec(entity, f"{self._table_prefix}/{entity}", "sys_id", "sys_updated_on",
-                         self._models.get(entity, ServiceNowRecord), table=entity)
+                         self._models.get(entity, ServiceNowRecord), external_keys=((self.config.correlation_field,),),
+                         table=entity)
 
     # ---- writes -----------------------------------------------------------------------------
 
@@ -614,29 +585,6 @@ class ServiceNowConnector(Connector):
         if response.status_code == 404:
             return []
         return list(response.json().get("result") or [])
-
-    def _pages(self, table: str, query: str) -> Iterator[dict[str, Any]]:
-        """Every row of a query, page by page. The window [since, until) can only lose rows
-        while we read (a changed row moves past `until`), so when X-Total-Count drops the
-        unread rows have moved back by that much: step back, re-read, drop repeats."""
-        limit = self.config.page_size
-        offset = 0
-        known_total: int | None = None
-        recent: deque[set[str]] = deque(maxlen=RECENT_PAGES_KEPT)
-        while True:
-            response = self._list(table, {"sysparm_query": query, "sysparm_limit": limit, "sysparm_offset": offset})
-            rows = self._rows(response)
-            total = _int_header(response, "X-Total-Count")
-            if known_total is not None and total is not None and total < known_total and offset > 0:
-                offset = max(0, offset - (known_total - total))
-                known_total = total
-                continue
-            known_total = total if total is not None else known_total
-            yield from (row for row in rows if not any(row.get("sys_id") in ids for ids in recent))
-            recent.append({row.get("sys_id") for row in rows})
-            offset += len(rows)
-            if len(rows) < limit or (total is not None and offset >= total):
-                return
 
     def _query(self, table: str, query: str, *, limit: int) -> list[dict[str, Any]]:
         return self._rows(self._list(table, {"sysparm_query": query, "sysparm_limit": limit,
@@ -704,7 +652,7 @@ class ServiceNowConnector(Connector):
                     if found is not None:
                         return found
                 wait = error.retry_after if error.retry_after is not None else \
-                    random.uniform(0, min(retry.max_wait, retry.base * 2 ** attempt))
+                    random.uniform(0, min(retry.max_wait, retry.base * retry.factor ** attempt))
                 time.sleep(min(wait, retry.max_wait))
         raise AssertionError("unreachable")  # pragma: no cover
 

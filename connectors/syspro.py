@@ -8,9 +8,11 @@ So this module keeps three things the HTTP core cannot know:
 - sessions: `session()` logs on once per batch and always logs off; nested blocks in one
   thread share the session; a process-wide semaphore keeps concurrent sessions within the
   seats this deployment may use; a session the host has expired is replaced once, in place.
-- reads: COMFND table queries (or the read-only OData service) paged by keyset on
-  (change column, key columns), so equal change dates and records changing mid-poll neither
-  skip nor repeat a row; filters are sent as one level of bracketed AND groups joined by OR.
+- reads: COMFND table queries (or the read-only OData service) walked by the kit's keyset
+  paginator on (change column, key columns), so equal change dates and records changing
+  mid-poll neither skip nor repeat a row; filters are sent as one level of bracketed AND
+  groups joined by OR. `iter_changed`, `get` and `find` are the base connector's, on the
+  entity declarations and their external keys.
 - writes: business-object XML built with `xml.etree` (APSTIN, PORTOI, INVTMA, APSSSP); the
   output XML is parsed for `ErrorDescription`s, which become `FatalError`s carrying SYSPRO's
   own text. Posts are not blindly retried: after a transient failure the record is looked up
@@ -28,17 +30,17 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Callable, ClassVar, Iterator, Literal, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Literal, Mapping, Sequence, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
-from connectors.base import CheckStep, Connector, EntitySpec, VendorModel, timed_check
+from connectors.base import CheckStep, Connector, EntitySpec, SettingsModel, VendorModel, timed_check
 from mlconnector.http import (
     AuthError,
     BasicAuth,
@@ -46,11 +48,15 @@ from mlconnector.http import (
     FatalError,
     HttpClient,
     HttpRuntime,
+    KeysetPaging,
     NoAuth,
     NotFoundError,
+    Page,
+    Paginator,
     RateLimit,
     RetriableError,
     RetryPolicy,
+    RetrySettings,
 )
 from mlconnector.redaction import register_secret, redact_text
 
@@ -70,10 +76,8 @@ MAX_MESSAGE = 1000  # keep vendor error text readable in audit rows
 # ------------------------------------------------------------------------------------------
 
 
-class SysproConfig(BaseModel):
+class SysproConfig(SettingsModel):
     """What a customer's SYSPRO deployment varies. Unconfirmed vendor facts are settings here."""
-
-    model_config = ConfigDict(extra="forbid")
 
     api_base: str  # http(s)://host:port/SYSPROWCFService/Rest (the port is the site's choice)
     company_id: str | None = None  # log on to this company instead of the credentials' one
@@ -85,7 +89,7 @@ class SysproConfig(BaseModel):
     max_sessions: int = Field(1, ge=1)  # e.net sessions this process may hold at once (licence seats)
     seat_wait_seconds: float = Field(60.0, ge=0)  # wait this long for a local seat before giving up
     logon_attempts: int = Field(3, ge=1)  # the host refused for lack of licences: try again this often
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetrySettings = Field(default_factory=RetrySettings)
     rate_limit_per_second: int | None = None  # SYSPRO documents no limit; set one to spare a small host
     read_via: Literal["enet", "odata"] = "enet"  # OData reads need no licence seat (SYSPRO 8 2021 R2+)
     odata_base: str = ""  # (unconfirmed layout) https://host/SYSPROOData/<CompanyId>
@@ -118,8 +122,8 @@ class SysproConfig(BaseModel):
         return self
 
 
-class SysproCredentials(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SysproCredentials(SettingsModel):
+    """An e.net operator and the company it logs on to (SYSPRO has no OAuth: a Logon opens a session)."""
 
     operator: str
     operator_password: SecretStr
@@ -406,19 +410,26 @@ class TableSpec(EntitySpec[Any]):
     lines: "TableSpec | None" = None  # child rows joined on keys[0] (PO lines)
 
 
-PO_LINES = TableSpec("purchase_order_lines", "PorMasterDetail", "Line", None, PurchaseOrderLine,
-                     keys=("PurchaseOrder", "Line"), types={"Line": "int"})
-# (unconfirmed) change columns: SYSPRO's own audit columns differ by release; each is a setting.
-ENTITIES: dict[str, TableSpec] = {
-    "suppliers": TableSpec("suppliers", "ApSupplier", "Supplier", "LastChangeDate", Supplier, keys=("Supplier",)),
-    "ap_invoices": TableSpec("ap_invoices", "ApInvoice", "Invoice", "LastChangeDate", ApInvoice,
-                             keys=("Supplier", "Invoice")),
-    "purchase_orders": TableSpec("purchase_orders", "PorMasterHdr", "PurchaseOrder", "LastChangeDate", PurchaseOrder,
-                                 keys=("PurchaseOrder",), lines=PO_LINES),
-    "stock_items": TableSpec("stock_items", "InvMaster", "StockCode", "LastChangeDate", StockItem, keys=("StockCode",)),
-    "inventory_movements": TableSpec("inventory_movements", "InvMovements", "Journal", "EntryDate", InventoryMovement,
-                                     keys=("Journal", "JournalEntry"), types={"Journal": "int", "JournalEntry": "int"}),
-}
+def _table(name: str, table: str, change_column: str | None, model: type[BaseModel], keys: tuple[str, ...],
+           *also_found_by: tuple[str, ...], **options: Any) -> TableSpec:
+    """The key columns are the record's id and its first external key; `also_found_by` names the others."""
+    return TableSpec(name, table, keys[-1], change_column, model, external_keys=(keys, *also_found_by), keys=keys,
+                     **options)
+
+
+PO_LINES = _table("purchase_order_lines", "PorMasterDetail", None, PurchaseOrderLine, ("PurchaseOrder", "Line"),
+                  types={"Line": "int"})
+# (unconfirmed) change columns: SYSPRO's own audit columns differ by release; each is a setting
+# (`change_columns`), as is the column holding the source system's PO number (`po_reference_field`).
+ENTITIES: dict[str, TableSpec] = {spec.name: spec for spec in (
+    _table("suppliers", "ApSupplier", "LastChangeDate", Supplier, ("Supplier",)),
+    _table("ap_invoices", "ApInvoice", "LastChangeDate", ApInvoice, ("Supplier", "Invoice")),
+    _table("purchase_orders", "PorMasterHdr", "LastChangeDate", PurchaseOrder, ("PurchaseOrder",), lines=PO_LINES),
+    _table("stock_items", "InvMaster", "LastChangeDate", StockItem, ("StockCode",)),
+    # A posted adjustment is found again by the reference it carried (the source adjustment's id).
+    _table("inventory_movements", "InvMovements", "EntryDate", InventoryMovement, ("Journal", "JournalEntry"),
+           ("Reference",), types={"Journal": "int", "JournalEntry": "int"}),
+)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -664,7 +675,7 @@ class SysproConnector(Connector):
     system: ClassVar[str] = VENDOR
     Config: ClassVar[type[BaseModel]] = SysproConfig
     Credentials: ClassVar[type[BaseModel]] = SysproCredentials
-    ENTITIES: ClassVar[dict[str, TableSpec]] = ENTITIES
+    entities: dict[str, TableSpec]
 
     def __init__(self, config: SysproConfig, credentials: SysproCredentials, runtime: HttpRuntime) -> None:
         self.config = config
@@ -680,20 +691,31 @@ class SysproConnector(Connector):
             "vendor": VENDOR, "auth": NoAuth(), "session": session, "rate_limiter": runtime.rate_limiter,
             "rate_limit": limit, "rate_key": f"{VENDOR}:{host}:{self.company_id}", "error_extractor": _error_text,
         }
+        self.entities = {name: self._for_deployment(spec) for name, spec in ENTITIES.items()}
+        retry = config.retry.policy()
         self._reads = HttpClient(base_url=config.api_base, timeout=(config.connect_timeout, config.read_timeout),
-                                 retry=config.retry, **shared)
+                                 retry=retry, **shared)
         # Posts are retried here, after an idempotency look-up, never blindly by the client.
         self._writes = HttpClient(base_url=config.api_base, timeout=(config.connect_timeout, config.post_timeout),
                                   retry=RetryPolicy(max_tries=1), **shared)
         self._odata: HttpClient | None = None
         if config.odata_base:
             self._odata = HttpClient(
-                base_url=config.odata_base, timeout=(config.connect_timeout, config.read_timeout), retry=config.retry,
+                base_url=config.odata_base, timeout=(config.connect_timeout, config.read_timeout), retry=retry,
                 **{**shared, "auth": BasicAuth(credentials.operator, credentials.operator_password.get_secret_value())},
             )
         self._seat = _seat_semaphore((host, self.company_id.upper(), credentials.operator.upper()), config.max_sessions)
         self._local = threading.local()
         self.last_logoff: str = ""  # "0" after a clean Logoff, else the host's answer (for check())
+
+    def _for_deployment(self, spec: TableSpec) -> TableSpec:
+        """The declaration with this deployment's change column, and for POs its reference column
+        as a second external key."""
+        change = self.config.change_columns.get(spec.name) or spec.change_field
+        keys = spec.external_keys
+        if spec.model is PurchaseOrder:
+            keys = (*keys, (self.config.po_reference_field,))
+        return replace(spec, change_field=change, external_keys=keys)
 
     # ---- construction ---------------------------------------------------------------------------
 
@@ -862,7 +884,7 @@ class SysproConnector(Connector):
         return _EnetReader(self)
 
     def _change_column(self, spec: TableSpec) -> str:
-        return self.config.change_columns.get(spec.name) or spec.change_field or spec.keys[0]
+        return spec.change_field or spec.keys[0]
 
     def _typed(self, spec: TableSpec, column: str, raw: str) -> Any:
         """A row's text value as the typed value a keyset condition compares against."""
@@ -887,19 +909,6 @@ class SysproConnector(Connector):
             return aware.astimezone(timezone.utc)
         return aware.astimezone(self._zone).replace(tzinfo=None)
 
-    def _pages(self, spec: TableSpec, where: Where, order: Sequence[str]) -> Iterator[list[dict[str, str]]]:
-        """Keyset pages of `spec.path` matching `where`, in `order` (which ends with the key)."""
-        reader = self._reader()
-        last: list[Any] | None = None
-        while True:
-            condition = where if last is None else _and(where, _after(order, last))
-            rows, more = reader.fetch(spec.path, condition, order, self.config.page_size)
-            if rows:
-                yield rows
-            if not rows or not more:
-                return
-            last = [self._typed(spec, column, rows[-1].get(column, "")) for column in order]
-
     def _record(self, spec: TableSpec, row: dict[str, str]) -> Any:
         data: dict[str, Any] = dict(row)
         change = self._change_column(spec)
@@ -917,86 +926,109 @@ class SysproConnector(Connector):
         for start in range(0, len(numbers), self.config.detail_batch_size):
             batch = numbers[start:start + self.config.detail_batch_size]
             where: Where = [(Cmp("PurchaseOrder", "EQ", number),) for number in batch]
-            for rows in self._pages(spec, where, spec.keys):
-                for row in rows:
-                    owner = by_number.get(row.get("PurchaseOrder", "").strip().upper())
-                    if owner is not None:
-                        owner.lines.append(self._record(spec, row))
+            for row in self.rows(spec, {"where": where, "order": spec.keys}):
+                owner = by_number.get(row.get("PurchaseOrder", "").strip().upper())
+                if owner is not None:
+                    owner.lines.append(self._record(spec, row))
         return orders
 
-    def _spec(self, entity: str) -> TableSpec:
-        try:
-            return self.ENTITIES[entity]
-        except KeyError:
-            raise NotFoundError(f"unknown SYSPRO entity {entity!r}; known: {', '.join(self.ENTITIES)}",
-                                vendor=VENDOR) from None
+    def spec(self, entity: str) -> TableSpec:
+        return super().spec(entity)  # type: ignore[return-value]
 
-    def iter_changed(self, entity: str, since: datetime | None, until: datetime) -> Iterator[BaseModel]:
-        """Records of `entity` changed at or after `since` and before `until`, page by page."""
-        spec = self._spec(entity)
-        change = self._change_column(spec)
+    # ---- hooks the base reads are built on ------------------------------------------------------
+
+    def paginator(self, spec: EntitySpec[Any], params: Mapping[str, Any], *, stable: bool) -> Paginator:
+        """Keyset on the listing's order (which ends with the key): equal change dates and rows
+        changing mid-poll neither skip nor repeat a row, so a change window needs nothing more."""
+        return KeysetPaging(tuple(params["order"]), self.config.page_size)
+
+    def pages(self, spec: EntitySpec[Any], params: Mapping[str, Any], *, stable: bool = False) -> Iterator[Page]:
+        """Inside one e.net session (a licence seat, always logged off) unless reads go through OData."""
+        with self._reading():
+            yield from super().pages(spec, params, stable=stable)
+
+    def fetch_page(self, spec: EntitySpec[Any], request: dict[str, Any]) -> Page:
+        """`where` and `order` select and sort; `after` (the last row's order values) continues."""
+        table = cast(TableSpec, spec)
+        order: Sequence[str] = request["order"]
+        where: Where = request["where"]
+        if "after" in request:
+            last = [self._typed(table, column, value or "") for column, value in zip(order, request["after"])]
+            where = _and(where, _after(order, last))
+        rows, more = self._reader().fetch(spec.path, where, order, int(request["limit"]))
+        return Page(rows, has_more=more)
+
+    def parse_rows(self, spec: EntitySpec[Any], rows: Sequence[Any]) -> list[BaseModel]:
+        table = cast(TableSpec, spec)
+        records = [self._record(table, row) for row in rows]
+        return self._with_lines(records) if table.lines is not None else records
+
+    def changed_params(self, spec: EntitySpec[Any], since: datetime | None, until: datetime) -> dict[str, Any]:
+        table = cast(TableSpec, spec)
+        change = self._change_column(table)
         group: Group = ()
         if since is not None:
             start = since - timedelta(seconds=self.config.since_overlap_seconds)
             group += (Cmp(change, "GE", self._to_server(start)),)
         group += (Cmp(change, "LT", self._to_server(until)),)
-        with self._reading():
-            for rows in self._pages(spec, [group], (change, *spec.keys)):
-                records = [self._record(spec, row) for row in rows]
-                if spec.lines is not None:
-                    records = self._with_lines(records)
-                yield from records
+        return {"where": [group], "order": (change, *table.keys)}
+
+    def key_params(self, spec: EntitySpec[Any], key: Mapping[str, Any]) -> dict[str, Any]:
+        table = cast(TableSpec, spec)
+        return {"where": [tuple(Cmp(column, "EQ", value) for column, value in key.items())], "order": table.keys}
+
+    def read_one(self, spec: EntitySpec[Any], key: Any) -> BaseModel:
+        """By the table's key columns: one value, or a tuple for a composite key (Supplier, Invoice)."""
+        table = cast(TableSpec, spec)
+        values = tuple(key) if isinstance(key, (tuple, list)) else (key,)
+        if len(values) != len(table.keys):
+            raise ValueError(f"{spec.name} is read by {', '.join(table.keys)}; got {key!r}")
+        found = self.find(spec.name, **dict(zip(table.keys, values)))
+        if found is None:
+            raise NotFoundError(f"{spec.name} {'/'.join(map(str, values))} not found", vendor=VENDOR, endpoint=spec.path)
+        return found
 
     def _find(self, spec: TableSpec, where: Where) -> Any | None:
+        """The first row a condition selects: for look-ups by a name, which names no record alone."""
         with self._reading():
             rows, _ = self._reader().fetch(spec.path, where, spec.keys, 1)
-            if not rows:
-                return None
-            record = self._record(spec, rows[0])
-            if spec.lines is not None:
-                self._with_lines([record])
-            return record
+            return self.parse_rows(spec, rows[:1])[0] if rows else None
 
     # ---- look-ups (idempotency) ------------------------------------------------------------------
 
     def find_supplier(self, code: str | None = None, *, name: str | None = None) -> Supplier | None:
-        """By supplier code, else by exact name (SYSPRO compares names case-insensitively)."""
-        spec = self.ENTITIES["suppliers"]
+        """By supplier code, else the first by exact name (SYSPRO compares names case-insensitively)."""
         if code:
-            found = self._find(spec, [(Cmp("Supplier", "EQ", code),)])
+            found = self.find("suppliers", Supplier=code)
             if found is not None:
-                return found
+                return cast(Supplier, found)
         if name:
-            return self._find(spec, [(Cmp("SupplierName", "EQ", name),)])
+            return self._find(self.spec("suppliers"), [(Cmp("SupplierName", "EQ", name),)])
         return None
 
     def find_ap_invoice(self, supplier: str, invoice: str) -> ApInvoice | None:
         """SYSPRO keys an AP invoice on (Supplier, Invoice)."""
-        return self._find(self.ENTITIES["ap_invoices"],
-                          [(Cmp("Supplier", "EQ", supplier), Cmp("Invoice", "EQ", invoice))])
+        return cast("ApInvoice | None", self.find("ap_invoices", Supplier=supplier, Invoice=invoice))
 
     def find_purchase_order(self, purchase_order: str | None = None, *, reference: str | None = None) -> PurchaseOrder | None:
         """By SYSPRO PO number, else by the source system's PO number (`po_reference_field`)."""
-        spec = self.ENTITIES["purchase_orders"]
         if purchase_order:
-            found = self._find(spec, [(Cmp("PurchaseOrder", "EQ", purchase_order),)])
+            found = self.find("purchase_orders", PurchaseOrder=purchase_order)
             if found is not None:
-                return found
+                return cast(PurchaseOrder, found)
         if reference:
-            return self._find(spec, [(Cmp(self.config.po_reference_field, "EQ", reference),)])
+            return cast("PurchaseOrder | None", self.find("purchase_orders", **{self.config.po_reference_field: reference}))
         return None
 
     def find_stock_item(self, stock_code: str) -> StockItem | None:
-        return self._find(self.ENTITIES["stock_items"], [(Cmp("StockCode", "EQ", stock_code),)])
+        return cast("StockItem | None", self.find("stock_items", StockCode=stock_code))
 
     def find_inventory_movement(self, reference: str, *, stock_code: str | None = None,
                                 warehouse: str | None = None) -> InventoryMovement | None:
-        group: Group = (Cmp("Reference", "EQ", reference),)
-        if stock_code:
-            group += (Cmp("StockCode", "EQ", stock_code),)
-        if warehouse:
-            group += (Cmp("Warehouse", "EQ", warehouse),)
-        return self._find(self.ENTITIES["inventory_movements"], [group])
+        """The movement an adjustment posted with this reference (our source id), narrowed by item and place."""
+        narrow = {k: v for k, v in (("StockCode", stock_code), ("Warehouse", warehouse)) if v}
+        return cast("InventoryMovement | None", self.find("inventory_movements", Reference=reference, **narrow))
+
 
     def get_stock_levels(self, stock_code: str, warehouse: str | None = None) -> StockItem:
         """INVQRY: the stock item with its per-warehouse quantities (e.net only)."""
@@ -1279,7 +1311,7 @@ class SysproConnector(Connector):
             logon = timed_check("logon", lambda: stack.enter_context(self.session()) or "session opened")
             steps.append(logon)
             if logon.ok:
-                for name, spec in self.ENTITIES.items():
+                for name, spec in self.entities.items():
                     steps.append(timed_check(f"read {name}", lambda spec=spec: self._probe(spec)))
         if logon.ok:
             steps.append(CheckStep("logoff", self.last_logoff == "0", 0.0,

@@ -225,38 +225,6 @@ def map_inventory_bill(bill: dict[str, Any], config: ServiceTitanEpicorConfig, v
     return MappedRecord(document, external_key={"VendorNum": vendor.vendor_num, "InvoiceNum": number}, decisions=decisions)
 
 
-def invoice_differences(existing: dict[str, Any], document: EpicorApInvoiceDocument) -> dict[str, tuple[Any, Any]]:
-    """How an invoice Epicor holds differs from the wanted one: amount, vendor and each line.
-
-    Lines compare on description, quantity, unit and extended cost and GL account (Epicor
-    keeps GL accounts with '|' between segments; the config writes '-'). Empty means equal.
-    """
-    out: dict[str, tuple[Any, Any]] = {}
-    header = document.header
-    if header.VendorNum is not None and int(existing.get("VendorNum") or 0) != header.VendorNum:
-        out["VendorNum"] = (existing.get("VendorNum"), header.VendorNum)
-    if money(existing.get("InvoiceAmt")) != money(header.InvoiceAmt):
-        out["InvoiceAmt"] = (str(money(existing.get("InvoiceAmt"))), header.InvoiceAmt)
-    have = {int(line.get("InvoiceLine") or 0): line for line in existing.get("lines") or []}
-    for line in document.lines:
-        current = have.pop(line.InvoiceLine, None)
-        if current is None:
-            out[f"line {line.InvoiceLine}"] = (None, f"{line.Description} {line.ExtCost}")
-            continue
-        mine = (line.Description, quantity(line.VendorQty), money(line.UnitCost), money(line.ExtCost), _gl(line.GLAccount))
-        theirs = (str(current.get("Description") or ""), quantity(current.get("VendorQty")), money(current.get("UnitCost")),
-                  money(current.get("ExtCost")), _gl(current.get("GLAccount")))
-        if mine != theirs:
-            out[f"line {line.InvoiceLine}"] = (" ".join(map(str, theirs)), " ".join(map(str, mine)))
-    for number, extra in sorted(have.items()):
-        out[f"line {number}"] = (f"{extra.get('Description')} {extra.get('ExtCost')}", None)
-    return out
-
-
-def _gl(value: Any) -> str:
-    return str(value or "").replace("|", "-")
-
-
 def _vendor_reason(vendor: EpicorVendorRef) -> str:
     return {
         "linked": "vendor link",

@@ -18,6 +18,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
+from connectors.epicor import InvoiceDifferences, compare_ap_invoice, wanted_invoice_lines
 from mappings import servicetitan_epicor as m
 from mlconnector import ledger, links
 from mlconnector.flows import Flow, FlowContext, FlowHandler, MappedRecord, Nothing, Pair, Plan, SourceRecord, WriteResult
@@ -254,10 +255,11 @@ class InventoryBillsHandler(ServiceTitanSourced):
         existing = ctx.connectors[EPICOR].find_ap_invoice(header.VendorNum, header.InvoiceNum)  # type: ignore[attr-defined]
         if existing is None:
             return Plan("create", target, detail=f"{len(document.lines)} line(s), {header.InvoiceAmt}, group {document.group}")
-        differences = m.invoice_differences(_plain(existing), document)
+        lines = wanted_invoice_lines([line.model_dump(exclude_none=True) for line in document.lines])
+        differences = compare_ap_invoice(existing, header.VendorNum, Decimal(header.InvoiceAmt), lines)
         if not differences:
             return Plan("unchanged", target, detail="found by VendorNum + InvoiceNum, equal to the bill")
-        return Plan("complete", target, differences, detail="the invoice in Epicor differs from the bill")
+        return Plan("complete", target, _invoice_changes(differences), detail="the invoice in Epicor differs from the bill")
 
     def write(self, ctx: FlowContext, mapped: MappedRecord, plan: Plan, known_target_id: str | None) -> WriteResult:
         document: m.EpicorApInvoiceDocument = mapped.document  # type: ignore[assignment]
@@ -282,6 +284,23 @@ class InventoryBillsHandler(ServiceTitanSourced):
                 ctx.audit("noted", f"purchase order {po_id} has no inventory bill yet; its AP invoice follows its receipt")
             return [SourceRecord(str(_plain(b)["id"]), _version(_plain(b))) for b in bills]
         return super().records_for_event(ctx, event_type, data)
+
+
+def _invoice_changes(differences: InvoiceDifferences) -> dict[str, tuple[Any, Any]]:
+    """The connector's comparison as a field diff for the plan and the audit trail."""
+    out: dict[str, tuple[Any, Any]] = {}
+    if differences.vendor:
+        out["VendorNum"] = differences.vendor
+    if differences.amount:
+        out["InvoiceAmt"] = tuple(str(a) for a in differences.amount)  # type: ignore[assignment]
+    for number in differences.missing:
+        out[f"line {number}"] = (None, "missing in Epicor")
+    for number in differences.extra:
+        out[f"line {number}"] = ("not on the bill", None)
+    for number, fields in differences.changed.items():
+        for name, (stored, wanted) in fields.items():
+            out[f"line {number} {name}"] = (stored, wanted)
+    return out
 
 
 class ApPaymentsHandler(ServiceTitanSourced):

@@ -189,9 +189,15 @@ def test_unknown_vendor_is_held_then_linked_and_written(fleet: Fleet) -> None:
     target = fleet.epicor.sandbox.get_entities("vendors")[0]
     result = CliRunner().invoke(main, ["vendors", "link", "acme", str(vendor["id"]), str(target["VendorNum"])])
     assert result.exit_code == 0, result.output
-    assert "re-queued 1 held record(s)" in result.output and target["Name"] in result.output
+    # The vendor's own record and its bill were both waiting for this link.
+    assert "re-queued 2 held record(s)" in result.output and target["Name"] in result.output
     invoices = wait_until(lambda: _invoice_for(fleet, bill), timeout=60, message="held bill not written after link")
     assert invoices[0]["VendorNum"] == target["VendorNum"]
+    wait_until(lambda: fleet.statuses("vendors").get("held", 0) == 0, timeout=60, message="vendor record still held")
+    # A link records an identity: under create_only the Epicor vendor keeps its own name and address.
+    after = fleet.epicor_vendor(target["VendorNum"])
+    assert {k: after[k] for k in ("Name", "Address1", "City", "PhoneNum", "EMailAddress")} == \
+        {k: target[k] for k in ("Name", "Address1", "City", "PhoneNum", "EMailAddress")}
     from mlconnector import audit
 
     with session_scope() as session:

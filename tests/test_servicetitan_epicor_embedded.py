@@ -134,3 +134,104 @@ def test_purchase_order_events_find_their_bill_with_the_fewest_calls(embedded: d
     work = engine.process_event(_store_event("inventory-bill.updated", {**bill, "modifiedOn": "2031-01-01T00:00:00Z"},
                                              "bill-updated"))
     assert work.records == {"servicetitan-epicor": [record.id]}
+
+
+def _gl_config(embedded: dict[str, Any]) -> None:
+    from mlconnector.cli import main
+
+    path = embedded["tmp"] / "config.json"
+    path.write_text(json.dumps({**embedded["config"], "gl": {"default_account": "5100-100"}}))
+    assert CliRunner().invoke(main, ["integrations", "set-config", "acme", "--config", str(path)]).exit_code == 0
+
+
+def test_second_sync_on_sqlite_reads_from_the_stored_position(embedded: dict[str, Any]) -> None:
+    from mlconnector.cli import main
+
+    _gl_config(embedded)
+    runner = CliRunner()
+    first = runner.invoke(main, ["sync", "acme"], terminal_width=200)
+    assert first.exit_code == 0, first.output
+    written = {r.source_id for r in _records("inventory_bills") if r.status == "written"}
+    second = runner.invoke(main, ["sync", "acme"], terminal_width=200)
+    assert second.exit_code == 0, second.output
+    assert "Traceback" not in second.output and "epicor_vendors" in second.output
+    assert {r.source_id for r in _records("inventory_bills") if r.status == "written"} == written
+    assert len(_stap_invoices(embedded["epicor"])) == len(written)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(embedded: dict[str, Any]) -> None:
+    from mlconnector.cli import main
+
+    _gl_config(embedded)
+    epicor = embedded["epicor"].sandbox
+    vendors_before = len(epicor.get_entities("vendors"))
+    result = CliRunner().invoke(main, ["sync", "acme", "--dry-run"], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    assert "would be created" in result.output or "first creates" in result.output, result.output
+    assert "nothing was written" in result.output and " create" in result.output
+    # Checked through Epicor's own data: no vendor, no invoice; and our ledger is untouched.
+    assert len(epicor.get_entities("vendors")) == vendors_before
+    assert _stap_invoices(embedded["epicor"]) == []
+    assert _records("inventory_bills") == [] and _records("vendors") == []
+
+
+def test_ctrl_c_leaves_nothing_running_and_the_next_sync_resumes(embedded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlconnector import engine
+    from mlconnector.cli import main
+
+    _gl_config(embedded)
+    real = engine.process_record
+    calls = {"n": 0}
+
+    def interrupted_on_the_fifth(record_id: int) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            original_run = engine._run_flow
+
+            def stop_mid_write(*args: Any, **kwargs: Any) -> Any:
+                raise KeyboardInterrupt
+            monkeypatch.setattr(engine, "_run_flow", stop_mid_write)
+            try:
+                return real(record_id)
+            finally:
+                monkeypatch.setattr(engine, "_run_flow", original_run)
+        return real(record_id)
+
+    monkeypatch.setattr(engine, "process_record", interrupted_on_the_fifth)
+    result = CliRunner().invoke(main, ["sync", "acme"], terminal_width=200)
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.output and "pending" in result.output and "mlconnector sync acme" in result.output
+    everything = [r for flow in ("vendors", "inventory_bills", "ap_payments", "epicor_vendors") for r in _records(flow)]
+    assert not [r for r in everything if r.status == "running"]
+    assert [r for r in everything if r.status == "pending"]
+    monkeypatch.setattr(engine, "process_record", real)
+    again = CliRunner().invoke(main, ["sync", "acme"], terminal_width=200)
+    assert again.exit_code == 0, again.output
+    everything = [r for flow in ("vendors", "inventory_bills", "ap_payments", "epicor_vendors") for r in _records(flow)]
+    assert not [r for r in everything if r.status in ("pending", "running")], [(r.flow, r.status) for r in everything]
+
+
+def test_a_payment_on_an_unposted_invoice_follows_its_posting(embedded: dict[str, Any]) -> None:
+    from mlconnector.cli import main
+
+    _gl_config(embedded)
+    st, epicor = embedded["st"].sandbox, embedded["epicor"].sandbox
+    runner = CliRunner()
+    assert runner.invoke(main, ["sync", "acme"]).exit_code == 0
+    bill = next(r for r in _records("inventory_bills") if r.status == "written")
+    vendor, amount = bill.payload["vendor"], bill.payload["billAmount"]
+    st.put_entity("ap_payments", {"vendor": {"id": vendor["id"], "name": vendor["name"]}, "amount": float(amount),
+                                  "status": "Paid", "splits": [{"id": 990077, "active": True, "documentId": None,
+                                                                "inventoryBillId": int(bill.source_id), "amount": float(amount)}]})
+    assert runner.invoke(main, ["sync", "acme", "--flow", "ap_payments"]).exit_code == 0
+    held = [r for r in _records("ap_payments") if r.status == "held"]
+    ours = next(r for r in held if any(s.get("inventoryBillId") == int(bill.source_id) for s in r.payload.get("splits") or []))
+    invoice_num = bill.target_key["InvoiceNum"]
+    assert f"invoice {invoice_num}" in ours.hold_reason and "not posted" in ours.hold_reason
+    assert "post it and the payment follows on the next poll" in ours.hold_reason
+    epicor.put_entity("ap_invoices", {"VendorNum": bill.target_key["VendorNum"], "InvoiceNum": invoice_num, "Posted": True})
+    assert runner.invoke(main, ["sync", "acme", "--flow", "ap_payments"]).exit_code == 0
+    after = next(r for r in _records("ap_payments") if r.id == ours.id)
+    assert after.status == "written", after.hold_reason
+    paid = [p for p in epicor.get_entities("ap_payments") if p.get("XRefCheckNum") == after.target_id]
+    assert len(paid) == 1

@@ -24,6 +24,7 @@ from connectors.acumatica import (
     to_value_objects,
     unwrap,
 )
+from connectors.base import AmbiguousKeyError
 from mlconnector.http import AuthError, FatalError, NotFoundError, RetriableError
 from mlconnector.http.runtime import build_runtime
 from sandboxes.acumatica import AcumaticaSandbox, AcumaticaSettings
@@ -171,22 +172,50 @@ def test_find_bill_filter_escapes_quotes_and_returns_none_when_absent():
     responses.add(responses.GET, f"{ENTITY}/Bill", json=[])
     assert offline().find_bill("V000042", "O'Brien #1") is None
     assert query(responses.calls[1]) == {"$filter": "Vendor eq 'V000042' and VendorRef eq 'O''Brien #1'",
-                                         "$top": "1", "$expand": "Details"}
+                                         "$expand": "Details", "$top": "100", "$skip": "0"}
 
 
 @responses.activate
-def test_find_by_key_uses_the_key_url_and_404_means_absent():
+def test_keys_address_records_in_the_url_unless_a_value_holds_a_slash():
     add_token(responses)
-    responses.add(responses.GET, f"{ENTITY}/Customer/C%2F1", status=404, json={
-        "message": "An error has occurred.", "exceptionMessage": "No entity satisfies the condition."})
     responses.add(responses.GET, f"{ENTITY}/Invoice/Credit%20Memo/AR000007", json={
         "id": GUID, "Type": {"value": "Credit Memo"}, "ReferenceNbr": {"value": "AR000007"}})
+    responses.add(responses.GET, f"{ENTITY}/Customer/C9", status=404, json={
+        "message": "An error has occurred.", "exceptionMessage": "No entity satisfies the condition."})
+    responses.add(responses.GET, f"{ENTITY}/Customer", json=[])
     connector = offline()
-    assert connector.find_customer("C/1") is None
-    invoice = connector.find_invoice(reference_nbr="AR000007", invoice_type="Credit Memo")
+    invoice = connector.get("invoices", ("Credit Memo", "AR000007"))
     assert isinstance(invoice, Invoice) and invoice.Type == "Credit Memo"
     with pytest.raises(NotFoundError):
-        connector.get("customers", "C/1")
+        connector.get("customers", "C9")
+    with pytest.raises(NotFoundError):
+        connector.get("customers", "C/1")  # a real instance cannot address 'C/1' in the URL: filtered instead
+    assert query(responses.calls[-1]) == {"$filter": "CustomerID eq 'C/1'", "$expand": "MainContact/Address",
+                                          "$top": "100", "$skip": "0"}
+    with pytest.raises(ValueError):
+        connector.delete("customers", "C/1")
+
+
+@responses.activate
+def test_find_takes_a_declared_external_key_and_refuses_an_ambiguous_one():
+    add_token(responses)
+    bill = {"id": GUID, "Type": {"value": "Bill"}, "ReferenceNbr": {"value": "000123"}, "Vendor": {"value": "V1"},
+            "VendorRef": {"value": "INV-1"}}
+    responses.add(responses.GET, f"{ENTITY}/Invoice", json=[
+        {"id": GUID, "Type": {"value": "Invoice"}, "ReferenceNbr": {"value": "AR9"}, "CustomerOrder": {"value": "ST-77"}}])
+    responses.add(responses.GET, f"{ENTITY}/Bill", json=[bill, {**bill, "ReferenceNbr": {"value": "000124"}}])
+    responses.add(responses.GET, f"{ENTITY}/Payment", json=[
+        {"id": GUID, "Type": {"value": "Payment"}, "ExternalRef": {"value": "someone else's"}}])
+    connector = offline()
+    found = connector.find_invoice("st-77")  # Acumatica compares without regard to case; so does the check here
+    assert isinstance(found, Invoice) and found.ReferenceNbr == "AR9"
+    assert query(responses.calls[1])["$filter"] == "Type eq 'Invoice' and CustomerOrder eq 'st-77'"
+    with pytest.raises(AmbiguousKeyError) as ambiguous:
+        connector.find_bill("V1", "INV-1")
+    assert "VendorRef='INV-1'" in ambiguous.value.message
+    assert connector.find_payment("ST-PAY-1") is None  # the row the instance sent does not carry the key
+    with pytest.raises(ValueError):
+        connector.find("bills", VendorRef="INV-1")  # half a key names nothing
 
 
 @responses.activate

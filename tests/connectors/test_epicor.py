@@ -859,6 +859,11 @@ def test_an_equal_invoice_is_unchanged_without_a_write(running: Any, sandbox: Ep
     assert action == "unchanged" and invoice.SysRevID == created.SysRevID
     assert sent == ["GET /KineticLive/api/v2/odata/EPIC06/Erp.BO.APInvoiceSvc/GetByID"]
     assert _stored(running, vendor["VendorNum"], "SAME-1") == before
+    by_vendor_id = {k: v for k, v in header.items() if k != "VendorNum"} | {"VendorID": vendor["VendorID"].lower()}
+    sent.clear()
+    assert connector.ensure_ap_invoice("SAME01", by_vendor_id, lines)[1] == "unchanged"
+    assert [call.split("/")[-1] for call in sent] == ["Vendors", "GetByID"]  # the key found from the VendorID
+    assert _stored(running, vendor["VendorNum"], "SAME-1") == before
 
 
 def test_differing_lines_and_amount_are_corrected_through_the_business_object(running: Any,

@@ -261,9 +261,9 @@ def test_vendor_errors_map_to_the_taxonomy_with_the_vendor_message() -> None:
         "error": {"message": "User Not Authorized", "detail": "ACL restricts the record retrieval"}, "status": "failure"})
     connector = make()
     with pytest.raises(NotFoundError) as missing:
-        connector.get_record("suppliers", "e" * 32)
+        connector.get("suppliers", "e" * 32)
     with pytest.raises(FatalError) as denied:
-        connector.get_record("suppliers", "f" * 32)
+        connector.get("suppliers", "f" * 32)
     assert missing.value.message == "No Record found: Record doesn't exist or ACL restricts the record retrieval"
     assert denied.value.status == 403 and "User Not Authorized" in str(denied.value)
 
@@ -427,7 +427,7 @@ def test_purchase_order_with_lines_staged_once_however_often_delivered(running: 
              {"line_number": 2, "description": "Pipe", "quantity": 4, "unit_price": "25.00", "line_amount": "100.00"}]
     first = connector.stage_purchase_order(header, "EPIC-PO-7001", lines)
     replay = connector.stage_purchase_order(header, "EPIC-PO-7001", lines)
-    po = connector.get_record("purchase_orders", first.sys_id)
+    po = connector.get("purchase_orders", first.sys_id)
     stored_lines = [r for r in connector.iter_changed("purchase_order_lines", None, now()) if r.purchase_order == po.sys_id]
     assert first.action == "inserted" and [l.action for l in first.lines] == ["inserted", "inserted"]
     assert replay.action == "ignored" and [l.action for l in replay.lines] == ["ignored", "ignored"]
@@ -499,9 +499,9 @@ def test_find_cost_center_skips_expired_ones(running: RunningSandbox) -> None:
     assert connector.find_cost_center("0000-00") is None
 
 
-def test_get_record_not_found_keeps_the_vendor_words(running: RunningSandbox) -> None:
+def test_get_not_found_keeps_the_vendor_words(running: RunningSandbox) -> None:
     with pytest.raises(NotFoundError) as error:
-        connect(running).get_record("invoices", "0" * 32)
+        connect(running).get("invoices", "0" * 32)
     assert "No Record found" in error.value.message
 
 

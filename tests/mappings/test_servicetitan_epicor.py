@@ -124,17 +124,3 @@ def test_payment_on_an_unposted_invoice_waits_for_the_posting_and_says_so() -> N
     assert ("invoice INV-945838 (3309.75) is in group STDEMO but not posted; Epicor applies payments to posted "
             "invoices only; post it and the payment follows on the next poll") in held.reason
     assert held.releases == (TargetCondition("epicor", "ap_invoice", "7/INV-945838", "posted"),)
-
-
-def test_invoice_differences_name_missing_and_changed_lines_and_nothing_when_equal() -> None:
-    mapped = m.map_inventory_bill(_bill(), _config(default_account="5100-100", tax_account="5000-000"), VENDOR, "acme")
-    assert isinstance(mapped, MappedRecord)
-    document = mapped.document
-    whole = {"VendorNum": 7, "InvoiceAmt": "412.50",
-             "lines": [{**line.model_dump(), "GLAccount": (line.GLAccount or "").replace("-", "|")} for line in document.lines]}
-    assert m.invoice_differences(whole, document) == {}
-    partial = {**whole, "InvoiceAmt": "320.00", "lines": whole["lines"][:1]}
-    differences = m.invoice_differences(partial, document)
-    assert set(differences) == {"InvoiceAmt", "line 2", "line 3"}
-    wrong = {**whole, "lines": [{**whole["lines"][0], "ExtCost": "310.00"}, *whole["lines"][1:]]}
-    assert set(m.invoice_differences(wrong, document)) == {"line 1"}
