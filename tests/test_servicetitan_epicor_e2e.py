@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from sandboxes import SandboxOptions, create_sandbox, start_sandbox
-from tests.conftest import start_gunicorn, wait_until
+from tests.conftest import ROOT, start_gunicorn, wait_until
 
 pytestmark = pytest.mark.fleet
 
@@ -319,3 +319,30 @@ def test_epicor_vendor_change_is_seen_in_servicetitan(fleet: Fleet) -> None:
     with session_scope() as session:
         link = links.find(session, "acme", "vendor", "servicetitan", str(vendor["id"]))
         assert link is not None and link.how == "created"
+
+
+def test_a_fresh_worker_process_reads_epicor_vendors_from_the_shared_cursor(fleet: Fleet) -> None:
+    """Two processes poll the SysRevID feed one after the other: the second starts at the
+    cursor the first persisted, so an idle poll is one Epicor read, not a full scan."""
+    import subprocess
+    import sys
+
+    script = ("from mlconnector import engine; r = engine.poll_flow('acme', 'epicor_vendors'); "
+              "print(r.found, r.cursor)")
+
+    def poll_in_a_new_process() -> tuple[int, str, int]:
+        before = fleet.epicor.sandbox.stats.snapshot()["by_endpoint"]
+        done = subprocess.run([sys.executable, "-c", script], env={**os.environ, **fleet.env}, cwd=str(ROOT), capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        after = fleet.epicor.sandbox.stats.snapshot()["by_endpoint"]
+        reads = sum(sum(v.values()) for k, v in after.items() if "odata" in k) - \
+            sum(sum(v.values()) for k, v in before.items() if "odata" in k)
+        found, cursor = done.stdout.split()[-2:]
+        return int(found), cursor, reads
+
+    found, cursor, _ = poll_in_a_new_process()
+    assert found >= 6 and cursor.isdigit()
+    idle_found, idle_cursor, idle_reads = poll_in_a_new_process()
+    assert (idle_found, idle_cursor) == (0, cursor)
+    assert idle_reads == 1
