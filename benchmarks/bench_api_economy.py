@@ -31,7 +31,7 @@ CALLS_PER_LINE = 4
 
 def _minimum_epicor_calls(bills: list[dict[str, Any]], config: dict[str, Any]) -> int:
     from mappings import servicetitan_epicor as m
-    from mlconnector.flows import Hold
+    from mlconnector.holds import Hold
 
     cfg = m.ServiceTitanEpicorConfig.model_validate(config)
     ref = m.EpicorVendorRef(1, "V1", "vendor", "linked")

@@ -163,7 +163,7 @@ def run_baseline(s: Setup) -> dict[str, Any]:
     """The same calls from a plain thread pool: no ledger, no broker, no audit."""
     from connectors import connector_class
     from mappings import servicetitan_epicor as m
-    from mlconnector.flows import Hold
+    from mlconnector.holds import Hold
     from mlconnector.http.runtime import get_runtime
 
     st_config, st_creds, ep_config, ep_creds = fleet.system_settings(s.host.info("st"), s.host.info("ep_base"))
@@ -181,7 +181,7 @@ def run_baseline(s: Setup) -> dict[str, Any]:
     for vendor in (plain(v) for v in st.iter_changed("vendors", None, _now())):
         found = m.match_vendor_by_name(vendor.get("name") or "", index)
         if not found:
-            found = [plain(epicor.create_vendor(m.map_vendor_to_epicor(vendor, config)))]
+            found = [plain(epicor.create_vendor(m.map_vendor_to_epicor(vendor, config).model_dump()))]
             index.append(found[0])
         if len(found) == 1:
             refs[str(vendor["id"])] = m.EpicorVendorRef(int(found[0]["VendorNum"]), found[0].get("VendorID") or "",

@@ -40,12 +40,10 @@ def _create_integration(host: fleet.SandboxHost) -> None:
     from mlconnector.db.session import session_scope
     from mlconnector.integrations import create_integration
 
-    import tasks.servicetitan_epicor  # noqa: F401  (registers the pair)
-
     st_config, st_creds, ep_config, ep_creds = fleet.system_settings(host.info("st"), host.info("ep"))
     st_config["rate_limit_per_second"] = LIMIT  # the fleet's shared Redis limiter, at the vendor's limit
     config = fleet.integration_config(st_config, ep_config, "BRTL")
-    config["auto_create_vendors"] = False
+    config["counterparts"]["vendor"]["create"] = False
     with session_scope() as session:
         create_integration(session, fleet.INTEGRATION, fleet.PAIR, config)
         session.flush()

@@ -179,14 +179,14 @@ def system_settings(st_info: dict[str, Any], ep_info: dict[str, Any]) -> tuple[d
     st_config, st_creds = connector_class("servicetitan").settings_from_sandbox_info(st_info)
     ep_config, ep_creds = connector_class("epicor").settings_from_sandbox_info(ep_info)
     for config in (st_config, ep_config):
-        config.update({"retry_base": 0.05, "retry_max_wait": 2})
+        config["retry"] = {"base": 0.05, "max_wait": 2}
     st_config["rate_limit_per_second"] = 0  # the sandboxes run unthrottled: measure our cost, not a quota
     return st_config, st_creds, ep_config, ep_creds
 
 
 def integration_config(st_config: dict[str, Any], ep_config: dict[str, Any], group: str) -> dict[str, Any]:
     return {"systems": {"servicetitan": st_config, "epicor": ep_config}, "webhook": {"hmac_key": HMAC_KEY},
-            "invoice_group": group, "auto_create_vendors": True, "gl": dict(GL)}
+            "invoice_group": group, "counterparts": {"vendor": {"match": "name", "create": True}}, "gl": dict(GL)}
 
 
 def create_bench_integration(st_info: dict[str, Any], ep_info: dict[str, Any], group: str,
@@ -194,8 +194,6 @@ def create_bench_integration(st_info: dict[str, Any], ep_info: dict[str, Any], g
     from mlconnector import vault
     from mlconnector.db.session import session_scope
     from mlconnector.integrations import create_integration
-
-    import tasks.servicetitan_epicor  # noqa: F401  (registers the pair)
 
     st_config, st_creds, ep_config, ep_creds = system_settings(st_info, ep_info)
     config = integration_config(st_config, ep_config, group)

@@ -71,6 +71,7 @@ from mlconnector.http import (
     RateLimit,
     RetriableError,
     RetryPolicy,
+    RetrySettings,
     Token,
     TokenAuth,
     TokenProvider,
@@ -129,10 +130,7 @@ class EpicorConfig(BaseModel):
     rate_limit_per_second: float | None = Field(None, gt=0)  # Epicor publishes none
     timeout: float = READ_TIMEOUT  # seconds to wait for an answer
     connect_timeout: float = 5.0
-    retry_base: float = 0.5
-    retry_max_wait: float = 30.0
-    retry_max_tries: int = Field(5, ge=1)
-    retry_max_time: float = 60.0
+    retry: RetrySettings = Field(default_factory=RetrySettings)
     default_group_id: str = "MLAP"  # AP invoice group used when a caller names none
     payment_group_id: str = "MLPAY"  # AP payment (check) group for payments written
     payment_bank_account: str = ""  # BankAcctID for a payment group the connector creates
@@ -658,8 +656,7 @@ class EpicorConnector(Connector):
             "rate_limit": rate_limit,
             "rate_key": f"epicor:{config.api_base}|{config.company}",
             "timeout": (config.connect_timeout, config.timeout),
-            "retry": RetryPolicy(max_tries=config.retry_max_tries, max_time=config.retry_max_time,
-                                 base=config.retry_base, max_wait=config.retry_max_wait),
+            "retry": config.retry.policy(),
             "error_extractor": epicor_error,
         }
         self.token_provider: EpicorTokenProvider | None = None

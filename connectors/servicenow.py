@@ -147,6 +147,7 @@ class CostCenter(ServiceNowRecord):
 class PurchaseOrder(ServiceNowRecord):
     number: SnStr = ""
     erp_number: SnStr = ""
+    erp_source: SnStr = ""
     supplier: SnStr = ""
     legal_entity: SnStr = ""
     order_type: SnStr = ""

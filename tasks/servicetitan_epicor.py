@@ -268,9 +268,13 @@ class InventoryBillsHandler(ServiceTitanSourced):
         target = f"{header.VendorNum}/{header.InvoiceNum}"
         if plan.action == "unchanged":
             return WriteResult(target, "unchanged", 200, {"reason": plan.detail}, target_key=key)
-        _, action = ctx.connectors[EPICOR].ensure_ap_invoice(  # type: ignore[attr-defined]
-            document.group, header.model_dump(exclude_none=True), [line.model_dump(exclude_none=True) for line in document.lines])
-        return WriteResult(target, action, 201 if action == "created" else 200, target_key=key)
+        epicor = ctx.connectors[EPICOR]
+        body = (document.group, header.model_dump(exclude_none=True), [line.model_dump(exclude_none=True) for line in document.lines])
+        if plan.action == "create":  # absent when planned: create (a lost answer is found again by its key)
+            epicor.create_ap_invoice(*body)  # type: ignore[attr-defined]
+            return WriteResult(target, "created", 201, target_key=key)
+        _, action = epicor.ensure_ap_invoice(*body)  # type: ignore[attr-defined]  # complete or correct it
+        return WriteResult(target, action, 200, target_key=key)
 
     def records_for_event(self, ctx: FlowContext, event_type: str, data: dict[str, Any]) -> list[SourceRecord]:
         if event_type.startswith("purchase-order."):

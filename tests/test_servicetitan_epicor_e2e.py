@@ -92,7 +92,7 @@ class Fleet:
 
 
 FAST_RETRY = {"base": 0.05, "max_wait": 2}  # in-call retries kept short so the storms finish quickly
-EPICOR_FAST_RETRY = {"retry_base": 0.05, "retry_max_wait": 2}
+EPICOR_FAST_RETRY = {"retry": FAST_RETRY}
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from sandboxes import SandboxOptions
 
-EPICOR_ONE_TRY = {"retry_max_tries": 1}  # a refused write fails at once, without in-call retries
+EPICOR_ONE_TRY = {"retry": {"max_tries": 1}}  # a refused write fails at once, without in-call retries
 
 
 @pytest.fixture

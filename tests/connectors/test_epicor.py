@@ -35,7 +35,7 @@ ODATA = f"{API}/api/v2/odata/EPIC06"
 TOKEN_URL = f"{API}/TokenResource.svc/"
 PASSWORD = "P@ss-word-Secret-77"
 API_KEY = "ek_live_key_0123456789abcdef"
-FAST = {"retry_base": 0.05, "retry_max_wait": 2, "retry_max_tries": 4}
+FAST = {"retry": {"base": 0.05, "max_wait": 2, "max_tries": 4}}
 RECORDS = 2500
 NOW = datetime(2024, 5, 2, tzinfo=timezone.utc)
 

@@ -414,6 +414,7 @@ def test_webhook_signatures_follow_the_configured_header_and_encoding() -> None:
     assert hex_connector.verify_webhook(body, {"X-ServiceTitan-Signature": sign_webhook(key, body, "hex")}, [key])
     assert hex_connector.verify_webhook(body, {"X-ServiceTitan-Signature": "sha256=" + sign_for_tests(body, key).upper()},
                                         [key])  # the receiver's rules: a scheme prefix, either case of hex
+    assert not hex_connector.verify_webhook(body, {"X-ServiceTitan-Signature": "sïgnature ✓"}, [key])  # no crash
 
 
 # ---- contracts against the sandbox -----------------------------------------------------------------

@@ -264,3 +264,17 @@ def test_vendor_links_become_links_of_kind_vendor_without_losing_one(backend: st
     assert releases == ["link:vendor:servicetitan:777"]
     engine.dispose()
     migrate.downgrade(url)
+
+
+def test_record_locks_and_the_alert_sender_live_in_separate_lock_spaces(configure, fresh_pg: str) -> None:
+    """Record 7,340,001 and the alert sender once shared one advisory key; each space is its own now."""
+    from mlconnector import locks
+    from mlconnector.db.session import session_scope
+
+    configure(fresh_pg)
+    with session_scope() as first, session_scope() as second:
+        with locks.try_lock(first, locks.LockSpace.RECORD, 7_340_001) as record_taken, \
+                locks.try_lock(second, locks.LockSpace.ALERTS, 0) as alerts_taken:
+            assert record_taken and alerts_taken
+        with locks.try_lock(second, locks.LockSpace.RECORD, 7_340_001) as again:
+            assert not again  # the same record is still held by the first transaction
