@@ -213,8 +213,10 @@ class VendorsHandler(ServiceTitanSourced):
         if shared > 1:
             # Near-duplicate ServiceTitan vendors share one Epicor vendor: neither may rewrite it.
             return Plan("unchanged", target, detail=f"{shared} ServiceTitan vendors share this Epicor vendor; fields left as they are")
-        current = _plain(ctx.connectors[EPICOR].get_vendor(document.VendorNum))  # type: ignore[attr-defined]
         policy = _config(ctx).counterpart("vendor").write_policy
+        if policy == "create_only":  # nothing may change on an existing vendor: no need to read it
+            return Plan("unchanged", target, detail="write policy create_only: the Epicor vendor is left as it is")
+        current = _plain(ctx.connectors[EPICOR].get_vendor(document.VendorNum))  # type: ignore[attr-defined]
         diff = master_data_changes(current, document.fields.model_dump(), policy, VENDORS.protected_fields, keys={"VendorID"})
         withheld = f"{len(diff.withheld)} field(s) differ, left as Epicor has them ({policy})" if diff.withheld else ""
         if not diff.changes:
@@ -320,13 +322,20 @@ class ApPaymentsHandler(ServiceTitanSourced):
         vendor = _vendor_ref(counterparts["vendor"])
         epicor = ctx.connectors[EPICOR]
         candidates = [_plain(i) for i in epicor.find_open_invoices(vendor.vendor_num)] if vendor.vendor_num else []  # type: ignore[attr-defined]
-        return m.map_payment(source, vendor, candidates, self._bill_invoices(ctx, source))
+        bill_ids = [str(s.get("inventoryBillId")) for s in source.get("splits") or [] if s.get("inventoryBillId")]
+        keys = ledger.written_targets(ctx.session, ctx.integration.id, "inventory_bills", bill_ids)
+        amount = m.money(source.get("amount"))
+        if any(m.money(c.get("InvoiceBal", c.get("InvoiceAmt"))) == amount for c in candidates):
+            # The ledger's keys suffice to tell twins apart: no Epicor read.
+            known = {b: m.InvoiceState(int(k["VendorNum"]), k["InvoiceNum"], amount, "", True) for b, k in keys.items()}
+        else:
+            known = self._invoice_states(ctx, keys)  # nothing matches: is its bill's invoice there but unposted?
+        return m.map_payment(source, vendor, candidates, known)
 
-    def _bill_invoices(self, ctx: FlowContext, payment: dict[str, Any]) -> dict[str, m.InvoiceState]:
-        """The Epicor invoices of the synced bills this payment's splits name, as Epicor holds them."""
-        bill_ids = [str(s.get("inventoryBillId")) for s in payment.get("splits") or [] if s.get("inventoryBillId")]
+    def _invoice_states(self, ctx: FlowContext, keys: dict[str, dict[str, Any]]) -> dict[str, m.InvoiceState]:
+        """The Epicor invoices of the synced bills a payment names, as Epicor holds them."""
         out: dict[str, m.InvoiceState] = {}
-        for bill_id, key in ledger.written_targets(ctx.session, ctx.integration.id, "inventory_bills", bill_ids).items():
+        for bill_id, key in keys.items():
             invoice = ctx.connectors[EPICOR].find_ap_invoice(key["VendorNum"], key["InvoiceNum"])  # type: ignore[attr-defined]
             if invoice is not None:
                 row = _plain(invoice)
