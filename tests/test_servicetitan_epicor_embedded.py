@@ -235,3 +235,44 @@ def test_a_payment_on_an_unposted_invoice_follows_its_posting(embedded: dict[str
     assert after.status == "written", after.hold_reason
     paid = [p for p in epicor.get_entities("ap_payments") if p.get("XRefCheckNum") == after.target_id]
     assert len(paid) == 1
+
+
+def test_vendor_changes_reach_epicor_only_as_the_write_policy_allows(embedded: dict[str, Any]) -> None:
+    from mlconnector import audit, links
+    from mlconnector.cli import main
+    from mlconnector.db.session import session_scope
+
+    _gl_config(embedded)
+    st, epicor = embedded["st"].sandbox, embedded["epicor"].sandbox
+    runner = CliRunner()
+    assert runner.invoke(main, ["sync", "acme", "--flow", "vendors"]).exit_code == 0
+    with session_scope() as session:
+        every = links.list_links(session, "acme", "vendor")
+        # A vendor no near-duplicate shares (a shared Epicor vendor is never rewritten by one of them).
+        link = next(l for l in every if l.how == "created" and [o.target_id for o in every].count(l.target_id) == 1)
+    vendor = next(v for v in st.get_entities("vendors") if str(v["id"]) == link.source_id)
+    before = next(v for v in epicor.get_entities("vendors") if str(v["VendorNum"]) == link.target_id)
+    st.put_entity("vendors", {"id": vendor["id"], "name": vendor["name"] + " West",
+                              "address": {**(vendor.get("address") or {}), "street": "77 Remit Lane"}})
+    assert runner.invoke(main, ["sync", "acme", "--flow", "vendors"]).exit_code == 0
+    unchanged = next(v for v in epicor.get_entities("vendors") if str(v["VendorNum"]) == link.target_id)
+    assert (unchanged["Name"], unchanged["Address1"]) == (before["Name"], before["Address1"])  # create_only
+
+    def policy(name: str) -> None:
+        path = embedded["tmp"] / "policy.json"
+        config = {**embedded["config"], "gl": {"default_account": "5100-100"},
+                  "counterparts": {"vendor": {"match": "name", "create": True, "write_policy": name}}}
+        path.write_text(json.dumps(config))
+        assert runner.invoke(main, ["integrations", "set-config", "acme", "--config", str(path)]).exit_code == 0
+        st.put_entity("vendors", {"id": vendor["id"], "name": vendor["name"] + f" {name}"})  # a new version to sync
+        assert runner.invoke(main, ["sync", "acme", "--flow", "vendors"]).exit_code == 0
+        return next(v for v in epicor.get_entities("vendors") if str(v["VendorNum"]) == link.target_id)
+
+    filled = policy("fill_blanks")  # the name is not blank in Epicor and the address is remit-to: neither changes
+    assert (filled["Name"], filled["Address1"]) == (before["Name"], before["Address1"])
+    over = policy("overwrite")
+    assert over["Name"] == vendor["name"] + " overwrite" and over["Address1"] == "77 Remit Lane"
+    with session_scope() as session:
+        record_id = next(r.id for r in _records("vendors") if r.source_id == link.source_id)
+        written = [row for row in audit.trail(session, record_id) if row.kind == "written"]
+    assert written and {d["field"] for d in written[-1].decisions} >= {"Name", "Address1"}
