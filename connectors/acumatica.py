@@ -69,26 +69,91 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 class AcumaticaConfig(SettingsModel):
     """What one customer's Acumatica deployment varies."""
 
-    base_url: str  # the instance, with its virtual directory if any: https://acme.acumatica.com/AcumaticaERP
-    token_url: str | None = None  # default: {base_url}/identity/connect/token
-    tenant: str = ""  # the client id carries it (GUID@Tenant); cookie sign-in sends it
-    endpoint_name: str = DEFAULT_ENDPOINT
-    endpoint_version: str = DEFAULT_VERSION
-    auth_mode: Literal["oauth", "cookie"] = "oauth"
-    scope: str = DEFAULT_SCOPE
-    branch: str | None = None  # sent as PX-CbApiBranch (and at cookie sign-in)
-    page_size: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    requests_per_minute: int | None = Field(None, ge=1)  # the license's limit; trial licenses have none
-    token_ttl: int = Field(TOKEN_TTL_SECONDS, ge=1)
-    connect_timeout: float = Field(5.0, gt=0)
-    read_timeout: float = Field(60.0, gt=0)
-    retry: RetrySettings = Field(default_factory=RetrySettings)
-    action_poll_interval: float = Field(ACTION_POLL_SECONDS, ge=0)
-    action_timeout: float = Field(ACTION_TIMEOUT_SECONDS, gt=0)
+    base_url: str = Field(
+        description="Instance URL including any virtual directory, e.g. https://acme.acumatica.com/AcumaticaERP; a "
+                    "trailing slash is removed.",
+    )
+    token_url: str | None = Field(
+        None,
+        description="OAuth token endpoint; unset uses {base_url}/identity/connect/token.",
+    )
+    tenant: str = Field(
+        "",
+        description="Tenant (company) name sent at cookie sign-in; with OAuth the client ID carries it (GUID@Tenant). "
+                    "Empty: not sent.",
+    )
+    endpoint_name: str = Field(
+        DEFAULT_ENDPOINT,
+        description="Contract-based web-service endpoint name in the URL (/entity/{name}/{version}/...), normally "
+                    "Default.",
+    )
+    endpoint_version: str = Field(
+        DEFAULT_VERSION,
+        description="Endpoint version in the URL, shaped like 23.200.001; the connector's record models follow "
+                    "23.200.001.",
+    )
+    auth_mode: Literal["oauth", "cookie"] = Field(
+        "oauth",
+        description="oauth: OAuth 2.0 password grant through a connected application; cookie: /entity/auth/login "
+                    "session, signed out after use (each open session counts against the licence's API-user limit).",
+    )
+    scope: str = Field(
+        DEFAULT_SCOPE,
+        description="OAuth scopes requested: api (REST API), offline_access (refresh token), api:concurrent_access "
+                    "(parallel calls).",
+    )
+    branch: str | None = Field(
+        None,
+        description="Branch sent as the PX-CbApiBranch header and at cookie sign-in; unset uses the user's default "
+                    "branch.",
+    )
+    page_size: int = Field(
+        PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE,
+        description="Records per list page ($top). Acumatica documents no cap; large pages with $expand are slow.",
+    )
+    requests_per_minute: int | None = Field(
+        None, ge=1,
+        description="Client-side limit in API requests per minute; set it to the licence's limit (License Monitoring "
+                    "Console, SM604000). Unset: no limit (trial licences impose none).",
+    )
+    token_ttl: int = Field(
+        TOKEN_TTL_SECONDS, ge=1,
+        description="Seconds an access token is assumed to live when the token answer omits expires_in (the usual 3600 "
+                    "is unconfirmed).",
+    )
+    connect_timeout: float = Field(
+        5.0, gt=0,
+        description="Seconds to wait for a connection to be established on each call.",
+    )
+    read_timeout: float = Field(60.0, gt=0, description="Seconds to wait for a response on each call.")
+    retry: RetrySettings = Field(
+        default_factory=RetrySettings,
+        description="In-call retries of transient failures (connection errors, timeouts, 429, 5xx), with exponential "
+                    "backoff or the vendor's Retry-After.",
+    )
+    action_poll_interval: float = Field(
+        ACTION_POLL_SECONDS, ge=0,
+        description="Seconds between polls of a long-running action's status URL (202 while running, 204 when done).",
+    )
+    action_timeout: float = Field(
+        ACTION_TIMEOUT_SECONDS, gt=0,
+        description="Seconds to wait for a long-running action (e.g. ReleaseBill) to finish before giving up.",
+    )
     # The datetimeoffset'...' literal is unconfirmed; "plain" sends a bare ISO timestamp instead.
-    filter_literal: Literal["datetimeoffset", "plain"] = "datetimeoffset"
-    change_fields: dict[str, str | None] = Field(default_factory=dict)  # per-entity override of the change field
-    check_entities: tuple[str, ...] = ("customers", "vendors", "invoices", "payments", "bills", "accounts", "subaccounts")
+    filter_literal: Literal["datetimeoffset", "plain"] = Field(
+        "datetimeoffset",
+        description="How change-window timestamps are written in $filter: datetimeoffset sends datetimeoffset'...'; "
+                    "plain sends a bare ISO timestamp.",
+    )
+    change_fields: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="Per-entity override of the change-detection field, e.g. {\"bills\": \"LastModifiedDateTime\"}; null "
+                    "reads that entity whole on every poll.",
+    )
+    check_entities: tuple[str, ...] = Field(
+        ("customers", "vendors", "invoices", "payments", "bills", "accounts", "subaccounts"),
+        description="Entities `mlconnector check` reads one record of after signing in.",
+    )
 
     @field_validator("base_url", "token_url")
     @classmethod
@@ -114,10 +179,16 @@ class AcumaticaConfig(SettingsModel):
 class AcumaticaCredentials(SettingsModel):
     """A connected application (client id `GUID@Tenant` + secret) and the API user it acts as."""
 
-    client_id: str = ""
-    client_secret: SecretStr = SecretStr("")
-    username: str
-    password: SecretStr
+    client_id: str = Field(
+        "",
+        description="Connected application client ID in GUID@Tenant form (OAuth mode); unused in cookie mode.",
+    )
+    client_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Connected application secret (OAuth mode); unused in cookie mode.",
+    )
+    username: str = Field(description="API user the connector signs in as (OAuth password grant or cookie sign-in).")
+    password: SecretStr = Field(description="Password of the API user.")
 
 
 # ---- models -------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Annotated, Any, Callable, ClassVar, Iterator, Literal, Mapping, TypeVar
+from typing import Annotated, Any, Callable, ClassVar, Iterator, Literal, Mapping, Sequence, TypeVar
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -59,7 +59,7 @@ from pydantic import (
     model_validator,
 )
 
-from connectors.base import CheckStep, Connector, EntitySpec, VendorModel, timed_check
+from connectors.base import CheckStep, Connector, EntitySpec, SettingsModel, VendorModel, timed_check
 from mlconnector.http import (
     Auth,
     BasicAuth,
@@ -67,14 +67,19 @@ from mlconnector.http import (
     FatalError,
     HttpClient,
     HttpRuntime,
-    NoAuth,
+    KeysetPaging,
+    NotFoundError,
+    OAuth2Provider,
+    OAuth2Settings,
+    OffsetPaging,
+    Page,
+    Paginator,
     RateLimit,
     RetriableError,
-    RetryPolicy,
     RetrySettings,
+    StepBackOnShrink,
     Token,
     TokenAuth,
-    TokenProvider,
 )
 from mlconnector.http.client import MAX_ERROR_TEXT
 from mlconnector.http.errors import classify_response
@@ -96,6 +101,8 @@ GROUP_SERVICE = "Erp.BO.APInvGrpSvc"
 PAYMENT_SERVICE = "Erp.BO.PaymentEntrySvc"
 PAYMENT_GROUP_SERVICE = "Erp.BO.APChkGrpSvc"
 VENDOR_SERVICE = "Erp.BO.VendorSvc"
+TOKEN_ENDPOINT = "TokenResource.svc"
+AFTER = "after"  # the keyset paginator's request key, turned into a $filter before it is sent
 NOT_FOUND_TYPES = ("RecordNotFoundException",)  # ErrorType of "no such record" (vs unknown service)
 RECALC_AMOUNTS = ""  # ChangeInvoiceDateEx `recalcAmts`, a string whose values are undocumented: none asked
 # UpdateMaster's checks, run as the screen runs them; prompts suppressed since no person is there.
@@ -114,41 +121,54 @@ GROUP_CHECK_SECONDS = 300.0  # a group seen usable is not looked up again for th
 VENDOR_ID_CACHE_SECONDS = 600.0  # VendorNum -> VendorID remembered; every use is verified
 
 
-class EpicorConfig(BaseModel):
+class EpicorConfig(SettingsModel):
     """Everything a customer's Epicor deployment varies."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    api_base: str  # https://server/{instance}
-    token_url: str = ""  # default: {api_base}/TokenResource.svc/
-    company: str
-    instance: str = ""  # informational: api_base already carries it
-    auth_mode: Literal["token", "basic"] = "token"
-    token_ttl: int = Field(DEFAULT_TOKEN_TTL, ge=1)
-    token_request_style: Literal["form", "basic", "headers"] = "form"  # how TokenResource gets credentials
-    page_size: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)  # $top asked per OData page
-    rate_limit_per_second: float | None = Field(None, gt=0)  # Epicor publishes none
-    timeout: float = READ_TIMEOUT  # seconds to wait for an answer
-    connect_timeout: float = 5.0
-    retry: RetrySettings = Field(default_factory=RetrySettings)
-    default_group_id: str = "MLAP"  # AP invoice group used when a caller names none
-    payment_group_id: str = "MLPAY"  # AP payment (check) group for payments written
-    payment_bank_account: str = ""  # BankAcctID for a payment group the connector creates
-    unlock_group_after_write: bool = True
-    group_check_seconds: float = Field(GROUP_CHECK_SECONDS, ge=0)  # 0: look the group up before every invoice
-    vendor_id_cache_seconds: float = Field(VENDOR_ID_CACHE_SECONDS, ge=0)  # 0: read VendorID per invoice
-    remove_partial_invoice: bool = True  # delete a header whose lines failed, so a replay starts clean
+    api_base: str = Field(..., description="Server URL with the instance, e.g. https://server/KineticLive")
+    token_url: str = Field("", description="TokenResource URL; empty: {api_base}/TokenResource.svc/")
+    company: str = Field(..., description="Epicor company ID every call is made in")
+    instance: str = Field("", description="Instance name, informational: api_base already carries it")
+    auth_mode: Literal["token", "basic"] = Field(
+        "token", description="token: bearer token from TokenResource; basic: user and password on every call")
+    token_ttl: int = Field(DEFAULT_TOKEN_TTL, ge=1,
+                           description="Seconds a token is trusted when TokenResource does not say (ExpiresIn)")
+    token_request_style: Literal["form", "basic", "headers"] = Field(
+        "form", description="How TokenResource gets the user: password-grant form, Basic auth, or headers")
+    page_size: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="$top asked per OData page")
+    rate_limit_per_second: float | None = Field(
+        None, gt=0, description="Calls per second to stay under; empty: no limit (Epicor publishes none)")
+    timeout: float = Field(READ_TIMEOUT, description="Seconds to wait for an answer")
+    connect_timeout: float = Field(5.0, description="Seconds to wait for a connection")
+    retry: RetrySettings = Field(default_factory=RetrySettings,
+                                 description="Backoff for retriable failures (429, 5xx, timeouts)")
+    default_group_id: str = Field("MLAP", description="AP invoice group used when a caller names none")
+    payment_group_id: str = Field("MLPAY", description="AP payment (check) group payments are written in")
+    payment_bank_account: str = Field("", description="BankAcctID of a payment group the connector creates")
+    unlock_group_after_write: bool = Field(True, description="Release the invoice group's entry lock after a write")
+    group_check_seconds: float = Field(
+        GROUP_CHECK_SECONDS, ge=0,
+        description="Seconds a group seen usable is not looked up again; 0: look it up before every invoice")
+    vendor_id_cache_seconds: float = Field(
+        VENDOR_ID_CACHE_SECONDS, ge=0,
+        description="Seconds a VendorNum's VendorID is remembered; 0: read it for every invoice")
+    remove_partial_invoice: bool = Field(
+        True, description="Delete a header whose lines failed, so a replay starts clean")
     # ChangeVendorID / ChangeRefPONum `confirmCheck`: an unattended write cannot answer a
     # confirmation, and what Epicor asks when it is true is not documented.
-    confirm_check: bool = False
-    open_invoices_require_posted: bool = True  # unconfirmed: Payment Entry pays posted invoices only
-    change_fields: dict[str, Literal["ChangeDate", "SysRevID"]] = Field(default_factory=dict)
-    change_paging: Literal["keyset", "skip"] = "keyset"
-    rev_mark_skew_seconds: float = Field(REV_MARK_SKEW, ge=0)
-    filter_datetime_style: Literal["iso", "datetime", "quoted"] = "iso"  # unconfirmed literal form
-    server_timezone: str = "UTC"  # zone-less timestamps are in the app server's zone
-    plant: str | None = None  # sent as CallSettings {"Company", "Plant"}
-    license_type: str | None = None  # License {"ClaimedLicense": ...} to claim a seat type
+    confirm_check: bool = Field(False, description="confirmCheck sent to ChangeVendorID and ChangeRefPONum")
+    open_invoices_require_posted: bool = Field(
+        True, description="Offer only posted invoices for payment (unconfirmed: Payment Entry pays posted ones)")
+    change_fields: dict[str, Literal["ChangeDate", "SysRevID"]] = Field(
+        default_factory=dict, description="Per entity, the field changes are read by, overriding the default")
+    change_paging: Literal["keyset", "skip"] = Field(
+        "keyset", description="Change scans page after the last row read (keyset) or by $top/$skip")
+    rev_mark_skew_seconds: float = Field(
+        REV_MARK_SKEW, ge=0, description="Seconds a SysRevID mark must predate a watermark to be trusted")
+    filter_datetime_style: Literal["iso", "datetime", "quoted"] = Field(
+        "iso", description="How a datetime is spelt in $filter (unconfirmed per server version)")
+    server_timezone: str = Field("UTC", description="The app server's zone, in which zone-less timestamps are read")
+    plant: str | None = Field(None, description="Site sent as CallSettings {Company, Plant}; empty: none")
+    license_type: str | None = Field(None, description="License {ClaimedLicense} to claim a seat type; empty: none")
 
     @field_validator("api_base", "token_url")
     @classmethod
@@ -156,12 +176,12 @@ class EpicorConfig(BaseModel):
         return value.rstrip("/") if value else value
 
 
-class EpicorCredentials(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class EpicorCredentials(SettingsModel):
+    """The integration user Epicor knows, and the API key every v2 call carries."""
 
-    username: str
-    password: SecretStr
-    api_key: SecretStr
+    username: str = Field(..., description="Epicor user the integration signs in as")
+    password: SecretStr = Field(..., description="That user's password")
+    api_key: SecretStr = Field(..., description="API key (x-api-key) sent with every REST v2 call")
 
 
 # ---- models -----------------------------------------------------------------------------------
@@ -501,15 +521,18 @@ class EpicorEntity(EntitySpec[Any]):
 
 ENTITIES: dict[str, EpicorEntity] = {
     "vendors": EpicorEntity("vendors", f"{VENDOR_SERVICE}/Vendors", "VendorNum", "SysRevID",
-                            EpicorVendor, keys=("VendorNum",)),
+                            EpicorVendor, external_keys=(("VendorID",),), keys=("VendorNum",)),
     "ap_invoices": EpicorEntity("ap_invoices", f"{INVOICE_SERVICE}/APInvoices", "InvoiceNum", "ChangeDate",
-                                EpicorApInvoice, keys=("VendorNum", "InvoiceNum"), expand="APInvDtls"),
+                                EpicorApInvoice, external_keys=(("VendorNum", "InvoiceNum"),),
+                                keys=("VendorNum", "InvoiceNum"), expand="APInvDtls"),
     "purchase_orders": EpicorEntity("purchase_orders", "Erp.BO.POSvc/POes", "PONum", "ChangeDate",
                                     EpicorPurchaseOrder, keys=("PONum",), expand="PODetails"),
     "gl_accounts": EpicorEntity("gl_accounts", "Erp.BO.GLAccountSvc/GLAccounts", "GLAccount1", "SysRevID",
-                                EpicorGlAccount, keys=("COACode", "GLAccount1")),
+                                EpicorGlAccount, external_keys=(("COACode", "GLAccount1"),),
+                                keys=("COACode", "GLAccount1")),
     "ap_payments": EpicorEntity("ap_payments", f"{PAYMENT_SERVICE}/PaymentEntries", "HeadNum", "SysRevID",
-                                EpicorApPayment, keys=("HeadNum",), expand="APTrans"),
+                                EpicorApPayment, external_keys=(("VendorNum", "XRefCheckNum"),),
+                                keys=("HeadNum",), expand="APTrans"),
     "ap_invoice_groups": EpicorEntity("ap_invoice_groups", f"{GROUP_SERVICE}/APInvGrps", "GroupID", "SysRevID",
                                       EpicorApInvoiceGroup, keys=("GroupID",)),
 }
@@ -579,54 +602,58 @@ def _pending(ds: dict[str, Any], table: str) -> dict[str, Any]:
 
 # ---- auth ---------------------------------------------------------------------------------------
 
-class EpicorTokenProvider(TokenProvider):
-    """TokenResource.svc: user + password in, `AccessToken` out; no refresh token exists."""
+def oauth_settings(config: EpicorConfig) -> OAuth2Settings:
+    """TokenResource.svc, asked with the integration user's password (the resource-owner grant)."""
+    token_url = config.token_url or f"{config.api_base}/TokenResource.svc/"
+    if not token_url.endswith(("/", ".svc/token")):
+        token_url += "/"
+    return OAuth2Settings(token_url=token_url, grant="password", default_ttl=config.token_ttl,
+                          timeout=(config.connect_timeout, config.timeout), error_extractor=epicor_error)
 
-    vendor = "epicor"
 
-    def __init__(self, config: EpicorConfig, credentials: EpicorCredentials, client_kwargs: dict[str, Any]) -> None:
-        self.config = config
-        self.credentials = credentials
-        self.token_url = config.token_url or f"{config.api_base}/TokenResource.svc/"
-        if not self.token_url.endswith(("/", ".svc/token")):
-            self.token_url += "/"
-        self.client_kwargs = client_kwargs
-        self.calls = 0
+class EpicorTokenProvider(OAuth2Provider):
+    """The kit's provider for TokenResource.svc, whose token request is not RFC 6749's:
+    its answer spells the token `AccessToken` / `ExpiresIn` / `TokenType`, there is no client
+    id, secret or refresh token, the `x-api-key` must come with the request, and some
+    deployments take the user as HTTP Basic or as `username`/`password` headers instead of a
+    password-grant form (`token_request_style`). Only `fetch` and the cache key differ."""
+
+    def __init__(self, config: EpicorConfig, credentials: EpicorCredentials) -> None:
+        super().__init__("epicor", oauth_settings(config), client_id="", username=credentials.username,
+                         password=credentials.password.get_secret_value(),
+                         api_headers={"x-api-key": credentials.api_key.get_secret_value()})
+        self.token_url = self.settings.token_url
+        self.style = config.token_request_style
 
     @property
     def cache_key(self) -> str:
-        return f"{self.token_url}|{self.credentials.username}"
-
-    def extra_headers(self) -> dict[str, str]:
-        return {"x-api-key": self.credentials.api_key.get_secret_value()}
+        """The token URL carries the instance: two instances on one host are two logins."""
+        return f"{self.token_url}|{self.username}"
 
     def fetch(self, session: requests.Session, previous: Token | None) -> Token:
-        client = HttpClient(vendor="epicor", base_url=self.token_url, auth=NoAuth(), session=session,
-                            **self.client_kwargs)
-        username = self.credentials.username
-        password = self.credentials.password.get_secret_value()
-        headers = {"Accept": "application/json", **self.extra_headers()}
+        headers = {**self.settings.token_headers, **self.extra_headers()}
         data: dict[str, str] | None = None
-        style = self.config.token_request_style
-        if style == "form":
-            data = {"grant_type": "password", "username": username, "password": password}
-        elif style == "basic":
-            headers.update(BasicAuth(username, password).headers(session))
+        if self.style == "form":
+            data = {"grant_type": "password", "username": self.username, "password": self._password}
+        elif self.style == "basic":
+            headers.update(BasicAuth(self.username, self._password).headers(session))
         else:
-            headers.update({"username": username, "password": password})
+            headers.update({"username": self.username, "password": self._password})
         try:
-            response = client.request("POST", self.token_url, data=data, headers=headers, endpoint="TokenResource.svc")
-        finally:
-            self.calls += client.calls
+            response = self._token_client(session).request("POST", self.token_url, data=data, headers=headers,
+                                                           endpoint=TOKEN_ENDPOINT)
+        except RetriableError as error:
+            error.not_acted_on = True  # type: ignore[attr-defined]  # the API call it was for never left
+            raise
         try:
             body = response.json()
             access = str(body["AccessToken"])
         except (ValueError, KeyError, TypeError):
             raise FatalError("Epicor TokenResource answered without an AccessToken", vendor="epicor",
-                             status=response.status_code, endpoint="TokenResource.svc") from None
-        ttl = float(body.get("ExpiresIn") or self.config.token_ttl)
+                             status=response.status_code, endpoint=TOKEN_ENDPOINT) from None
+        ttl = float(body.get("ExpiresIn") or self.settings.default_ttl)
         return Token(access_token=access, expires_at=time.time() + ttl,
-                     token_type=str(body.get("TokenType") or "Bearer"))
+                     token_type=str(body.get("TokenType") or "Bearer"), lifetime=ttl)
 
 
 # ---- the connector --------------------------------------------------------------------------
@@ -663,7 +690,7 @@ class EpicorConnector(Connector):
         self.token_cache = runtime.token_cache
         auth: Auth
         if config.auth_mode == "token":
-            self.token_provider = EpicorTokenProvider(config, credentials, client_kwargs)
+            self.token_provider = EpicorTokenProvider(config, credentials)
             auth = TokenAuth(self.token_provider, runtime.token_cache)
         else:
             auth = BasicAuth(credentials.username, credentials.password.get_secret_value(),
@@ -728,15 +755,35 @@ class EpicorConnector(Connector):
 
     def _pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Rows of an OData query, `$top`/`$skip` pages, one page in memory at a time."""
-        size = self.config.page_size
-        skip = 0
-        while True:
-            body = self._get(path, {**params, "$top": size, "$skip": skip}) or {}
-            rows = body.get("value") or []
-            yield from rows
-            if self._last_page(rows):
-                return
-            skip += len(rows)
+        return self._walk(path, self._offset_paging(), params)
+
+    def _offset_paging(self) -> OffsetPaging:
+        return OffsetPaging("$top", "$skip", self.config.page_size)
+
+    def _keyset_paging(self, order: tuple[str, ...]) -> KeysetPaging:
+        return KeysetPaging(order, self.config.page_size, size_param="$top", after_param=AFTER)
+
+    def _walk(self, path: str, paging: Paginator, params: Mapping[str, Any],
+              after: Callable[[dict[str, Any]], str] | None = None) -> Iterator[dict[str, Any]]:
+        """The rows `paging` walks; a keyset position it asks for becomes the `$filter` that
+        `after` spells from the last row's ordered values."""
+        order = paging.order if isinstance(paging, KeysetPaging) else ()
+
+        def fetch(request: dict[str, Any]) -> Page:
+            sent = {k: v for k, v in request.items() if k != AFTER}
+            if request.get(AFTER) is not None and after is not None:
+                sent["$filter"] = after(dict(zip(order, request[AFTER])))
+            return self._page(path, sent)
+
+        for page in paging.pages(fetch, params):
+            yield from page.rows
+
+    def _page(self, path: str, params: Mapping[str, Any]) -> Page:
+        """One OData answer; whether more follow is `_last_page`'s call, not the size asked."""
+        body = self._get(path, params) or {}
+        rows = body.get("value") or []
+        total = body.get("@odata.count")
+        return Page(rows, has_more=not self._last_page(rows), total=int(total) if total is not None else None)
 
     def _last_page(self, rows: list[dict[str, Any]]) -> bool:
         """A page shorter than asked ends the scan, unless it may be Epicor's own cap: when
@@ -754,6 +801,54 @@ class EpicorConnector(Connector):
             return self.entities[entity]
         except KeyError:
             raise ValueError(f"epicor has no entity {entity!r}; known: {', '.join(sorted(self.entities))}") from None
+
+    # ---- hooks the base `get` / `find` are built on ------------------------------------------------
+
+    def paginator(self, spec: EntitySpec[Any], params: Mapping[str, Any], *, stable: bool) -> Paginator:
+        """`$top`/`$skip`; a walk over a change window steps back when `$count` shows it shrank.
+        `iter_changed` is Epicor's own (SysRevID marks, keyset pages) and does not come here."""
+        paging = self._offset_paging()
+        keys = self._spec(spec.name).keys
+        return StepBackOnShrink(paging, key=lambda row: tuple(row.get(k) for k in keys)) if stable else paging
+
+    def fetch_page(self, spec: EntitySpec[Any], request: dict[str, Any]) -> Page:
+        return self._page(spec.path, request)
+
+    def parse_rows(self, spec: EntitySpec[Any], rows: Sequence[Any]) -> list[BaseModel]:
+        entity = self._spec(spec.name)
+        return [self._model(entity, row) for row in rows]
+
+    def key_params(self, spec: EntitySpec[Any], key: Mapping[str, Any]) -> dict[str, Any]:
+        entity = self._spec(spec.name)
+        clauses = [f"{name} eq {self._value_literal(name, self._typed(entity, name, value))}"
+                   for name, value in key.items()]
+        params: dict[str, Any] = {"$filter": " and ".join(clauses), "$orderby": ",".join(entity.keys or (spec.key,))}
+        if entity.expand:
+            params["$expand"] = entity.expand
+        return params
+
+    def read_one(self, spec: EntitySpec[Any], key: Any) -> BaseModel:
+        """By its OData key path when the record id is the whole key after Company; otherwise
+        (an invoice number, a GL account string) the list filtered on it."""
+        entity = self._spec(spec.name)
+        if entity.keys != (entity.key,):
+            return super().read_one(spec, key)
+        path = f"{entity.path}{odata_key(self.config.company, (self._typed(entity, entity.key, key),))}"
+        row = self._get_one(path, {"$expand": entity.expand} if entity.expand else None)
+        if row is None:
+            raise NotFoundError(f"{spec.name} {key} not found", vendor="epicor", status=404, endpoint=entity.path)
+        return self._model(entity, row)
+
+    @staticmethod
+    def _typed(spec: EpicorEntity, name: str, value: Any) -> Any:
+        """A key value as its model declares it: "42" for an integer key is the number 42."""
+        declared = spec.model.model_fields.get(name)
+        if declared is not None and declared.annotation is int and isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise ValueError(f"{spec.name} {name} is a number, got {value!r}") from None
+        return value
 
     def _literal(self, moment: datetime) -> str:
         """A datetime as a $filter literal in the server's zone, millisecond precision (floored)."""
@@ -812,15 +907,11 @@ class EpicorConnector(Connector):
             for row in self._pages(spec.path, params):
                 yield self._model(spec, row)
             return
-        last = int(since_rev or 0)
-        while True:
-            body = self._get(spec.path, {**params, "$filter": f"SysRevID gt {last}", "$top": self.config.page_size})
-            rows = (body or {}).get("value") or []
-            for row in rows:
-                yield self._model(spec, row)
-            if self._last_page(rows):
-                return
-            last = int(rows[-1]["SysRevID"])
+        params["$filter"] = f"SysRevID gt {int(since_rev or 0)}"
+        rows = self._walk(spec.path, self._keyset_paging(("SysRevID",)), params,
+                          lambda last: f"SysRevID gt {int(last['SysRevID'])}")
+        for row in rows:
+            yield self._model(spec, row)
 
     def _iter_by_time(self, spec: EpicorEntity, since: datetime | None, until: datetime) -> Iterator[Any]:
         change = "ChangeDate"
@@ -831,24 +922,21 @@ class EpicorConnector(Connector):
         bounds = [f"{change} lt {self._literal(until)}"]
         if since is not None:
             bounds.insert(0, f"{change} ge {self._literal(since)}")
+        params["$filter"] = " and ".join(bounds)
         if self.config.change_paging == "skip":
-            for row in self._pages(spec.path, {**params, "$filter": " and ".join(bounds)}):
-                yield self._model(spec, row)
-            return
-        last: dict[str, Any] | None = None
-        while True:
-            clauses = list(bounds)
-            if last is not None:
+            # A row changed again mid-scan leaves the window and shifts every unread row back
+            # one place: `$count` shows the shrink and the walk steps back over it.
+            paging = StepBackOnShrink(self._offset_paging(), key=lambda row: tuple(row.get(k) for k in spec.keys))
+            rows = self._walk(spec.path, paging, {**params, "$count": "true"})
+        else:
+            def after(last: dict[str, Any]) -> str:
                 # The tighter lower bound first lets the server narrow before it evaluates the rest.
-                clauses = [f"{change} ge {self._value_literal(change, last[change])}", clauses[-1],
-                           "(" + self._after(order, last) + ")"]
-            body = self._get(spec.path, {**params, "$filter": " and ".join(clauses), "$top": self.config.page_size})
-            rows = (body or {}).get("value") or []
-            for row in rows:
-                yield self._model(spec, row)
-            if self._last_page(rows):
-                return
-            last = rows[-1]
+                return " and ".join([f"{change} ge {self._value_literal(change, last[change])}", bounds[-1],
+                                     "(" + self._after(order, last) + ")"])
+
+            rows = self._walk(spec.path, self._keyset_paging(tuple(order)), params, after)
+        for row in rows:
+            yield self._model(spec, row)
 
     def _after(self, order: list[str], row: dict[str, Any]) -> str:
         """Keyset condition: rows strictly after `row` in (order[0], order[1], ...) order."""

@@ -68,32 +68,91 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 class ProcoreConfig(SettingsModel):
     """What a customer's Procore deployment varies."""
 
-    api_base: str = "https://api.procore.com"
-    token_url: str = "https://login.procore.com/oauth/token"
-    company_id: int
-    project_ids: list[int] = Field(default_factory=list)  # empty: every active project of the company
-    page_size: int = Field(PAGE_SIZE, ge=1, le=MAX_PER_PAGE)
-    sync_batch_size: int = Field(SYNC_BATCH_MAX, ge=1, le=SYNC_BATCH_MAX)
-    rate_limit_per_hour: int | None = Field(HOURLY_RATE_LIMIT, ge=0)  # None or 0: no client-side limit
-    token_ttl: int = Field(ACCESS_TOKEN_TTL, gt=0)
-    redirect_uri: str = OOB_REDIRECT
-    client_credentials_fallback: bool = True  # a refused refresh token falls back to the app's own grant
-    connect_timeout: float = Field(5.0, gt=0)
-    read_timeout: float = Field(60.0, gt=0)
-    retry: RetrySettings = Field(default_factory=RetrySettings)
+    api_base: str = Field(
+        "https://api.procore.com",
+        description="Procore API host; https://api.procore.com for production (sandbox hosts and credentials are "
+                    "separate).",
+    )
+    token_url: str = Field(
+        "https://login.procore.com/oauth/token",
+        description="OAuth token endpoint (POST /oauth/token) of the same environment as api_base.",
+    )
+    company_id: int = Field(
+        description="Procore company ID, sent as the Procore-Company-Id header that nearly every call requires.",
+    )
+    project_ids: list[int] = Field(
+        default_factory=list,
+        description="Projects to read and write; empty means every active project of the company (the list is "
+                    "rediscovered every 5 minutes).",
+    )
+    page_size: int = Field(
+        PAGE_SIZE, ge=1, le=MAX_PER_PAGE,
+        description="Records per list page (per_page). Procore recommends at most 2000 and some endpoints cap lower; "
+                    "the connector follows the Link header either way.",
+    )
+    sync_batch_size: int = Field(
+        SYNC_BATCH_MAX, ge=1, le=SYNC_BATCH_MAX,
+        description="Items per sync call (PATCH .../sync); Procore accepts at most 1000.",
+    )
+    rate_limit_per_hour: int | None = Field(
+        HOURLY_RATE_LIMIT, ge=0,
+        description="Client-side limit in requests per hour for this app, shared by the fleet; Procore's hourly limit "
+                    "is commonly 3600 but varies per app (a 10-second spike window also applies). Unset or 0: no "
+                    "client-side limit.",
+    )
+    token_ttl: int = Field(
+        ACCESS_TOKEN_TTL, gt=0,
+        description="Seconds an access token is assumed to live when the token answer omits expires_in; Procore issues "
+                    "5400-second (90-minute) tokens.",
+    )
+    redirect_uri: str = Field(
+        OOB_REDIRECT,
+        description="Redirect URI repeated in refresh-token requests; must match the one used at authorization "
+                    "(urn:ietf:wg:oauth:2.0:oob for installed apps).",
+    )
+    client_credentials_fallback: bool = Field(
+        True,
+        description="When Procore refuses the refresh token, get a token with the app's client-credentials grant "
+                    "instead of failing.",
+    )
+    connect_timeout: float = Field(
+        5.0, gt=0,
+        description="Seconds to wait for a connection to be established on each call.",
+    )
+    read_timeout: float = Field(60.0, gt=0, description="Seconds to wait for a response on each call.")
+    retry: RetrySettings = Field(
+        default_factory=RetrySettings,
+        description="In-call retries of transient failures (connection errors, timeouts, 429, 5xx), with exponential "
+                    "backoff or the vendor's Retry-After.",
+    )
     # Direct cost lines need a cost type; lines that name none get this code's type
     # (Procore's standard list has L, M, E, S, O; AP invoice lines are usually materials).
-    direct_cost_line_item_type_code: str | None = "M"
-    conflict_retries: int = Field(3, ge=1)  # 409s from concurrent direct-cost edits retried in place
-    conflict_wait_seconds: float = Field(0.5, ge=0)
+    direct_cost_line_item_type_code: str | None = Field(
+        "M",
+        description="Code of the company's line item type (cost type) given to direct-cost lines that name none; it "
+                    "must exist in the company's list (codes are company data, M is not guaranteed). Unset: no default.",
+    )
+    conflict_retries: int = Field(
+        3, ge=1,
+        description="Attempts at a direct-cost write answered 409 Conflict (concurrent line-item edits) before it is "
+                    "handed back as retriable.",
+    )
+    conflict_wait_seconds: float = Field(
+        0.5, ge=0,
+        description="Seconds to wait after the first 409 Conflict; the n-th wait is n times this.",
+    )
 
 
 class ProcoreCredentials(SettingsModel):
     """An app's client credentials; a refresh token only for authorization-code installs."""
 
-    client_id: str
-    client_secret: SecretStr
-    refresh_token: SecretStr | None = None
+    client_id: str = Field(description="OAuth client ID of the Procore app (or Developer Managed Service Account).")
+    client_secret: SecretStr = Field(description="OAuth client secret belonging to client_id.")
+    refresh_token: SecretStr | None = Field(
+        None,
+        description="Refresh token from an authorization-code install (Procore rotates it: each one is single-use); "
+                    "unset for client-credentials (service account) apps.",
+    )
 
 
 # ---- models ----------------------------------------------------------------------------------

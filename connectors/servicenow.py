@@ -222,37 +222,113 @@ class WriteResult(BaseModel):
 class ServiceNowConfig(SettingsModel):
     """What one customer's instance varies: URLs, auth flow, table names, paging, limits."""
 
-    instance_url: str  # https://<instance>.service-now.com
-    token_url: str | None = None  # default: <instance_url>/oauth_token.do
-    auth: Literal["oauth", "basic"] = "oauth"
-    oauth_grant: Literal["password", "client_credentials"] = "password"
-    api_version: Literal["", "v1", "v2"] = ""  # "" is the unversioned (latest) path
-    token_ttl: int = Field(ACCESS_TOKEN_TTL, gt=0)
-    page_size: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    rate_limit_per_hour: int | None = Field(None, gt=0)  # set to the instance's rate-limit rule, if any
-    connect_timeout: float = Field(5.0, gt=0)
-    read_timeout: float = Field(60.0, gt=0)
-    retry: RetrySettings = Field(default_factory=RetrySettings)
-    correlation_field: str = "u_correlation_id"
-    use_import_set: bool = True
-    import_set_coalesces: bool = True  # the transform maps coalesce on correlation_field
-    supplier_table: str = "sn_fin_supplier"  # or "core_company" with supplier_filter "vendor=true"
-    supplier_filter: str = ""  # encoded query that selects suppliers in supplier_table
-    supplier_defaults: dict[str, str] = Field(default_factory=dict)  # e.g. {"vendor": "true"} on core_company
-    supplier_staging_table: str | None = "sn_fcms_intg_imp_supplier"
-    company_table: str = "core_company"
-    purchase_order_table: str = "sn_shop_purchase_order"
-    purchase_order_staging_table: str | None = "sn_fcms_intg_imp_order"
-    purchase_order_line_table: str = "sn_shop_purchase_order_line"
-    purchase_order_line_staging_table: str | None = "sn_fcms_intg_imp_order_line"
-    purchase_order_parent_field: str = "purchase_order"
-    invoice_table: str = "sn_shop_invoice"
-    invoice_staging_table: str | None = "sn_spend_intg_imp_invoice"
-    invoice_line_table: str = "sn_shop_invoice_line"
-    invoice_line_staging_table: str | None = "sn_spend_intg_imp_invoice_line"
-    invoice_parent_field: str = "invoice"
-    cost_center_table: str = "cmn_cost_center"
-    cost_center_key: str = "account_number"  # the cost-center column holding the ERP GL account
+    instance_url: str = Field(
+        description="Instance URL, https://<instance>.service-now.com; a trailing slash is removed.",
+    )
+    token_url: str | None = Field(None, description="OAuth token endpoint; unset uses <instance_url>/oauth_token.do.")
+    auth: Literal["oauth", "basic"] = Field(
+        "oauth",
+        description="oauth: bearer token from the OAuth endpoint; basic: HTTP Basic with the username and password.",
+    )
+    oauth_grant: Literal["password", "client_credentials"] = Field(
+        "password",
+        description="OAuth grant: password (client ID and secret plus username and password) or client_credentials.",
+    )
+    api_version: Literal["", "v1", "v2"] = Field(
+        "",
+        description="REST API version in the path: empty for the unversioned (latest) /api/now, or v1 / v2 (v1 answers "
+                    "an empty query with 404).",
+    )
+    token_ttl: int = Field(
+        ACCESS_TOKEN_TTL, gt=0,
+        description="Seconds an access token is assumed to live when the answer omits expires_in; ServiceNow's default "
+                    "lifespan is 1800, set per OAuth application.",
+    )
+    page_size: int = Field(
+        DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE,
+        description="Records per Table API page (sysparm_limit); at most 10000, ServiceNow's default.",
+    )
+    rate_limit_per_hour: int | None = Field(
+        None, gt=0,
+        description="Client-side limit in requests per hour; set it to the instance's rate-limit rule "
+                    "(sys_rate_limit_rules) if one applies. Unset: no limit (rules are optional).",
+    )
+    connect_timeout: float = Field(
+        5.0, gt=0,
+        description="Seconds to wait for a connection to be established on each call.",
+    )
+    read_timeout: float = Field(60.0, gt=0, description="Seconds to wait for a response on each call.")
+    retry: RetrySettings = Field(
+        default_factory=RetrySettings,
+        description="In-call retries of transient failures (connection errors, timeouts, 429, 5xx), with exponential "
+                    "backoff or the vendor's Retry-After.",
+    )
+    correlation_field: str = Field(
+        "u_correlation_id",
+        description="Column holding the connector's correlation ID on target and staging tables, used to find a record "
+                    "already written. u_ columns are customer-made: a stock instance has none and silently drops "
+                    "unknown columns.",
+    )
+    use_import_set: bool = Field(
+        True,
+        description="Write through the Import Set staging tables and their transform maps where a staging table is set;"
+                    " false writes the target tables through the Table API.",
+    )
+    import_set_coalesces: bool = Field(
+        True,
+        description="The transform maps coalesce on correlation_field, so a re-sent record updates in place; false "
+                    "makes the connector find and patch an existing target record itself.",
+    )
+    supplier_table: str = Field(
+        "sn_fin_supplier",
+        description="Supplier table: sn_fin_supplier (Source-to-Pay), or core_company with supplier_filter vendor=true.",
+    )
+    supplier_filter: str = Field(
+        "",
+        description="Encoded query selecting suppliers in supplier_table (e.g. vendor=true on core_company); empty "
+                    "selects all rows. ^NQ is not allowed.",
+    )
+    supplier_defaults: dict[str, str] = Field(
+        default_factory=dict,
+        description="Fields set on suppliers created through the Table API, e.g. {\"vendor\": \"true\"} on core_company.",
+    )
+    supplier_staging_table: str | None = Field(
+        "sn_fcms_intg_imp_supplier",
+        description="Import Set staging table for suppliers (column names unconfirmed); unset writes suppliers through "
+                    "the Table API.",
+    )
+    company_table: str = Field("core_company", description="Table read as the companies entity.")
+    purchase_order_table: str = Field("sn_shop_purchase_order", description="Purchase order table.")
+    purchase_order_staging_table: str | None = Field(
+        "sn_fcms_intg_imp_order",
+        description="Import Set staging table for purchase orders (column names unconfirmed); unset writes them through"
+                    " the Table API.",
+    )
+    purchase_order_line_table: str = Field("sn_shop_purchase_order_line", description="Purchase order line table.")
+    purchase_order_line_staging_table: str | None = Field(
+        "sn_fcms_intg_imp_order_line",
+        description="Import Set staging table for purchase order lines (column names unconfirmed); unset writes them "
+                    "through the Table API.",
+    )
+    purchase_order_parent_field: str = Field(
+        "purchase_order",
+        description="Column on a purchase order line that references its purchase order.",
+    )
+    invoice_table: str = Field("sn_shop_invoice", description="AP invoice table.")
+    invoice_staging_table: str | None = Field(
+        "sn_spend_intg_imp_invoice",
+        description="Import Set staging table for AP invoices (column names unconfirmed); unset writes them through the"
+                    " Table API.",
+    )
+    invoice_line_table: str = Field("sn_shop_invoice_line", description="AP invoice line table.")
+    invoice_line_staging_table: str | None = Field(
+        "sn_spend_intg_imp_invoice_line",
+        description="Import Set staging table for AP invoice lines (column names unconfirmed); unset writes them "
+                    "through the Table API.",
+    )
+    invoice_parent_field: str = Field("invoice", description="Column on an invoice line that references its invoice.")
+    cost_center_table: str = Field("cmn_cost_center", description="Cost center table, where GL accounts are looked up.")
+    cost_center_key: str = Field("account_number", description="Cost-center column holding the ERP GL account number.")
 
     @field_validator("instance_url", "token_url")
     @classmethod
@@ -281,10 +357,19 @@ class ServiceNowConfig(SettingsModel):
 
 
 class ServiceNowCredentials(SettingsModel):
-    client_id: str = ""
-    client_secret: SecretStr = SecretStr("")
-    username: str = ""
-    password: SecretStr = SecretStr("")
+    client_id: str = Field(
+        "",
+        description="OAuth client ID from the instance's OAuth application registry (OAuth only).",
+    )
+    client_secret: SecretStr = Field(
+        SecretStr(""),
+        description="OAuth client secret belonging to client_id (OAuth only).",
+    )
+    username: str = Field(
+        "",
+        description="ServiceNow user the connector acts as (Basic auth or the OAuth password grant); its ACLs apply.",
+    )
+    password: SecretStr = Field(SecretStr(""), description="Password of that user.")
 
 
 # ---- errors -------------------------------------------------------------------------------------

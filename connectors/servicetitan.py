@@ -508,25 +508,83 @@ class ServiceTitanConnector(Connector):
     system: ClassVar[str] = "servicetitan"
 
     class Config(SettingsModel):
-        api_base: str = PRODUCTION_API  # INTEGRATION_API for the vendor's integration environment
-        token_url: str = PRODUCTION_TOKEN_URL
-        tenant: int = Field(gt=0)
-        token_ttl: int = Field(TOKEN_TTL, gt=0)
-        page_size: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)  # list pages (export feeds take no size)
-        rate_limit_per_second: int = Field(RATE_LIMIT_PER_SECOND, ge=0)  # 0: no client-side limiter
-        scope: str | None = None  # ask for fewer scopes than the app has; None: all of them
-        stable_paging: bool = True  # re-read pages that slid when records changed mid-poll
-        include_recent_changes: bool = False  # export feeds: newest changes sooner, repeats possible
-        webhook_signature_header: str = SIGNATURE_HEADER
-        webhook_signature_encoding: Encoding = SIGNATURE_ENCODING
-        timeout: float = Field(60.0, gt=0)  # seconds to wait for an answer
-        connect_timeout: float = Field(5.0, gt=0)
-        retry: RetrySettings = Field(default_factory=RetrySettings)
+        api_base: str = Field(
+            PRODUCTION_API,
+            description="API host: https://api.servicetitan.io (production) or https://api-integration.servicetitan.io "
+                        "(integration environment); each environment has its own credentials.",
+        )
+        token_url: str = Field(
+            PRODUCTION_TOKEN_URL,
+            description="OAuth token endpoint for the client-credentials grant, in the same environment as api_base "
+                        "(https://auth.servicetitan.io/connect/token or "
+                        "https://auth-integration.servicetitan.io/connect/token).",
+        )
+        tenant: int = Field(
+            gt=0,
+            description="Numeric ServiceTitan tenant ID, placed in every API path (/{module}/v2/tenant/{tenant}/...); "
+                        "not a secret.",
+        )
+        token_ttl: int = Field(
+            TOKEN_TTL, gt=0,
+            description="Seconds an access token is assumed to live when the token answer omits expires_in; "
+                        "ServiceTitan issues 900-second tokens.",
+        )
+        page_size: int = Field(
+            PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE,
+            description="Rows requested per list page (pageSize). The vendor default is 50; its maximum is unconfirmed "
+                        "(5000 is known to work). Export feeds take no page size.",
+        )
+        rate_limit_per_second: int = Field(
+            RATE_LIMIT_PER_SECOND, ge=0,
+            description="Client-side limit in requests per second, shared by every worker using this app key and "
+                        "tenant; ServiceTitan allows 60 per second per (app, tenant). 0 turns the limiter off.",
+        )
+        scope: str | None = Field(
+            None,
+            description="Space-separated OAuth scopes to request, to use fewer than the app is granted; unset requests "
+                        "all of the app's scopes.",
+        )
+        stable_paging: bool = Field(
+            True,
+            description="When reading a change window, request totals and step back when records changed mid-poll shift"
+                        " the pages, so none is skipped.",
+        )
+        include_recent_changes: bool = Field(
+            False,
+            description="Export feeds: send includeRecentChanges=true to get the newest changes sooner, at the cost of "
+                        "possibly repeated records.",
+        )
+        webhook_signature_header: str = Field(
+            SIGNATURE_HEADER,
+            description="HTTP header carrying the webhook HMAC-SHA256 signature of the raw body (unconfirmed; "
+                        "third-party receivers read X-ServiceTitan-Signature).",
+        )
+        webhook_signature_encoding: Encoding = Field(
+            SIGNATURE_ENCODING,
+            description="Encoding of the webhook HMAC-SHA256 digest: hex or base64 (unconfirmed; third-party code "
+                        "disagrees).",
+        )
+        timeout: float = Field(60.0, gt=0, description="Seconds to wait for a response (read timeout) on each call.")
+        connect_timeout: float = Field(
+            5.0, gt=0,
+            description="Seconds to wait for a connection to be established on each call.",
+        )
+        retry: RetrySettings = Field(
+            default_factory=RetrySettings,
+            description="In-call retries of transient failures (connection errors, timeouts, 429, 5xx), with "
+                        "exponential backoff or the vendor's Retry-After.",
+        )
 
     class Credentials(SettingsModel):
-        client_id: str
-        client_secret: SecretStr
-        app_key: SecretStr
+        client_id: str = Field(
+            description="OAuth client ID of the ServiceTitan app; production and integration environments issue "
+                        "different IDs.",
+        )
+        client_secret: SecretStr = Field(description="OAuth client secret belonging to client_id.")
+        app_key: SecretStr = Field(
+            description="Application key from the ServiceTitan developer portal, sent as the ST-App-Key header on every"
+                        " call.",
+        )
 
     entities: ClassVar[dict[str, ServiceTitanEntity]] = ENTITIES
 

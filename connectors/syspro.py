@@ -79,35 +79,115 @@ MAX_MESSAGE = 1000  # keep vendor error text readable in audit rows
 class SysproConfig(SettingsModel):
     """What a customer's SYSPRO deployment varies. Unconfirmed vendor facts are settings here."""
 
-    api_base: str  # http(s)://host:port/SYSPROWCFService/Rest (the port is the site's choice)
-    company_id: str | None = None  # log on to this company instead of the credentials' one
-    page_size: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    detail_batch_size: int = Field(DETAIL_BATCH_SIZE, ge=1, le=100)
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    post_timeout: float = 180.0  # business-object posts run SYSPRO's own validation and GL postings
-    max_sessions: int = Field(1, ge=1)  # e.net sessions this process may hold at once (licence seats)
-    seat_wait_seconds: float = Field(60.0, ge=0)  # wait this long for a local seat before giving up
-    logon_attempts: int = Field(3, ge=1)  # the host refused for lack of licences: try again this often
-    retry: RetrySettings = Field(default_factory=RetrySettings)
-    rate_limit_per_second: int | None = None  # SYSPRO documents no limit; set one to spare a small host
-    read_via: Literal["enet", "odata"] = "enet"  # OData reads need no licence seat (SYSPRO 8 2021 R2+)
-    odata_base: str = ""  # (unconfirmed layout) https://host/SYSPROOData/<CompanyId>
-    server_timezone: str = "UTC"  # SYSPRO stores local server time without an offset
-    since_overlap_seconds: float = Field(0.0, ge=0)  # re-read this much before `since` (server clock skew)
-    change_columns: dict[str, str] = Field(default_factory=dict)  # entity -> change column override
-    po_reference_field: str = "CustomerPoNumber"  # where the source PO number is kept (element and column)
-    posting_period: Literal["C", "P", "B"] = "C"  # current, previous, before previous
+    api_base: str = Field(
+        description="e.net REST base URL, http(s)://host:port/SYSPROWCFService/Rest (the port is the site's choice); a "
+                    "trailing slash is removed.",
+    )
+    company_id: str | None = Field(None, description="Company to log on to instead of the credentials' company_id.")
+    page_size: int = Field(
+        DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE,
+        description="Rows per COMFND query call (ReturnRows); SYSPRO documents no cap, so the maximum here is "
+                    "unconfirmed.",
+    )
+    detail_batch_size: int = Field(
+        DETAIL_BATCH_SIZE, ge=1, le=100,
+        description="Purchase orders whose lines one query call fetches; the query travels in the URL, so bigger "
+                    "batches mean longer URLs.",
+    )
+    connect_timeout: float = Field(5.0, description="Seconds to wait for a connection to be established on each call.")
+    read_timeout: float = Field(60.0, description="Seconds to wait for the answer to a logon, query or OData read.")
+    post_timeout: float = Field(
+        180.0,
+        description="Seconds to wait for a business-object post or setup, which runs SYSPRO's own validation and GL "
+                    "postings.",
+    )
+    max_sessions: int = Field(
+        1, ge=1,
+        description="e.net sessions this process may hold at once for this host, company and operator; each holds a "
+                    "licence seat until logoff.",
+    )
+    seat_wait_seconds: float = Field(
+        60.0, ge=0,
+        description="Seconds to wait for a free local session slot before giving up.",
+    )
+    logon_attempts: int = Field(3, ge=1, description="Logon attempts when the host refuses for lack of licences.")
+    retry: RetrySettings = Field(
+        default_factory=RetrySettings,
+        description="In-call retries of transient failures (connection errors, timeouts, 429, 5xx), with exponential "
+                    "backoff or the vendor's Retry-After.",
+    )
+    rate_limit_per_second: int | None = Field(
+        None,
+        description="Client-side limit in requests per second; SYSPRO documents no limit, so set one only to spare a "
+                    "small host. Unset: no limit.",
+    )
+    read_via: Literal["enet", "odata"] = Field(
+        "enet",
+        description="enet: reads through e.net COMFND queries; odata: reads through the read-only SYSPRO 8 OData "
+                    "service (2021 R2 and later), which needs odata_base and no e.net session.",
+    )
+    odata_base: str = Field(
+        "",
+        description="OData service URL for the company, likely https://host/SYSPROOData/<CompanyId> (layout "
+                    "unconfirmed); required when read_via is odata.",
+    )
+    server_timezone: str = Field(
+        "UTC",
+        description="IANA time zone of the SYSPRO server; SYSPRO stores local time without an offset, so dates are read"
+                    " in this zone.",
+    )
+    since_overlap_seconds: float = Field(
+        0.0, ge=0,
+        description="Seconds re-read before the start of each change window, to cover clock skew with the server.",
+    )
+    change_columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per-entity override of the change-detection column (default LastChangeDate, unconfirmed), e.g. "
+                    "{\"suppliers\": \"LastChangeDate\"}.",
+    )
+    po_reference_field: str = Field(
+        "CustomerPoNumber",
+        description="Purchase-order element and column holding the source system's PO number, used to find a PO already"
+                    " posted.",
+    )
+    posting_period: Literal["C", "P", "B"] = Field(
+        "C",
+        description="GL period for posts: C current, P previous, B the one before previous.",
+    )
     # (unconfirmed in the vendor notes) business-object codes for supplier setup and stock adjustments;
     # both appear in a public integration library generated from SYSPRO's schemas.
-    supplier_setup_object: str = "APSSSP"  # root SetupApSupplier
-    adjustment_object: str = "INVTMA"  # root PostInvAdjustments
-    allow_non_stock_items: bool = False
-    allow_zero_price: bool = False
+    supplier_setup_object: str = Field(
+        "APSSSP",
+        description="Business object for supplier add and update (APSSSP, root SetupApSupplier; unconfirmed).",
+    )
+    adjustment_object: str = Field(
+        "INVTMA",
+        description="Business object for stock adjustments (INVTMA, root PostInvAdjustments; unconfirmed).",
+    )
+    allow_non_stock_items: bool = Field(
+        False,
+        description="Purchase-order posts: set AllowNonStockItems, accepting lines for non-stocked items.",
+    )
+    allow_zero_price: bool = Field(
+        False,
+        description="Purchase-order posts: set AllowZeroPrice, accepting lines with a zero price.",
+    )
     # (unconfirmed wording) how the host words session, seat and credential failures
-    session_error_pattern: str = r"(?i)session|user ?id|not logged on|log ?on again"
-    seat_error_pattern: str = r"(?i)licen[cs]e|seats?\b"
-    credential_error_pattern: str = r"(?i)password|operator .*not found|company .*not found|not authori[sz]ed"
+    session_error_pattern: str = Field(
+        r"(?i)session|user ?id|not logged on|log ?on again",
+        description="Regular expression for host errors meaning the session is gone (the connector logs on again); the "
+                    "wording is unconfirmed.",
+    )
+    seat_error_pattern: str = Field(
+        r"(?i)licen[cs]e|seats?\b",
+        description="Regular expression for host errors meaning no licence seat is free (logon is retried); the wording"
+                    " is unconfirmed.",
+    )
+    credential_error_pattern: str = Field(
+        r"(?i)password|operator .*not found|company .*not found|not authori[sz]ed",
+        description="Regular expression for host errors meaning a wrong operator, password or company (not retried); "
+                    "the wording is unconfirmed.",
+    )
 
     @field_validator("api_base", "odata_base")
     @classmethod
@@ -125,10 +205,10 @@ class SysproConfig(SettingsModel):
 class SysproCredentials(SettingsModel):
     """An e.net operator and the company it logs on to (SYSPRO has no OAuth: a Logon opens a session)."""
 
-    operator: str
-    operator_password: SecretStr
-    company_id: str
-    company_password: SecretStr = SecretStr("")  # may be empty at many sites
+    operator: str = Field(description="e.net operator code the connector logs on as.")
+    operator_password: SecretStr = Field(description="Password of the operator.")
+    company_id: str = Field(description="SYSPRO company to log on to (Config company_id overrides it).")
+    company_password: SecretStr = Field(SecretStr(""), description="Company password; empty at many sites.")
 
 
 # ------------------------------------------------------------------------------------------

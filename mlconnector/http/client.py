@@ -53,11 +53,24 @@ class RetrySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_tries: int = Field(5, ge=1)
-    max_time: float = Field(60.0, gt=0)
-    base: float = Field(0.5, ge=0)
-    factor: float = Field(2.0, ge=1)
-    max_wait: float = Field(30.0, ge=0)
+    max_tries: int = Field(
+        5, ge=1,
+        description="Attempts per call, the first included, before a transient failure is handed to the task's own "
+                    "retry.",
+    )
+    max_time: float = Field(
+        60.0, gt=0,
+        description="Seconds after which one call stops retrying, however many attempts remain.",
+    )
+    base: float = Field(
+        0.5, ge=0,
+        description="Seconds: the ceiling of the first backoff wait (waits are random up to base * factor^attempt).",
+    )
+    factor: float = Field(2.0, ge=1, description="Multiplier applied to the backoff ceiling after each attempt.")
+    max_wait: float = Field(
+        30.0, ge=0,
+        description="Longest single wait in seconds, also capping a vendor's Retry-After.",
+    )
 
     def policy(self) -> RetryPolicy:
         return RetryPolicy(self.max_tries, self.max_time, self.base, self.factor, self.max_wait)

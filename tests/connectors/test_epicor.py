@@ -131,6 +131,26 @@ def test_change_date_scan_uses_watermark_cap_and_keyset_pages() -> None:
 
 
 @responses.activate
+def test_base_find_and_get_use_the_declared_keys() -> None:
+    add_token(responses)
+    url = f"{ODATA}/Erp.BO.VendorSvc/Vendors"
+    responses.add(responses.GET, url, json={"value": [{"VendorNum": 7, "VendorID": "ACME"}]})
+    responses.add(responses.GET, f"{url}('EPIC06',7)", json={"VendorNum": 7, "VendorID": "ACME"})
+    connector = unit_connector()
+    assert connector.find("vendors", VendorID="ACME").VendorNum == 7  # type: ignore[union-attr]
+    assert connector.get("vendors", "7").VendorID == "ACME"  # type: ignore[attr-defined]
+    assert query(responses.calls[1]) == {"$filter": "VendorID eq 'ACME'", "$orderby": "VendorNum", "$top": "100",
+                                         "$skip": "0"}
+    with pytest.raises(ValueError):
+        connector.find("ap_invoices", VendorNum=7)  # half of the VendorNum + InvoiceNum key
+
+
+def test_an_unknown_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="page_sise"):
+        unit_connector(page_sise=50)
+
+
+@responses.activate
 def test_skip_paging_and_datetime_literal_style_are_settings() -> None:
     add_token(responses)
     url = f"{ODATA}/Erp.BO.POSvc/POes"
