@@ -47,7 +47,10 @@ def build_beat_schedule() -> dict[str, dict[str, Any]]:
         pair = pairs.get(integration.pair)
         if pair is None:
             continue
-        overrides = (integration.config or {}).get("poll_seconds", {})
+        try:
+            overrides = pair.parse_config(integration.config or {}).poll_seconds
+        except ValueError:  # a config that no longer validates: its polls wait for `integrations set-config`
+            continue
         for flow in pair.flows:
             every = overrides.get(flow.name, flow.poll_seconds)
             if every:

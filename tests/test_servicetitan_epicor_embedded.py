@@ -4,6 +4,7 @@ this process): GL holds released by a config change, and replay of a failed reco
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -169,9 +170,10 @@ def test_dry_run_prints_the_plan_and_writes_nothing(embedded: dict[str, Any]) ->
     assert result.exit_code == 0, result.output
     assert "would be created" in result.output or "first creates" in result.output, result.output
     assert "nothing was written" in result.output and " create" in result.output
-    # Checked through Epicor's own data: no vendor, no invoice; and our ledger is untouched.
-    assert len(epicor.get_entities("vendors")) == vendors_before
-    assert _stap_invoices(embedded["epicor"]) == []
+    # Checked through Epicor's own API: no vendor, no invoice; and our ledger is untouched.
+    api = embedded["harness"].connector("epicor")
+    assert len(list(api.iter_vendors())) == vendors_before
+    assert [i for i in api.iter_changed("ap_invoices", None, datetime.now(timezone.utc)) if i.GroupID == "STAP"] == []
     assert _records("inventory_bills") == [] and _records("vendors") == []
 
 

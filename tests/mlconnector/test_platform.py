@@ -3,7 +3,6 @@ and their release, persisted positions, write policies, the retry verdict, pair 
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
