@@ -180,7 +180,8 @@ def test_unknown_vendor_is_held_then_linked_and_written(fleet: Fleet) -> None:
 
     vendor = fleet.new_vendor("Zephyr Coil Works")
     bill = fleet.bill_for(fleet.received_po(vendor["id"])["id"])
-    wait_until(lambda: fleet.statuses("inventory_bills").get("held"), timeout=60, message="bill not held")
+    wait_until(lambda: fleet.statuses("inventory_bills").get("held") and fleet.statuses("vendors").get("held"),
+               timeout=60, message="bill and vendor not held")
     with session_scope() as session:
         held = session.scalar(select(SyncRecord).where(SyncRecord.flow == "inventory_bills", SyncRecord.status == "held"))
         assert held is not None and "Zephyr Coil Works" in (held.hold_reason or "")
