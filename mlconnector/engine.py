@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
 from mlconnector import audit, ledger, metrics, releases, resolver
@@ -102,16 +102,14 @@ def process_record(record_id: int) -> RecordResult:
     settings = get_settings()
     started = time.perf_counter()
     with session_scope() as session:
-        deliveries = _claim(session, record_id)
-        if deliveries is None:
+        claimed = _claim(session, record_id, settings.max_deliveries)
+        if claimed is None:
             return _unclaimable(session, record_id)
-        if deliveries > settings.max_deliveries:
+        deliveries, status = claimed
+        if status == RecordStatus.FAILED.value:  # past the limit: failed in the very statement that counted it
             record = session.get(SyncRecord, record_id)
             assert record is not None
-            record.status = RecordStatus.FAILED.value
-            message = (
-                f"gave up after {settings.max_deliveries} deliveries; last error: {record.last_error or 'none'}"
-            )
+            message = f"gave up after {settings.max_deliveries} deliveries; last error: {record.last_error or 'none'}"
             audit.append(session, "failed", message, integration_id=record.integration_id, flow=record.flow,
                          sync_record_id=record.id, source_payload=record.payload, error=record.last_error)
             metrics.TASKS.labels(pair="", flow=record.flow, outcome="failed").inc()
@@ -124,8 +122,11 @@ def process_record(record_id: int) -> RecordResult:
             with record_lock(session, record_id) as got:
                 if not got:
                     return RecordResult(record_id, "deferred", "another worker holds this record", retry_in=2.0)
-                record = session.get(SyncRecord, record_id)
+                # The row stays locked until this write commits: the sweeper and other deliveries skip it.
+                record = session.get(SyncRecord, record_id, with_for_update=True, populate_existing=True)
                 assert record is not None
+                if record.status != RecordStatus.RUNNING.value:
+                    return RecordResult(record_id, "skipped", f"already {record.status}")
                 integration = get_integration(session, record.integration_id)
                 pair = get_pair(integration.pair)
                 flow = pair.flow(record.flow)
@@ -144,39 +145,47 @@ def process_record(record_id: int) -> RecordResult:
 
 def _unexpected(record_id: int, deliveries: int, error: Exception) -> RecordResult:
     """The record's transaction failed for a reason of our own (its work rolled back): put
-    the record back to pending with the error and an audit row, and retry it shortly, so it
-    neither sits as 'running' until the sweeper notices nor loses its place. The delivery
-    already counted, so a bug that always fails still ends the record 'failed'."""
+    the record back to pending with the error and an audit row, and retry it at the time the
+    trail announces, so it neither sits as 'running' until the sweeper notices nor loses its
+    place. The delivery already counted, so a bug that always fails still ends the record
+    'failed'."""
     delay = ledger.retry_delay(deliveries, None)
     detail = f"{type(error).__name__}: {error}"
     log.warning("record transaction failed; retrying", record_id=record_id, error=detail)
     try:
         with session_scope() as session:
-            record = session.get(SyncRecord, record_id)
+            record = session.get(SyncRecord, record_id, with_for_update=True)
             if record is not None and record.status == RecordStatus.RUNNING.value:
                 record.status = RecordStatus.PENDING.value
                 record.last_error = detail
-                record.next_attempt_at = ledger.after(delay) if delay > 60 else None
-                audit.append(session, "retry", f"internal error, retrying in {delay:.0f}s", error=detail,
+                when = ledger.schedule_retry(record, delay, broker=not get_settings().embedded)
+                audit.append(session, "retry", f"internal error, retrying at {when:%H:%M:%S} (in {delay:.0f}s)", error=detail,
                              integration_id=record.integration_id, flow=record.flow, sync_record_id=record.id)
     except Exception:  # the database itself is away: the sweeper brings the record back
         log.warning("could not note the failure; the sweeper will retry", record_id=record_id)
     return RecordResult(record_id, "retry", detail, retry_in=delay)
 
 
-def _claim(session: Session, record_id: int) -> int | None:
-    """Count a delivery and mark the record running, in one statement; None when the record
-    is not waiting for work now (gone, finished, parked, or not due yet)."""
+def _claim(session: Session, record_id: int, max_deliveries: int) -> tuple[int, str] | None:
+    """Count a delivery and mark the record running, or failed when that delivery is past the
+    limit: one statement, so the counter and the terminal transition cannot race. None when
+    the record is not waiting for work now (gone, finished, parked, not due yet, or being
+    written by another worker, whose row lock this skips)."""
     due_by = utcnow() + timedelta(seconds=1)
-    return session.scalar(
+    free = select(SyncRecord.id).where(SyncRecord.id == record_id).with_for_update(skip_locked=True).scalar_subquery()
+    row = session.execute(
         update(SyncRecord)
-        .where(SyncRecord.id == record_id,
+        .where(SyncRecord.id == free,
                SyncRecord.status.in_((RecordStatus.PENDING.value, RecordStatus.RUNNING.value)),
                or_(SyncRecord.next_attempt_at.is_(None), SyncRecord.next_attempt_at <= due_by))
-        .values(deliveries=SyncRecord.deliveries + 1, status=RecordStatus.RUNNING.value, updated_at=utcnow())
-        .returning(SyncRecord.deliveries)
+        .values(deliveries=SyncRecord.deliveries + 1,
+                status=case((SyncRecord.deliveries + 1 > max_deliveries, RecordStatus.FAILED.value),
+                            else_=RecordStatus.RUNNING.value),
+                updated_at=utcnow())
+        .returning(SyncRecord.deliveries, SyncRecord.status)
         .execution_options(synchronize_session=False)
-    )
+    ).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 def _unclaimable(session: Session, record_id: int) -> RecordResult:
@@ -249,6 +258,13 @@ def prepare(ctx: FlowContext, flow: Flow, record: SyncRecord, base: dict[str, An
 
 
 def _run_flow(session: Session, integration: Integration, pair: Pair, flow: Flow, record: SyncRecord) -> RecordResult:
+    result = _run_flow_steps(session, integration, pair, flow, record)
+    if result.outcome != "retry":  # the vendors answered: any outage this record met is over
+        record.transient_failures, record.retrying_since = 0, None
+    return result
+
+
+def _run_flow_steps(session: Session, integration: Integration, pair: Pair, flow: Flow, record: SyncRecord) -> RecordResult:
     handler = flow.handler
     base = {"integration_id": integration.id, "flow": flow.name, "sync_record_id": record.id}
     mapped_payload: Any = None
@@ -297,14 +313,7 @@ def _run_flow(session: Session, integration: Integration, pair: Pair, flow: Flow
         if kind == "internal":
             raise  # ours: the transaction rolls back and process_record retries it (see _unexpected)
         if kind == "transient":
-            retry_after = getattr(error, "retry_after", None)
-            delay = ledger.retry_delay(record.deliveries, retry_after)
-            record.status = RecordStatus.PENDING.value
-            record.last_error = str(error)
-            record.next_attempt_at = ledger.after(delay) if delay > 60 else None
-            audit.append(session, "retry", f"transient error, retrying in {delay:.0f}s", error=str(error),
-                         http_status=getattr(error, "status", None), mapped_payload=mapped_payload, **base)
-            return RecordResult(record.id, "retry", str(error), retry_in=delay)
+            return _transient(session, record, error, mapped_payload, base)
         record.status = RecordStatus.FAILED.value
         record.last_error = str(error)
         audit.append(session, "auth_failed" if isinstance(error, AuthError) else "failed", f"{type(error).__name__}: {error}",
@@ -314,11 +323,82 @@ def _run_flow(session: Session, integration: Integration, pair: Pair, flow: Flow
         return RecordResult(record.id, "failed", str(error))
 
 
+def _transient(session: Session, record: SyncRecord, error: Exception, mapped_payload: Any,
+               base: dict[str, Any]) -> RecordResult:
+    """A vendor outage, rate limit or timeout: back off up to the ceiling and keep the record
+    pending for the retry window. It does not spend the delivery budget, which bounds crashes
+    and poison payloads; the window bounds how long an outage may last."""
+    settings = get_settings()
+    now = utcnow()
+    record.deliveries = max(0, record.deliveries - 1)
+    record.transient_failures += 1
+    record.retrying_since = record.retrying_since or now
+    record.last_error = str(error)
+    waited = (now - record.retrying_since).total_seconds()
+    if waited > settings.retry_window_hours * 3600:
+        record.status = RecordStatus.FAILED.value
+        message = (f"the vendor kept failing for {waited / 3600:.1f} h (retry window {settings.retry_window_hours:g} h); "
+                   f"last error: {error}; replay it once the vendor is back: mlconnector replay {record.id}")
+        audit.append(session, "failed", message, error=str(error), http_status=getattr(error, "status", None),
+                     source_payload=record.payload, mapped_payload=mapped_payload, **base)
+        return RecordResult(record.id, "failed", message)
+    delay = ledger.transient_delay(record.transient_failures, getattr(error, "retry_after", None),
+                                   settings.retry_ceiling_seconds)
+    record.status = RecordStatus.PENDING.value
+    when = ledger.schedule_retry(record, delay, broker=not settings.embedded)
+    audit.append(session, "retry", f"transient error, retrying at {when:%H:%M:%S} (in {delay:.0f}s; "
+                 f"attempt {record.transient_failures} since {record.retrying_since:%H:%M:%S})", error=str(error),
+                 http_status=getattr(error, "status", None), mapped_payload=mapped_payload, **base)
+    return RecordResult(record.id, "retry", str(error), retry_in=delay)
+
+
 # ---- inbound events ---------------------------------------------------------------------
 
 
+SOURCE_ID_MAX = 200  # sync_records.source_id
+
+
+def usable_id(value: str) -> str | None:
+    """Why a source record id cannot be stored and processed (None when it can)."""
+    if not value or len(value) > SOURCE_ID_MAX:
+        return f"a record id of {len(value)} characters (1 to {SOURCE_ID_MAX} allowed)"
+    if any(ch == "\x00" or not ch.isprintable() or 0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+        return "a record id with control or broken Unicode characters"
+    return None
+
+
 def process_event(event_id: int) -> Enqueue:
-    """Turn one stored webhook event into ledger rows for the flows that want it."""
+    """Turn one stored webhook event into ledger rows for the flows that want it.
+
+    An event that keeps failing for a reason of ours ends `failed` with that reason after
+    the delivery limit, instead of coming back with every sweep."""
+    try:
+        return _process_event(event_id)
+    except Exception as error:
+        return _event_failed(event_id, error)
+
+
+def _event_failed(event_id: int, error: Exception) -> Enqueue:
+    detail = f"{type(error).__name__}: {error}"
+    log.warning("event processing failed", event_id=event_id, error=detail)
+    with session_scope() as session:
+        event = session.get(InboundEvent, event_id, with_for_update=True)
+        if event is None or event.status != EventStatus.PENDING.value:
+            return Enqueue()
+        event.deliveries += 1
+        event.error = detail
+        base = {"integration_id": event.integration_id, "inbound_event_id": event.id}
+        if verdict(error) == "permanent" or event.deliveries >= get_settings().max_deliveries:
+            event.status = EventStatus.FAILED.value
+            event.processed_at = utcnow()
+            audit.append(session, "failed", f"event could not be processed: {detail}", error=detail, **base)
+        else:
+            event.enqueued_at = utcnow()  # the sweeper sends it again after its threshold
+            audit.append(session, "retry", "event processing failed; retrying", error=detail, **base)
+    return Enqueue()
+
+
+def _process_event(event_id: int) -> Enqueue:
     work = Enqueue()
     with session_scope() as session:
         audit.hold_until_commit(session)
@@ -344,7 +424,14 @@ def process_event(event_id: int) -> Enqueue:
         ctx = _context(session, integration, pair)
         try:
             for flow in flows:
-                sources = flow.handler.records_for_event(ctx, event.event_type, data)
+                sources = []
+                for source in flow.handler.records_for_event(ctx, event.event_type, data):
+                    problem = usable_id(source.source_id)
+                    if problem:
+                        audit.append(session, "failed", f"{event.event_type}: {problem}; nothing to sync for {flow.name}",
+                                     flow=flow.name, **base)
+                    else:
+                        sources.append(source)
                 ids = ledger.upsert_records(session, integration.id, flow.name, sources)
                 for source in sources:
                     audit.append(session, "received", f"{event.event_type} -> {flow.name} {source.source_id}",

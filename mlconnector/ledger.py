@@ -126,8 +126,10 @@ def stale_pending(session: Session, older_than: datetime, limit: int = 1000) -> 
                 or_(
                     and_(
                         SyncRecord.status == RecordStatus.PENDING.value,
-                        or_(SyncRecord.enqueued_at.is_(None), SyncRecord.enqueued_at < older_than),
                         or_(SyncRecord.next_attempt_at.is_(None), SyncRecord.next_attempt_at <= now),
+                        or_(SyncRecord.enqueued_at.is_(None), SyncRecord.enqueued_at < older_than,
+                            # a wait longer than a countdown: due now and not sent since it fell due
+                            and_(SyncRecord.next_attempt_at.is_not(None), SyncRecord.enqueued_at < SyncRecord.next_attempt_at)),
                     ),
                     and_(SyncRecord.status == RecordStatus.RUNNING.value, SyncRecord.updated_at < older_than),
                 )
@@ -152,11 +154,40 @@ def counts_by_status(session: Session) -> list[tuple[str, str, str, int]]:
     ]
 
 
+COUNTDOWN_LIMIT_SECONDS = 60.0  # waits up to this ride a broker countdown; longer ones wait for the sweeper
+
+
 def retry_delay(deliveries: int, retry_after: float | None) -> float:
-    """Short countdowns only: longer waits become `next_attempt_at` for the sweeper."""
+    """After one of our own errors: 1, 2, 4 ... seconds, at most a minute."""
     if retry_after is not None:
         return max(1.0, retry_after)
     return float(min(60, 2 ** max(0, deliveries - 1)))
+
+
+def transient_delay(failures: int, retry_after: float | None, ceiling: float) -> float:
+    """After a vendor's transient error: its Retry-After, else doubling from 2 s, up to the ceiling.
+
+    Jittered between half and the whole step so a fleet that met one outage does not come
+    back in one wave."""
+    import random
+
+    if retry_after is not None:
+        return float(min(ceiling, max(1.0, retry_after)))
+    step = min(ceiling, 2.0 ** max(1, failures))
+    return max(1.0, step * random.uniform(0.5, 1.0))
+
+
+def schedule_retry(record: SyncRecord, delay: float, *, broker: bool = True) -> datetime:
+    """Set the record's next attempt `delay` seconds from now, and say when that is.
+
+    The announced time is the real one: no delivery is claimed before `next_attempt_at`.
+    A short wait rides a broker countdown already sent (so `enqueued_at` is that moment and
+    the sweeper leaves it alone); a longer one is sent by the sweeper when it falls due.
+    """
+    when = after(delay)
+    record.next_attempt_at = when
+    record.enqueued_at = when if broker and delay <= COUNTDOWN_LIMIT_SECONDS else utcnow()
+    return when
 
 
 def after(seconds: float) -> datetime:

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
         default="auto", validation_alias="MLCONNECTOR_LOG_FORMAT"
     )
     max_deliveries: int = Field(default=8, ge=1, validation_alias="MLCONNECTOR_MAX_DELIVERIES")
+    # A vendor's maintenance window can last hours: transient errors keep a record pending this
+    # long (backing off up to retry_ceiling_seconds) before it fails; crashes count deliveries.
+    retry_window_hours: float = Field(default=24.0, gt=0, validation_alias="MLCONNECTOR_RETRY_WINDOW_HOURS")
+    retry_ceiling_seconds: float = Field(default=3600.0, ge=1, validation_alias="MLCONNECTOR_RETRY_CEILING_SECONDS")
     sweep_after_seconds: int = Field(
         default=120, ge=1, validation_alias="MLCONNECTOR_SWEEP_AFTER_SECONDS"
     )

@@ -64,6 +64,7 @@ class RecordServer:
                 self.sources.update(body.get("sources", {}))
                 self.write_delay = float(body.get("write_delay", self.write_delay))
                 self.always_fail.update(body.get("always_fail", []))
+                self.always_fail.difference_update(body.get("recovered", []))
             return jsonify({"ok": True})
 
         @app.get("/_writes")

@@ -347,3 +347,52 @@ def test_a_fresh_worker_process_reads_epicor_vendors_from_the_shared_cursor(flee
     idle_found, idle_cursor, idle_reads = poll_in_a_new_process()
     assert (idle_found, idle_cursor) == (0, cursor)
     assert idle_reads == 1
+
+
+def test_a_writer_killed_between_header_and_lines_is_completed_on_the_next_delivery(fleet: Fleet) -> None:
+    """Epicor saves the invoice header, the worker dies before its lines: the next delivery
+    finds the partial invoice by its key, sees that it differs from the bill, and completes it.
+    Checked in Epicor: one invoice, every line, the bill's amount; never called 'unchanged'."""
+    from mlconnector import audit
+    from mlconnector.db.models import SyncRecord
+    from mlconnector.db.session import session_scope
+
+    vendor = fleet.new_vendor("Halfway Hardware")
+    wait_until(lambda: fleet.statuses("vendors").get("written"), timeout=60, message="vendor not written")
+    # Line calls answer slowly, so the worker is surely between the saved header and its lines.
+    requests.post(f"{fleet.epicor.url}/_sandbox/faults",
+                  json={"latency_ms": 5000, "path_contains": "GetNewAPInvDtl"}, timeout=5).raise_for_status()
+    bill = fleet.bill_for(fleet.received_po(vendor["id"])["id"])
+    number = bill.get("referenceNumber") or f"ST-{bill['id']}"
+    partial = wait_until(lambda: [i for i in fleet.epicor_invoices() if i["InvoiceNum"] == number
+                                  and not (i.get("lines") or i.get("APInvDtls"))],
+                         timeout=60, message="the header was never saved alone")
+    assert partial
+    for pid in fleet.worker.children():
+        os.kill(pid, signal.SIGKILL)
+    fleet.worker.process.send_signal(signal.SIGKILL)
+    fleet.worker.process.wait(timeout=10)
+    requests.post(f"{fleet.epicor.url}/_sandbox/faults", json={"replace": True}, timeout=5).raise_for_status()
+    from mlconnector import engine
+    from mlconnector.tasks import send
+
+    fleet.start_worker(fleet.env, queues="mlconnector,servicetitan-epicor", concurrency=2)
+    time.sleep(3)  # past the sweep threshold: the dead worker's record is 'running' with no worker
+    send(engine.sweep(older_than_seconds=0).enqueue)
+
+    def whole() -> list[dict[str, Any]]:
+        found = _invoice_for(fleet, bill)
+        return found if found and len(found[0].get("lines") or found[0].get("APInvDtls") or []) >= len(bill["items"]) else []
+
+    invoices = wait_until(whole, timeout=120, message=f"the partial invoice was not completed: {fleet.statuses()}")
+    assert len(invoices) == 1
+    invoice = invoices[0]
+    lines = invoice.get("lines") or invoice.get("APInvDtls")
+    assert abs(float(invoice["InvoiceVendorAmt"] or invoice["InvoiceAmt"]) - float(bill["billAmount"])) < 0.005
+    assert abs(sum(float(line["ExtCost"]) for line in lines) - float(bill["billAmount"])) < 0.005
+    with session_scope() as session:
+        record = session.query(SyncRecord).filter_by(flow="inventory_bills", source_id=str(bill["id"])).one()
+        steps = [(row.kind, row.message) for row in audit.trail(session, record.id)]
+    assert record.status == "written", steps
+    assert any(kind == "written" and "completed" in message or "corrected" in message for kind, message in steps), steps
+    assert not any(kind == "skipped" for kind, _ in steps), steps

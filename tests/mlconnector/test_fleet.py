@@ -110,25 +110,90 @@ def test_sweeper_brings_back_work_after_redis_flushall(fleet_env: dict[str, str]
 
 def test_poison_record_ends_failed_after_delivery_limit(fleet_env: dict[str, str], record_server: RecordServer,
                                                         start_worker) -> None:
+    """A record that crashes the worker's code every time is bounded by the delivery limit,
+    and stops once failed."""
     from mlconnector import audit
     from mlconnector.db.models import SyncRecord
     from mlconnector.db.session import session_scope
 
-    requests.post(f"{record_server.url}/_control", json={"always_fail": ["bad"]})  # type: ignore[attr-defined]
     start_worker(fleet_env)
-    record_ids = _queue_records(record_server, ["bad", "good"])
+    _queue_records(record_server, ["good"])
+    _queue_records(record_server, ["bad"], value="internal-error")
     wait_until(lambda: _statuses().get("failed") == 1 and _statuses().get("written") == 1, timeout=90,
                message=f"poison record did not end failed: {_statuses()}")
     with session_scope() as session:
         bad = session.scalar(select(SyncRecord).where(SyncRecord.source_id == "bad"))
-        assert bad is not None and bad.deliveries >= 3
+        assert bad is not None and bad.deliveries == 4  # the fourth delivery found it past the limit of 3
         kinds = [row.kind for row in audit.trail(session, bad.id)]
-    assert kinds.count("retry") >= 2 and kinds[-1] == "failed"
+    assert kinds.count("retry") == 3 and kinds[-1] == "failed"
     time.sleep(3)  # nothing keeps looping once it failed
     with session_scope() as session:
         assert session.get(SyncRecord, bad.id).deliveries == bad.deliveries  # type: ignore[union-attr]
-    assert "bad" not in _writes(record_server)
-    del record_ids
+
+
+def test_a_vendor_outage_longer_than_the_delivery_budget_ends_written(fleet_env: dict[str, str], record_server: RecordServer,
+                                                                      start_worker) -> None:
+    """The target answers 503 well past what three deliveries used to cover: transient errors
+    back off without spending deliveries, each retry comes no sooner than the trail announced,
+    and the record is written once the target is back."""
+    import re
+    from datetime import timedelta
+
+    from mlconnector import audit
+    from mlconnector.db.models import SyncRecord
+    from mlconnector.db.session import session_scope
+
+    requests.post(f"{record_server.url}/_control", json={"always_fail": ["slow"]})  # type: ignore[attr-defined]
+    start_worker(fleet_env)
+    (record_id,) = _queue_records(record_server, ["slow"])
+
+    def retries() -> int:
+        with session_scope() as session:
+            return [row.kind for row in audit.trail(session, record_id)].count("retry")
+
+    wait_until(lambda: retries() >= 4, timeout=90, message=f"not retrying: {_statuses()}")
+    with session_scope() as session:
+        record = session.get(SyncRecord, record_id)
+        assert record is not None and record.status in ("pending", "running") and record.deliveries <= 1
+    requests.post(f"{record_server.url}/_control", json={"recovered": ["slow"]})  # type: ignore[attr-defined]
+    wait_until(lambda: _statuses().get("written") == 1, timeout=90, message=f"not written after the outage: {_statuses()}")
+    assert _writes(record_server) == {"slow": 1}
+    with session_scope() as session:
+        trail = audit.trail(session, record_id)
+    announced = [(row.at, re.search(r"retrying at (\d\d:\d\d:\d\d)", row.message)) for row in trail if row.kind == "retry"]
+    fetches = [row.at for row in trail if row.kind == "fetched"]
+    assert len(fetches) == len(announced) + 1
+    for (at, match), next_fetch in zip(announced, fetches[1:]):
+        assert match is not None
+        due = at.replace(hour=int(match[1][:2]), minute=int(match[1][3:5]), second=int(match[1][6:8]), microsecond=0)
+        if due < at - timedelta(hours=12):
+            due += timedelta(days=1)
+        assert next_fetch >= due - timedelta(seconds=1), (at, match[1], next_fetch)
+
+
+def test_a_vendor_outage_past_the_retry_window_ends_failed(fleet_env: dict[str, str], record_server: RecordServer,
+                                                           start_worker) -> None:
+    from mlconnector import audit
+    from mlconnector.db.models import SyncRecord
+    from mlconnector.db.session import session_scope
+
+    requests.post(f"{record_server.url}/_control", json={"always_fail": ["down"]})  # type: ignore[attr-defined]
+    start_worker({**fleet_env, "MLCONNECTOR_RETRY_WINDOW_HOURS": "0.002"})  # about 7 seconds
+    (record_id,) = _queue_records(record_server, ["down"])
+    def trail() -> list[tuple[Any, str, str]]:
+        with session_scope() as session:
+            return [(row.at, row.kind, row.message) for row in audit.trail(session, record_id)]
+
+    try:
+        wait_until(lambda: _statuses().get("failed") == 1, timeout=90)
+    except AssertionError:
+        raise AssertionError(f"outage never ended the record: {trail()}") from None
+    with session_scope() as session:
+        record = session.get(SyncRecord, record_id)
+        last = audit.trail(session, record_id)[-1]
+    assert record is not None and record.deliveries <= 1
+    assert last.kind == "failed" and "retry window" in last.message and f"mlconnector replay {record_id}" in last.message
+    assert "down" not in _writes(record_server)
 
 
 def test_internal_error_puts_the_record_back_and_celery_retries_it(fleet_env: dict[str, str],

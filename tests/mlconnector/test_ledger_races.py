@@ -1,0 +1,87 @@
+"""The delivery counter, the terminal transition and the sweeper on PostgreSQL, under races."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import update
+
+from mlconnector.flows import SourceRecord
+
+
+def _record(session_scope: Any, source_id: str, **values: Any) -> int:
+    from mlconnector import ledger
+    from mlconnector.db.models import SyncRecord
+
+    with session_scope() as session:
+        (record_id,) = ledger.upsert_records(session, "acme", "items", [SourceRecord(source_id, "v1")])
+        if values:
+            session.execute(update(SyncRecord).where(SyncRecord.id == record_id).values(**values))
+    return record_id
+
+
+def _setup(configure: Any, fresh_pg: str) -> Any:
+    from mlconnector.db.session import session_scope
+    from mlconnector.integrations import create_integration
+
+    configure(fresh_pg, MLCONNECTOR_MAX_DELIVERIES="3")
+    with session_scope() as session:
+        create_integration(session, "acme", "counter-test", {"systems": {"counter": {"base_url": "http://127.0.0.1:9"}}})
+    return session_scope
+
+
+def test_concurrent_deliveries_count_once_each_and_fail_in_the_same_step(configure, fresh_pg: str) -> None:
+    from mlconnector import engine
+    from mlconnector.db.models import SyncRecord
+
+    session_scope = _setup(configure, fresh_pg)
+    record_id = _record(session_scope, "edge", deliveries=2)
+    outcomes: list[Any] = []
+    barrier = threading.Barrier(8)
+
+    def deliver() -> None:
+        barrier.wait()
+        with session_scope() as session:
+            outcomes.append(engine._claim(session, record_id, 3))
+
+    threads = [threading.Thread(target=deliver) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    claimed = [o for o in outcomes if o is not None]
+    # Delivery 3 runs; delivery 4 is past the limit and fails the record in the statement that
+    # counted it; nothing else is counted once the record is failed.
+    assert sorted(claimed) == [(3, "running"), (4, "failed")] or claimed == [(3, "running")] or claimed == [(4, "failed")]
+    with session_scope() as session:
+        record = session.get(SyncRecord, record_id)
+        assert record is not None and record.deliveries == max(c[0] for c in claimed) <= 4
+        if record.deliveries == 4:
+            assert record.status == "failed"
+    failed_id = _record(session_scope, "spent", deliveries=3)
+    result = engine.process_record(failed_id)
+    assert result.outcome == "failed"
+    again = engine.process_record(failed_id)
+    assert again.outcome == "skipped"
+    with session_scope() as session:
+        record = session.get(SyncRecord, failed_id)
+        assert record is not None and (record.status, record.deliveries) == ("failed", 4)
+
+
+def test_a_record_being_written_is_left_alone_by_the_sweeper_and_other_deliveries(configure, fresh_pg: str) -> None:
+    from mlconnector import engine
+    from mlconnector.db.models import SyncRecord, utcnow
+
+    session_scope = _setup(configure, fresh_pg)
+    long_ago = utcnow() - timedelta(hours=1)
+    record_id = _record(session_scope, "busy", status="running", deliveries=3, updated_at=long_ago, enqueued_at=long_ago)
+    with session_scope() as writer:
+        writer.get(SyncRecord, record_id, with_for_update=True)  # what a worker in the middle of the write holds
+        swept = engine.sweep(older_than_seconds=0)
+        assert swept.records == 0 and swept.failed == 0
+        with session_scope() as other:
+            assert engine._claim(other, record_id, 3) is None
+    swept = engine.sweep(older_than_seconds=0)  # the writer is gone (its lease long over): now it is retired
+    assert swept.failed == 1
