@@ -39,6 +39,7 @@ def append(
     error: str | None = None,
     target_id: str | None = None,
     duration_ms: float | None = None,
+    actor: str | None = None,
 ) -> AuditEvent:
     row = AuditEvent(
         kind=kind,
@@ -54,6 +55,7 @@ def append(
         error=redact_text(error)[:MAX_TEXT] if error else None,
         target_id=target_id,
         duration_ms=round(duration_ms, 1) if duration_ms is not None else None,
+        actor=actor[:100] if actor else None,
     )
     held = session.info.get(_HELD)
     if held is not None:

@@ -356,6 +356,7 @@ def sync(integration: str, flow_name: str | None, since: str | None, full: bool,
         return
     _run_sync(integration, pair, flows, start, full, bool(flow_name))
     _print_status(integration)
+    console.print(open_records_line(integration))
 
 
 def _dry_run(integration: str, flows: list[str], start: datetime | None, full: bool, limit: int | None) -> None:
@@ -460,6 +461,91 @@ def replay(record_id: int | None, status: str | None, flow_name: str | None, sin
     console.print(f"replayed {sum(len(v) for v in work.records.values())} record(s)")
 
 
+# ---- the exceptions queue -------------------------------------------------------------
+
+@main.group()
+def records() -> None:
+    """Records by state: what is held or failed, and why; resolve what was handled by hand."""
+
+
+STATUS_CHOICES = ["held", "failed", "pending", "running", "written", "skipped", "resolved"]
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@records.command("list")
+@click.option("--integration", help="Only this integration.")
+@click.option("--flow", "flow_name", help="Only this flow.")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUS_CHOICES),
+              help="States to list (repeatable; default: held and failed).")
+@click.option("--since", help="Only records changed at or after this ISO time.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def records_list(integration: str | None, flow_name: str | None, statuses: tuple[str, ...], since: str | None,
+                 as_json: bool) -> None:
+    """The exceptions queue: id, flow, source document, counterpart, amount, age, deliveries, reason."""
+    from mlconnector import records as records_mod
+    from mlconnector.db.session import session_scope
+
+    with session_scope() as session:
+        rows = records_mod.list_records(session, integration=integration, flow=flow_name,
+                                        statuses=statuses or records_mod.OPEN_STATES, since=_parse_time(since))
+    if as_json:
+        click.echo(json.dumps([row.as_json() for row in rows], indent=2, default=str))
+        return
+    table = Table("id", "integration", "flow", "state", "document", "counterpart", "amount", "age", "tries", "reason")
+    for row in rows:
+        table.add_row(str(row.id), row.integration, row.flow, row.status, row.document, row.counterpart, row.amount,
+                      _age(row.age_seconds), str(row.deliveries), row.reason)
+    console.print(table)
+    console.print(f"{len(rows)} record(s); the trail of one: mlconnector records show <id>")
+
+
+@records.command("show")
+@click.argument("record_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Full rows as JSON.")
+@click.pass_context
+def records_show(ctx: click.Context, record_id: int, as_json: bool) -> None:
+    """One record and its trail, step by step (the same as `audit`)."""
+    ctx.invoke(audit_cmd, record_id=record_id, as_json=as_json)
+
+
+@records.command("resolve")
+@click.argument("record_ids", type=int, nargs=-1, required=True)
+@click.option("--note", required=True, help="How it was handled outside the product.")
+@click.option("--actor", default=None, help="Who resolved it (default: the OS user).")
+def records_resolve(record_ids: tuple[int, ...], note: str, actor: str | None) -> None:
+    """Mark held or failed records as handled outside the product (terminal, trail kept)."""
+    from mlconnector import records as records_mod
+    from mlconnector.db.session import session_scope
+
+    try:
+        with session_scope() as session:
+            done = records_mod.resolve(session, record_ids, note=note, actor=actor or _actor())
+    except records_mod.NotResolvable as error:
+        _fail(str(error))
+        return
+    console.print(f"resolved {len(done)} record(s): {', '.join(str(r.id) for r in done)}")
+
+
+def open_records_line(integration: str | None = None) -> str:
+    """One line saying how many records wait for a person, and the command that lists them."""
+    from mlconnector import records as records_mod
+    from mlconnector.db.session import session_scope
+
+    with session_scope() as session:
+        counts = records_mod.open_counts(session, integration)
+    if not any(counts.values()):
+        return "nothing is held or failed"
+    where = f" --integration {integration}" if integration else ""
+    return (f"{counts['held']} held and {counts['failed']} failed record(s) wait for a person; list them with: "
+            f"mlconnector records list{where}")
+
+
 @main.command("audit")
 @click.argument("record_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Full rows as JSON.")
@@ -485,6 +571,8 @@ def audit_cmd(record_id: int, as_json: bool) -> None:
         table = Table("at", "step", "what happened", "http", "target", "ms")
         for row in rows:
             message = row.message + (f"\n[red]{row.error}[/red]" if row.error and row.error not in row.message else "")
+            if row.actor and row.actor not in message:
+                message += f" (by {row.actor})"
             if row.decisions:
                 message += "".join(f"\n  · {d.get('field')}: {d.get('value')} ({d.get('reason')})" for d in row.decisions)
             table.add_row(row.at.strftime("%Y-%m-%d %H:%M:%S"), row.kind, message, str(row.http_status or ""),

@@ -62,7 +62,10 @@ def run_demo(records: int, console: Console) -> int:
         console.print(table)
         invoices = sum(1 for _ in epicor_connector.iter_changed("ap_invoices", None, _now()))  # type: ignore[attr-defined]
         console.print(f"Epicor now holds {invoices} AP invoice(s), read back through its OData API.")
-        console.print("Inspect any record with: mlconnector audit <id>   (mlconnector status for the ledger)")
+        from mlconnector.cli import open_records_line
+
+        console.print(open_records_line(DEMO_INTEGRATION))
+        console.print("The trail of any record: mlconnector records show <id>   (mlconnector status for every flow)")
         failed = sum(c.get("failed", 0) for c in per_flow.values())
         written = sum(c.get("written", 0) for c in per_flow.values())
         return 0 if written and not failed else 1

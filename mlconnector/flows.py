@@ -133,6 +133,16 @@ class FlowContext:
         return self._config
 
 
+@dataclass(frozen=True)
+class DocumentSummary:
+    """A record as the people who run the books know it: its number in the source system,
+    its counterpart (vendor, customer) and its amount."""
+
+    document: str = ""
+    counterpart: str = ""
+    amount: str = ""
+
+
 class FlowHandler(ABC):
     """The business of one flow. The engine supplies ledger, retries, audit and metrics.
 
@@ -149,6 +159,10 @@ class FlowHandler(ABC):
         """A value that changes whenever the source record changes (for dedupe)."""
         value = getattr(source, "modifiedOn", None) if not isinstance(source, dict) else source.get("modifiedOn")
         return value.isoformat() if isinstance(value, datetime) else (str(value) if value else None)
+
+    def summarize(self, payload: dict[str, Any]) -> DocumentSummary:
+        """The source document's number, counterpart and amount (for the exceptions queue)."""
+        return DocumentSummary(str(payload.get("id") or ""))
 
     def document_date(self, source: Any) -> datetime | str | None:
         """The business date of the source document, for the integration's go-live date."""

@@ -14,7 +14,7 @@ from mlconnector.db.models import HoldRelease, RecordStatus, SyncRecord, utcnow
 from mlconnector.db.session import upsert_into
 from mlconnector.flows import SourceRecord
 
-TERMINAL = frozenset({RecordStatus.WRITTEN.value, RecordStatus.SKIPPED.value})
+TERMINAL = frozenset({RecordStatus.WRITTEN.value, RecordStatus.SKIPPED.value, RecordStatus.RESOLVED.value})
 PARKED = frozenset({RecordStatus.HELD.value, RecordStatus.FAILED.value})
 
 

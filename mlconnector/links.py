@@ -94,7 +94,7 @@ def link(
         audit.append(session, "linked",
                      f"{kind}: {source_system} {source_id} '{source_name}' -> {target_system} {target_id} "
                      f"'{target_name}' ({how})" + (f" by {actor}" if actor else ""),
-                     integration_id=integration_id, target_id=str(target_id))
+                     integration_id=integration_id, target_id=str(target_id), actor=actor)
         from mlconnector import releases
 
         releases.release(session, integration_id, [LinkNeeded(kind, source_system, str(source_id))],
@@ -110,6 +110,6 @@ def unlink(session: Session, integration_id: str, kind: str, source_system: str,
         return None
     audit.append(session, "unlinked",
                  f"{kind}: {source_system} {source_id} unlinked from {existing.target_system} {existing.target_id}"
-                 + (f" by {actor}" if actor else ""), integration_id=integration_id)
+                 + (f" by {actor}" if actor else ""), integration_id=integration_id, actor=actor)
     session.delete(existing)
     return existing

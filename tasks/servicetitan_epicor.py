@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from connectors.epicor import InvoiceDifferences, compare_ap_invoice, wanted_invoice_lines
 from mappings import servicetitan_epicor as m
 from mlconnector import ledger, links
-from mlconnector.flows import Flow, FlowContext, FlowHandler, MappedRecord, Nothing, Pair, Plan, SourceRecord, WriteResult
+from mlconnector.flows import (DocumentSummary, Flow, FlowContext, FlowHandler, MappedRecord, Nothing, Pair, Plan,
+                               SourceRecord, WriteResult)
 from mlconnector.holds import Hold, TargetCondition
 from mlconnector.http import NotFoundError
 from mlconnector.policies import master_data_changes
@@ -165,6 +166,7 @@ class ServiceTitanSourced(FlowHandler):
 
     st_entity: str = ""
     date_field: str | None = None
+    noun: str = "record"  # how ServiceTitan's screens name the document
 
     def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
         try:
@@ -177,6 +179,12 @@ class ServiceTitanSourced(FlowHandler):
 
     def document_date(self, source: Any) -> Any:
         return source.get(self.date_field) if self.date_field else None
+
+    def summarize(self, payload: dict[str, Any]) -> DocumentSummary:
+        vendor = payload.get("vendor") if isinstance(payload.get("vendor"), dict) else {}
+        number = payload.get("referenceNumber") or payload.get("number") or payload.get("name") or payload.get("id")
+        amount = payload.get("billAmount", payload.get("amount"))
+        return DocumentSummary(f"{self.noun} {number}", vendor.get("name") or "", str(amount) if amount not in (None, "") else "")
 
     def changed(self, ctx: FlowContext, since: Position, until: datetime) -> Iterator[SourceRecord]:
         for record in ctx.connectors[ST].iter_changed(self.st_entity, since.at, until):  # type: ignore[attr-defined]
@@ -192,6 +200,7 @@ class VendorsHandler(ServiceTitanSourced):
     platform; existing Epicor vendors change only as the vendor write policy allows."""
 
     st_entity = "vendors"
+    noun = "vendor"
 
     def needs(self, ctx: FlowContext, source: Any) -> list[Need] | Hold:
         return [Need("vendor", str(source["id"]), source.get("name") or "", source)]
@@ -241,6 +250,7 @@ class InventoryBillsHandler(ServiceTitanSourced):
 
     st_entity = "inventory_bills"
     date_field = "billDate"
+    noun = "bill"
 
     def needs(self, ctx: FlowContext, source: Any) -> list[Need] | Hold:
         return _vendor_need(source, "bill")
@@ -314,6 +324,7 @@ class ApPaymentsHandler(ServiceTitanSourced):
 
     st_entity = "ap_payments"
     date_field = "date"
+    noun = "payment"
 
     def needs(self, ctx: FlowContext, source: Any) -> list[Need] | Hold:
         return _vendor_need(source, "payment")
@@ -384,6 +395,9 @@ class EpicorVendorsHandler(FlowHandler):
 
     def version(self, source: Any) -> str | None:
         return str(source.get("SysRevID") or source.get("ChangeDate") or "") or None
+
+    def summarize(self, payload: dict[str, Any]) -> DocumentSummary:
+        return DocumentSummary(f"Epicor vendor {payload.get('VendorID') or payload.get('VendorNum') or ''}", payload.get("Name") or "")
 
     def map(self, ctx: FlowContext, source: Any, counterparts: Mapping[str, Counterpart]) -> MappedRecord | Hold | Nothing:
         found = links.find_by_target(ctx.session, ctx.integration.id, "vendor", EPICOR, str(source["VendorNum"]))

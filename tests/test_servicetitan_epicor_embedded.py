@@ -278,3 +278,35 @@ def test_vendor_changes_reach_epicor_only_as_the_write_policy_allows(embedded: d
         record_id = next(r.id for r in _records("vendors") if r.source_id == link.source_id)
         written = [row for row in audit.trail(session, record_id) if row.kind == "written"]
     assert written and {d["field"] for d in written[-1].decisions} >= {"Name", "Address1"}
+
+
+def test_the_exceptions_queue_lists_held_bills_by_document_and_resolves_them(embedded: dict[str, Any]) -> None:
+    from mlconnector.cli import main
+
+    runner = CliRunner()
+    synced = runner.invoke(main, ["sync", "acme"], terminal_width=250)
+    assert synced.exit_code == 0, synced.output
+    held = [r for r in _records("inventory_bills") if r.status == "held"]
+    every_held = [r for flow in ("vendors", "inventory_bills", "ap_payments", "epicor_vendors") for r in _records(flow)
+                  if r.status == "held"]
+    assert held and f"{len(every_held)} held and 0 failed record(s) wait for a person" in synced.output
+    assert "mlconnector records list --integration acme" in synced.output
+    listed = runner.invoke(main, ["records", "list", "--integration", "acme", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = {row["id"]: row for row in json.loads(listed.output)}
+    first = held[0]
+    row = rows[first.id]
+    bill = first.payload
+    assert row["document"] == f"bill {bill.get('referenceNumber') or bill['id']}"
+    assert row["counterpart"] == bill["vendor"]["name"] and row["amount"] == str(bill["billAmount"])
+    assert "no Epicor GL account" in row["reason"] and row["status"] == "held"
+    refused = runner.invoke(main, ["records", "resolve", str(first.id)])
+    assert refused.exit_code != 0 and "--note" in refused.output
+    done = runner.invoke(main, ["records", "resolve", str(first.id), "--note", "keyed in Epicor by hand", "--actor", "dana"])
+    assert done.exit_code == 0, done.output
+    after = {row["id"] for row in json.loads(runner.invoke(main, ["records", "list", "--integration", "acme", "--json"]).output)}
+    assert first.id not in after and len(after) == len(rows) - 1
+    trail = runner.invoke(main, ["records", "show", str(first.id)], terminal_width=250)
+    assert "resolved by dana (was held): keyed in Epicor by hand" in trail.output
+    again = runner.invoke(main, ["records", "resolve", str(first.id), "--note", "twice"])
+    assert again.exit_code == 1 and "is resolved" in again.output and "Traceback" not in again.output

@@ -20,12 +20,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("sync_records") as batch:
-        batch.add_column(sa.Column("transient_failures", sa.Integer(), nullable=False, server_default="0"))
-        batch.add_column(sa.Column("retrying_since", sa.DateTime(timezone=True), nullable=True))
+    # Plain ADD COLUMN on both databases: SQLite's batch mode would rebuild sync_records, and
+    # dropping the old table would cascade into hold_releases.
+    op.add_column("sync_records", sa.Column("transient_failures", sa.Integer(), nullable=False, server_default="0"))
+    op.add_column("sync_records", sa.Column("retrying_since", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sync_records") as batch:
-        batch.drop_column("retrying_since")
-        batch.drop_column("transient_failures")
+    op.drop_column("sync_records", "retrying_since")
+    op.drop_column("sync_records", "transient_failures")
