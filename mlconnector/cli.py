@@ -414,14 +414,36 @@ def _run_sync(integration: str, pair: Any, flows: list[Any], start: datetime | N
         sys.exit(130)
 
 
+def _field_diff(before: Any, after: Any, path: str = "") -> list[str]:
+    """Field-level differences between two JSON values, one line each."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out: list[str] = []
+        for key in sorted(set(before) | set(after), key=str):
+            out += _field_diff(before.get(key), after.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    if before != after:
+        return [f"{path or '(payload)'}: {json.dumps(before, default=str)} -> {json.dumps(after, default=str)}"]
+    return []
+
+
 @main.command()
 @click.argument("record_id", required=False, type=int)
-@click.option("--status", type=click.Choice(["failed", "held"]))
+@click.option("--status", type=click.Choice(["failed", "held"]), help="Replay every record in this state.")
+@click.option("--integration", help="With --status: the integration whose records to replay.")
+@click.option("--all-integrations", is_flag=True, help="With --status: every integration's records.")
 @click.option("--flow", "flow_name")
 @click.option("--since", help="Only records updated at or after this ISO time.")
 @click.option("--edit", is_flag=True, help="Edit the source payload before replaying (one record).")
-def replay(record_id: int | None, status: str | None, flow_name: str | None, since: str | None, edit: bool) -> None:
-    """Replay one record, or every failed/held record matching the filters."""
+@click.option("--dry-run", is_flag=True, help="Print what would be replayed and written; replay nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts).")
+@click.option("--actor", default=None, help="Who asks for the replay (default: the OS user).")
+@click.option("--note", default="", help="Why (kept in the audit trail).")
+def replay(record_id: int | None, status: str | None, integration: str | None, all_integrations: bool,
+           flow_name: str | None, since: str | None, edit: bool, dry_run: bool, yes: bool, actor: str | None,
+           note: str) -> None:
+    """Replay one record, or every failed/held record of an integration, after a preview."""
+    from collections import Counter
+
     from sqlalchemy import select
 
     from mlconnector import engine
@@ -430,35 +452,66 @@ def replay(record_id: int | None, status: str | None, flow_name: str | None, sin
     from mlconnector.tasks import send
 
     if record_id is None and status is None:
-        _fail("give a RECORD_ID or --status failed|held")
-    work = engine.Enqueue()
+        _fail("give a RECORD_ID or --status failed|held (with --integration I or --all-integrations)")
+    if record_id is None and not integration and not all_integrations:
+        _fail("say whose records to replay: --integration I (or --all-integrations)")
+    who = actor or _actor()
+    edited = None
     with session_scope() as session:
         if record_id is not None:
             record = session.get(SyncRecord, record_id)
             if record is None:
-                _fail(f"no record {record_id}")
+                _fail(f"no record {record_id}; find one with: mlconnector records list")
                 return
-            edited = None
+            ids = [record.id]
             if edit:
-                text = click.edit(json.dumps(record.edited_payload or record.payload or {}, indent=2, default=str), extension=".json")
+                original = record.edited_payload or record.payload or {}
+                text = click.edit(json.dumps(original, indent=2, default=str), extension=".json")
                 if text is None:
                     _fail("edit cancelled; nothing replayed")
                 try:
                     edited = json.loads(text or "")
                 except json.JSONDecodeError as error:
-                    _fail(f"edited payload is not JSON: {error}")
-            work.extend(engine.replay(session, record, edited_payload=edited))
+                    _fail(f"edited payload is not JSON: {error.msg} at line {error.lineno}")
+                changes = _field_diff(original, edited)
+                if not changes:
+                    _fail("the edit changed nothing; nothing replayed")
+                console.print("the edit changes:\n  " + "\n  ".join(changes))
         else:
-            query = select(SyncRecord).where(SyncRecord.status == status)
+            query = select(SyncRecord.id, SyncRecord.flow).where(SyncRecord.status == status).order_by(SyncRecord.id)
+            if integration:
+                query = query.where(SyncRecord.integration_id == integration)
             if flow_name:
                 query = query.where(SyncRecord.flow == flow_name)
             start = _parse_time(since)
             if start:
                 query = query.where(SyncRecord.updated_at >= start)
-            for record in session.scalars(query.with_for_update()):
-                work.extend(engine.replay(session, record))
+            found = session.execute(query).all()
+            ids = [row.id for row in found]
+            by_flow = Counter(row.flow for row in found)
+            console.print(f"{len(ids)} {status} record(s) to replay"
+                          + (": " + ", ".join(f"{n} {flow}" for flow, n in sorted(by_flow.items())) if ids else ""))
+    if not ids:
+        return
+    if edited is None:
+        lines = engine.plan_records(ids)
+        plans = Counter(line.action for line in lines)
+        table = Table("record", "flow", "would", "what")
+        for line, record_id_ in zip(lines, ids):
+            table.add_row(str(record_id_), line.flow, line.action, line.detail)
+        console.print(table)
+        console.print("the plan: " + ", ".join(f"{n} {action}" for action, n in sorted(plans.items())))
+    if dry_run:
+        console.print("dry run: nothing replayed")
+        return
+    if not yes and not click.confirm(f"replay {len(ids)} record(s)?", default=False):
+        _fail("nothing replayed")
+    work = engine.Enqueue()
+    with session_scope() as session:
+        for record in session.scalars(select(SyncRecord).where(SyncRecord.id.in_(ids)).with_for_update()):
+            work.extend(engine.replay(session, record, edited_payload=edited, actor=who, note=note))
     send(work)
-    console.print(f"replayed {sum(len(v) for v in work.records.values())} record(s)")
+    console.print(f"replayed {work.record_count} record(s)")
 
 
 # ---- the exceptions queue -------------------------------------------------------------

@@ -600,6 +600,27 @@ def plan_flow(integration_id: str, flow_name: str, *, since: datetime | None = N
     return lines
 
 
+def plan_records(record_ids: list[int]) -> list[PlanLine]:
+    """What replaying these records would write, record by record, writing nothing."""
+    lines: list[PlanLine] = []
+    session = _session_for_dry_run()
+    try:
+        contexts: dict[str, FlowContext] = {}
+        for record_id in record_ids:
+            record = session.get(SyncRecord, record_id)
+            if record is None:
+                continue
+            if record.integration_id not in contexts:
+                contexts[record.integration_id] = context_for(session, record.integration_id, dry_run=True)
+            ctx = contexts[record.integration_id]
+            record.written_version = None  # a replay writes again whatever version was written
+            lines.append(_plan_line(ctx, ctx.pair.flow(record.flow), record))
+    finally:
+        session.rollback()
+        session.close()
+    return lines
+
+
 def _session_for_dry_run() -> Session:
     from mlconnector.db.session import _factory, get_engine
 
@@ -627,7 +648,8 @@ def _plan_line(ctx: FlowContext, flow: Flow, record: SyncRecord) -> PlanLine:
     return PlanLine(flow.name, record.source_id, prepared.plan.action, detail)
 
 
-def replay(session: Session, record: SyncRecord, *, edited_payload: dict[str, Any] | None = None) -> Enqueue:
+def replay(session: Session, record: SyncRecord, *, edited_payload: dict[str, Any] | None = None,
+           actor: str | None = None, note: str = "") -> Enqueue:
     work = Enqueue()
     integration = get_integration(session, record.integration_id)
     pair = get_pair(integration.pair)
@@ -637,9 +659,9 @@ def replay(session: Session, record: SyncRecord, *, edited_payload: dict[str, An
         record.written_version = None if previous in ledger.PARKED else record.written_version
     if edited_payload is not None:
         record.edited_payload = edited_payload
-    audit.append(session, "replay", f"replay requested (was {previous})" + (" with an edited payload" if edited_payload else ""),
-                 integration_id=record.integration_id, flow=record.flow, sync_record_id=record.id,
-                 source_payload=edited_payload)
+    audit.append(session, "replay", f"replay requested (was {previous})" + (" with an edited payload" if edited_payload else "")
+                 + (f": {note}" if note else ""), integration_id=record.integration_id, flow=record.flow,
+                 sync_record_id=record.id, source_payload=edited_payload, actor=actor)
     work.add_records(pair.queue, [record.id])
     return work
 

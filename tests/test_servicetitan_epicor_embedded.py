@@ -79,12 +79,21 @@ def test_failed_record_keeps_its_payload_and_replays(embedded: dict[str, Any]) -
     assert failed and all(r.payload and r.payload["id"] == int(r.source_id) for r in failed)
     assert _stap_invoices(embedded["epicor"]) == []
     requests.post(f"{embedded['epicor'].url}/_sandbox/faults", json={"replace": True}, timeout=5)
-    result = runner.invoke(main, ["replay", "--status", "failed", "--flow", "inventory_bills"])
+    unscoped = runner.invoke(main, ["replay", "--status", "failed", "--flow", "inventory_bills"])
+    assert unscoped.exit_code == 1 and "--integration" in unscoped.output  # never every integration by accident
+    preview = runner.invoke(main, ["replay", "--status", "failed", "--integration", "acme", "--flow", "inventory_bills"],
+                            input="n\n", terminal_width=250)
+    assert preview.exit_code == 1 and f"{len(failed)} failed record(s) to replay: {len(failed)} inventory_bills" in preview.output
+    assert f"the plan: {len(failed)} create" in preview.output and "nothing replayed" in preview.output
+    assert all(r.status == "failed" for r in _records("inventory_bills")) and _stap_invoices(embedded["epicor"]) == []
+    result = runner.invoke(main, ["replay", "--status", "failed", "--integration", "acme", "--flow", "inventory_bills",
+                                  "--yes", "--actor", "dana", "--note", "Epicor fixed its validation"])
     assert result.exit_code == 0, result.output
     assert all(r.status == "written" for r in _records("inventory_bills"))
     assert len(_stap_invoices(embedded["epicor"])) == len(failed)
-    trail = runner.invoke(main, ["audit", str(failed[0].id)], terminal_width=200)
+    trail = runner.invoke(main, ["audit", str(failed[0].id)], terminal_width=250)
     assert "failed" in trail.output and "replay" in trail.output and "written" in trail.output
+    assert "Epicor fixed its validation (by dana)" in trail.output
 
 
 def _store_event(event_type: str, data: dict[str, Any], event_id: str) -> int:
@@ -310,3 +319,22 @@ def test_the_exceptions_queue_lists_held_bills_by_document_and_resolves_them(emb
     assert "resolved by dana (was held): keyed in Epicor by hand" in trail.output
     again = runner.invoke(main, ["records", "resolve", str(first.id), "--note", "twice"])
     assert again.exit_code == 1 and "is resolved" in again.output and "Traceback" not in again.output
+
+
+def test_an_edited_replay_shows_its_field_diff_and_names_who_asked(embedded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import click
+
+    from mlconnector.cli import main
+
+    runner = CliRunner()
+    assert runner.invoke(main, ["sync", "acme"]).exit_code == 0
+    held = next(r for r in _records("inventory_bills") if r.status == "held")
+    edited = {**held.payload, "summary": "Coil stock, corrected"}
+    monkeypatch.setattr(click, "edit", lambda text, extension=".json": json.dumps(edited))
+    result = runner.invoke(main, ["replay", str(held.id), "--edit", "--note", "typo in the summary"], input="y\n",
+                           terminal_width=250)
+    assert result.exit_code == 0, result.output
+    assert f'summary: {json.dumps(held.payload.get("summary"))} -> "Coil stock, corrected"' in result.output
+    assert "replayed 1 record(s)" in result.output
+    trail = runner.invoke(main, ["records", "show", str(held.id)], terminal_width=250)
+    assert "with an edited payload: typo in the summary (by " in trail.output
