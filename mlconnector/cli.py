@@ -36,37 +36,60 @@ class _OperatorGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         from sqlalchemy.exc import OperationalError, ProgrammingError
 
+        import errno
+
         from mlconnector.config import ConfigError
+        from mlconnector.flows import UnknownFlowError, UnknownPairError
         from mlconnector.http import ConnectorError
         from mlconnector.vault import VaultError
 
         try:
             return super().invoke(ctx)
-        except ConnectorError as error:
-            _fail(f"{error} (check that the system is reachable and the integration's settings and credentials "
-                  f"are right: mlconnector check <integration>)")
-        except (VaultError, ConfigError) as error:
-            _fail(str(error))
-        except (OperationalError, ProgrammingError) as error:
-            reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
-            _fail(f"database: {reason} (check DATABASE_URL, then run: mlconnector db upgrade)")
+        except Exception:
+            if ctx.params.get("debug"):
+                raise
+            try:
+                raise
+            except ConnectorError as error:
+                _fail(f"{error} (check that the system is reachable and the integration's settings and credentials "
+                      f"are right: mlconnector check <integration>)")
+            except (VaultError, ConfigError, UnknownPairError, UnknownFlowError) as error:
+                _fail(str(error))
+            except (OperationalError, ProgrammingError) as error:
+                reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+                _fail(f"database: {reason} (check DATABASE_URL, then run: mlconnector db upgrade)")
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    _fail("the port is already in use; choose another with --port, or stop what listens there")
+                raise
+
+
+QUIET_LOGGERS = ("alembic", "celery", "kombu", "amqp", "backoff", "urllib3", "waitress", "werkzeug")
 
 
 @click.group(cls=_OperatorGroup)
 @click.version_option(package_name="ml-connector")
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="More log lines (-v info, -vv debug).")
+@click.option("--debug", is_flag=True, help="Show the traceback of a failure instead of one line.")
+def main(verbose: int, debug: bool) -> None:
     """ml-connector: keeps ERPs and field-service systems in agreement."""
-    from mlconnector.logging import configure_from_settings
+    import logging
+
+    from mlconnector.logging import configure_logging
     from mlconnector.settings import SettingsError, get_settings
 
     try:
-        get_settings()
+        settings = get_settings()
     except SettingsError as error:
         _fail(str(error))
-    configure_from_settings()
-    import logging
-
-    logging.getLogger("backoff").setLevel(logging.CRITICAL)  # the command prints the final error itself
+        return
+    # Quiet by default: the progress bars and tables tell the story; -v brings the logs back.
+    level = "DEBUG" if verbose > 1 or debug else "INFO" if verbose else "WARNING"
+    configure_logging(level, settings.log_format)
+    if not verbose and not debug:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger("backoff").setLevel(logging.CRITICAL)  # the command prints the final error itself
 
 
 # ---- db --------------------------------------------------------------------------------
@@ -243,21 +266,27 @@ def integrations_template(pair: str) -> None:
 
 
 @integrations.command("list")
-def integrations_list() -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def integrations_list(as_json: bool) -> None:
     """List integrations."""
     from mlconnector.db.session import session_scope
     from mlconnector.integrations import list_integrations
 
-    table = Table("id", "pair", "enabled", "name")
     with session_scope() as session:
-        for row in list_integrations(session):
-            table.add_row(row.id, row.pair, "yes" if row.enabled else "no", row.name)
+        rows = [{"id": r.id, "pair": r.pair, "enabled": r.enabled, "name": r.name} for r in list_integrations(session)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("id", "pair", "enabled", "name")
+    for row in rows:
+        table.add_row(row["id"], row["pair"], "yes" if row["enabled"] else "no", row["name"])
     console.print(table)
 
 
 @integrations.command("show")
 @click.argument("integration")
-def integrations_show(integration: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Plain JSON (no colours), for scripts.")
+def integrations_show(integration: str, as_json: bool) -> None:
     """Show one integration's config (secrets masked; URLs and settings shown)."""
     from mlconnector.db.session import session_scope
     from mlconnector.integrations import get_integration
@@ -269,7 +298,11 @@ def integrations_show(integration: str) -> None:
         except LookupError as error:
             _fail(str(error))
             return
-        console.print_json(json.dumps({"id": row.id, "pair": row.pair, "enabled": row.enabled, "config": redact(row.config)}))
+        shown = json.dumps({"id": row.id, "pair": row.pair, "enabled": row.enabled, "config": redact(row.config)}, indent=2)
+    if as_json:
+        click.echo(shown)
+    else:
+        console.print_json(shown)
 
 
 @integrations.command("set-config")
@@ -345,11 +378,14 @@ def sync(integration: str, flow_name: str | None, since: str | None, full: bool,
 
     with session_scope() as session:
         try:
-            pair = get_pair(get_integration(session, integration).pair)
+            row = get_integration(session, integration)
+            pair = get_pair(row.pair)
             flows = [pair.flow(flow_name)] if flow_name else pair.ordered_flows()
         except (LookupError, UnknownFlowError) as error:
             _fail(str(error))
             return
+        if not row.enabled and not dry_run:
+            _fail(f"integration {integration} is disabled; enable it with: mlconnector integrations enable {integration}")
     start = _parse_time(since)
     if dry_run:
         _dry_run(integration, [f.name for f in flows], start, full, limit)
@@ -633,42 +669,38 @@ def audit_cmd(record_id: int, as_json: bool) -> None:
         console.print(table)
 
 
-def _print_status(integration: str | None = None) -> None:
-    from mlconnector import ledger
-    from mlconnector.db.models import Watermark
+def _print_status(integration: str | None = None, as_json: bool = False) -> None:
     from mlconnector.db.session import session_scope
-    from mlconnector.flows import all_pairs
-    from mlconnector.integrations import list_integrations
+    from mlconnector.health import flow_health
 
-    pairs = all_pairs()
     with session_scope() as session:
-        counts: dict[tuple[str, str], dict[str, int]] = {}
-        for integ, flow, status, count in ledger.counts_by_status(session):
-            if integration and integ != integration:
-                continue
-            counts.setdefault((integ, flow), {})[status] = count
-        marks = {(m.integration_id, m.flow): m for m in session.query(Watermark).all()}
-        known = {(row.id, flow.name) for row in list_integrations(session) if (not integration or row.id == integration)
-                 and row.pair in pairs for flow in pairs[row.pair].flows}
-        table = Table("integration", "flow", "written", "skipped", "pending", "held", "failed", "last poll", "position")
-        for key in sorted(known | set(counts) | {k for k in marks if not integration or k[0] == integration}):
-            c = counts.get(key, {})
-            mark = marks.get(key)
-            position = " ".join(p for p in (mark.value.isoformat(timespec="seconds") if mark and mark.value else "",
-                                            f"cursor {mark.cursor}" if mark and mark.cursor else "") if p) or "-"
-            last = (mark.last_poll_at.strftime("%Y-%m-%d %H:%M:%S") if mark and mark.last_poll_at else "never")
-            if mark and mark.last_poll_error:
-                last += f" [red]error[/red]"
-            table.add_row(key[0], key[1], str(c.get("written", 0)), str(c.get("skipped", 0)),
-                          str(c.get("pending", 0) + c.get("running", 0)), str(c.get("held", 0)), str(c.get("failed", 0)),
-                          last, position)
-        console.print(table)
+        rows = flow_health(session, integration)
+    if as_json:
+        click.echo(json.dumps([row.as_json() for row in rows], indent=2))
+        return
+    table = Table("integration", "flow", "written", "skipped", "pending", "held", "failed", "in target", "oldest waiting",
+                  "last poll", "next poll", "position")
+    for row in rows:
+        c = row.counts
+        oldest = ", ".join(f"{state} {_age(age)}" for state, age in sorted(row.oldest_age_seconds.items())) or "-"
+        last = row.last_poll_at.strftime("%Y-%m-%d %H:%M:%S") if row.last_poll_at else "never"
+        if row.last_poll_error:
+            last += f" [red]error: {row.last_poll_error[:60]}[/red]"
+        position = " ".join(p for p in (row.position_at.isoformat(timespec="seconds") if row.position_at else "",
+                                        f"cursor {row.position_cursor}" if row.position_cursor else "") if p) or "-"
+        table.add_row(row.integration + ("" if row.enabled else " (disabled)"), row.flow, str(c.get("written", 0)),
+                      str(c.get("skipped", 0)), str(c.get("pending", 0) + c.get("running", 0)), str(c.get("held", 0)),
+                      str(c.get("failed", 0)), str(row.in_target), oldest, last,
+                      row.next_poll_at.strftime("%H:%M:%S") if row.next_poll_at else "-", position)
+    console.print(table)
 
 
 @main.command()
-def status() -> None:
-    """Per flow: records by state, last poll, watermark."""
-    _print_status()
+@click.option("--integration", help="Only this integration.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def status(integration: str | None, as_json: bool) -> None:
+    """Is it healthy? Per flow: records by state, in the target, oldest waiting, polls, position."""
+    _print_status(integration, as_json)
 
 
 @main.command()
@@ -682,26 +714,73 @@ def sweep() -> None:
     console.print(f"re-enqueued {result.events} event(s) and {result.records} record(s); {result.failed} record(s) failed")
 
 
+CHECK_OVERRIDES = {"retry": {"max_tries": 1, "max_time": 10}, "connect_timeout": 3.0, "timeout": 15.0}  # a verdict in seconds
+
+
+def _check_connector(integration: Any, system: str, credentials: dict[str, Any]) -> Any:
+    """A connector for `check` only: one try per call and short timeouts, so an unreachable
+    host is a verdict within seconds, not minutes of backoff."""
+    from connectors import build_connector, connector_class
+
+    fields = connector_class(system).Config.model_fields
+    config = dict((integration.config or {}).get("systems", {}).get(system, {}))
+    for key, value in CHECK_OVERRIDES.items():
+        if key in fields:
+            config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    return build_connector(system, config, credentials)
+
+
+def _where(integration: Any, system: str) -> str:
+    from urllib.parse import urlsplit
+
+    config = (integration.config or {}).get("systems", {}).get(system, {})
+    for key in ("api_base", "base_url", "instance_url", "url"):
+        if config.get(key):
+            parts = urlsplit(str(config[key]))
+            return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    return ""
+
+
 @main.command()
 @click.argument("integration")
-def check(integration: str) -> None:
-    """One cheap authenticated read per entity the pair uses, with latency."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of verdicts, for scripts.")
+def check(integration: str, as_json: bool) -> None:
+    """One cheap authenticated read per entity, with latency; stops a system at a failed token step."""
+    from mlconnector import vault
     from mlconnector.db.session import session_scope
-    from mlconnector.integrations import connectors_for, get_integration
+    from mlconnector.flows import get_pair
+    from mlconnector.integrations import get_integration
 
+    verdicts: list[dict[str, Any]] = []
     with session_scope() as session:
         try:
-            connectors = connectors_for(session, get_integration(session, integration))
+            row = get_integration(session, integration)
         except LookupError as error:
             _fail(str(error))
             return
-    table = Table("system", "step", "ok", "ms", "detail")
-    ok = True
-    for system, connector in connectors.items():
-        for step in connector.check():
-            ok &= step.ok
-            table.add_row(system, step.step, "[green]ok[/green]" if step.ok else "[red]FAIL[/red]", f"{step.latency_ms:.0f}", step.detail[:80])
-    console.print(table)
+        systems = get_pair(row.pair).systems()
+        secrets = {system: vault.load(session, integration, system) for system in systems}
+    for system in systems:
+        where = _where(row, system)
+        steps = _check_connector(row, system, secrets[system]).check()
+        for index, step in enumerate(steps):
+            detail = step.detail
+            if not step.ok and ("Connection" in detail or "Timeout" in detail) and where:
+                detail = f"{detail} (could not reach {where})"
+            verdicts.append({"system": system, "step": step.step, "ok": step.ok, "ms": step.latency_ms, "detail": detail})
+            if not step.ok and index == 0 and len(steps) > 1:  # no token, no reads: say so once
+                verdicts.append({"system": system, "step": f"{len(steps) - 1} read(s)", "ok": False, "ms": 0.0,
+                                 "detail": "not tried: the first step failed"})
+                break
+    ok = all(v["ok"] for v in verdicts)
+    if as_json:
+        click.echo(json.dumps(verdicts, indent=2))
+    else:
+        table = Table("system", "step", "ok", "ms", "detail")
+        for v in verdicts:
+            table.add_row(v["system"], v["step"], "[green]ok[/green]" if v["ok"] else "[red]FAIL[/red]", f"{v['ms']:.0f}",
+                          v["detail"][:120])
+        console.print(table)
     if not ok:
         sys.exit(1)
 
@@ -713,15 +792,21 @@ def links() -> None:
     """Counterpart links (vendor, customer, item, ...) between a pair's two systems."""
 
 
-def _links_list(integration: str, kind: str | None) -> None:
+def _links_list(integration: str, kind: str | None, as_json: bool = False) -> None:
     from mlconnector import links as links_mod
     from mlconnector.db.session import session_scope
 
-    table = Table("kind", "source", "source record", "target", "target record", "how", "since")
     with session_scope() as session:
-        for link in links_mod.list_links(session, integration, kind):
-            table.add_row(link.kind, link.source_system, f"{link.source_id} {link.source_name}", link.target_system,
-                          f"{link.target_id} {link.target_name}", link.how, link.created_at.strftime("%Y-%m-%d"))
+        rows = [{"kind": l.kind, "source_system": l.source_system, "source_id": l.source_id, "source_name": l.source_name,
+                 "target_system": l.target_system, "target_id": l.target_id, "target_name": l.target_name, "how": l.how,
+                 "created_at": l.created_at.isoformat()} for l in links_mod.list_links(session, integration, kind)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("kind", "source", "source record", "target", "target record", "how", "since")
+    for r in rows:
+        table.add_row(r["kind"], r["source_system"], f"{r['source_id']} {r['source_name']}", r["target_system"],
+                      f"{r['target_id']} {r['target_name']}", r["how"], r["created_at"][:10])
     console.print(table)
 
 
@@ -791,16 +876,18 @@ def _actor() -> str:
 @links.command("list")
 @click.argument("integration")
 @click.option("--kind", help="Only links of this kind (vendor, customer, item, ...).")
-def links_list(integration: str, kind: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def links_list(integration: str, kind: str | None, as_json: bool) -> None:
     """Every link and how it was made."""
-    _links_list(integration, kind)
+    _links_list(integration, kind, as_json)
 
 
 @links.command("search")
 @click.argument("integration")
 @click.argument("text")
 @click.option("--kind", required=True, help="vendor, customer, item, ...")
-def links_search(integration: str, text: str, kind: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def links_search(integration: str, text: str, kind: str, as_json: bool) -> None:
     """Find target records by name or code, to pick the id to link."""
     from mlconnector.db.session import session_scope
     from mlconnector.http import ConnectorError
@@ -812,6 +899,9 @@ def links_search(integration: str, text: str, kind: str) -> None:
         except ConnectorError as error:
             _fail(f"could not search {declared.target_system}: {error}")
             return
+    if as_json:
+        click.echo(json.dumps([{"id": r.id, "code": r.code, "name": r.name} for r in found[:50]], indent=2))
+        return
     table = Table("id", "code", "name", title=f"{declared.target_system} {declared.label}s matching {text!r}")
     for record in found[:50]:
         table.add_row(record.id, record.code, record.name)

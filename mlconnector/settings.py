@@ -88,8 +88,10 @@ class Settings(BaseSettings):
             return self.celery_broker_url
         return ""
 
-    def fernet_keys(self) -> list[str]:
-        """Fernet keys, newest first. The embedded default keeps one in a 0600 key file."""
+    def fernet_keys(self, *, create: bool = False) -> list[str]:
+        """Fernet keys, newest first. The embedded default keeps one in a 0600 key file,
+        made only when `create` (the first credential is being sealed): a missing key file is
+        never silently replaced by a new key that could not open what is already sealed."""
         if self.secret_keys:
             keys = [k.strip() for k in self.secret_keys.split(",") if k.strip()]
             for key in keys:
@@ -101,10 +103,14 @@ class Settings(BaseSettings):
                         "url-safe base64 Fernet key of 32 bytes"
                     ) from exc
             return keys
-        return [_local_key(self.key_file)]
+        return [_local_key(self.key_file, create=create)]
 
 
-def _local_key(path: Path) -> str:
+class MissingKeyError(SettingsError):
+    """No key to open sealed credentials with."""
+
+
+def _local_key(path: Path, *, create: bool) -> str:
     if path.exists():
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
@@ -112,6 +118,11 @@ def _local_key(path: Path) -> str:
                 f"MLCONNECTOR_KEY_FILE: {path} is readable by others (mode {mode:o}); chmod 600 it"
             )
         return path.read_text().strip().splitlines()[0]
+    if not create:
+        raise MissingKeyError(
+            f"MLCONNECTOR_SECRET_KEYS is not set and the key file {path.resolve()} is missing: restore the key file "
+            "(or set MLCONNECTOR_SECRET_KEYS to the keys the credentials were sealed with)"
+        )
     key = Fernet.generate_key().decode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:

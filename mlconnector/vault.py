@@ -23,8 +23,22 @@ class VaultError(RuntimeError):
     pass
 
 
-def build_cipher(settings: Settings | None = None) -> MultiFernet:
-    return _cipher_for(tuple((settings or get_settings()).fernet_keys()))
+def build_cipher(settings: Settings | None = None, *, create: bool = False) -> MultiFernet:
+    """The cipher of the configured keys; a local key file is made only when `create`."""
+    from mlconnector.settings import MissingKeyError
+
+    try:
+        return _cipher_for(tuple((settings or get_settings()).fernet_keys(create=create)))
+    except MissingKeyError as error:
+        raise VaultError(str(error)) from None
+
+
+def _sealing_cipher(session: Session) -> MultiFernet:
+    """The cipher to seal with: a first key is made only while nothing is sealed yet."""
+    from sqlalchemy import func, select
+
+    sealed = session.scalar(select(func.count()).select_from(Credential)) or 0
+    return build_cipher(create=not sealed)
 
 
 @lru_cache(maxsize=4)
@@ -43,7 +57,7 @@ def _register_all(values: dict[str, Any]) -> None:
 def store(session: Session, integration_id: str, system: str, secrets: dict[str, Any],
           cipher: MultiFernet | None = None) -> None:
     """Encrypt and upsert the secrets of one system of one integration."""
-    cipher = cipher or build_cipher()
+    cipher = cipher or _sealing_cipher(session)
     _register_all(secrets)
     ciphertext = cipher.encrypt(json.dumps(secrets, sort_keys=True).encode())
     row = session.scalar(

@@ -45,7 +45,7 @@ def test_embedded_default_creates_a_private_key_file(configure, monkeypatch: pyt
     from mlconnector.settings import reset_settings_cache
 
     reset_settings_cache()
-    keys = get_settings().fernet_keys()
+    keys = get_settings().fernet_keys(create=True)  # sealing the first credential
     key_file = tmp_path / ".mlconnector-keys"
     assert key_file.exists()
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -61,7 +61,7 @@ def test_migrations_and_append_only_audit(backend: str, tmp_path, pg_url: str) -
     url = f"sqlite:///{tmp_path / 'm.db'}" if backend == "sqlite" else pg_url
     migrate.downgrade(url)
     migrate.upgrade(url)
-    assert migrate.current(url) == "0002"
+    assert migrate.current(url) == "0005"
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
     tables = set(sa.inspect(engine).get_table_names())
     assert {"integrations", "credentials", "inbound_events", "sync_records", "audit_events", "watermarks", "links"} <= tables
@@ -278,3 +278,33 @@ def test_record_locks_and_the_alert_sender_live_in_separate_lock_spaces(configur
             assert record_taken and alerts_taken
         with locks.try_lock(second, locks.LockSpace.RECORD, 7_340_001) as again:
             assert not again  # the same record is still held by the first transaction
+
+
+def test_a_missing_key_file_is_never_replaced_while_sealed_credentials_exist(configure, monkeypatch, tmp_path) -> None:
+    from mlconnector import vault
+    from mlconnector.db import migrate
+    from mlconnector.db.models import Integration
+    from mlconnector.db.session import session_scope
+    from mlconnector.settings import reset_settings_cache
+
+    configure()
+    monkeypatch.delenv("MLCONNECTOR_SECRET_KEYS")
+    key_file = tmp_path / "keys" / "mlconnector.key"
+    key_file.parent.mkdir()
+    monkeypatch.setenv("MLCONNECTOR_KEY_FILE", str(key_file))
+    reset_settings_cache()
+    migrate.upgrade()
+    with session_scope() as session:
+        session.add(Integration(id="acme", pair="counter-test", name="acme", config={}))
+        session.flush()
+        vault.store(session, "acme", "counter", {"token": "first-secret"})  # nothing sealed yet: a key is made
+    assert key_file.exists()
+    key_file.unlink()
+    with pytest.raises(vault.VaultError) as refused:
+        with session_scope() as session:
+            vault.store(session, "acme", "other", {"token": "second-secret"})
+    assert "MLCONNECTOR_SECRET_KEYS is not set" in str(refused.value) and str(key_file) in str(refused.value)
+    assert not key_file.exists()
+    with pytest.raises(vault.VaultError):
+        with session_scope() as session:
+            vault.load(session, "acme", "counter")
