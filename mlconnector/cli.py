@@ -965,8 +965,15 @@ def vendors_unlink(integration: str, source_vendor_id: str) -> None:
 @click.option("--port", default=8000, show_default=True)
 def serve(host: str, port: int) -> None:
     """Run the webhook receiver (development server; production uses gunicorn, see Procfile)."""
+    import socket
+
     from mlconnector.web import create_app
 
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            _fail(f"port {port} on {host} is already in use; choose another with --port, or stop what listens there")
     create_app().run(host=host, port=port, threaded=True)
 
 

@@ -101,30 +101,36 @@ def validate_config(pair: "Pair", raw: Any) -> IntegrationConfig:
 
     if not isinstance(raw, dict):
         raise ConfigError(["(config): must be a JSON object"])
+    problems: list[str] = []
+    config = None
     try:
         config = pair.config_model.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(_problems(error)) from None
-    problems: list[str] = []
+        problems += _problems(error)
+    # Every problem at once: the systems and names are checked on the raw config too.
+    systems = raw.get("systems") if isinstance(raw.get("systems"), dict) else {}
     wanted = set(pair.systems())
-    for system in sorted(set(config.systems) - wanted):
+    for system in sorted(set(systems) - wanted):
         problems.append(f"systems.{system}: unknown system for {pair.name} (it uses {', '.join(sorted(wanted))})")
     for system in sorted(wanted):
-        if system not in config.systems:
-            problems.append(f"systems.{system}: required")
+        if system not in systems:
+            if "systems" in raw:
+                problems.append(f"systems.{system}: required")
             continue
         try:
-            connector_class(system).Config.model_validate(config.systems[system])
+            connector_class(system).Config.model_validate(systems[system])
         except ValidationError as error:
             problems.extend(_problems(error, f"systems.{system}."))
     flows = {f.name for f in pair.flows}
+    polls = raw.get("poll_seconds") if isinstance(raw.get("poll_seconds"), dict) else {}
     problems += [f"poll_seconds.{name}: no such flow (flows: {', '.join(sorted(flows))})"
-                 for name in sorted(set(config.poll_seconds) - flows)]
+                 for name in sorted(set(polls) - flows)]
     kinds = {c.kind for c in pair.counterparts}
+    declared = raw.get("counterparts") if isinstance(raw.get("counterparts"), dict) else {}
     problems += [f"counterparts.{name}: {pair.name} links no such kind (kinds: {', '.join(sorted(kinds)) or 'none'})"
-                 for name in sorted(set(config.counterparts) - kinds)]
-    if problems:
-        raise ConfigError(problems)
+                 for name in sorted(set(declared) - kinds)]
+    if problems or config is None:
+        raise ConfigError(list(dict.fromkeys(problems)))
     return config
 
 
