@@ -436,7 +436,7 @@ def _process_event(event_id: int) -> Enqueue:
                 for source in sources:
                     audit.append(session, "received", f"{event.event_type} -> {flow.name} {source.source_id}",
                                  flow=flow.name, source_payload=event.payload, **base)
-                work.add_records(pair.queue, ids)
+                work.add_records(pair.queue, ids, _labels(session, flow.name, ids, sources))
         except RetriableError as error:
             event.error = str(error)
             audit.append(session, "retry", "could not resolve event records yet", error=str(error), **base)
@@ -505,11 +505,11 @@ def poll_flow(integration_id: str, flow_name: str, *, since: datetime | None = N
                     on_found(1)
                 if len(batch) >= POLL_BATCH:
                     ids = ledger.upsert_records(session, integration_id, flow_name, batch)
-                    result.enqueue.add_records(pair.queue, ids)
+                    result.enqueue.add_records(pair.queue, ids, _labels(session, flow_name, ids, batch))
                     result.queued += len(ids)
                     batch.clear()
             ids = ledger.upsert_records(session, integration_id, flow_name, batch)
-            result.enqueue.add_records(pair.queue, ids)
+            result.enqueue.add_records(pair.queue, ids, _labels(session, flow_name, ids, batch))
             result.queued += len(ids)
             result.released = _release_met_conditions(ctx, flow)
         except ConnectorError as error:
@@ -535,6 +535,15 @@ def poll_flow(integration_id: str, flow_name: str, *, since: datetime | None = N
                      + (f", released {result.released} held" if result.released else ""),
                      integration_id=integration_id, flow=flow_name)
     return result
+
+
+def _labels(session: Session, flow: str, ids: list[int], sources: list[SourceRecord]) -> dict[int, tuple[str, str]]:
+    """(flow, source id) per queued record, from the rows the upsert just locked (no query)."""
+    if not ids:
+        return {}
+    wanted = set(ids)
+    return {obj.id: (flow, obj.source_id) for obj in session.identity_map.values()
+            if isinstance(obj, SyncRecord) and obj.id in wanted}
 
 
 def _release_met_conditions(ctx: FlowContext, flow: Flow) -> int:
@@ -747,6 +756,6 @@ def sweep(older_than_seconds: float | None = None) -> SweepResult:
                 continue
             pair = pairs.get(integration.pair) or get_pair(integration.pair)
             pairs[integration.pair] = pair
-            result.enqueue.add_records(pair.queue, [record.id])
+            result.enqueue.add_records(pair.queue, [record.id], {record.id: (record.flow, record.source_id)})
             result.records += 1
     return result

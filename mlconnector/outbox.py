@@ -23,15 +23,19 @@ class Enqueue:
     records: dict[str, list[int]] = field(default_factory=dict)  # queue -> record ids
     events: list[int] = field(default_factory=list)
     countdown: float | None = None
+    labels: dict[int, tuple[str, str]] = field(default_factory=dict)  # record id -> (flow, source id), for Flower
 
-    def add_records(self, queue: str, ids: list[int]) -> None:
+    def add_records(self, queue: str, ids: list[int], labels: dict[int, tuple[str, str]] | None = None) -> None:
         if ids:
             self.records.setdefault(queue, []).extend(ids)
+        if labels:
+            self.labels.update(labels)
 
     def extend(self, other: "Enqueue") -> None:
         for queue, ids in other.records.items():
             self.add_records(queue, ids)
         self.events.extend(other.events)
+        self.labels.update(other.labels)
 
     @property
     def empty(self) -> bool:

@@ -82,5 +82,6 @@ def _requeue(session: Session, integration_id: str, records: list[SyncRecord], r
         ledger.requeue(session, record, reason=reason)
         audit.append(session, "requeued", reason, integration_id=integration_id, flow=record.flow,
                      sync_record_id=record.id)
-    publish_after_commit(session, Enqueue(records={queue: [r.id for r in records]}))
+    publish_after_commit(session, Enqueue(records={queue: [r.id for r in records]},
+                                          labels={r.id: (r.flow, r.source_id) for r in records}))
     return len(records)

@@ -57,7 +57,10 @@ def send(work: engine.Enqueue) -> None:
 def _publish(work: engine.Enqueue, producer: Any) -> None:
     for queue, ids in work.records.items():
         for record_id in ids:
-            process_record.apply_async(args=(record_id,), queue=queue, countdown=work.countdown, producer=producer)
+            label = work.labels.get(record_id)
+            # Flower lists the task as "<pair>.<flow>" with the source record it carries.
+            extra = {"shadow": f"{queue}.{label[0]}", "argsrepr": f"({record_id}, {label[1]!r})"} if label else {}
+            process_record.apply_async(args=(record_id,), queue=queue, countdown=work.countdown, producer=producer, **extra)
     for event_id in work.events:
         process_event.apply_async(args=(event_id,), queue=DEFAULT_QUEUE, countdown=work.countdown, producer=producer)
 
@@ -71,7 +74,14 @@ def process_record(self: EngineTask, record_id: int) -> dict[str, Any]:
         return {"record_id": record_id, "outcome": "retry", "detail": str(error)}
     if result.outcome == "deferred" and result.retry_in and not self.app.conf.task_always_eager:
         raise self.retry(countdown=result.retry_in)
+    if result.outcome == "failed" and not self.app.conf.task_always_eager:
+        # A record that ended failed is a failed task in Flower, with the reason, not a green row.
+        raise RecordFailed(f"record {record_id} failed: {result.detail}")
     return {"record_id": record_id, "outcome": result.outcome, "detail": result.detail}
+
+
+class RecordFailed(Exception):
+    """The record ended `failed` (its trail says why; `mlconnector records list` shows it)."""
 
 
 @app.task(base=EngineTask, bind=True, name="mlconnector.process_event")

@@ -119,3 +119,54 @@ def test_compose_requires_credentials_and_binds_loopback() -> None:
     assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
     assert flower["command"][:3] == ["python", "-m", LAUNCHER]
     assert all(str(mapping).startswith("127.0.0.1:") for mapping in flower["ports"])
+
+
+@pytest.mark.timeout(120)
+def test_flower_lists_record_tasks_by_pair_and_flow_and_shows_a_failed_record_as_failed(
+        flower_url: str, fresh_pg: str, redis_url: str, configure: Any, start_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each record task shows its pair, flow and source record, and a record that ended
+    failed is a failed task, not a green row."""
+    import time
+
+    from cryptography.fernet import Fernet
+
+    from mlconnector import engine, vault
+    from mlconnector.db import migrate
+    from mlconnector.db.models import SyncRecord
+    from mlconnector.db.session import session_scope
+    from mlconnector.integrations import create_integration
+    from tests.conftest import wait_until
+
+    env = dict(os.environ)
+    env.update({"DATABASE_URL": fresh_pg, "CELERY_BROKER_URL": redis_url, "MLCONNECTOR_SECRET_KEYS": os.environ.get(
+        "MLCONNECTOR_SECRET_KEYS") or Fernet.generate_key().decode(), "MLCONNECTOR_MAX_DELIVERIES": "1"})
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    configure(fresh_pg, redis_url, MLCONNECTOR_MAX_DELIVERIES="1", FLOWER_BASIC_AUTH=f"{USER}:{PASSWORD}")
+    migrate.upgrade(fresh_pg)
+    with session_scope() as session:
+        create_integration(session, "acme", "counter-test", {"systems": {"counter": {"base_url": "http://127.0.0.1:9"}}})
+        session.flush()
+        vault.store(session, "acme", "counter", {"token": "t"})
+        session.add(SyncRecord(integration_id="acme", flow="items", source_id="INV-77", status="pending", deliveries=1))
+    with session_scope() as session:
+        record_id = session.query(SyncRecord.id).filter_by(source_id="INV-77").scalar()
+    start_worker(dict(os.environ))
+    from mlconnector.celery_app import app
+    from mlconnector.tasks import send
+
+    app.control.enable_events()  # what Flower does on its own every few seconds; done now to not wait for it
+    time.sleep(1)
+    send(engine.Enqueue(records={"counter-test": [record_id]}, labels={record_id: ("items", "INV-77")}))
+
+    def listed() -> dict[str, Any]:
+        tasks = requests.get(f"{flower_url}/api/tasks", auth=(USER, PASSWORD), timeout=10).json()
+        return next((t for t in tasks.values() if t.get("name") == "counter-test.items" and t.get("state") == "FAILURE"), {})
+
+    try:
+        task = wait_until(listed, timeout=60)
+    except AssertionError:
+        seen = requests.get(f"{flower_url}/api/tasks", auth=(USER, PASSWORD), timeout=10).json()
+        raise AssertionError(f"no failed counter-test.items task in Flower: {seen}") from None
+    assert "INV-77" in (task.get("args") or "")
+    assert "failed" in (task.get("exception") or "")
