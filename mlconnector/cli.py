@@ -305,14 +305,34 @@ def integrations_show(integration: str, as_json: bool) -> None:
         console.print_json(shown)
 
 
+def _preview_release(ids: list[int], before: Any, what: str) -> None:
+    """Print what a change would re-queue and what those records' writes would then do."""
+    from collections import Counter
+
+    from mlconnector import engine
+
+    if not ids:
+        console.print(f"{what}: no held record waits for it")
+        return
+    lines = engine.plan_records(ids, before=before)
+    console.print(f"{what} would re-queue {len(ids)} held record(s); their plan: "
+                  + ", ".join(f"{n} {a}" for a, n in sorted(Counter(line.action for line in lines).items())))
+    table = Table("record", "flow", "would", "what")
+    for record_id, line in zip(ids, lines):
+        table.add_row(str(record_id), line.flow, line.action, line.detail)
+    console.print(table)
+
+
 @integrations.command("set-config")
 @click.argument("integration")
 @click.option("--config", "config_file", type=click.File(), required=True, help="JSON config file (- for stdin).")
 @click.option("--strip-help", is_flag=True, help="Drop the _about_ explanations a template carries.")
-def integrations_set_config(integration: str, config_file: Any, strip_help: bool) -> None:
-    """Replace INTEGRATION's config; records held for a key it changes are re-queued."""
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts).")
+def integrations_set_config(integration: str, config_file: Any, strip_help: bool, yes: bool) -> None:
+    """Replace INTEGRATION's config, after a preview of the held records it would re-queue."""
     from mlconnector import audit, releases
     from mlconnector.config import ConfigError, validate_config
+    from mlconnector.db.models import Integration
     from mlconnector.db.session import session_scope
     from mlconnector.flows import get_pair
     from mlconnector.integrations import get_integration
@@ -329,8 +349,19 @@ def integrations_set_config(integration: str, config_file: Any, strip_help: bool
             _fail(str(error))
             return
         old = dict(row.config or {})
+        ids = releases.would_release(session, integration, releases.changed_config_keys(session, integration, old, config))
+
+    def with_new_config(preview: Any) -> None:
+        preview.get(Integration, integration).config = config
+
+    _preview_release(ids, with_new_config, "this config")
+    if ids and not yes and not click.confirm("replace the config?", default=False):
+        _fail("config unchanged")
+    with session_scope() as session:
+        row = get_integration(session, integration)
+        old = dict(row.config or {})
         row.config = config
-        audit.append(session, "config_changed", "integration config replaced", integration_id=integration)
+        audit.append(session, "config_changed", "integration config replaced", integration_id=integration, actor=_actor())
         released = releases.release_config_changes(session, integration, old, config)
     console.print(f"config of {integration} replaced; re-queued {released} held record(s)")
 
@@ -822,9 +853,11 @@ def _declared_kind(session: Any, integration: str, kind: str) -> tuple[Any, Any]
         raise
 
 
-def _links_link(integration: str, kind: str, source_id: str, target_id: str) -> None:
+def _links_link(integration: str, kind: str, source_id: str, target_id: str, yes: bool = True) -> None:
     from mlconnector import links as links_mod
+    from mlconnector import releases
     from mlconnector.db.session import session_scope
+    from mlconnector.holds import LinkNeeded
     from mlconnector.http import ConnectorError
     from mlconnector.outbox import pending
 
@@ -844,13 +877,27 @@ def _links_link(integration: str, kind: str, source_id: str, target_id: str) -> 
         if target is None:
             _fail(f"{declared.target_system} has no {declared.label} {target_id}; find one with: "
                   f"mlconnector links search {integration} --kind {kind} <name>")
+        ids = releases.would_release(session, integration, [LinkNeeded(kind, declared.source_system, source_id)])
+    console.print(f"link {declared.source_system} {declared.label} {source_id} '{source.name}' -> "
+                  f"{declared.target_system} {declared.label} {target.label()}")
+
+    def with_the_link(preview: Any) -> None:
+        from mlconnector.db.models import Link, utcnow
+
+        preview.add(Link(integration_id=integration, kind=kind, source_system=declared.source_system, source_id=source_id,
+                         source_name=source.name, target_system=declared.target_system, target_id=target.id,
+                         target_name=target.name, how=links_mod.MANUAL, created_at=utcnow()))
+        preview.flush()
+
+    _preview_release(ids, with_the_link, "this link")
+    if ids and not yes and not click.confirm("make the link?", default=False):
+        _fail("nothing linked")
+    with session_scope() as session:
         links_mod.link(session, integration, kind=kind, source_system=declared.source_system, source_id=source_id,
                        source_name=source.name, target_system=declared.target_system, target_id=target.id,
                        target_name=target.name, how=links_mod.MANUAL, actor=_actor())
         released = pending(session).record_count
-    console.print(f"linked {declared.source_system} {declared.label} {source_id} '{source.name}' -> "
-                  f"{declared.target_system} {declared.label} {target.label()}; re-queued {released} held record(s); "
-                  f"the {declared.target_system} record is not changed by the link")
+    console.print(f"linked; re-queued {released} held record(s); the {declared.target_system} record is not changed by the link")
 
 
 def _links_unlink(integration: str, kind: str, source_id: str) -> None:
@@ -915,9 +962,10 @@ def links_search(integration: str, text: str, kind: str, as_json: bool) -> None:
 @click.argument("source_id")
 @click.argument("target_id")
 @click.option("--kind", required=True, help="vendor, customer, item, ...")
-def links_link(integration: str, source_id: str, target_id: str, kind: str) -> None:
-    """Link a source record to a target record (both verified); held records follow."""
-    _links_link(integration, kind, source_id, target_id)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts).")
+def links_link(integration: str, source_id: str, target_id: str, kind: str, yes: bool) -> None:
+    """Link a source record to a target record (both verified), after a preview of what follows."""
+    _links_link(integration, kind, source_id, target_id, yes)
 
 
 @links.command("unlink")
@@ -945,9 +993,10 @@ def vendors_list(integration: str) -> None:
 @click.argument("integration")
 @click.argument("source_vendor_id")
 @click.argument("target_vendor_id")
-def vendors_link(integration: str, source_vendor_id: str, target_vendor_id: str) -> None:
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts).")
+def vendors_link(integration: str, source_vendor_id: str, target_vendor_id: str, yes: bool) -> None:
     """Link a source vendor to a target vendor; records held for it are re-queued."""
-    _links_link(integration, "vendor", source_vendor_id, target_vendor_id)
+    _links_link(integration, "vendor", source_vendor_id, target_vendor_id, yes)
 
 
 @vendors.command("unlink")

@@ -609,11 +609,16 @@ def plan_flow(integration_id: str, flow_name: str, *, since: datetime | None = N
     return lines
 
 
-def plan_records(record_ids: list[int]) -> list[PlanLine]:
-    """What replaying these records would write, record by record, writing nothing."""
+def plan_records(record_ids: list[int], *, before: Callable[[Session], None] | None = None) -> list[PlanLine]:
+    """What replaying these records would write, record by record, writing nothing.
+
+    `before` changes the rolled-back session first: a preview of what a config change or a
+    link would release plans with that change in place."""
     lines: list[PlanLine] = []
     session = _session_for_dry_run()
     try:
+        if before is not None:
+            before(session)
         contexts: dict[str, FlowContext] = {}
         for record_id in record_ids:
             record = session.get(SyncRecord, record_id)

@@ -46,6 +46,15 @@ def release(session: Session, integration_id: str, releases: Iterable[Release], 
 
 def release_config_changes(session: Session, integration_id: str, old: dict[str, Any], new: dict[str, Any]) -> int:
     """A config change releases the records waiting on a key whose value it changed."""
+    changed = changed_config_keys(session, integration_id, old, new)
+    if not changed:
+        return 0
+    return release(session, integration_id, changed,
+                   "integration config changed: " + ", ".join(sorted(c.path for c in changed)))
+
+
+def changed_config_keys(session: Session, integration_id: str, old: dict[str, Any], new: dict[str, Any]) -> list[ConfigNeeded]:
+    """The config keys held records wait on whose value this change moves."""
     rows = session.execute(
         select(HoldRelease.release_key).where(HoldRelease.integration_id == integration_id,
                                               HoldRelease.release_key.startswith("config:")).distinct()
@@ -55,10 +64,18 @@ def release_config_changes(session: Session, integration_id: str, old: dict[str,
         wanted = parse_release(key)
         if isinstance(wanted, ConfigNeeded) and config_value(old, wanted.path) != config_value(new, wanted.path):
             changed.append(wanted)
-    if not changed:
-        return 0
-    return release(session, integration_id, changed,
-                   "integration config changed: " + ", ".join(sorted(c.path for c in changed)))
+    return changed
+
+
+def would_release(session: Session, integration_id: str, releases: Iterable[Release]) -> list[int]:
+    """The held records these releases would free (read only, for a preview)."""
+    keys = list(dict.fromkeys(r.key for r in releases))
+    if not keys:
+        return []
+    ids = select(HoldRelease.sync_record_id).where(HoldRelease.integration_id == integration_id,
+                                                   HoldRelease.release_key.in_(keys))
+    return list(session.scalars(select(SyncRecord.id).where(SyncRecord.id.in_(ids), SyncRecord.status == RecordStatus.HELD.value)
+                                .order_by(SyncRecord.id)))
 
 
 def waiting_conditions(session: Session, integration_id: str, flow: str) -> list[TargetCondition]:

@@ -188,7 +188,11 @@ def test_unknown_vendor_is_held_then_linked_and_written(fleet: Fleet) -> None:
         assert "mlconnector links link acme --kind vendor" in (held.hold_reason or "")
     assert _invoice_for(fleet, bill) == []
     target = fleet.epicor.sandbox.get_entities("vendors")[0]
-    result = CliRunner().invoke(main, ["vendors", "link", "acme", str(vendor["id"]), str(target["VendorNum"])])
+    preview = CliRunner().invoke(main, ["vendors", "link", "acme", str(vendor["id"]), str(target["VendorNum"])],
+                                 input="n\n", terminal_width=250)
+    assert preview.exit_code == 1 and "this link would re-queue 2 held record(s)" in preview.output, preview.output
+    assert "nothing linked" in preview.output and fleet.statuses("inventory_bills").get("held")
+    result = CliRunner().invoke(main, ["vendors", "link", "acme", str(vendor["id"]), str(target["VendorNum"]), "--yes"])
     assert result.exit_code == 0, result.output
     # The vendor's own record and its bill were both waiting for this link.
     assert "re-queued 2 held record(s)" in result.output and target["Name"] in result.output

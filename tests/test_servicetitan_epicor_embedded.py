@@ -56,7 +56,12 @@ def test_gl_hold_is_released_by_a_config_change(embedded: dict[str, Any]) -> Non
     config = {**embedded["config"], "gl": {"default_account": "5100-100"}}
     path = embedded["tmp"] / "config.json"
     path.write_text(json.dumps(config))
-    result = runner.invoke(main, ["integrations", "set-config", "acme", "--config", str(path)])
+    declined = runner.invoke(main, ["integrations", "set-config", "acme", "--config", str(path)], input="n\n",
+                             terminal_width=250)
+    assert declined.exit_code == 1 and "config unchanged" in declined.output
+    assert f"this config would re-queue {len(bills)} held record(s); their plan: {len(bills)} create" in declined.output
+    assert all(r.status == "held" for r in _records("inventory_bills")) and _stap_invoices(embedded["epicor"]) == []
+    result = runner.invoke(main, ["integrations", "set-config", "acme", "--config", str(path)], input="y\n")
     assert result.exit_code == 0, result.output
     assert f"re-queued {len(bills)}" in result.output
     assert all(r.status == "written" for r in _records("inventory_bills"))
@@ -70,7 +75,7 @@ def test_failed_record_keeps_its_payload_and_replays(embedded: dict[str, Any]) -
     path = embedded["tmp"] / "config.json"
     path.write_text(json.dumps(config))
     runner = CliRunner()
-    assert runner.invoke(main, ["integrations", "set-config", "acme", "--config", str(path)]).exit_code == 0
+    assert runner.invoke(main, ["integrations", "set-config", "acme", "--config", str(path), "--yes"]).exit_code == 0
     # Epicor refuses every AP invoice method call for now (a validation error, not transient).
     requests.post(f"{embedded['epicor'].url}/_sandbox/faults",
                   json={"error_rate": 1.0, "error_status": 400, "path_contains": "APInvoiceSvc/GetNewAPInvHedInvoice"}, timeout=5)
@@ -151,7 +156,7 @@ def _gl_config(embedded: dict[str, Any]) -> None:
 
     path = embedded["tmp"] / "config.json"
     path.write_text(json.dumps({**embedded["config"], "gl": {"default_account": "5100-100"}}))
-    assert CliRunner().invoke(main, ["integrations", "set-config", "acme", "--config", str(path)]).exit_code == 0
+    assert CliRunner().invoke(main, ["integrations", "set-config", "acme", "--config", str(path), "--yes"]).exit_code == 0
 
 
 def test_second_sync_on_sqlite_reads_from_the_stored_position(embedded: dict[str, Any]) -> None:
@@ -274,7 +279,7 @@ def test_vendor_changes_reach_epicor_only_as_the_write_policy_allows(embedded: d
         config = {**embedded["config"], "gl": {"default_account": "5100-100"},
                   "counterparts": {"vendor": {"match": "name", "create": True, "write_policy": name}}}
         path.write_text(json.dumps(config))
-        assert runner.invoke(main, ["integrations", "set-config", "acme", "--config", str(path)]).exit_code == 0
+        assert runner.invoke(main, ["integrations", "set-config", "acme", "--config", str(path), "--yes"]).exit_code == 0
         st.put_entity("vendors", {"id": vendor["id"], "name": vendor["name"] + f" {name}"})  # a new version to sync
         assert runner.invoke(main, ["sync", "acme", "--flow", "vendors"]).exit_code == 0
         return next(v for v in epicor.get_entities("vendors") if str(v["VendorNum"]) == link.target_id)
