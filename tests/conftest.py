@@ -114,7 +114,7 @@ def fresh_pg(pg_url: str) -> Iterator[str]:
     with engine.begin() as connection:
         connection.execute(sa.text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
         connection.execute(sa.text(
-            "TRUNCATE audit_events, hold_releases, links, watermarks, sync_records, inbound_events, credentials, integrations RESTART IDENTITY"
+            "TRUNCATE audit_events, security_events, hold_releases, links, watermarks, sync_records, inbound_events, credentials, integrations RESTART IDENTITY"
         ))
         connection.execute(sa.text("ALTER TABLE audit_events ENABLE TRIGGER USER"))
     engine.dispose()

@@ -73,6 +73,7 @@ class RecordStatus(str, enum.Enum):
     SKIPPED = "skipped"
     HELD = "held"
     FAILED = "failed"
+    RESOLVED = "resolved"  # handled outside the product by a person; the trail says how
 
 
 class EventStatus(str, enum.Enum):
@@ -158,6 +159,8 @@ class SyncRecord(Base):
     edited_payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    transient_failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    retrying_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(
         UtcDateTime(), default=utcnow, onupdate=utcnow, nullable=False
@@ -187,6 +190,7 @@ class AuditEvent(Base):
     error: Mapped[str | None] = mapped_column(Text)
     target_id: Mapped[str | None] = mapped_column(String(200))
     duration_ms: Mapped[float | None] = mapped_column()
+    actor: Mapped[str | None] = mapped_column(String(100))  # the person behind an operator's action
 
 
 class Watermark(Base):
@@ -239,3 +243,31 @@ class HoldRelease(Base):
     )
     release_key: Mapped[str] = mapped_column(String(300), primary_key=True)
     integration_id: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class SecurityEvent(Base):
+    """Refused deliveries counted per (integration, source address, kind) and time window.
+
+    An attacker can send bad signatures without limit; each one appended to the audit trail
+    would grow an undeletable table without limit. Here a storm is one row whose counter
+    rises, and only the first event of each window also writes an audit row (which alerts
+    read). `integration_id` is '' when the URL named none that could exist, so the key is
+    never NULL and the window's row stays unique.
+    """
+
+    __tablename__ = "security_events"
+    __table_args__ = (
+        UniqueConstraint("integration_id", "source_address", "kind", "window_start", name="uq_security_events_window"),
+        Index("ix_security_events_window", "window_start"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    integration_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    source_address: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    window_start: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    occurrences: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    first_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    last_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text, nullable=False, default="")  # the window's first event, redacted
