@@ -130,15 +130,15 @@ def credentials() -> None:
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read a JSON object of secrets from standard input.")
 def credentials_set(integration: str, system: str, from_stdin: bool) -> None:
     """Store SYSTEM's secrets for INTEGRATION. Secrets are read from a prompt or stdin, never argv."""
-    from connectors import connector_class
     from mlconnector import vault
+    from mlconnector.config import credentials_model
     from mlconnector.db.session import session_scope
     from mlconnector.integrations import get_integration
 
     try:
-        fields = list(connector_class(system).Credentials.model_fields)
+        fields = list(credentials_model(system).model_fields)
     except KeyError as error:
-        _fail(str(error))
+        _fail(f"{error.args[0] if error.args else error} (or 'webhook' for the webhook signing keys)")
         return
     if from_stdin or not sys.stdin.isatty():
         raw = sys.stdin.read()
@@ -151,6 +151,8 @@ def credentials_set(integration: str, system: str, from_stdin: bool) -> None:
         secrets = {}
         for name in fields:
             hidden = any(w in name for w in ("secret", "password", "key", "token"))
+            if name.startswith("previous") and not click.confirm(f"set {name} (during a key rotation)?", default=False):
+                continue
             value = click.prompt(name, hide_input=hidden, default="", show_default=False)
             if value:
                 secrets[name] = value

@@ -27,11 +27,20 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+WEBHOOK_SECRETS = "webhook"  # the vault's name for an integration's webhook signing keys
+
+
 class WebhookSettings(StrictModel):
-    hmac_key: str | None = Field(None, description="Shared secret the sender signs webhook bodies with (HMAC-SHA256).")
-    previous_hmac_key: str | None = Field(None, description="The key before a rotation, still accepted until removed.")
+    """How deliveries are signed. The signing keys are secrets: they live sealed in the vault
+    (`mlconnector credentials set <integration> webhook`), never in the config."""
+
     signature_header: str = Field("X-ServiceTitan-Signature", description="Header carrying the signature (unconfirmed vendor fact).")
     signature_encoding: Literal["hex", "base64"] = Field("hex", description="Digest encoding of the signature (unconfirmed vendor fact).")
+
+
+class WebhookCredentials(StrictModel):
+    hmac_key: str = Field(min_length=16, description="Shared secret the sender signs webhook bodies with (HMAC-SHA256).")
+    previous_hmac_key: str | None = Field(None, description="The key before a rotation, still accepted until removed.")
 
 
 class CounterpartPolicy(StrictModel):
@@ -86,7 +95,10 @@ def _problems(error: ValidationError, prefix: str = "") -> list[str]:
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"])
         where = f"{prefix}{where}" if where else prefix.rstrip(".") or "(config)"
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "extra_forbidden" and where.startswith("webhook.") and where.endswith("hmac_key"):
+            out.append(f"{where}: webhook keys are secrets, kept sealed in the vault: "
+                       f"mlconnector credentials set <integration> {WEBHOOK_SECRETS}")
+        elif item["type"] == "extra_forbidden":
             out.append(f"{where}: unknown key")
         elif item["type"] == "missing":
             out.append(f"{where}: required")
@@ -134,11 +146,16 @@ def validate_config(pair: "Pair", raw: Any) -> IntegrationConfig:
     return config
 
 
-def validate_credentials(system: str, raw: Any) -> dict[str, Any]:
-    """Credentials checked against the connector's model: a missing or unexpected field is named."""
+def credentials_model(system: str) -> type[BaseModel]:
+    """The model of one system's secrets: a connector's credentials, or the webhook keys."""
     from connectors import connector_class
 
-    model = connector_class(system).Credentials
+    return WebhookCredentials if system == WEBHOOK_SECRETS else connector_class(system).Credentials
+
+
+def validate_credentials(system: str, raw: Any) -> dict[str, Any]:
+    """Credentials checked against their model: a missing or unexpected field is named."""
+    model = credentials_model(system)
     if not isinstance(raw, dict):
         raise ConfigError([f"{system} credentials: must be a JSON object of fields ({', '.join(model.model_fields)})"])
     problems = [f"{system} credentials.{name}: unexpected field (expected: {', '.join(model.model_fields)})"

@@ -76,12 +76,16 @@ def sandbox_integration_config(pair: Pair, sandboxes: SandboxSet, overrides: dic
 
 
 def register(integration_id: str, pair_name: str, sandboxes: SandboxSet, *, overrides: dict[str, Any] | None = None,
-             name: str = "", replace: bool = True) -> dict[str, Any]:
+             name: str = "", replace: bool = True, webhook_key: str | None = None) -> dict[str, Any]:
     """Create (or repoint) `integration_id` for `pair_name` at the sandboxes; credentials sealed.
 
     Returns the config stored. An existing integration of that id is pointed at these
-    sandboxes when `replace` (sandboxes start on new ports each run).
+    sandboxes when `replace` (sandboxes start on new ports each run). A pair that takes
+    webhooks gets its signing key sealed in the vault (`webhook_key`, else a random one).
     """
+    import secrets
+
+    from mlconnector.config import WEBHOOK_SECRETS
     from mlconnector import vault
     from mlconnector.config import validate_config
     from mlconnector.db.models import Integration
@@ -102,6 +106,8 @@ def register(integration_id: str, pair_name: str, sandboxes: SandboxSet, *, over
         session.flush()
         for system in pair.systems():
             vault.store(session, integration_id, system, sandboxes.credentials(system))
+        if pair.webhook_source:
+            vault.store(session, integration_id, WEBHOOK_SECRETS, {"hmac_key": webhook_key or secrets.token_hex(24)})
     return config
 
 
@@ -131,12 +137,12 @@ class PairHarness:
 
 
 def start_pair(pair_name: str, integration_id: str, *, options: Any = None, options_for: Callable[[str], Any] | None = None,
-               overrides: dict[str, Any] | None = None, name: str = "") -> PairHarness:
+               overrides: dict[str, Any] | None = None, name: str = "", webhook_key: str | None = None) -> PairHarness:
     """Start the pair's sandboxes and register `integration_id` against them (migrate first)."""
     pair = get_pair(pair_name)
     sandboxes = start_sandboxes(pair.systems(), options, options_for)
     try:
-        config = register(integration_id, pair_name, sandboxes, overrides=overrides, name=name)
+        config = register(integration_id, pair_name, sandboxes, overrides=overrides, name=name, webhook_key=webhook_key)
     except BaseException:
         sandboxes.stop()
         raise

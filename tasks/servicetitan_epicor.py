@@ -11,7 +11,6 @@ module starts nothing.
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from datetime import date, datetime, timezone
@@ -446,7 +445,6 @@ def sandbox_config(sandboxes: "SandboxSet") -> dict[str, Any]:
     one GL account per line kind (the demo's, the tests' and the benchmarks' starting point)."""
     return {
         "systems": {ST: sandboxes.config(ST), EPICOR: sandboxes.config(EPICOR)},
-        "webhook": {"hmac_key": secrets.token_hex(24)},
         "invoice_group": "STDEMO",
         "counterparts": {"vendor": {"match": "name", "create": True}},
         "gl": {"default_account": "5100-100", "tax_account": "5000-000", "freight_account": "6500-100"},

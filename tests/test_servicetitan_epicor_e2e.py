@@ -104,9 +104,8 @@ def fleet(configure, fresh_pg: str, redis_url: str, start_worker, start_service,
     env = configure(fresh_pg, redis_url, MLCONNECTOR_SWEEP_AFTER_SECONDS="2", MLCONNECTOR_MAX_DELIVERIES="10")
     st = start_sandbox(create_sandbox("servicetitan", SandboxOptions(seed=3, records=6), webhook_retry_scale=0.02))
     epicor = start_sandbox(create_sandbox("epicor", SandboxOptions(seed=3, records=6)))
-    register("acme", "servicetitan-epicor", SandboxSet({"servicetitan": st, "epicor": epicor}), overrides={
+    register("acme", "servicetitan-epicor", SandboxSet({"servicetitan": st, "epicor": epicor}), webhook_key=HMAC_KEY, overrides={
         "systems": {"servicetitan": {"retry": FAST_RETRY}, "epicor": EPICOR_FAST_RETRY},
-        "webhook": {"hmac_key": HMAC_KEY},
         "invoice_group": "STAP",
         "counterparts": {"vendor": {"match": "name", "create": options.get("auto_create_vendors", True)}},
         "gl": {"default_account": GL_DEFAULT, "freight_account": "6500-100", "tax_account": "5000-000"},

@@ -61,7 +61,7 @@ def test_migrations_and_append_only_audit(backend: str, tmp_path, pg_url: str) -
     url = f"sqlite:///{tmp_path / 'm.db'}" if backend == "sqlite" else pg_url
     migrate.downgrade(url)
     migrate.upgrade(url)
-    assert migrate.current(url) == "0005"
+    assert migrate.current(url) == "0006"
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
     tables = set(sa.inspect(engine).get_table_names())
     assert {"integrations", "credentials", "inbound_events", "sync_records", "audit_events", "watermarks", "links"} <= tables
@@ -308,3 +308,59 @@ def test_a_missing_key_file_is_never_replaced_while_sealed_credentials_exist(con
     with pytest.raises(vault.VaultError):
         with session_scope() as session:
             vault.load(session, "acme", "counter")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_webhook_keys_leave_the_config_for_the_vault(backend: str, configure, tmp_path, pg_url: str) -> None:
+    """Upgrading seals an integration's webhook keys and removes them from its config; after
+    that, no table holds a key in plain text."""
+    import sqlalchemy as sa
+
+    from mlconnector import vault
+    from mlconnector.db import migrate
+    from mlconnector.db.session import session_scope
+
+    url = f"sqlite:///{tmp_path / 'hooks.db'}" if backend == "sqlite" else pg_url
+    configure(url)
+    migrate.downgrade(url)
+    migrate.upgrade(url, revision="0005")
+    key, previous = "whk-current-0123456789abcdef", "whk-previous-0123456789abcdef"
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO integrations (id, pair, name, enabled, config, created_at, updated_at) VALUES "
+            "('acme', 'servicetitan-epicor', 'acme', true, :config, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+            {"config": json.dumps({"systems": {}, "webhook": {"hmac_key": key, "previous_hmac_key": previous,
+                                                               "signature_encoding": "base64"}})})
+    migrate.upgrade(url)
+    with session_scope() as session:
+        assert vault.load(session, "acme", "webhook") == {"hmac_key": key, "previous_hmac_key": previous}
+    with engine.begin() as connection:
+        config = connection.execute(sa.text("SELECT config FROM integrations")).scalar()
+        config = json.loads(config) if isinstance(config, str) else config
+        assert config["webhook"] == {"signature_encoding": "base64"}
+        for table in ("integrations", "credentials", "audit_events"):
+            for row in connection.execute(sa.text(f"SELECT * FROM {table}")).all():
+                text = " ".join(str(bytes(v) if isinstance(v, (bytes, memoryview)) else v) for v in row)
+                assert key not in text and previous not in text, table
+    engine.dispose()
+    migrate.downgrade(url, revision="0005")
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+    with engine.begin() as connection:
+        config = connection.execute(sa.text("SELECT config FROM integrations")).scalar()
+        config = json.loads(config) if isinstance(config, str) else config
+        assert config["webhook"]["hmac_key"] == key
+    engine.dispose()
+    migrate.downgrade(url)
+
+
+def test_a_webhook_key_in_the_config_is_refused_with_where_it_belongs() -> None:
+    from mlconnector.config import ConfigError, validate_config
+    from mlconnector.flows import get_pair
+
+    with pytest.raises(ConfigError) as refused:
+        validate_config(get_pair("servicetitan-epicor"), {"systems": {"servicetitan": {"tenant": 1},
+                                                                     "epicor": {"api_base": "http://x", "company": "C"}},
+                                                         "webhook": {"hmac_key": "k" * 20}})
+    assert "webhook.hmac_key: webhook keys are secrets" in str(refused.value)
+    assert "mlconnector credentials set <integration> webhook" in str(refused.value)
