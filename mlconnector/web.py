@@ -6,27 +6,10 @@ Production: gunicorn 'mlconnector.web:create_app()'. Embedded: `mlconnector serv
 from __future__ import annotations
 
 from flask import Flask, Response, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
 
 from mlconnector.receiver import blueprint as webhooks
-
-
-def _ledger_registry() -> CollectorRegistry:
-    """Fleet-wide gauges read from PostgreSQL: true for all workers, not one process."""
-    from mlconnector import ledger
-    from mlconnector.db.session import session_scope
-
-    registry = CollectorRegistry()
-    records = Gauge("mlconnector_sync_records", "Sync records by state", ["integration", "flow", "status"], registry=registry)
-    with session_scope() as session:
-        for integration, flow, status, count in ledger.counts_by_status(session):
-            records.labels(integration=integration, flow=flow, status=status).set(count)
-        events = Gauge("mlconnector_inbound_events", "Inbound events by state", ["status"], registry=registry)
-        for status, count in session.execute(text("SELECT status, count(*) FROM inbound_events GROUP BY status")):
-            events.labels(status=status).set(count)
-    return registry
 
 
 def create_app() -> Flask:
@@ -35,6 +18,13 @@ def create_app() -> Flask:
     configure_from_settings()
     app = Flask("mlconnector")
     app.register_blueprint(webhooks)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response | tuple[Response, int]:
+        """Routing and method errors (a path with a slash in the id, a GET) answer in JSON too."""
+        if error.code is None or error.code < 400:
+            return error.get_response()
+        return jsonify({"error": error.description or error.name}), error.code
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -48,12 +38,11 @@ def create_app() -> Flask:
 
     @app.get("/metrics")
     def metrics() -> Response:
-        body = generate_latest(DEFAULT_REGISTRY)
-        try:
-            body += generate_latest(_ledger_registry())
-        except Exception:  # metrics must answer even when the database is down
-            pass
-        return Response(body, mimetype=CONTENT_TYPE_LATEST)
+        """Every process's counts on this host and the fleet's gauges (see fleet_metrics)."""
+        from mlconnector.fleet_metrics import render
+
+        body, content_type = render()
+        return Response(body, content_type=content_type)
 
     return app
 

@@ -65,9 +65,14 @@ def _without_scheme(signature: str) -> str:
 
 
 def _comparable(signature: str, encoding: Encoding) -> bytes:
-    """Bytes to compare: hex digests ignore case; any character a header can carry is allowed."""
+    """Bytes to compare: hex digests ignore case.
+
+    `hmac.compare_digest` refuses str with non-ASCII characters (TypeError), so both sides
+    are bytes. surrogatepass encodes every code point, lone surrogates included, so no
+    header value a client sends can raise here; such a value simply does not match.
+    """
     text = signature.lower() if encoding == "hex" else signature
-    return text.encode("utf-8", "surrogateescape")
+    return text.encode("utf-8", "surrogatepass")
 
 
 __all__ = ["DEFAULT_ENCODING", "DEFAULT_HEADER", "Encoding", "SignatureError", "header_value", "sign_for_tests",
