@@ -13,7 +13,7 @@ import time
 
 from celery import Celery
 from celery.beat import Scheduler
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 from kombu import Queue
 
 from mlconnector.flows import all_pairs
@@ -102,3 +102,26 @@ def _fresh_connections(**_: Any) -> None:
 
     reset_process_state(settings=False)
 
+
+
+@worker_process_shutdown.connect
+def _forget_process_metrics(pid: int | None = None, **_: Any) -> None:
+    """A pool child that ends drops its live gauges; its counts stay in the host's totals."""
+    import os
+
+    from mlconnector.fleet_metrics import mark_process_dead
+
+    mark_process_dead(pid or os.getpid())
+
+
+@worker_ready.connect
+def _serve_worker_metrics(**_: Any) -> None:
+    """With MLCONNECTOR_WORKER_METRICS_PORT set, the worker's main process serves the host's
+    process metrics (vendor calls, task outcomes, token refreshes, rate-limit waits)."""
+    from mlconnector.settings import get_settings
+
+    port = get_settings().worker_metrics_port
+    if port:
+        from mlconnector.fleet_metrics import serve_worker_metrics
+
+        serve_worker_metrics(port)

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=8, ge=1, validation_alias="MLCONNECTOR_MAX_DELIVERIES")
     # A vendor's maintenance window can last hours: transient errors keep a record pending this
     # long (backing off up to retry_ceiling_seconds) before it fails; crashes count deliveries.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535, validation_alias="MLCONNECTOR_WORKER_METRICS_PORT")
     retry_window_hours: float = Field(default=24.0, gt=0, validation_alias="MLCONNECTOR_RETRY_WINDOW_HOURS")
     retry_ceiling_seconds: float = Field(default=3600.0, ge=1, validation_alias="MLCONNECTOR_RETRY_CEILING_SECONDS")
     sweep_after_seconds: int = Field(

@@ -1,0 +1,147 @@
+"""Metrics of the whole fleet, in Prometheus format.
+
+Two sources, one scrape:
+
+- **Process metrics** (vendor calls, task outcomes, token refreshes, rate-limit waits,
+  webhooks): counted where they happen. Gunicorn workers and Celery pool children are
+  separate processes, so with `PROMETHEUS_MULTIPROC_DIR` set (one fresh directory per host,
+  shared by that host's web and worker processes) each process writes its counts there and a
+  scrape adds them up (prometheus_client's multiprocess mode). The receiver's `/metrics` serves
+  them; a worker host without a receiver serves them from the worker's main process on
+  `MLCONNECTOR_WORKER_METRICS_PORT`.
+- **Fleet gauges**, read from PostgreSQL and the broker at scrape time, true for the whole
+  fleet: records by state, the age of the oldest pending/held/failed record, each flow's
+  position age and last poll error, and queue depth.
+
+Labels are fixed and few: integration, flow, state, queue (no record ids, no messages).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def process_registry() -> CollectorRegistry:
+    """This host's process metrics: every process's counts when multiprocess, else this one's."""
+    if not multiprocess():
+        return REGISTRY
+    from prometheus_client import multiprocess as mp
+
+    registry = CollectorRegistry()
+    mp.MultiProcessCollector(registry)
+    return registry
+
+
+def fleet_registry() -> CollectorRegistry:
+    """Gauges read from PostgreSQL and the broker, for every integration and flow.
+
+    Built as metric families, not `Gauge` objects: in multiprocess mode every `Gauge` writes
+    to the shared directory, and a scrape would then add each past scrape's values up.
+    """
+    registry = CollectorRegistry()
+    registry.register(_FleetGauges())
+    return registry
+
+
+class _FleetGauges:
+    """A collector read at scrape time (prometheus_client's custom-collector protocol)."""
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        from mlconnector import ledger
+        from mlconnector.db.models import InboundEvent, SyncRecord, Watermark, utcnow
+        from mlconnector.db.session import session_scope
+
+        records = GaugeMetricFamily("mlconnector_sync_records", "Sync records by state",
+                                    labels=["integration", "flow", "status"])
+        oldest = GaugeMetricFamily("mlconnector_oldest_record_age_seconds", "Age of the oldest record waiting in a state",
+                                   labels=["integration", "flow", "status"])
+        position_age = GaugeMetricFamily("mlconnector_position_age_seconds", "Seconds since a flow's position last moved",
+                                         labels=["integration", "flow"])
+        poll_error = GaugeMetricFamily("mlconnector_last_poll_failed", "1 when a flow's last poll failed",
+                                       labels=["integration", "flow"])
+        events = GaugeMetricFamily("mlconnector_inbound_events", "Inbound events by state", labels=["status"])
+        depth = GaugeMetricFamily("mlconnector_queue_depth", "Messages waiting in a broker queue", labels=["queue"])
+        now = utcnow()
+        with session_scope() as session:
+            for integration, flow, status, count in ledger.counts_by_status(session):
+                records.add_metric([integration, flow, status], count)
+            for integration, flow, status, first in session.execute(
+                    select(SyncRecord.integration_id, SyncRecord.flow, SyncRecord.status, func.min(SyncRecord.updated_at))
+                    .where(SyncRecord.status.in_(("pending", "held", "failed")))
+                    .group_by(SyncRecord.integration_id, SyncRecord.flow, SyncRecord.status)):
+                oldest.add_metric([integration, flow, status], max(0.0, (now - _aware(first)).total_seconds()))
+            for mark in session.scalars(select(Watermark)):
+                if mark.value is not None:
+                    position_age.add_metric([mark.integration_id, mark.flow],
+                                            max(0.0, (now - _aware(mark.value)).total_seconds()))
+                poll_error.add_metric([mark.integration_id, mark.flow], 1 if mark.last_poll_error else 0)
+            for status, count in session.execute(select(InboundEvent.status, func.count()).group_by(InboundEvent.status)):
+                events.add_metric([status], count)
+        for queue, size in queue_depths().items():
+            depth.add_metric([queue], size)
+        return [records, oldest, position_age, poll_error, events, depth]
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting per queue, from a Redis broker (empty for other brokers or none)."""
+    from mlconnector.flows import all_pairs
+    from mlconnector.settings import get_settings
+
+    url = get_settings().celery_broker_url
+    if not url.startswith(("redis://", "rediss://")):
+        return {}
+    import redis
+
+    from mlconnector.celery_app import DEFAULT_QUEUE
+
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        names = [DEFAULT_QUEUE, *(pair.queue for pair in all_pairs().values())]
+        return {name: int(client.llen(name)) for name in dict.fromkeys(names)}
+    finally:
+        client.close()
+
+
+def _aware(value: Any) -> Any:
+    from datetime import timezone
+
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def render() -> tuple[bytes, str]:
+    """The scrape: process metrics, then the fleet gauges (skipped when the database is away,
+    so metrics still answer during an outage)."""
+    body = generate_latest(process_registry())
+    try:
+        body += generate_latest(fleet_registry())
+    except Exception:  # the database or broker is away: what the processes counted still answers
+        pass
+    return body, CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    """A finished process's live gauges go; its counts stay summed (multiprocess mode only)."""
+    if multiprocess():
+        from prometheus_client import multiprocess as mp
+
+        mp.mark_process_dead(pid)
+
+
+def serve_worker_metrics(port: int) -> None:
+    """Serve this host's process metrics from the worker's main process (a worker host with
+    no receiver); needs multiprocess mode, or the pool children's counts would be missing."""
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=os.environ.get("MLCONNECTOR_WORKER_METRICS_ADDRESS", "0.0.0.0"),
+                      registry=process_registry())
