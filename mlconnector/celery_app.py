@@ -13,7 +13,8 @@ import time
 
 from celery import Celery
 from celery.beat import Scheduler
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import setup_logging, worker_process_init, worker_process_shutdown, worker_ready
+from celery.worker.control import inspect_command
 from kombu import Queue
 
 from mlconnector.flows import all_pairs
@@ -125,3 +126,33 @@ def _serve_worker_metrics(**_: Any) -> None:
         from mlconnector.fleet_metrics import serve_worker_metrics
 
         serve_worker_metrics(port)
+
+
+@setup_logging.connect
+def _one_log_format(loglevel: Any = None, **_: Any) -> None:
+    """Celery's loggers (and kombu's, and every task's) use the platform's renderer instead of
+    Celery's own: one format across the fleet, JSON lines in production. The level is the
+    worker's --loglevel, as a Celery operator expects; the format MLCONNECTOR_LOG_FORMAT."""
+    import logging
+
+    from mlconnector.logging import configure_logging
+    from mlconnector.settings import get_settings
+
+    settings = get_settings()
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else (loglevel or settings.log_level)
+    level = str(level).upper()
+    configure_logging(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else settings.log_level,
+                      settings.log_format)
+
+
+@inspect_command()
+def key_fingerprints(state: Any, **_: Any) -> dict[str, Any]:
+    """The encryption keys this worker was started with (fingerprints, newest first): `keys
+    rotate` asks every worker, and warns about one not restarted with the new key list."""
+    from mlconnector.settings import SettingsError, get_settings
+    from mlconnector.vault import fingerprints
+
+    try:
+        return {"keys": fingerprints(get_settings().fernet_keys())}
+    except SettingsError as error:
+        return {"keys": [], "error": str(error)}

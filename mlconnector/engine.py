@@ -24,7 +24,7 @@ from mlconnector.holds import Hold
 from mlconnector.http.errors import AuthError, ConnectorError, RetriableError
 from mlconnector.integrations import connectors_for, get_integration
 from mlconnector.locks import LockSpace, try_lock
-from mlconnector.logging import get_logger
+from mlconnector.logging import get_logger, log_context
 from mlconnector.outbox import Enqueue
 from mlconnector.positions import START, Position
 from mlconnector.settings import get_settings
@@ -99,6 +99,13 @@ def record_lock(session: Session, record_id: int) -> Any:
 
 
 def process_record(record_id: int) -> RecordResult:
+    """Deliver one record: claim it, then resolve, map, plan and write it under its row lock.
+    Every log line written meanwhile carries the record, integration and flow ids."""
+    with log_context(record_id=record_id) as bind:
+        return _process_record(record_id, bind)
+
+
+def _process_record(record_id: int, bind: Callable[..., None]) -> RecordResult:
     settings = get_settings()
     started = time.perf_counter()
     with session_scope() as session:
@@ -109,6 +116,7 @@ def process_record(record_id: int) -> RecordResult:
         if status == RecordStatus.FAILED.value:  # past the limit: failed in the very statement that counted it
             record = session.get(SyncRecord, record_id)
             assert record is not None
+            bind(integration_id=record.integration_id, flow=record.flow)
             message = f"gave up after {settings.max_deliveries} deliveries; last error: {record.last_error or 'none'}"
             audit.append(session, "failed", message, integration_id=record.integration_id, flow=record.flow,
                          sync_record_id=record.id, source_payload=record.payload, error=record.last_error)
@@ -125,6 +133,7 @@ def process_record(record_id: int) -> RecordResult:
                 # The row stays locked until this write commits: the sweeper and other deliveries skip it.
                 record = session.get(SyncRecord, record_id, with_for_update=True, populate_existing=True)
                 assert record is not None
+                bind(integration_id=record.integration_id, flow=record.flow)
                 if record.status != RecordStatus.RUNNING.value:
                     return RecordResult(record_id, "skipped", f"already {record.status}")
                 integration = get_integration(session, record.integration_id)
@@ -372,10 +381,11 @@ def process_event(event_id: int) -> Enqueue:
 
     An event that keeps failing for a reason of ours ends `failed` with that reason after
     the delivery limit, instead of coming back with every sweep."""
-    try:
-        return _process_event(event_id)
-    except Exception as error:
-        return _event_failed(event_id, error)
+    with log_context(event_id=event_id):
+        try:
+            return _process_event(event_id)
+        except Exception as error:
+            return _event_failed(event_id, error)
 
 
 def _event_failed(event_id: int, error: Exception) -> Enqueue:
@@ -469,6 +479,13 @@ POLL_BATCH = 500  # ledger rows written per statement during a poll
 
 def poll_flow(integration_id: str, flow_name: str, *, since: datetime | None = None,
               full: bool = False, on_found: Any = None) -> PollResult:
+    """Poll one flow (see `_poll_flow`), every log line carrying the integration and flow."""
+    with log_context(integration_id=integration_id, flow=flow_name):
+        return _poll_flow(integration_id, flow_name, since=since, full=full, on_found=on_found)
+
+
+def _poll_flow(integration_id: str, flow_name: str, *, since: datetime | None,
+               full: bool, on_found: Any) -> PollResult:
     """Read what changed since the flow's position, upsert ledger rows, then move the position.
 
     The watermark row is locked for the poll (a duplicate tick skips). The position is
