@@ -186,13 +186,43 @@ def keys_generate() -> None:
 
 @keys.command("rotate")
 def keys_rotate() -> None:
-    """Re-encrypt every credential under the newest key."""
+    """Re-encrypt every credential under the newest key.
+
+    Run it after MLCONNECTOR_SECRET_KEYS=<new>,<old> is deployed to every process and they are
+    restarted; it asks the running workers which key list they have and warns about any not
+    restarted (drop the old key only once none is left)."""
     from mlconnector import vault
     from mlconnector.db.session import session_scope
+    from mlconnector.settings import get_settings
 
     with session_scope() as session:
         count = vault.rotate(session)
     console.print(f"re-encrypted {count} credential row(s) under the newest key")
+    if not get_settings().embedded:
+        newest = vault.fingerprints(get_settings().fernet_keys())[0]
+        for line in fleet_key_warnings(newest):
+            console.print(f"[yellow]warning[/yellow]: {line}")
+
+
+def fleet_key_warnings(newest: str, timeout: float = 1.5) -> list[str]:
+    """What the running workers say about their key lists, as warnings for `keys rotate`."""
+    from mlconnector.celery_app import app
+
+    try:
+        replies = app.control.broadcast("key_fingerprints", reply=True, timeout=timeout)
+    except Exception as error:  # the broker is away: say so, the rotation itself is done
+        return [f"could not ask the workers for their keys ({type(error).__name__}); make sure every process was "
+                "restarted with the new MLCONNECTOR_SECRET_KEYS before dropping the old key"]
+    answers = {host: answer for reply in replies for host, answer in reply.items()}
+    if not answers:
+        return ["no worker answered; make sure every process was restarted with the new MLCONNECTOR_SECRET_KEYS "
+                "before dropping the old key"]
+    stale = sorted(host for host, answer in answers.items() if (answer.get("keys") or [None])[0] != newest)
+    if not stale:
+        return []
+    return [f"{len(stale)} of {len(answers)} worker(s) still run with another newest key: {', '.join(stale)}; deploy "
+            "MLCONNECTOR_SECRET_KEYS=<new>,<old> to them, restart them, run `mlconnector keys rotate` again, and only "
+            "then drop the old key"]
 
 
 # ---- integrations ----------------------------------------------------------------------
@@ -403,8 +433,14 @@ def integrations_disable(integration: str) -> None:
 @click.option("--full", is_flag=True, help="Ignore positions and read everything.")
 @click.option("--dry-run", is_flag=True, help="Print what each record's write would do; write nothing.")
 @click.option("--limit", type=int, default=None, help="With --dry-run: at most this many records per flow.")
-def sync(integration: str, flow_name: str | None, since: str | None, full: bool, dry_run: bool, limit: int | None) -> None:
-    """Backfill: poll INTEGRATION's flows now and process what they find (pending work first)."""
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="With a broker: follow the records until the workers finish them, or return once they are queued.")
+def sync(integration: str, flow_name: str | None, since: str | None, full: bool, dry_run: bool, limit: int | None,
+         wait: bool) -> None:
+    """Backfill: poll INTEGRATION's flows now and process what they find (pending work first).
+
+    With a broker the workers do the writing; sync follows the records it queued until each
+    has an outcome (written, skipped, held, failed), so its summary describes finished work."""
     from mlconnector.db.session import session_scope
     from mlconnector.flows import UnknownFlowError, get_pair
     from mlconnector.integrations import get_integration
@@ -423,7 +459,7 @@ def sync(integration: str, flow_name: str | None, since: str | None, full: bool,
     if dry_run:
         _dry_run(integration, [f.name for f in flows], start, full, limit)
         return
-    _run_sync(integration, pair, flows, start, full, bool(flow_name))
+    _run_sync(integration, pair, flows, start, full, bool(flow_name), wait)
     _print_status(integration)
     console.print(open_records_line(integration))
 
@@ -444,7 +480,8 @@ def _dry_run(integration: str, flows: list[str], start: datetime | None, full: b
     console.print("dry run: " + (", ".join(f"{n} {a}" for a, n in sorted(totals.items())) or "nothing found") + "; nothing was written")
 
 
-def _run_sync(integration: str, pair: Any, flows: list[Any], start: datetime | None, full: bool, only_one: bool) -> None:
+def _run_sync(integration: str, pair: Any, flows: list[Any], start: datetime | None, full: bool, only_one: bool,
+              wait: bool = True) -> None:
     from rich.progress import Progress
 
     from mlconnector import engine
@@ -452,6 +489,7 @@ def _run_sync(integration: str, pair: Any, flows: list[Any], start: datetime | N
     from mlconnector.tasks import send
 
     embedded = get_settings().embedded
+    queued: list[int] = []
     try:
         with Progress(console=console, transient=False) as progress:
             if embedded:
@@ -462,6 +500,7 @@ def _run_sync(integration: str, pair: Any, flows: list[Any], start: datetime | N
                 for queue, ids in waiting.records.items():
                     for record_id in ids:
                         send(engine.Enqueue(records={queue: [record_id]}))
+                        queued.append(record_id)
                         progress.advance(task)
             for flow in flows:
                 if not flow.poll_seconds and not only_one:
@@ -473,7 +512,10 @@ def _run_sync(integration: str, pair: Any, flows: list[Any], start: datetime | N
                                 total=result.queued, completed=0)
                 for record_id in [i for v in result.enqueue.records.values() for i in v]:
                     send(engine.Enqueue(records={pair.queue: [record_id]}))
+                    queued.append(record_id)
                     progress.advance(task)
+            if queued and wait and not embedded:  # embedded work is done once sent
+                _follow_completion(progress, queued)
     except KeyboardInterrupt:
         reset = engine.orphans_to_pending(integration) if embedded else 0
         left = engine.pending_work(integration).record_count if embedded else None
@@ -481,6 +523,35 @@ def _run_sync(integration: str, pair: Any, flows: list[Any], start: datetime | N
         console.print(f"[yellow]interrupted[/yellow]: {where}" + (f" ({reset} stopped mid-write, back to pending)" if reset else "")
                       + f"; run `mlconnector sync {integration}` again to resume")
         sys.exit(130)
+
+
+FOLLOW_EVERY_SECONDS = 0.5
+QUIET_WARNING_SECONDS = 30.0
+
+
+def _follow_completion(progress: Any, record_ids: list[int]) -> None:
+    """Advance a bar as the workers finish the queued records; say so once if none finishes
+    for a while (no worker running is the usual cause), and keep following."""
+    import time
+
+    from mlconnector import ledger
+    from mlconnector.db.session import session_scope
+
+    task = progress.add_task("finishing in the workers", total=len(record_ids))
+    last_done, last_change, warned = -1, time.monotonic(), False
+    while True:
+        with session_scope() as session:
+            done = ledger.count_finished(session, record_ids)
+        progress.update(task, completed=done)
+        if done >= len(record_ids):
+            return
+        if done != last_done:
+            last_done, last_change = done, time.monotonic()
+        elif not warned and time.monotonic() - last_change > QUIET_WARNING_SECONDS:
+            progress.console.print(f"[yellow]no record finished in {QUIET_WARNING_SECONDS:.0f} s[/yellow]: is a worker "
+                                   "running? (celery -A mlconnector.celery_app worker); Ctrl-C leaves the work queued")
+            warned = True
+        time.sleep(FOLLOW_EVERY_SECONDS)
 
 
 def _field_diff(before: Any, after: Any, path: str = "") -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from mlconnector.db.models import HoldRelease, RecordStatus, SyncRecord, utcnow
@@ -155,6 +155,18 @@ def counts_by_status(session: Session) -> list[tuple[str, str, str, int]]:
 
 
 COUNTDOWN_LIMIT_SECONDS = 60.0  # waits up to this ride a broker countdown; longer ones wait for the sweeper
+
+
+def count_finished(session: Session, record_ids: Iterable[int], chunk: int = 1000) -> int:
+    """How many of these records have an outcome (written, skipped, resolved, held or failed):
+    what a command following queued work waits for."""
+    ids = list(record_ids)
+    finished = [*TERMINAL, *PARKED]
+    total = 0
+    for start in range(0, len(ids), chunk):
+        total += int(session.scalar(select(func.count()).select_from(SyncRecord).where(
+            SyncRecord.id.in_(ids[start:start + chunk]), SyncRecord.status.in_(finished))) or 0)
+    return total
 
 
 def retry_delay(deliveries: int, retry_after: float | None) -> float:

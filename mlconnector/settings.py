@@ -1,7 +1,13 @@
-"""Process settings, read once from the environment and `.env`.
+"""Process settings, read once from the environment and the home's `.env`.
 
 Every setting names its environment variable; a wrong value stops the process at start
 with a message naming that variable, instead of failing later inside a task.
+
+The embedded default keeps three files in one place, its *home*: `.env`, the key file and
+the SQLite database. The home is `MLCONNECTOR_HOME` when set; otherwise the nearest
+directory, from the working directory upward, holding the key file or the database (as git
+finds its repository), else the working directory. A command run from a subdirectory so
+finds the same database and key, instead of making an empty database and a new key there.
 """
 
 from __future__ import annotations
@@ -18,6 +24,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_FILE = "mlconnector.db"
 DEFAULT_KEY_FILE = ".mlconnector-keys"
+ENV_FILE = ".env"
+HOME_ENV = "MLCONNECTOR_HOME"
+HOME_MARKERS = (DEFAULT_KEY_FILE, DEFAULT_SQLITE_FILE)  # only our own files: a stray .env upward is not a home
+
+
+def instance_home(start: Path | None = None) -> Path:
+    """Where the embedded default's `.env`, key file and SQLite database live (module doc)."""
+    explicit = os.environ.get(HOME_ENV, "").strip()
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if any((directory / marker).exists() for marker in HOME_MARKERS):
+            return directory
+    return here
 
 
 class SettingsError(RuntimeError):
@@ -42,9 +63,10 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=8, ge=1, validation_alias="MLCONNECTOR_MAX_DELIVERIES")
     # A vendor's maintenance window can last hours: transient errors keep a record pending this
     # long (backing off up to retry_ceiling_seconds) before it fails; crashes count deliveries.
-    worker_metrics_port: int = Field(default=0, ge=0, le=65535, validation_alias="MLCONNECTOR_WORKER_METRICS_PORT")
     retry_window_hours: float = Field(default=24.0, gt=0, validation_alias="MLCONNECTOR_RETRY_WINDOW_HOURS")
     retry_ceiling_seconds: float = Field(default=3600.0, ge=1, validation_alias="MLCONNECTOR_RETRY_CEILING_SECONDS")
+    # A worker host with no receiver serves its processes' metrics here (0: not served).
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535, validation_alias="MLCONNECTOR_WORKER_METRICS_PORT")
     sweep_after_seconds: int = Field(
         default=120, ge=1, validation_alias="MLCONNECTOR_SWEEP_AFTER_SECONDS"
     )
@@ -78,7 +100,13 @@ class Settings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{Path.cwd() / DEFAULT_SQLITE_FILE}"
+        return self.database_url or f"sqlite:///{instance_home() / DEFAULT_SQLITE_FILE}"
+
+    @property
+    def effective_key_file(self) -> Path:
+        """MLCONNECTOR_KEY_FILE, a relative path taken from the home, not the working directory."""
+        path = self.key_file.expanduser()
+        return path if path.is_absolute() else instance_home() / path
 
     @property
     def effective_redis_url(self) -> str:
@@ -104,7 +132,7 @@ class Settings(BaseSettings):
                         "url-safe base64 Fernet key of 32 bytes"
                     ) from exc
             return keys
-        return [_local_key(self.key_file, create=create)]
+        return [_local_key(self.effective_key_file, create=create)]
 
 
 class MissingKeyError(SettingsError):
@@ -140,7 +168,7 @@ def _local_key(path: Path, *, create: bool) -> str:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     try:
-        return Settings()
+        return Settings(_env_file=instance_home() / ENV_FILE)  # type: ignore[call-arg]
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

@@ -117,6 +117,13 @@ def open_sealed(ciphertext: bytes, integration_id: str, system: str,
     return secrets
 
 
+def fingerprints(keys: list[str]) -> list[str]:
+    """Short, one-way names for Fernet keys (newest first), safe to print and compare across processes."""
+    import hashlib
+
+    return [hashlib.sha256(key.encode()).hexdigest()[:12] for key in keys]
+
+
 def rotate(session: Session, cipher: MultiFernet | None = None) -> int:
     """Re-encrypt every credential under the newest key; returns how many rows changed."""
     cipher = cipher or build_cipher()

@@ -135,11 +135,12 @@ class WorkerProcess:
 
     def __init__(self, env: dict[str, str], queues: str, concurrency: int = 2, log_path: Path | None = None) -> None:
         self.log_path = log_path or Path(f"/tmp/mlc-worker-{uuid.uuid4().hex[:6]}.log")
+        self.node = f"test-{uuid.uuid4().hex[:6]}"
         full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "mlconnector.celery_app", "worker", "--loglevel", "INFO",
              "--pool", "prefork", "--concurrency", str(concurrency), "-Q", queues, "--without-gossip",
-             "--without-mingle", "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h"],
+             "--without-mingle", "--hostname", f"{self.node}@%h"],
             cwd=str(ROOT), env=full_env, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -154,6 +155,12 @@ class WorkerProcess:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
+
+    def hostname(self) -> str:
+        """The worker's Celery node name, as remote-control replies give it."""
+        import socket
+
+        return f"{self.node}@{socket.gethostname()}"
 
     def children(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout

@@ -242,3 +242,48 @@ def test_send_publishes_every_message_in_pipelined_batches(fleet_env: dict[str, 
     assert client.llen("counter-test") == count and client.llen("mlconnector") == 2
     bodies = client.lrange("counter-test", 0, -1)
     assert all(b"mlconnector.process_record" in body for body in bodies)
+
+
+def test_sync_with_a_broker_returns_when_the_workers_have_finished_not_when_it_has_queued(
+        fleet_env: dict[str, str], record_server: RecordServer, start_worker) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from mlconnector import ledger
+    from mlconnector.cli import main
+    from mlconnector.db.session import session_scope
+
+    ids = [f"s{n}" for n in range(6)]
+    requests.post(f"{record_server.url}/_control", json={"sources": {  # type: ignore[attr-defined]
+        i: {"id": i, "value": "v1", "modifiedOn": "2026-01-01T00:00:00Z"} for i in ids}})
+    with session_scope() as session:  # pending work, as an interrupted backfill leaves it
+        ledger.upsert_records(session, "acme", "items", [SourceRecord(i, "2026-01-01T00:00:00Z") for i in ids])
+    record_server.write_delay = 0.3  # one pool child: about 2 s of writing after sync has queued everything
+    start_worker(fleet_env, concurrency=1)
+    result = CliRunner().invoke(main, ["sync", "acme"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "finishing in the workers" in result.output
+    assert _writes(record_server) == {i: 1 for i in ids}  # in the target already when sync returned
+    assert _statuses() == {"written": 6}
+
+
+def test_keys_rotate_names_a_worker_not_restarted_with_the_new_key_list(
+        fleet_env: dict[str, str], start_worker, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+    from cryptography.fernet import Fernet
+
+    from mlconnector.cli import main
+    from mlconnector.settings import reset_settings_cache
+
+    old = fleet_env["MLCONNECTOR_SECRET_KEYS"]
+    stale = start_worker(fleet_env, concurrency=1)  # started before the new key list was deployed
+    new_list = f"{Fernet.generate_key().decode()},{old}"
+    fresh = start_worker({**fleet_env, "MLCONNECTOR_SECRET_KEYS": new_list}, concurrency=1)
+    monkeypatch.setenv("MLCONNECTOR_SECRET_KEYS", new_list)  # this command runs with the new list
+    reset_settings_cache()
+    result = CliRunner().invoke(main, ["keys", "rotate"], catch_exceptions=False)
+    assert result.exit_code == 0 and "re-encrypted 1 credential row(s)" in result.output, result.output
+    assert "1 of 2 worker(s) still run with another newest key" in result.output
+    assert stale.hostname() in result.output and fresh.hostname() not in result.output
+    stale.stop()
+    result = CliRunner().invoke(main, ["keys", "rotate"], catch_exceptions=False)
+    assert "warning" not in result.output, result.output

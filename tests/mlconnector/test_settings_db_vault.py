@@ -54,6 +54,38 @@ def test_embedded_default_creates_a_private_key_file(configure, monkeypatch: pyt
     assert get_settings().effective_database_url.startswith("sqlite")
 
 
+def test_the_home_holds_env_key_file_and_database_wherever_a_command_runs(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path) -> None:
+    from mlconnector.settings import get_settings, instance_home, reset_settings_cache
+
+    for name in ("DATABASE_URL", "MLCONNECTOR_SECRET_KEYS", "MLCONNECTOR_KEY_FILE", "MLCONNECTOR_HOME",
+                 "MLCONNECTOR_MAX_DELIVERIES"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "books"
+    deep = home / "exports" / "2026"
+    deep.mkdir(parents=True)
+    (home / ".env").write_text("MLCONNECTOR_MAX_DELIVERIES=5\n")
+    monkeypatch.chdir(home)
+    reset_settings_cache()
+    keys = get_settings().fernet_keys(create=True)  # the first credential sealed here makes the home's key file
+    assert (home / ".mlconnector-keys").exists()
+
+    monkeypatch.chdir(deep)  # a later command run from a subdirectory
+    reset_settings_cache()
+    assert instance_home() == home.resolve()
+    assert get_settings().fernet_keys() == keys and not (deep / ".mlconnector-keys").exists()
+    assert get_settings().effective_database_url == f"sqlite:///{home.resolve() / 'mlconnector.db'}"
+    assert get_settings().max_deliveries == 5  # the home's .env, not the working directory's
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("MLCONNECTOR_HOME", str(home))  # named explicitly: the same files from anywhere
+    reset_settings_cache()
+    assert get_settings().fernet_keys() == keys and get_settings().max_deliveries == 5
+    reset_settings_cache()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_migrations_and_append_only_audit(backend: str, tmp_path, pg_url: str) -> None:
     from mlconnector.db import migrate
