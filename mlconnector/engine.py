@@ -134,7 +134,10 @@ def _process_record(record_id: int, bind: Callable[..., None]) -> RecordResult:
                 record = session.get(SyncRecord, record_id, with_for_update=True, populate_existing=True)
                 assert record is not None
                 bind(integration_id=record.integration_id, flow=record.flow)
-                if record.status != RecordStatus.RUNNING.value:
+                # Pending again: a newer version re-opened it between the claim and this lock.
+                # This delivery reads the source now, so it writes that version itself rather
+                # than stand down and leave it to the next delivery (which then finds it written).
+                if record.status not in (RecordStatus.RUNNING.value, RecordStatus.PENDING.value):
                     return RecordResult(record_id, "skipped", f"already {record.status}")
                 integration = get_integration(session, record.integration_id)
                 pair = get_pair(integration.pair)
@@ -197,13 +200,34 @@ def _claim(session: Session, record_id: int, max_deliveries: int) -> tuple[int, 
     return (row[0], row[1]) if row is not None else None
 
 
+SHORT_WAIT_SECONDS = 60.0  # as EngineTask.retry_later: longer waits are the sweeper's
+BUSY_RETRY_SECONDS = 2.0  # a writer has it: this delivery will most likely find it written
+LOCKED_RETRY_SECONDS = 0.25  # a webhook for it is being stored: a few milliseconds
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import timezone
+
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 def _unclaimable(session: Session, record_id: int) -> RecordResult:
     record = session.get(SyncRecord, record_id)
     if record is None:
         return RecordResult(record_id, "gone", "no such record")
     if record.status in ledger.TERMINAL or record.status in ledger.PARKED:
         return RecordResult(record_id, "skipped", f"already {record.status}")
-    return RecordResult(record_id, "deferred", "waiting for next_attempt_at")
+    # Not claimable now: a writer holds the row ('running'), a short transaction does (a webhook
+    # for the same record being stored: 'pending'), or it is not due yet. A wait this short is
+    # this task's own retry, never the sweeper's minutes; a longer one is the sweeper's.
+    due_in = 0.0
+    if record.next_attempt_at is not None:
+        due_in = (_aware(record.next_attempt_at) - utcnow()).total_seconds()
+    if due_in > SHORT_WAIT_SECONDS:
+        return RecordResult(record_id, "deferred", "waiting for next_attempt_at")
+    busy = BUSY_RETRY_SECONDS if record.status == RecordStatus.RUNNING.value else LOCKED_RETRY_SECONDS
+    return RecordResult(record_id, "deferred", f"{record.status} and held by another transaction",
+                        retry_in=max(busy, due_in))
 
 
 @dataclass

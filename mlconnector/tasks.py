@@ -73,7 +73,9 @@ def process_record(self: EngineTask, record_id: int) -> dict[str, Any]:
         self.retry_later(error)
         return {"record_id": record_id, "outcome": "retry", "detail": str(error)}
     if result.outcome == "deferred" and result.retry_in and not self.app.conf.task_always_eager:
-        raise self.retry(countdown=result.retry_in)
+        # Doubling, up to a minute: a record left 'running' by a lost worker waits for the sweeper
+        # without this task spinning every two seconds meanwhile.
+        raise self.retry(countdown=min(60.0, result.retry_in * 2 ** min(self.request.retries or 0, 5)))
     if result.outcome == "failed" and not self.app.conf.task_always_eager:
         # A record that ended failed is a failed task in Flower, with the reason, not a green row.
         raise RecordFailed(f"record {record_id} failed: {result.detail}")

@@ -85,3 +85,23 @@ def test_a_record_being_written_is_left_alone_by_the_sweeper_and_other_deliverie
             assert engine._claim(other, record_id, 3) is None
     swept = engine.sweep(older_than_seconds=0)  # the writer is gone (its lease long over): now it is retired
     assert swept.failed == 1
+
+
+def test_a_delivery_that_finds_its_record_busy_or_due_soon_retries_itself(configure, fresh_pg: str) -> None:
+    """Two deliveries of one record (a purchase order's webhook and its bill's) overlap: the one
+    that cannot claim retries on its own, instead of leaving the record pending for the sweeper."""
+    from mlconnector import engine
+    from mlconnector.db.models import SyncRecord, utcnow
+
+    session_scope = _setup(configure, fresh_pg)
+    busy = _record(session_scope, "busy", status="running")
+    soon = _record(session_scope, "soon", next_attempt_at=utcnow() + timedelta(seconds=10))
+    later = _record(session_scope, "later", next_attempt_at=utcnow() + timedelta(hours=2))
+    with session_scope() as other:  # the other delivery, writing: it holds the row
+        other.get(SyncRecord, busy, with_for_update=True)
+        result = engine.process_record(busy)
+    assert (result.outcome, result.retry_in) == ("deferred", engine.BUSY_RETRY_SECONDS)
+    result = engine.process_record(soon)
+    assert result.outcome == "deferred" and 8 < (result.retry_in or 0) <= 10
+    result = engine.process_record(later)
+    assert result.outcome == "deferred" and result.retry_in is None  # the sweeper's, at next_attempt_at
