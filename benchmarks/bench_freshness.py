@@ -157,8 +157,14 @@ def main(seconds: int = 60, concurrency: int = 4) -> dict[str, Any]:
             records = _records(bills)
             return len(records) >= len(bills) and all(s in FINAL for s, _ in records.values())
 
-        fleet.wait_until(all_final, timeout=max(120.0, 3.0 * seconds), interval=0.2,
-                         message="not every bill reached a final state")
+        try:
+            fleet.wait_until(all_final, timeout=max(120.0, 3.0 * seconds), interval=0.2)
+        except RuntimeError:
+            records = _records(bills)
+            waiting = {status: sum(1 for s, _ in records.values() if s == status) for status, _ in records.values()
+                       if status not in FINAL}
+            raise RuntimeError(f"not every bill reached a final state: {len(bills) - len(records)} of {len(bills)} "
+                               f"never in the ledger, not final by state {waiting}") from None
         drained = time.perf_counter() - started
         meter.stop()
         records = _records(bills)

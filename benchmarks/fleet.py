@@ -118,6 +118,65 @@ class Process:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def children(self) -> list[Any]:
+        """This process's live descendants (psutil processes): pool children, gunicorn workers."""
+        import psutil
+
+        try:
+            return psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def busiest_child(self, sample: float = 0.3) -> Any | None:
+        """The child that spent the most CPU over `sample` seconds (likely mid-task), or None."""
+        import psutil
+
+        def cpu(child: Any) -> float:
+            try:
+                times = child.cpu_times()
+                return times.user + times.system
+            except psutil.Error:
+                return -1.0
+
+        children = self.children()
+        if not children:
+            return None
+        before = {child.pid: cpu(child) for child in children}
+        time.sleep(sample)
+        return max(children, key=lambda child: cpu(child) - before[child.pid])
+
+    def kill_child(self, sig: int = signal.SIGKILL, sample: float = 0.3) -> int | None:
+        """Send `sig` to the busiest child alone (a Celery pool child, a gunicorn worker); its pid."""
+        import psutil
+
+        child = self.busiest_child(sample)
+        if child is None:
+            return None
+        try:
+            child.send_signal(sig)
+        except psutil.NoSuchProcess:
+            return None
+        return child.pid
+
+    def kill_main(self, sig: int = signal.SIGKILL, orphans_after: float | None = 0.5) -> None:
+        """Send `sig` to the main process alone, as an OOM kill does; after `orphans_after`
+        seconds what it left behind in its process group goes too (as its container or unit
+        would end them). None leaves the orphans running."""
+        if self.process.poll() is not None:
+            return
+        os.kill(self.process.pid, sig)
+        self.process.wait(timeout=20)
+        if orphans_after is not None:
+            time.sleep(orphans_after)
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:
             try:
@@ -185,23 +244,28 @@ def system_settings(st_info: dict[str, Any], ep_info: dict[str, Any]) -> tuple[d
 
 
 def integration_config(st_config: dict[str, Any], ep_config: dict[str, Any], group: str) -> dict[str, Any]:
-    return {"systems": {"servicetitan": st_config, "epicor": ep_config}, "webhook": {"hmac_key": HMAC_KEY},
+    return {"systems": {"servicetitan": st_config, "epicor": ep_config},
             "invoice_group": group, "counterparts": {"vendor": {"match": "name", "create": True}}, "gl": dict(GL)}
 
 
 def create_bench_integration(st_info: dict[str, Any], ep_info: dict[str, Any], group: str,
-                             integration_id: str = INTEGRATION) -> dict[str, Any]:
+                             integration_id: str = INTEGRATION,
+                             extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The bench integration, its credentials and its webhook signing key (HMAC_KEY) sealed in
+    the vault; `extra_config` adds top-level config keys (e.g. `poll_seconds`)."""
     from mlconnector import vault
+    from mlconnector.config import WEBHOOK_SECRETS
     from mlconnector.db.session import session_scope
     from mlconnector.integrations import create_integration
 
     st_config, st_creds, ep_config, ep_creds = system_settings(st_info, ep_info)
-    config = integration_config(st_config, ep_config, group)
+    config = {**integration_config(st_config, ep_config, group), **(extra_config or {})}
     with session_scope() as session:
         create_integration(session, integration_id, PAIR, config)
         session.flush()
         vault.store(session, integration_id, "servicetitan", st_creds)
         vault.store(session, integration_id, "epicor", ep_creds)
+        vault.store(session, integration_id, WEBHOOK_SECRETS, {"hmac_key": HMAC_KEY})
     return config
 
 
@@ -216,8 +280,12 @@ def start_worker(env: dict[str, str], concurrency: int, queues: str = f"mlconnec
                       "--pool", "prefork", "--concurrency", str(concurrency), "-Q", queues, "--without-gossip",
                       "--without-mingle", "--without-heartbeat", "--hostname", f"bench-{uuid.uuid4().hex[:6]}@%h"],
                      env, "worker")
-    wait_until(lambda: "ready." in worker.log() or not worker.alive(), timeout=90, interval=0.2,
-               message="worker not ready")
+    try:
+        wait_until(lambda: "ready." in worker.log() or not worker.alive(), timeout=90, interval=0.2,
+                   message="worker not ready")
+    except RuntimeError:
+        worker.stop()  # never left behind to take the next run's tasks
+        raise
     if not worker.alive():
         raise RuntimeError(f"worker exited: {worker.log()[-3000:]}")
     return worker
@@ -244,3 +312,14 @@ def start_gunicorn(env: dict[str, str], app: str = "mlconnector.web:create_app()
 
     wait_until(ready, timeout=60, interval=0.2, message="gunicorn not ready")
     return url, service
+
+
+def start_beat(env: dict[str, str]) -> Process:
+    """Celery beat with the platform's scheduler (polls, sweeper, alerts), kept in memory."""
+    beat = Process([sys.executable, "-m", "celery", "-A", "mlconnector.celery_app", "beat", "--loglevel", "INFO"],
+                   env, "beat")
+    wait_until(lambda: "beat: Starting" in beat.log() or not beat.alive(), timeout=60, interval=0.2,
+               message="beat not started")
+    if not beat.alive():
+        raise RuntimeError(f"beat exited: {beat.log()[-3000:]}")
+    return beat

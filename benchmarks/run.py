@@ -22,6 +22,7 @@ SIZES = {  # name: (quick size, full size)
     "ratelimit": (600, 3000),  # inventory bills, one ServiceTitan call each at 60/s
     "freshness": (10, 60),  # seconds of webhook events at 20/s
     "memory": (1500, 10000),  # the small backfill; the large one is ten times it
+    "chaos": (60, 300),  # received purchase orders under faults, kills, a broker flush and receiver fuzz
 }
 
 
@@ -39,6 +40,9 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
         "ratelimit": ("records", "limit_per_s", "achieved_per_s", "achieved_vs_limit", "st_429s"),
         "freshness": ("duration_s", "bills", "driven_events_per_s", "p50_s", "p95_s", "max_s", "p95_vs_target"),
         "memory": ("records_small", "records_large", "peak_process_large_vs_small", "peak_tree_large_vs_small"),
+        "chaos": ("records_expected", "written_exactly_once", "exactly_once_ratio", "lost", "duplicated",
+                  "wrong_amount_or_lines", "stuck", "held", "failed", "drain_s", "faults", "fuzz_requests",
+                  "fuzz_by_class", "fuzz_5xx"),
     }[name]
     return {f"{name}.{k}": figures[k] for k in keys if k in figures}
 
@@ -49,19 +53,20 @@ def main() -> None:
     parser.add_argument("--size", type=int, help="records/events for pipeline, ingest, api_economy and ratelimit")
     args = parser.parse_args()
 
-    from benchmarks import (bench_api_economy, bench_core, bench_freshness, bench_ingest, bench_memory,
+    from benchmarks import (bench_api_economy, bench_chaos, bench_core, bench_freshness, bench_ingest, bench_memory,
                             bench_pipeline, bench_ratelimit)
 
     runners: dict[str, Callable[[int], dict[str, Any]]] = {
         "core": bench_core.main, "pipeline": bench_pipeline.main,
         "ingest": bench_ingest.main, "api_economy": bench_api_economy.main,
         "ratelimit": bench_ratelimit.main, "freshness": bench_freshness.main, "memory": bench_memory.main,
+        "chaos": bench_chaos.main,
     }
     summary: dict[str, Any] = {}
     started = time.perf_counter()
     for name, run in runners.items():
         size = SIZES[name][0 if args.quick else 1]
-        if args.size and name not in ("core", "freshness", "memory"):  # freshness is sized in seconds
+        if args.size and name not in ("core", "freshness", "memory", "chaos"):  # freshness is sized in seconds
             size = args.size
         began = time.perf_counter()
         try:
@@ -70,7 +75,8 @@ def main() -> None:
             traceback.print_exc()
             summary[f"{name}.error"] = f"{type(error).__name__}: {error}"
             continue
-        print(f"{name} ({size}): {json.dumps({k: v for k, v in figures.items() if 'by_endpoint' not in k})}", flush=True)
+        shown = {k: v for k, v in figures.items() if 'by_endpoint' not in k and k not in ("evidence", "timeline")}
+        print(f"{name} ({size}): {json.dumps(shown)}", flush=True)
         summary.update(_headline(name, figures))
         summary[f"{name}.seconds"] = round(time.perf_counter() - began, 1)
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
