@@ -131,6 +131,17 @@ class ReadAheadThreadWorker(ThreadWorker):
     Expect: 100-continue is answered here, so its body is read ahead like any other.
     """
 
+    quitting = False
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        """Once only. Ctrl+C in a terminal reaches the whole process group, so a worker gets the
+        SIGINT and then its master's SIGQUIT; a second gthread quit re-entered the thread pool's
+        shutdown from inside the first, under its lock, and hung until the master killed it."""
+        if self.quitting:
+            return
+        self.quitting = True
+        super().handle_quit(sig, frame)
+
     def accept(self, listener: Any) -> None:
         if self.cfg.is_ssl:  # TLS bytes cannot be read ahead as HTTP; serve as plain gthread
             return super().accept(listener)

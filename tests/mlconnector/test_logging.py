@@ -21,7 +21,7 @@ def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
 @pytest.fixture
 def captured() -> Any:
     stream = io.StringIO()
-    configure_logging("INFO", "json", stream)
+    configure_logging("INFO", "json", stream)  # library loggers below have names no command quiets
     yield stream
     configure_logging("INFO", "auto")
 
@@ -30,11 +30,11 @@ def test_library_and_platform_lines_share_one_json_shape_and_the_bound_ids(captu
     with log_context(record_id=7) as bind:
         bind(integration_id="acme")
         get_logger("mlconnector.engine").info("written", target="20/INV-1")
-        logging.getLogger("backoff").warning("Backing off %s(...) for %.1fs", "get", 0.5)
-    logging.getLogger("celery.worker").info("outside any record")
+        logging.getLogger("vendorlib.retry").warning("Backing off %s(...) for %.1fs", "get", 0.5)
+    logging.getLogger("vendorlib.worker").info("outside any record")
     platform, library, outside = _lines(captured)
     assert platform["event"] == "written" and platform["record_id"] == 7 and platform["integration_id"] == "acme"
-    assert library["event"] == "Backing off get(...) for 0.5s" and library["logger"] == "backoff"
+    assert library["event"] == "Backing off get(...) for 0.5s" and library["logger"] == "vendorlib.retry"
     assert library["record_id"] == 7 and library["integration_id"] == "acme" and library["level"] == "warning"
     assert {"timestamp", "level", "event"} <= set(platform) & set(library)
     assert "record_id" not in outside and "integration_id" not in outside  # unbound once the record is done
@@ -44,7 +44,7 @@ def test_a_secret_in_a_library_message_is_masked(captured: io.StringIO) -> None:
     from mlconnector.redaction import register_secret
 
     register_secret("tok-0123456789abcdef")
-    logging.getLogger("urllib3").warning("GET /x?access_token=tok-0123456789abcdef failed")
+    logging.getLogger("vendorlib.http").warning("GET /x?access_token=tok-0123456789abcdef failed")
     assert "tok-0123456789abcdef" not in captured.getvalue()
 
 

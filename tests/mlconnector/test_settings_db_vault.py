@@ -87,10 +87,10 @@ def test_the_home_holds_env_key_file_and_database_wherever_a_command_runs(monkey
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_migrations_and_append_only_audit(backend: str, tmp_path, pg_url: str) -> None:
+def test_migrations_and_append_only_audit(backend: str, tmp_path, fresh_pg: str) -> None:
     from mlconnector.db import migrate
 
-    url = f"sqlite:///{tmp_path / 'm.db'}" if backend == "sqlite" else pg_url
+    url = f"sqlite:///{tmp_path / 'm.db'}" if backend == "sqlite" else fresh_pg  # its own: no other test's rows
     migrate.downgrade(url)
     migrate.upgrade(url)
     assert migrate.current(url) == "0006"
@@ -262,14 +262,14 @@ def test_a_named_lock_makes_a_second_transaction_wait_for_the_first(configure, f
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_vendor_links_become_links_of_kind_vendor_without_losing_one(backend: str, tmp_path, pg_url: str) -> None:
+def test_vendor_links_become_links_of_kind_vendor_without_losing_one(backend: str, tmp_path, fresh_pg: str) -> None:
     """Upgrading from 0001 keeps every vendor link (ids, names, how, date) as a link of kind
     'vendor', and a record held for a vendor becomes held for that link."""
     import sqlalchemy as sa
 
     from mlconnector.db import migrate
 
-    url = f"sqlite:///{tmp_path / 'links.db'}" if backend == "sqlite" else pg_url
+    url = f"sqlite:///{tmp_path / 'links.db'}" if backend == "sqlite" else fresh_pg
     migrate.downgrade(url)
     migrate.upgrade(url, revision="0001")
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
@@ -343,7 +343,7 @@ def test_a_missing_key_file_is_never_replaced_while_sealed_credentials_exist(con
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_webhook_keys_leave_the_config_for_the_vault(backend: str, configure, tmp_path, pg_url: str) -> None:
+def test_webhook_keys_leave_the_config_for_the_vault(backend: str, configure, tmp_path, fresh_pg: str) -> None:
     """Upgrading seals an integration's webhook keys and removes them from its config; after
     that, no table holds a key in plain text."""
     import sqlalchemy as sa
@@ -352,7 +352,7 @@ def test_webhook_keys_leave_the_config_for_the_vault(backend: str, configure, tm
     from mlconnector.db import migrate
     from mlconnector.db.session import session_scope
 
-    url = f"sqlite:///{tmp_path / 'hooks.db'}" if backend == "sqlite" else pg_url
+    url = f"sqlite:///{tmp_path / 'hooks.db'}" if backend == "sqlite" else fresh_pg
     configure(url)
     migrate.downgrade(url)
     migrate.upgrade(url, revision="0005")
