@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -28,6 +28,7 @@ from requests.adapters import HTTPAdapter
 from connectors.base import CheckStep, Connector, EntitySpec, SettingsModel, VendorModel, timed_check
 from mlconnector.http import (
     Auth,
+    ConnectorError,
     FatalError,
     HttpClient,
     HttpRuntime,
@@ -56,6 +57,8 @@ ACTION_TIMEOUT_SECONDS = 360.0  # ... and gives up after six minutes
 DEFAULT_SCOPE = "api offline_access api:concurrent_access"  # REST API, refresh token, parallel calls
 MAX_ERROR_TEXT = 2000  # keep vendor messages readable in audit rows
 SESSION_POOL_SIZE = 8  # connections of a cookie-mode connector's own session
+LOGIN_LIMIT_TEXT = "API Login Limit"  # the refusal of a sign-in over the licence's API users (Round 2 vendor facts)
+LOGIN_LIMIT_WAIT_SECONDS = 5.0  # a refused sign-in waits for another worker's session to end, then tries again
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _TAGS = re.compile(r"<[^>]+>")
 _SPECIAL_KEYS = frozenset({"id", "rowNumber", "delete", "custom", "_links", "files"})
@@ -149,6 +152,15 @@ class AcumaticaConfig(SettingsModel):
         default_factory=dict,
         description="Per-entity override of the change-detection field, e.g. {\"bills\": \"LastModifiedDateTime\"}; null "
                     "reads that entity whole on every poll.",
+    )
+    max_sessions: int | None = Field(
+        None, ge=1,
+        description="Fleet-wide cap on concurrent Acumatica sessions (operations signed in at once), shared across "
+                    "workers through Redis; set it to the licence's API users. Unset: no cap.",
+    )
+    session_wait: float = Field(
+        30.0, gt=0,
+        description="Seconds a worker waits for a free session slot before its record is retried later.",
     )
     check_entities: tuple[str, ...] = Field(
         ("customers", "vendors", "invoices", "payments", "bills", "accounts", "subaccounts"),
@@ -601,6 +613,17 @@ def oauth_settings(config: AcumaticaConfig) -> OAuth2Settings:
                           error_extractor=acumatica_error)
 
 
+def login_limit_as_wait(error: ConnectorError) -> ConnectorError:
+    """A sign-in refused for the licence's API-user limit is a wait, not a failure: whatever
+    status it came with (a real instance does not answer 429), it becomes retriable."""
+    if LOGIN_LIMIT_TEXT.casefold() not in (error.message or "").casefold() or isinstance(error, RetriableError):
+        return error
+    wait = RetriableError(f"{error.message} (waiting for a session to end)", retry_after=LOGIN_LIMIT_WAIT_SECONDS,
+                          vendor=VENDOR, status=error.status, endpoint=error.endpoint)
+    wait.not_acted_on = True  # type: ignore[attr-defined]
+    return wait
+
+
 class CookieSessionAuth(Auth):
     """`/entity/auth/login` once; the cookies live in the connector's own session."""
 
@@ -613,8 +636,11 @@ class CookieSessionAuth(Auth):
     def headers(self, session: requests.Session) -> dict[str, str]:
         with self._lock:
             if not self.signed_in:
-                self._client.request("POST", "/entity/auth/login", json=self._body, ok_statuses={200, 204},
-                                     endpoint="entity/auth/login")
+                try:
+                    self._client.request("POST", "/entity/auth/login", json=self._body, ok_statuses={200, 204},
+                                         endpoint="entity/auth/login")
+                except ConnectorError as error:
+                    raise login_limit_as_wait(error) from None
                 self.signed_in = True
         return {}
 
@@ -702,6 +728,8 @@ class AcumaticaConnector(Connector):
         self._auth = auth
         self._scope_lock = threading.Lock()
         self._scope_depth = 0
+        self._slots = runtime.slots
+        self._slot_name = f"{VENDOR}:{urlsplit(config.base_url).netloc}"  # the licence is per instance
 
     # ---- construction ---------------------------------------------------------------------------
 
@@ -734,23 +762,31 @@ class AcumaticaConnector(Connector):
 
     @contextmanager
     def _session_scope(self) -> Iterator[None]:
-        """Cookie mode: sign out when the outermost operation ends, whatever happened."""
-        if self._cookie is None:
-            yield
-            return
+        """The outermost operation holds one of the fleet's session slots (`max_sessions`)
+        and, in cookie mode, signs out when it ends, whatever happened."""
         with self._scope_lock:
             self._scope_depth += 1
-        try:
-            yield
-        finally:
-            with self._scope_lock:
-                self._scope_depth -= 1
-                last = self._scope_depth == 0
-            if last:
-                try:
-                    self._cookie.logout()
-                except Exception:  # the session times out on its own; never mask the caller's error
-                    pass
+            first = self._scope_depth == 1
+        with ExitStack() as stack:
+            try:
+                if first and self.config.max_sessions:
+                    stack.enter_context(self._slots.hold(self._slot_name, self.config.max_sessions,
+                                                         wait=self.config.session_wait, vendor=VENDOR))
+                yield
+            except ConnectorError as error:  # a bearer token refused for the API-user limit, too
+                waited = login_limit_as_wait(error)
+                if waited is error:
+                    raise
+                raise waited from None
+            finally:
+                with self._scope_lock:
+                    self._scope_depth -= 1
+                    last = self._scope_depth == 0
+                if last and self._cookie is not None:
+                    try:
+                        self._cookie.logout()
+                    except Exception:  # the session times out on its own; never mask the caller's error
+                        pass
 
     def close(self) -> None:
         """Sign out of a cookie session still open (OAuth tokens stay cached for the fleet)."""

@@ -775,12 +775,14 @@ def audit_cmd(record_id: int, as_json: bool) -> None:
 
 def _print_status(integration: str | None = None, as_json: bool = False) -> None:
     from mlconnector.db.session import session_scope
-    from mlconnector.health import flow_health
+    from mlconnector.health import documents_created_this_month, flow_health
 
     with session_scope() as session:
         rows = flow_health(session, integration)
+        created = documents_created_this_month(session, integration)
     if as_json:
-        click.echo(json.dumps([row.as_json() for row in rows], indent=2))
+        click.echo(json.dumps([{**row.as_json(), "integration_created_this_month": created.get(row.integration, 0)}
+                               for row in rows], indent=2))
         return
     table = Table("integration", "flow", "written", "skipped", "pending", "held", "failed", "in target", "oldest waiting",
                   "last poll", "next poll", "position")
@@ -797,6 +799,9 @@ def _print_status(integration: str | None = None, as_json: bool = False) -> None
                       str(c.get("failed", 0)), str(row.in_target), oldest, last,
                       row.next_poll_at.strftime("%H:%M:%S") if row.next_poll_at else "-", position)
     console.print(table)
+    for name in sorted({row.integration for row in rows}):
+        # Some licences cap documents created through the API per month (Acumatica's commercial transactions).
+        console.print(f"{name}: {created.get(name, 0)} document(s) created in target systems this month (UTC)")
 
 
 @main.command()

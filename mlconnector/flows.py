@@ -213,6 +213,18 @@ class Flow:
 
 
 @dataclass(frozen=True)
+class PairDemo:
+    """How `mlconnector demo` runs a pair: its title, config laid over the pair's sandbox config,
+    and one line read back from the target's own API, `target_summary(harness, integration)`,
+    so the demo proves the outcome in the target, not only in our ledger."""
+
+    title: str
+    target_summary: Callable[[Any, str], str]
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    order: int = 100  # demos run in this order, then by pair name
+
+
+@dataclass(frozen=True)
 class Pair:
     """A product pair: its systems, flows, counterpart kinds and config model.
 
@@ -229,6 +241,7 @@ class Pair:
     counterparts: tuple["CounterpartKind", ...] = ()
     sandbox_config: Callable[["SandboxSet"], dict[str, Any]] | None = None
     webhook_source: str | None = None  # the system whose webhooks the receiver takes
+    demo: PairDemo | None = None  # runs in `mlconnector demo` when set
 
     @property
     def queue(self) -> str:

@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, aliased
 
-from mlconnector.db.models import SyncRecord, Watermark, utcnow
+from mlconnector.db.models import AuditEvent, SyncRecord, Watermark, utcnow
 from mlconnector.flows import all_pairs
 
 WAITING_STATES = ("pending", "held", "failed")
@@ -86,6 +86,35 @@ def flow_health(session: Session, integration: str | None = None) -> list[FlowHe
         if every and health.enabled:
             health.next_poll_at = (health.last_poll_at + timedelta(seconds=float(every))) if health.last_poll_at else now
     return [rows[key] for key in sorted(rows)]
+
+
+CREATED_KINDS = ("written", "counterpart_created")  # audit rows of a record the connector created in a target
+
+
+def documents_created_this_month(session: Session, integration: str | None = None,
+                                 now: datetime | None = None) -> dict[str, int]:
+    """Per integration: records created in a target system through its API since the start of
+    this UTC month (documents and counterparts such as customers).
+
+    Some vendors licence a monthly number of documents created through the API (Acumatica's
+    commercial transactions); this says how close each integration is. Read from the audit
+    trail, whose write rows begin with the write's action ('created ...'), so updates,
+    unchanged records and retries of a write that already landed do not count."""
+    moment = _aware(now or utcnow())
+    month_start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    counterpart = aliased(AuditEvent)
+    # A counterpart created by the resolver and then reported by its own flow's write is one creation.
+    reported_twice = (select(counterpart.id).where(counterpart.kind == "counterpart_created",
+                                                   counterpart.sync_record_id == AuditEvent.sync_record_id,
+                                                   counterpart.target_id == AuditEvent.target_id).exists())
+    query = (select(AuditEvent.integration_id, func.count())
+             .where(AuditEvent.kind.in_(CREATED_KINDS), AuditEvent.message.like("created%"), AuditEvent.at >= month_start,
+                    AuditEvent.integration_id.is_not(None),
+                    or_(AuditEvent.kind == "counterpart_created", ~reported_twice))
+             .group_by(AuditEvent.integration_id))
+    if integration:
+        query = query.where(AuditEvent.integration_id == integration)
+    return {row[0]: int(row[1]) for row in session.execute(query)}
 
 
 def _aware(value: datetime) -> datetime:

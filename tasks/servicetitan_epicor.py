@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from connectors.epicor import InvoiceDifferences, compare_ap_invoice, wanted_invoice_lines
 from mappings import servicetitan_epicor as m
 from mlconnector import ledger, links
-from mlconnector.flows import (DocumentSummary, Flow, FlowContext, FlowHandler, MappedRecord, Nothing, Pair, Plan,
+from mlconnector.flows import (DocumentSummary, Flow, FlowContext, FlowHandler, MappedRecord, Nothing, Pair, PairDemo, Plan,
                                SourceRecord, WriteResult)
 from mlconnector.holds import Hold, TargetCondition
 from mlconnector.http import NotFoundError
@@ -451,6 +451,14 @@ def sandbox_config(sandboxes: "SandboxSet") -> dict[str, Any]:
     }
 
 
+def demo_summary(harness: Any, integration: str) -> str:
+    """The demo's last word, read from Epicor's own API: how many AP invoices it holds."""
+    from datetime import datetime, timezone
+
+    invoices = sum(1 for _ in harness.connector(EPICOR).iter_changed("ap_invoices", None, datetime.now(timezone.utc)))
+    return f"Epicor now holds {invoices} AP invoice(s), read back through its OData API."
+
+
 PAIR = Pair(
     name=PAIR_NAME,
     source=ST,
@@ -460,6 +468,7 @@ PAIR = Pair(
     counterparts=(VENDORS,),
     sandbox_config=sandbox_config,
     webhook_source=ST,
+    demo=PairDemo("ServiceTitan -> Epicor Kinetic", demo_summary, order=10),
     flows=(
         Flow(name="vendors", source=ST, source_entity="vendors", target=EPICOR, target_entity="vendors",
              handler=VendorsHandler(), webhook_events=("vendor.created", "vendor.updated"),

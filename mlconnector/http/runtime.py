@@ -18,6 +18,7 @@ from requests.adapters import HTTPAdapter
 
 from mlconnector.http.auth import TokenCache
 from mlconnector.http.ratelimit import RateLimiter
+from mlconnector.http.slots import SessionSlots
 
 POOL_SIZE = 32  # connections kept per vendor host; above a worker's thread count
 
@@ -50,6 +51,7 @@ class PooledSession(requests.Session):
 class HttpRuntime:
     token_cache: TokenCache
     rate_limiter: RateLimiter
+    slots: SessionSlots = field(default_factory=SessionSlots)  # fleet-wide caps on concurrent vendor sessions
     _sessions: dict[str, requests.Session] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -84,6 +86,7 @@ def build_runtime(redis_url: str = "", cipher: object | None = None) -> HttpRunt
         return HttpRuntime(
             token_cache=TokenCache(client, cipher=cipher),  # type: ignore[arg-type]
             rate_limiter=RateLimiter(redis_url),
+            slots=SessionSlots(client),
         )
     return HttpRuntime(token_cache=TokenCache(None), rate_limiter=RateLimiter("memory://"))
 
