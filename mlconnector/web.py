@@ -17,6 +17,8 @@ def create_app() -> Flask:
 
     configure_from_settings()
     app = Flask("mlconnector")
+    # A sender's path is taken as sent: '//' is no route (a JSON 404), not an HTML redirect.
+    app.url_map.merge_slashes = False
     app.register_blueprint(webhooks)
 
     @app.errorhandler(HTTPException)

@@ -270,3 +270,9 @@ def test_a_storm_of_bad_signatures_is_counted_not_appended_row_by_row(client, mo
         _post_signed(client, _event(), remote="203.0.113.7", signature="0" * 64)
     assert len(_rows(SecurityEvent)) == 3 and len([a for a in _rows(AuditEvent) if a.kind == "security"]) == 3
     assert sum(s.occurrences for s in _rows(SecurityEvent)) == storm + 1 + 5
+
+
+@pytest.mark.parametrize("path", ["/webhooks/servicetitan//acme", "/webhooks//servicetitan/acme", "/webhooks/servicetitan/acme/x"])
+def test_a_path_that_names_no_integration_is_a_json_404_never_a_redirect(client, path: str) -> None:
+    response = _post_signed(client, _event(), path=path)
+    assert response.status_code == 404 and isinstance(response.get_json(), dict), response.get_data(as_text=True)
