@@ -19,6 +19,7 @@ SIZES = {  # name: (quick size, full size)
     "pipeline": (120, 400),
     "ingest": (1500, 5000),
     "api_economy": (30, 100),
+    "acumatica": (200, 600),  # ServiceTitan job invoices -> Acumatica AR invoices: engine vs baseline, calls per record
     "ratelimit": (600, 3000),  # inventory bills, one ServiceTitan call each at 60/s
     "freshness": (10, 60),  # seconds of webhook events at 20/s
     "memory": (1500, 10000),  # the small backfill; the large one is ten times it
@@ -37,6 +38,9 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
         "api_economy": ("records", "st_calls_per_record", "epicor_calls_per_record", "calls_per_record",
                         "minimum_per_record", "calls_vs_minimum", "idle_poll_inventory_bills_calls",
                         "idle_poll_vendors_calls"),
+        "acumatica": ("records", "concurrency", "engine_records_per_s", "baseline_records_per_s", "engine_vs_baseline",
+                      "st_calls_per_record", "acumatica_calls_per_record", "calls_per_record", "minimum_per_record",
+                      "calls_vs_minimum", "idle_poll_invoices_calls", "idle_poll_customers_calls"),
         "ratelimit": ("records", "limit_per_s", "achieved_per_s", "achieved_vs_limit", "st_429s"),
         "freshness": ("duration_s", "bills", "driven_events_per_s", "p50_s", "p95_s", "max_s", "p95_vs_target"),
         "memory": ("records_small", "records_large", "peak_process_large_vs_small", "peak_tree_large_vs_small"),
@@ -50,15 +54,15 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes in all")
-    parser.add_argument("--size", type=int, help="records/events for pipeline, ingest, api_economy and ratelimit")
+    parser.add_argument("--size", type=int, help="records/events for pipeline, ingest, api_economy, acumatica and ratelimit")
     args = parser.parse_args()
 
-    from benchmarks import (bench_api_economy, bench_chaos, bench_core, bench_freshness, bench_ingest, bench_memory,
-                            bench_pipeline, bench_ratelimit)
+    from benchmarks import (bench_acumatica, bench_api_economy, bench_chaos, bench_core, bench_freshness, bench_ingest,
+                            bench_memory, bench_pipeline, bench_ratelimit)
 
     runners: dict[str, Callable[[int], dict[str, Any]]] = {
         "core": bench_core.main, "pipeline": bench_pipeline.main,
-        "ingest": bench_ingest.main, "api_economy": bench_api_economy.main,
+        "ingest": bench_ingest.main, "api_economy": bench_api_economy.main, "acumatica": bench_acumatica.main,
         "ratelimit": bench_ratelimit.main, "freshness": bench_freshness.main, "memory": bench_memory.main,
         "chaos": bench_chaos.main,
     }

@@ -1,0 +1,397 @@
+"""ServiceTitan job invoices -> Acumatica AR invoices: backfill throughput through the real
+fleet against a bare thread pool issuing the very same vendor calls, and the vendor calls
+the engine spends per invoice and per idle poll against the fewest the vendor APIs allow.
+
+    python -m benchmarks.bench_acumatica [N] [concurrency]
+
+Engine: the integration is registered from the pair's own sandbox config (every business
+unit on an active subaccount, customers matched by name or created), with fast retries and
+no client-side ServiceTitan limiter (the sandboxes run unthrottled: this measures our cost,
+not a quota). Customers are synced first and untimed, as onboarding would (the `customers`
+flow). Then a catch-up poll of `invoices` upserts the ledger rows; the clock starts when the
+poll's work is sent to the broker and stops when every sync record has reached a final
+state. Documents are written on hold (the config's default).
+
+Baseline: a `concurrent.futures` pool of the same size doing, per invoice, ServiceTitan GET
+invoice -> map (the pair's own mapping) -> Acumatica look-up by external reference
+(CustomerOrder + Customer) -> PUT insert, with the customers resolved and the chart of
+accounts read beforehand (untimed), against a second Acumatica sandbox with the same seed,
+so neither run can find the other's invoices. All sandboxes run in one separate process.
+
+Two rounds of n/2 invoices, engine first then baseline first, so a machine that slows down
+or speeds up during the run weighs on both sides alike.
+
+Calls are counted from the sandboxes' own request statistics (GET /_sandbox/stats), token
+requests included. Minimum per invoice: ServiceTitan 1 (GET the invoice); Acumatica 1
+look-up by CustomerOrder + Customer and 1 PUT (the lines travel in the same PUT), so 3 for
+an invoice written, 2 for one found already written. A poll's own calls are counted apart,
+per poll: ServiceTitan's modified-since list and Acumatica's chart refresh (accounts by
+LastModifiedDateTime, subaccounts read whole: the Default endpoint's Subaccount has no
+change field), so an idle `invoices` poll needs 3 calls and an idle `customers` poll 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import requests
+
+from benchmarks import bench_pipeline as pipeline
+from benchmarks import fleet
+from benchmarks.common import CpuMeter, write_result
+
+PAIR = "servicetitan-acumatica"
+QUEUES = f"mlconnector,{PAIR}"
+FLOW = "invoices"
+ST, ACU_ENGINE, ACU_BASE = "st", "acu_engine", "acu_base"
+FAST_RETRY = {"base": 0.05, "max_wait": 2}
+OVERRIDES = {"systems": {"servicetitan": {"retry": FAST_RETRY, "rate_limit_per_second": 0},
+                         "acumatica": {"retry": FAST_RETRY}}}
+MIN_ST_PER_INVOICE = 1  # GET the invoice
+MIN_ACU_WRITTEN = 2  # look up by CustomerOrder + Customer, then PUT the invoice with its lines
+MIN_ACU_FOUND = 1  # the look-up finds it: nothing to write
+IDLE_POLL_TARGETS = {"invoices": 3, "customers": 1}
+
+
+class _HostedSandbox:
+    """A sandbox served by the benchmark's sandbox host, in the shape the pair harness reads."""
+
+    def __init__(self, host: fleet.SandboxHost, name: str) -> None:
+        self.host, self.name = host, name
+
+    @property
+    def url(self) -> str:
+        return self.host.url(self.name)
+
+    def info(self) -> dict[str, Any]:
+        return self.host.info(self.name)
+
+
+def _sandbox_set(host: fleet.SandboxHost, acumatica: str) -> Any:
+    from mlconnector.harness import SandboxSet
+
+    return SandboxSet({"servicetitan": _HostedSandbox(host, ST), "acumatica": _HostedSandbox(host, acumatica)})
+
+
+@dataclass
+class Setup:
+    n: int
+    concurrency: int
+    database_url: str
+    env: dict[str, str]
+    host: fleet.SandboxHost
+    invoice_ids: list[int]
+    config: dict[str, Any]
+    worker: fleet.Process | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        fleet.tear_down(self.database_url, processes=[self.worker], host=self.host)
+
+
+def _st_rows(host: fleet.SandboxHost, entity: str) -> list[dict[str, Any]]:
+    return requests.get(f"{host.url(ST)}/_sandbox/entities/{entity}", timeout=30).json()
+
+
+def setup(n: int, concurrency: int) -> Setup:
+    """Sandboxes, database, integration and workers, with exactly n job invoices in ServiceTitan
+    (seeded with as many customers, so each invoice names a customer the `customers` flow syncs)."""
+    from mlconnector.harness import register
+
+    database_url = fleet.create_database()
+    env = fleet.configure(database_url)
+    fleet.flush_redis()
+    host = fleet.SandboxHost({
+        ST: ["servicetitan", {"seed": 3, "records": max(1, n), "rate_limit": 0}],
+        ACU_ENGINE: ["acumatica", {"seed": 3, "records": 6}],
+        ACU_BASE: ["acumatica", {"seed": 3, "records": 6}],
+    })
+    worker = None
+    try:
+        invoice_ids = sorted(i["id"] for i in _st_rows(host, "invoices"))
+        config = register(fleet.INTEGRATION, PAIR, _sandbox_set(host, ACU_ENGINE), overrides=OVERRIDES,
+                          webhook_key=fleet.HMAC_KEY)
+        worker = fleet.start_worker(env, concurrency, queues=QUEUES)
+        return Setup(len(invoice_ids), concurrency, database_url, env, host, invoice_ids, config, worker)
+    except BaseException:
+        if worker is not None:
+            worker.stop()
+        host.stop()
+        fleet.drop_database(database_url)
+        raise
+
+
+def add_invoices(s: Setup, count: int) -> list[int]:
+    """`count` more job invoices in ServiceTitan, shaped like the seeded ones (same customers,
+    business units and lines, taken in turn); their ids."""
+    seeded = sorted(_st_rows(s.host, "invoices"), key=lambda i: i["id"])
+    before = {i["id"] for i in seeded}
+    keep = ("description", "quantity", "price", "type", "order", "skuName", "displayName")
+    with requests.Session() as http:
+        for index in range(count):
+            model = seeded[index % len(seeded)]
+            body = {"customer": {"id": model["customer"]["id"], "name": model["customer"]["name"]},
+                    "businessUnit": model["businessUnit"],
+                    "items": [{k: item[k] for k in keep if k in item} for item in model.get("items") or []]}
+            http.post(f"{s.host.url(ST)}/_sandbox/entities/invoices", json=body, timeout=30).raise_for_status()
+    return sorted(i["id"] for i in _st_rows(s.host, "invoices") if i["id"] not in before)
+
+
+def _meter(s: Setup) -> CpuMeter:
+    trees = {"sandboxes": s.host.process.pid}
+    if s.worker is not None:
+        trees["workers"] = s.worker.process.pid
+    return CpuMeter(trees)
+
+
+def _stats(s: Setup, names: tuple[str, ...], reset: bool = False) -> dict[str, dict[str, Any]]:
+    return {name: pipeline.sandbox_stats(s.host, name, reset=reset) for name in names}
+
+
+def _reset(s: Setup, names: tuple[str, ...]) -> None:
+    for name in names:
+        requests.post(f"{s.host.url(name)}/_sandbox/stats/reset", timeout=10).raise_for_status()
+
+
+def sync_customers(s: Setup) -> dict[str, Any]:
+    """Untimed onboarding: every ServiceTitan customer linked to an Acumatica one first."""
+    return pipeline.run_flow("customers")
+
+
+def run_engine(s: Setup) -> dict[str, Any]:
+    """One poll of the invoices flow and the work it sends, timed and metered; the calls the
+    poll made and the calls the work made are read apart."""
+    from mlconnector import engine
+    from mlconnector.tasks import send
+
+    names = (ST, ACU_ENGINE)
+
+    def final() -> int:
+        return sum(v for k, v in pipeline._statuses(FLOW).items() if k in pipeline.FINAL)
+
+    already = final()
+    _reset(s, names)
+    meter = _meter(s).start()
+    poll_started = time.time()
+    result = engine.poll_flow(fleet.INTEGRATION, FLOW)
+    poll_seconds = time.time() - poll_started
+    poll_stats = _stats(s, names, reset=True)  # before the clock starts: the poll is counted apart
+    sent_at = time.time()
+    send(result.enqueue)
+    queued = result.queued
+    fleet.wait_until(lambda: final() >= already + queued, timeout=600, interval=0.1,
+                     message=f"{FLOW}: not every record final: {pipeline._statuses(FLOW)}")
+    seen_done = time.time()
+    meter.stop()
+    work_stats = _stats(s, names)
+    last = pipeline._last_written(FLOW) or seen_done
+    done = min(seen_done, max(last, sent_at))
+    return {"found": result.found, "queued": queued, "poll_seconds": poll_seconds, "seconds": done - sent_at,
+            "statuses": pipeline._statuses(FLOW), "cpu_seconds": meter.seconds,
+            "poll_stats": poll_stats, "work_stats": work_stats}
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    return value.model_dump(mode="json", by_alias=True) if hasattr(value, "model_dump") else dict(value)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Baseline:
+    """The same vendor calls from a plain thread pool: no ledger, no broker, no audit."""
+
+    def __init__(self, s: Setup) -> None:
+        from connectors import connector_class
+        from mappings import servicetitan_acumatica as m
+        from mlconnector.flows import get_pair
+        from mlconnector.harness import sandbox_integration_config
+        from mlconnector.http.runtime import get_runtime
+
+        sandboxes = _sandbox_set(s.host, ACU_BASE)
+        config = sandbox_integration_config(get_pair(PAIR), sandboxes, OVERRIDES)
+        runtime = get_runtime()  # what a worker process builds: Redis token cache (encrypted), limiter
+        st_creds, acu_creds = sandboxes.credentials("servicetitan"), sandboxes.credentials("acumatica")
+        self.st = connector_class("servicetitan").create(config["systems"]["servicetitan"], st_creds, runtime)
+        self.acu = connector_class("acumatica").create(config["systems"]["acumatica"], acu_creds, runtime)
+        self.config = m.ServiceTitanAcumaticaConfig.model_validate(config)
+        self.refs: dict[str, m.AcumaticaRef] = {}
+        self.chart: m.GlReference | None = None
+
+    def prepare(self) -> None:
+        """Untimed: the chart of accounts read, and every ServiceTitan customer matched by
+        normalized name or created in Acumatica, as the customers flow does."""
+        from mappings import servicetitan_acumatica as m
+
+        if self.chart is None:
+            accounts = {a.AccountCD: a.Active is not False for a in self.acu.iter_records("accounts", expand=()) if a.AccountCD}
+            subaccounts = {a.SubaccountCD: a.Active is not False
+                           for a in self.acu.iter_records("subaccounts", expand=()) if a.SubaccountCD}
+            self.chart = m.GlReference(accounts, subaccounts)
+        index = [_plain(c) for c in self.acu.iter_records("customers", expand=(),
+                                                          select=("CustomerID", "CustomerName", "Status"))]
+        for customer in (_plain(c) for c in self.st.iter_changed("customers", None, _now())):
+            if str(customer["id"]) in self.refs:
+                continue
+            found = m.match_by_name(customer.get("name") or "", index, "CustomerName")
+            if not found:
+                fields = m.map_customer(customer, self.config)
+                found = [_plain(self.acu.put("customers", fields.model_dump(exclude_none=True), mode="insert"))]
+                index.append(found[0])
+                how = "created"
+            else:
+                how = "matched_by_name"
+            if len(found) == 1:
+                self.refs[str(customer["id"])] = m.AcumaticaRef(found[0]["CustomerID"], found[0].get("CustomerName") or "", how)
+
+    def one(self, invoice_id: int) -> str:
+        from mappings import servicetitan_acumatica as m
+        from mlconnector.holds import Hold
+
+        invoice = _plain(self.st.get("invoices", invoice_id))
+        ref = self.refs.get(str((invoice.get("customer") or {}).get("id")))
+        if ref is None:
+            return "held"
+        assert self.chart is not None
+        mapped = m.map_invoice(invoice, self.config, ref, self.chart, "baseline")
+        if isinstance(mapped, Hold):
+            return "held"
+        fields: m.ArInvoice = mapped.document.fields  # type: ignore[attr-defined]
+        if self.acu.find_invoice(fields.CustomerOrder, customer_id=fields.Customer) is not None:
+            return "skipped"
+        self.acu.put("invoices", fields.model_dump(exclude_none=True), mode="insert")
+        return "written"
+
+    def run(self, s: Setup) -> dict[str, Any]:
+        self.prepare()
+        names = (ST, ACU_BASE)
+        _reset(s, names)
+        outcomes: dict[str, int] = {}
+        meter = _meter(s).start()
+        started = time.time()
+        with ThreadPoolExecutor(max_workers=s.concurrency) as pool:
+            for outcome in pool.map(self.one, s.invoice_ids):
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        seconds = time.time() - started
+        meter.stop()
+        return {"records": len(s.invoice_ids), "seconds": seconds, "statuses": outcomes, "cpu_seconds": meter.seconds,
+                "work_stats": _stats(s, names)}
+
+
+def _idle_poll(s: Setup, flow: str) -> dict[str, Any]:
+    from mlconnector import engine
+    from mlconnector.tasks import send
+
+    names = (ST, ACU_ENGINE)
+    _reset(s, names)
+    result = engine.poll_flow(fleet.INTEGRATION, flow)
+    send(result.enqueue)
+    stats = _stats(s, names)
+    return {"found": result.found, "queued": result.queued, "calls": sum(v["total"] for v in stats.values()),
+            "by_endpoint": {name: v["by_endpoint"] for name, v in stats.items() if v["total"]}}
+
+
+def _merge_endpoints(runs: list[dict[str, Any]], name: str, key: str = "work_stats") -> dict[str, dict[str, int]]:
+    merged: dict[str, dict[str, int]] = {}
+    for run in runs:
+        for endpoint, statuses in run[key][name]["by_endpoint"].items():
+            into = merged.setdefault(endpoint, {})
+            for status, count in statuses.items():
+                into[status] = into.get(status, 0) + count
+    return merged
+
+
+def _calls(runs: list[dict[str, Any]], name: str, key: str = "work_stats") -> int:
+    return sum(r[key][name]["total"] for r in runs)
+
+
+def _acumatica_invoices(s: Setup, name: str, references: set[str]) -> int:
+    rows = requests.get(f"{s.host.url(name)}/_sandbox/entities/invoices", timeout=30).json()
+    return sum(1 for r in rows if r.get("CustomerOrder") in references)
+
+
+def main(n: int = 100, concurrency: int = 4) -> dict[str, Any]:
+    from mappings import servicetitan_acumatica as m
+
+    first_half = max(1, n // 2)
+    s = setup(first_half, concurrency)
+    try:
+        customers = sync_customers(s)  # untimed prerequisite, as onboarding would
+        baseline = Baseline(s)
+        engine_runs = [run_engine(s)]
+        baseline_runs = [baseline.run(s)]
+        s.invoice_ids = add_invoices(s, max(1, n - len(s.invoice_ids)))
+        baseline_runs.append(baseline.run(s))
+        engine_runs.append(run_engine(s))
+        idle_invoices = _idle_poll(s, "invoices")
+        idle_customers = _idle_poll(s, "customers")
+
+        engine_totals, base_totals = pipeline._totals(engine_runs, "queued"), pipeline._totals(baseline_runs, "records")
+        records = engine_totals["records"]
+        statuses = pipeline._statuses(FLOW)
+        written, skipped = statuses.get("written", 0), statuses.get("skipped", 0)
+        minimum_st = MIN_ST_PER_INVOICE * records
+        minimum_acu = MIN_ACU_WRITTEN * written + MIN_ACU_FOUND * skipped
+        st_calls, acu_calls = _calls(engine_runs, ST), _calls(engine_runs, ACU_ENGINE)
+        base_st, base_acu = _calls(baseline_runs, ST), _calls(baseline_runs, ACU_BASE)
+        poll_calls = [sum(v["total"] for v in r["poll_stats"].values()) for r in engine_runs]
+        references = {m.invoice_reference(i) for i in _st_rows(s.host, "invoices")}
+        per = max(records, 1)
+        figures = {
+            "records": records,
+            "concurrency": concurrency,
+            "rounds": len(engine_runs),
+            "engine_records_per_s": round(engine_totals["rate"], 1),
+            "baseline_records_per_s": round(base_totals["rate"], 1),
+            "engine_vs_baseline": round(engine_totals["rate"] / base_totals["rate"], 3),
+            "round_ratios": [round((e["queued"] / e["seconds"]) / (b["records"] / b["seconds"]), 3)
+                             for e, b in zip(engine_runs, baseline_runs)],
+            "target_ratio": 0.8,
+            "engine_seconds": round(engine_totals["seconds"], 3),
+            "engine_poll_seconds": round(sum(r["poll_seconds"] for r in engine_runs), 3),
+            "baseline_seconds": round(base_totals["seconds"], 3),
+            "engine_statuses": statuses,
+            "baseline_outcomes": base_totals["statuses"],
+            "customers_flow": {k: customers[k] for k in ("found", "queued", "statuses")},
+            "acumatica_invoices": {"engine": _acumatica_invoices(s, ACU_ENGINE, references),
+                                   "baseline": _acumatica_invoices(s, ACU_BASE, references)},
+            "cpu_ms_per_record": {"engine": engine_totals["cpu_ms"], "baseline": base_totals["cpu_ms"]},
+            "st_calls": st_calls,
+            "acumatica_calls": acu_calls,
+            "st_calls_per_record": round(st_calls / per, 3),
+            "acumatica_calls_per_record": round(acu_calls / per, 3),
+            "minimum_st_per_record": round(minimum_st / per, 3),
+            "minimum_acumatica_per_record": round(minimum_acu / per, 3),
+            "calls_per_record": round((st_calls + acu_calls) / per, 3),
+            "minimum_per_record": round((minimum_st + minimum_acu) / per, 3),
+            "calls_vs_minimum": round((st_calls + acu_calls) / max(minimum_st + minimum_acu, 1), 3),
+            "baseline_calls_per_record": round((base_st + base_acu) / max(base_totals["records"], 1), 3),
+            "poll_calls": poll_calls,
+            "idle_poll_invoices_calls": idle_invoices["calls"],
+            "idle_poll_customers_calls": idle_customers["calls"],
+            "idle_poll_target_calls": dict(IDLE_POLL_TARGETS),
+            "by_endpoint": {"servicetitan": _merge_endpoints(engine_runs, ST),
+                            "acumatica": _merge_endpoints(engine_runs, ACU_ENGINE)},
+            "baseline_by_endpoint": {"servicetitan": _merge_endpoints(baseline_runs, ST),
+                                     "acumatica": _merge_endpoints(baseline_runs, ACU_BASE)},
+            "poll_by_endpoint": {"servicetitan": _merge_endpoints(engine_runs, ST, "poll_stats"),
+                                 "acumatica": _merge_endpoints(engine_runs, ACU_ENGINE, "poll_stats")},
+            "idle_poll_by_endpoint": {"invoices": idle_invoices["by_endpoint"], "customers": idle_customers["by_endpoint"]},
+        }
+    finally:
+        s.close()
+    write_result("acumatica", figures)
+    return figures
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:]]
+    result = main(*args)
+    print(json.dumps({k: v for k, v in result.items() if "by_endpoint" not in k}))
