@@ -10,20 +10,20 @@ spelled out, or a hold that names what a person must change. No I/O happens here
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from mlconnector.config import IntegrationConfig, StrictModel
 from mlconnector.decisions import Decision
-from mlconnector.errors import MappingError
 from mlconnector.flows import MappedRecord
 from mlconnector.holds import ConfigNeeded, Hold, TargetCondition
 from mlconnector.links import normalize_name
+from mappings.servicetitan_values import money, quantity
+from mappings.servicetitan_values import named as _named
 
 ACUMATICA = "acumatica"
-CENT = Decimal("0.01")
 MAX_DESCRIPTION = 255  # Acumatica's document and line descriptions; longer text is cut, not refused
 MAX_REFERENCE = 40  # CustomerOrder / VendorRef / ExternalRef length on the Default endpoint
 RELEASED = frozenset({"Open", "Closed"})  # statuses of a released Acumatica document
@@ -199,27 +199,6 @@ class VendorFields(BaseModel):
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-def money(value: Any) -> Decimal:
-    """ServiceTitan accounting amounts arrive as strings; CRM and inventory amounts as numbers."""
-    if value in (None, ""):
-        return Decimal("0")
-    try:
-        return Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_UP)
-    except InvalidOperation:
-        raise MappingError(f"not an amount: {value!r}") from None
-
-
-def quantity(value: Any) -> Decimal:
-    try:
-        return Decimal(str(value if value not in (None, "") else 0))
-    except InvalidOperation:
-        raise MappingError(f"not a quantity: {value!r}") from None
-
-
-def _named(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _day(value: Any) -> str | None:

@@ -8,19 +8,19 @@ a hold that tells a person what to do. No I/O happens here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from mlconnector.config import IntegrationConfig, StrictModel
 from mlconnector.decisions import Decision
-from mlconnector.errors import MappingError
 from mlconnector.flows import MappedRecord
 from mlconnector.holds import ConfigNeeded, Hold, TargetCondition
 from mlconnector.links import normalize_name
+from mappings.servicetitan_values import CENT, money, quantity
+from mappings.servicetitan_values import named as _named
 
-CENT = Decimal("0.01")
 MAX_DESCRIPTION = 60  # Epicor's APInvDtl.Description is short; longer text is cut, not refused
 
 
@@ -123,27 +123,6 @@ class InvoiceState:
     amount: Decimal
     group: str
     posted: bool
-
-
-def money(value: Any) -> Decimal:
-    """ServiceTitan accounting amounts arrive as strings; inventory amounts as numbers."""
-    if value in (None, ""):
-        return Decimal("0")
-    try:
-        return Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_UP)
-    except InvalidOperation:
-        raise MappingError(f"not an amount: {value!r}") from None
-
-
-def quantity(value: Any) -> Decimal:
-    try:
-        return Decimal(str(value if value not in (None, "") else 0))
-    except InvalidOperation:
-        raise MappingError(f"not a quantity: {value!r}") from None
-
-
-def _named(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def invoice_number(bill: dict[str, Any]) -> str:

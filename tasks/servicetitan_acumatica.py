@@ -21,13 +21,16 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from mappings import servicetitan_acumatica as m
 from mlconnector import ledger, releases
-from mlconnector.flows import (DocumentSummary, Flow, FlowContext, FlowHandler, MappedRecord, Nothing, Pair, PairDemo, Plan,
+from mlconnector.flows import (DocumentSummary, Flow, FlowContext, MappedRecord, Nothing, Pair, PairDemo, Plan,
                                SourceRecord, WriteResult)
 from mlconnector.holds import Hold, TargetCondition
 from mlconnector.http import NotFoundError
 from mlconnector.policies import master_data_changes
 from mlconnector.positions import Position
 from mlconnector.resolver import Counterpart, CounterpartKind, Need, TargetRecord
+from tasks.servicetitan_source import ServiceTitanSourced
+from tasks.servicetitan_source import plain as _plain
+from tasks.servicetitan_source import st_version as _version
 
 if TYPE_CHECKING:
     from mlconnector.harness import SandboxSet
@@ -40,34 +43,12 @@ INDEX_TTL_SECONDS = 60.0  # customer and vendor lists reused for name matching f
 PO_STATUSES_BEFORE_RECEIPT = frozenset({"Pending", "Sent"})  # nothing received, so no bill to look for
 
 
-def _plain(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json", by_alias=True)
-    return dict(value)
-
-
 def _config(ctx: FlowContext) -> m.ServiceTitanAcumaticaConfig:
     return ctx.config  # type: ignore[return-value]
 
 
 def _acu(ctx: FlowContext) -> Any:
     return ctx.connectors[ACU]
-
-
-def _version(record: dict[str, Any]) -> str | None:
-    """`modifiedOn` in one spelling, from a webhook's raw JSON or a parsed record alike."""
-    value = record.get("modifiedOn")
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return str(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 # ---- reference data: Acumatica's chart of accounts ------------------------------------------------
@@ -254,42 +235,6 @@ def _ref(resolved: Counterpart) -> m.AcumaticaRef:
 
 
 # ---- handlers -------------------------------------------------------------------------------------
-
-
-class ServiceTitanSourced(FlowHandler):
-    """Flows reading one ServiceTitan entity: fetch by id, version by modifiedOn, poll by modifiedOn."""
-
-    st_entity: str = ""
-    date_field: str | None = None
-    noun: str = "record"
-    counterpart_field: str = ""
-
-    def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
-        try:
-            return _plain(ctx.connectors[ST].get(self.st_entity, int(source_id)))  # type: ignore[attr-defined]
-        except NotFoundError:
-            return None
-
-    def version(self, source: Any) -> str | None:
-        return _version(source)
-
-    def document_date(self, source: Any) -> Any:
-        return source.get(self.date_field) if self.date_field else None
-
-    def summarize(self, payload: dict[str, Any]) -> DocumentSummary:
-        party = payload.get(self.counterpart_field) if isinstance(payload.get(self.counterpart_field), dict) else {}
-        number = payload.get("referenceNumber") or payload.get("name") or payload.get("id")
-        amount = payload.get("total", payload.get("billAmount"))
-        return DocumentSummary(f"{self.noun} {number}", (party or {}).get("name") or "",
-                               str(amount) if amount not in (None, "") else "")
-
-    def changed(self, ctx: FlowContext, since: Position, until: datetime) -> Iterator[SourceRecord]:
-        for record in ctx.connectors[ST].iter_changed(self.st_entity, since.at, until):  # type: ignore[attr-defined]
-            row = _plain(record)
-            yield SourceRecord(str(row["id"]), _version(row))
-
-    def records_for_event(self, ctx: FlowContext, event_type: str, data: dict[str, Any]) -> list[SourceRecord]:
-        return [SourceRecord(str(data["id"]), _version(data))] if data.get("id") is not None else []
 
 
 class CustomersHandler(ServiceTitanSourced):

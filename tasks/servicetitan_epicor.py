@@ -27,6 +27,9 @@ from mlconnector.http import NotFoundError
 from mlconnector.policies import master_data_changes
 from mlconnector.positions import Position
 from mlconnector.resolver import Counterpart, CounterpartKind, Need, TargetRecord
+from tasks.servicetitan_source import ServiceTitanSourced
+from tasks.servicetitan_source import plain as _plain
+from tasks.servicetitan_source import st_version as _version
 
 if TYPE_CHECKING:
     from mlconnector.harness import SandboxSet
@@ -39,31 +42,8 @@ VENDOR_INDEX_TTL_SECONDS = 60.0  # Epicor vendor list reused across records for 
 PO_STATUSES_BEFORE_RECEIPT = frozenset({"Pending", "Sent"})  # nothing received, so no bill to look for
 
 
-def _plain(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json", by_alias=True)
-    return dict(value)
-
-
 def _config(ctx: FlowContext) -> m.ServiceTitanEpicorConfig:
     return ctx.config  # type: ignore[return-value]
-
-
-def _version(record: dict[str, Any]) -> str | None:
-    """`modifiedOn` in one spelling, whether it came from a webhook's raw JSON or a parsed
-    record ('...33.757Z' and '...33.757000Z' are one version, not two)."""
-    value = record.get("modifiedOn")
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        return str(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 class _VendorIndex:
@@ -160,40 +140,6 @@ def _vendor_ref(resolved: Counterpart) -> m.EpicorVendorRef:
                              resolved.target_name, resolved.how)
 
 
-class ServiceTitanSourced(FlowHandler):
-    """Flows reading one ServiceTitan entity: fetch by id, version by modifiedOn, poll by modifiedOn."""
-
-    st_entity: str = ""
-    date_field: str | None = None
-    noun: str = "record"  # how ServiceTitan's screens name the document
-
-    def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
-        try:
-            return _plain(ctx.connectors[ST].get(self.st_entity, int(source_id)))  # type: ignore[attr-defined]
-        except NotFoundError:
-            return None
-
-    def version(self, source: Any) -> str | None:
-        return _version(source)
-
-    def document_date(self, source: Any) -> Any:
-        return source.get(self.date_field) if self.date_field else None
-
-    def summarize(self, payload: dict[str, Any]) -> DocumentSummary:
-        vendor = payload.get("vendor") if isinstance(payload.get("vendor"), dict) else {}
-        number = payload.get("referenceNumber") or payload.get("number") or payload.get("name") or payload.get("id")
-        amount = payload.get("billAmount", payload.get("amount"))
-        return DocumentSummary(f"{self.noun} {number}", vendor.get("name") or "", str(amount) if amount not in (None, "") else "")
-
-    def changed(self, ctx: FlowContext, since: Position, until: datetime) -> Iterator[SourceRecord]:
-        for record in ctx.connectors[ST].iter_changed(self.st_entity, since.at, until):  # type: ignore[attr-defined]
-            row = _plain(record)
-            yield SourceRecord(str(row["id"]), _version(row))
-
-    def records_for_event(self, ctx: FlowContext, event_type: str, data: dict[str, Any]) -> list[SourceRecord]:
-        return [SourceRecord(str(data["id"]), _version(data))] if data.get("id") is not None else []
-
-
 class VendorsHandler(ServiceTitanSourced):
     """ServiceTitan vendors -> Epicor vendors: resolved (and created when allowed) by the
     platform; existing Epicor vendors change only as the vendor write policy allows."""
@@ -250,6 +196,7 @@ class InventoryBillsHandler(ServiceTitanSourced):
     st_entity = "inventory_bills"
     date_field = "billDate"
     noun = "bill"
+    amount_fields = ("billAmount", "amount")
 
     def needs(self, ctx: FlowContext, source: Any) -> list[Need] | Hold:
         return _vendor_need(source, "bill")
@@ -324,6 +271,7 @@ class ApPaymentsHandler(ServiceTitanSourced):
     st_entity = "ap_payments"
     date_field = "date"
     noun = "payment"
+    amount_fields = ("amount",)
 
     def needs(self, ctx: FlowContext, source: Any) -> list[Need] | Hold:
         return _vendor_need(source, "payment")
@@ -453,8 +401,6 @@ def sandbox_config(sandboxes: "SandboxSet") -> dict[str, Any]:
 
 def demo_summary(harness: Any, integration: str) -> str:
     """The demo's last word, read from Epicor's own API: how many AP invoices it holds."""
-    from datetime import datetime, timezone
-
     invoices = sum(1 for _ in harness.connector(EPICOR).iter_changed("ap_invoices", None, datetime.now(timezone.utc)))
     return f"Epicor now holds {invoices} AP invoice(s), read back through its OData API."
 

@@ -1,0 +1,79 @@
+"""ServiceTitan as the source of a flow: what every pair reading from it shares.
+
+How a ServiceTitan record is fetched (by id), versioned (its `modifiedOn` in one spelling),
+found by a catch-up poll (modified-since) and named from a webhook's data, and how its
+document is summarized for the exceptions queue. A pair's handler for a ServiceTitan entity
+subclasses `ServiceTitanSourced` and sets the entity and how its screens name it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from mlconnector.flows import DocumentSummary, FlowContext, FlowHandler, SourceRecord
+from mlconnector.http import NotFoundError
+from mlconnector.positions import Position
+
+ST = "servicetitan"
+
+
+def plain(value: Any) -> dict[str, Any]:
+    """A connector's model or mapping as a JSON-ready dict (ServiceTitan's field names)."""
+    if value is None:
+        return {}
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json", by_alias=True)
+    return dict(value)
+
+
+def st_version(record: dict[str, Any]) -> str | None:
+    """`modifiedOn` in one spelling, whether it came from a webhook's raw JSON or a parsed
+    record ('...33.757Z' and '...33.757000Z' are one version, not two)."""
+    value = record.get("modifiedOn")
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+class ServiceTitanSourced(FlowHandler):
+    """Flows reading one ServiceTitan entity: fetch by id, version by modifiedOn, poll by modifiedOn."""
+
+    st_entity: str = ""
+    date_field: str | None = None
+    noun: str = "record"  # how ServiceTitan's screens name the document
+    counterpart_field: str = "vendor"  # the party the document is with, for its summary
+    amount_fields: tuple[str, ...] = ("total", "billAmount", "amount")  # the first present is its amount
+
+    def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
+        try:
+            return plain(ctx.connectors[ST].get(self.st_entity, int(source_id)))  # type: ignore[attr-defined]
+        except NotFoundError:
+            return None
+
+    def version(self, source: Any) -> str | None:
+        return st_version(source)
+
+    def document_date(self, source: Any) -> Any:
+        return source.get(self.date_field) if self.date_field else None
+
+    def summarize(self, payload: dict[str, Any]) -> DocumentSummary:
+        party = payload.get(self.counterpart_field)
+        number = payload.get("referenceNumber") or payload.get("number") or payload.get("name") or payload.get("id")
+        amount = next((payload[f] for f in self.amount_fields if payload.get(f) not in (None, "")), "")
+        return DocumentSummary(f"{self.noun} {number}", (party if isinstance(party, dict) else {}).get("name") or "",
+                               str(amount))
+
+    def changed(self, ctx: FlowContext, since: Position, until: datetime) -> Iterator[SourceRecord]:
+        for record in ctx.connectors[ST].iter_changed(self.st_entity, since.at, until):  # type: ignore[attr-defined]
+            row = plain(record)
+            yield SourceRecord(str(row["id"]), st_version(row))
+
+    def records_for_event(self, ctx: FlowContext, event_type: str, data: dict[str, Any]) -> list[SourceRecord]:
+        return [SourceRecord(str(data["id"]), st_version(data))] if data.get("id") is not None else []
