@@ -8,6 +8,14 @@ the correlation id; suppliers are upserted the same way, or found by their corre
 and patched through the Table API when a deployment turns Import Sets off. Auth is the
 kit's OAuth 2.0 provider (password or client-credentials grant, then the refresh token)
 shared by the fleet's token cache, or HTTP Basic.
+
+A stock instance has no custom correlation column: its staging tables and the Table API drop
+unknown columns silently. For it the connector also offers reads by sys_id and by documented
+fields (`get_record`, `find_record`), one staging row at a time with its result read
+(`import_row`: fields renamed to the configured staging columns, only a 429 retried in the
+call, since a row processed before a lost answer would insert twice), Table API patches, and
+a `check` step per staging table that names every configured column the instance's
+dictionary (`sys_dictionary`) lacks.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from enum import Enum
-from typing import Annotated, Any, ClassVar, Literal, Mapping, Sequence
+from typing import Annotated, Any, ClassVar, Iterable, Literal, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import requests
@@ -207,7 +215,7 @@ class WriteResult(BaseModel):
 
     table: str
     sys_id: str
-    action: Literal["inserted", "updated", "ignored", "unchanged"]
+    action: Literal["inserted", "updated", "ignored", "skipped", "unchanged"]
     via: Literal["import_set", "table_api"]
     correlation_id: str
     import_set: str | None = None
@@ -217,6 +225,24 @@ class WriteResult(BaseModel):
 
 
 # ---- configuration ------------------------------------------------------------------------------
+
+# Staging column names are unconfirmed (only the labels are documented): the likely snake_case
+# forms, each a setting `check` verifies against the instance's sys_dictionary.
+DEFAULT_STAGING_COLUMNS: dict[str, dict[str, str]] = {
+    "supplier": {name: name for name in ("name", "legal_name", "tax_id", "street", "city", "state", "zip", "country",
+                                         "phone", "email", "currency", "payment_term", "erp_source")},
+    "purchase_order": {name: name for name in ("erp_po_number", "erp_source", "order_type", "po_amount",
+                                               "po_amount_currency", "po_status", "supplier_company_name",
+                                               "payment_term", "order_date", "cost_center")},
+    "purchase_order_line": {name: name for name in ("purchase_order", "line_number", "description", "quantity",
+                                                    "unit_price", "line_amount", "cost_center")},
+    "invoice": {name: name for name in ("external_invoice_number", "external_invoice_source", "erp_source",
+                                        "invoice_date", "due_date", "other_charges", "amount_invoiced", "currency",
+                                        "final_tax", "invoice_type", "purchase_order", "erp_number", "payment_terms",
+                                        "invoice_line_count", "supplier")},
+    "invoice_line": {name: name for name in ("invoice", "line_number", "description", "quantity", "unit_price",
+                                             "line_amount", "cost_center", "gl_account")},
+}
 
 
 class ServiceNowConfig(SettingsModel):
@@ -327,6 +353,12 @@ class ServiceNowConfig(SettingsModel):
                     "through the Table API.",
     )
     invoice_parent_field: str = Field("invoice", description="Column on an invoice line that references its invoice.")
+    staging_columns: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {kind: dict(columns) for kind, columns in DEFAULT_STAGING_COLUMNS.items()},
+        description="Per staging kind (supplier, purchase_order, purchase_order_line, invoice, invoice_line): field -> "
+                    "staging column. ServiceNow publishes only the labels; the defaults are their likely snake_case "
+                    "names, and `mlconnector check` names every one the instance's dictionary lacks.",
+    )
     cost_center_table: str = Field("cmn_cost_center", description="Cost center table, where GL accounts are looked up.")
     cost_center_key: str = Field("account_number", description="Cost-center column holding the ERP GL account number.")
 
@@ -346,6 +378,7 @@ class ServiceNowConfig(SettingsModel):
     def _table_names(self) -> ServiceNowConfig:
         names = [self.correlation_field, self.cost_center_key, self.purchase_order_parent_field, self.invoice_parent_field]
         names += [getattr(self, name) for name in type(self).model_fields if name.endswith("_table")]
+        names += [column for columns in self.staging_columns.values() for column in columns.values()]
         bad = [n for n in names if n is not None and not _TABLE_NAME.match(n)]
         if bad:
             raise ValueError(f"not a ServiceNow table or column name: {', '.join(bad)}")
@@ -652,7 +685,104 @@ class ServiceNowConnector(Connector):
             tables += [t.staging for t in self._targets.values() if t.staging]
         for table in dict.fromkeys(tables):
             steps.append(timed_check(f"read {table}", lambda table=table: self._probe(table)))
+        if self.config.use_import_set:
+            for kind, target in self._targets.items():
+                if target.staging and self.config.staging_columns.get(kind):
+                    steps.append(timed_check(f"columns of {target.staging}",
+                                             lambda kind=kind: self._check_columns(kind)))
         return steps
+
+    def _check_columns(self, kind: str) -> str:
+        """Every configured staging column exists in the instance's dictionary: an unknown
+        column is dropped by the Import Set API without an error, so its field would stay empty."""
+        staging = self._targets[kind].staging or ""
+        wanted = self.config.staging_columns[kind]
+        missing = self.missing_columns(staging, wanted.values())
+        if missing:
+            fields = [f"{column} (for {name})" for name, column in wanted.items() if column in missing]
+            raise FatalError(f"{staging} has no column {', '.join(fields)}: the instance would drop these values "
+                             f"silently; set systems.servicenow.staging_columns.{kind} to the instance's names",
+                             vendor=SYSTEM, endpoint="GET table/sys_dictionary")
+        return f"{len(wanted)} configured column(s) present"
+
+    # ---- stock-instance reads and writes (no custom columns needed) -------------------------
+
+    def missing_columns(self, table: str, columns: Iterable[str]) -> list[str]:
+        """The `columns` the instance's dictionary (`sys_dictionary`) does not list for `table`."""
+        have = self.dictionary_columns(table)
+        return [c for c in dict.fromkeys(columns) if c not in have]
+
+    def dictionary_columns(self, table: str) -> set[str]:
+        """Column names of `table` as the instance's dictionary lists them."""
+        if not _TABLE_NAME.match(table):
+            raise ValueError(f"not a ServiceNow table name: {table!r}")
+        rows = self._query("sys_dictionary", f"name={query_value(table)}", limit=MAX_PAGE_SIZE,
+                           fields="element")
+        return {str(r.get("element") or "") for r in rows} - {""}
+
+    def get_record(self, table: str, sys_id: str, fields: Sequence[str] = ()) -> dict[str, Any] | None:
+        """One row by sys_id, or None when the instance says it does not exist."""
+        params = {**self._read_params(), **({"sysparm_fields": ",".join(fields)} if fields else {})}
+        response = self.client.request("GET", f"{self._table_prefix}/{table}/{sys_id}", params=params,
+                                       endpoint=f"GET table/{table}/{{sys_id}}", ok_statuses={200, 404})
+        if response.status_code == 404:
+            return None
+        return dict(response.json().get("result") or {}) or None
+
+    def find_record(self, table: str, keys: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The oldest row of `table` whose documented key fields equal `keys`."""
+        if not keys or any(sn_value(v) == "" for v in keys.values()):
+            raise ValueError(f"every key field needs a value to find a {table} row: {dict(keys)}")
+        clauses = [f"{name}={query_value(sn_value(value))}" for name, value in keys.items()]
+        rows = self._query(table, "^".join([*clauses, "ORDERBYsys_created_on"]), limit=1)
+        return rows[0] if rows else None
+
+    def find_records(self, table: str, keys: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Every row of `table` whose fields equal `keys` (a document's lines under its header)."""
+        clauses = [f"{name}={query_value(sn_value(value))}" for name, value in keys.items()]
+        return self._query(table, "^".join([*clauses, "ORDERBYsys_created_on"]), limit=MAX_PAGE_SIZE)
+
+    def query(self, table: str, encoded_query: str, *, limit: int = DEFAULT_PAGE_SIZE) -> list[dict[str, Any]]:
+        """Rows of `table` matching an encoded query (one page of at most `limit` rows)."""
+        if not _TABLE_NAME.match(table):
+            raise ValueError(f"not a ServiceNow table name: {table!r}")
+        return self._query(table, encoded_query, limit=min(limit, MAX_PAGE_SIZE))
+
+    def patch_record(self, table: str, sys_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Change these fields of one row through the Table API."""
+        body = {k: sn_value(v) for k, v in values.items()}
+        answer = self.client.send_json("PATCH", f"{self._table_prefix}/{table}/{sys_id}", body,
+                                       params=self._read_params(), endpoint=f"PATCH table/{table}/{{sys_id}}") or {}
+        return dict(answer.get("result") or {})
+
+    def import_row(self, kind: str, fields: Mapping[str, Any]) -> WriteResult:
+        """Stage one row of `kind` through the Import Set API (the transform runs synchronously),
+        its fields renamed to the configured staging columns; the row's result is read: an
+        `error` raises FatalError with the transform's message, `ignored`/`skipped` come back
+        as such with the transform's words."""
+        target = self._targets[kind]
+        if not target.staging:
+            raise ValueError(f"no staging table is configured for {kind}")
+        columns = self.config.staging_columns.get(kind, {})
+        values = {columns.get(name, name): sn_value(value) for name, value in fields.items()}
+        retry = self.config.retry
+        for attempt in range(1, retry.max_tries + 1):
+            try:
+                # Not retried blindly: without a coalesce key a row processed before a lost
+                # answer would insert twice. Only a 429 (refused unprocessed) is tried again
+                # here; anything else goes back to the caller, who looks the target up first.
+                return self._import(target, values, "", client=self._insert_client)
+            except RetriableError as error:
+                if error.status != 429 or attempt == retry.max_tries:
+                    raise
+                wait = error.retry_after if error.retry_after is not None else \
+                    random.uniform(0, min(retry.max_wait, retry.base * retry.factor ** attempt))
+                time.sleep(min(wait, retry.max_wait))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def target_table(self, kind: str) -> str:
+        """The table the transform of `kind` writes (sn_fin_supplier, sn_shop_purchase_order, ...)."""
+        return self._targets[kind].table
 
     # ---- internals --------------------------------------------------------------------------
 
@@ -672,9 +802,11 @@ class ServiceNowConnector(Connector):
             return []
         return list(response.json().get("result") or [])
 
-    def _query(self, table: str, query: str, *, limit: int) -> list[dict[str, Any]]:
-        return self._rows(self._list(table, {"sysparm_query": query, "sysparm_limit": limit,
-                                             "sysparm_no_count": "true"}))
+    def _query(self, table: str, query: str, *, limit: int, fields: str = "") -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"sysparm_query": query, "sysparm_limit": limit, "sysparm_no_count": "true"}
+        if fields:
+            params["sysparm_fields"] = fields
+        return self._rows(self._list(table, params))
 
     def _find_raw(self, table: str, correlation_id: str) -> dict[str, Any] | None:
         if not correlation_id:
@@ -742,11 +874,12 @@ class ServiceNowConnector(Connector):
                 time.sleep(min(wait, retry.max_wait))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _import(self, target: _WriteTarget, values: Mapping[str, str], correlation_id: str) -> WriteResult:
+    def _import(self, target: _WriteTarget, values: Mapping[str, str], correlation_id: str,
+                client: HttpClient | None = None) -> WriteResult:
         """One staging row through the Import Set API; the transform runs synchronously."""
         staging = target.staging or ""
         endpoint = f"POST import/{staging}"
-        body = self.client.send_json("POST", f"{self._import_prefix}/{staging}", dict(values), endpoint=endpoint) or {}
+        body = (client or self.client).send_json("POST", f"{self._import_prefix}/{staging}", dict(values), endpoint=endpoint) or {}
         results = body.get("result") or []
         entry = next((r for r in results if r.get("table") == target.table), results[0] if results else None)
         if entry is None:
@@ -759,7 +892,7 @@ class ServiceNowConnector(Connector):
                              details=entry, endpoint=endpoint)
         return WriteResult(
             table=str(entry.get("table") or target.table), sys_id=str(entry.get("sys_id") or ""),
-            action=status if status in ("inserted", "updated") else "ignored", via="import_set",
+            action=status if status in ("inserted", "updated", "skipped") else "ignored", via="import_set",
             correlation_id=correlation_id, import_set=body.get("import_set"),
             staging_sys_id=entry.get("staging_sys_id"), message=str(entry.get("status_message") or ""),
         )

@@ -5,7 +5,10 @@ rate-limit rules.
 Facts marked (unconfirmed) in the vendor notes are constructor settings or named constants
 here, so a test can say which behaviour it relies on. Every stored value is a string, as
 on the real instance; rows are replaced, never mutated, so they can be rendered outside
-the lock.
+the lock. By default the instance is stock: no customer-made `u_` columns (unknown columns
+are dropped silently on writes) and transform maps that coalesce on nothing; `custom_columns`
+adds the columns a customer created, `u_correlation_id` then being the maps' coalesce key.
+`sys_dictionary` lists every table's columns, as the instance's dictionary does.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import base64
 import bisect
 import binascii
 import functools
+import hashlib
 import hmac
 import json
 import math
@@ -22,7 +26,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Literal
 from urllib.parse import urlencode
 
@@ -178,21 +182,27 @@ class TransformMap(BaseModel):
     order: int = 100
 
 
-def default_transform_maps() -> list[TransformMap]:
-    """The Source-to-Pay inbound maps for the staging tables the pair writes."""
+def default_transform_maps(coalesce_column: str | None = None) -> list[TransformMap]:
+    """The Source-to-Pay inbound maps for the staging tables the pair writes.
+
+    A stock instance has no customer column to coalesce on and its maps document none, so by
+    default every staged row inserts: a re-sent record becomes a second one unless the writer
+    finds the existing target first. `coalesce_column` is the option a customer turns on (a
+    `u_` column they added to the tables and made the maps' coalesce key)."""
+    key = [coalesce_column] if coalesce_column else []
     supplier_ref = ReferenceRule(table="sn_fin_supplier", match_fields=["u_correlation_id", "name"])
     cost_center_ref = ReferenceRule(table="cmn_cost_center", match_fields=["account_number", "name"], on_missing="ignore")
     return [
         TransformMap(
             name="Supplier Inbound", source_table="sn_fcms_intg_imp_supplier", target_table="sn_fin_supplier",
-            coalesce=["u_correlation_id"], required=["name"],
+            coalesce=key, required=["name"],
             references={"company": ReferenceRule(table="core_company", on_missing="ignore")},
         ),
         TransformMap(
             name="Purchase Order Inbound", source_table="sn_fcms_intg_imp_order", target_table="sn_shop_purchase_order",
             field_map={"erp_po_number": "erp_number", "po_amount": "total_amount", "po_amount_currency": "currency",
                        "po_status": "status", "supplier_company_name": "supplier"},
-            coalesce=["u_correlation_id"], required=["erp_po_number", "supplier_company_name"],
+            coalesce=key, required=["erp_po_number", "supplier_company_name"],
             date_fields=["order_date"],
             references={"supplier": supplier_ref, "cost_center": cost_center_ref},
             choices={"order_type": ["Standard", "Blanket"]},
@@ -200,7 +210,7 @@ def default_transform_maps() -> list[TransformMap]:
         TransformMap(
             name="Purchase Order Line Inbound", source_table="sn_fcms_intg_imp_order_line",
             target_table="sn_shop_purchase_order_line", field_map={"line_amount": "amount"},
-            coalesce=["u_correlation_id"], required=["purchase_order", "line_number"],
+            coalesce=key, required=["purchase_order", "line_number"],
             references={
                 "purchase_order": ReferenceRule(table="sn_shop_purchase_order", match_fields=["u_correlation_id", "erp_number"]),
                 "cost_center": cost_center_ref,
@@ -209,7 +219,7 @@ def default_transform_maps() -> list[TransformMap]:
         TransformMap(
             name="Invoice Inbound", source_table="sn_spend_intg_imp_invoice", target_table="sn_shop_invoice",
             field_map={"amount_invoiced": "total_amount", "final_tax": "tax_amount"},
-            coalesce=["u_correlation_id"],
+            coalesce=key,
             required=["external_invoice_number", "external_invoice_source", "erp_source", "invoice_date", "other_charges"],
             date_fields=["invoice_date", "due_date"],
             references={
@@ -221,7 +231,7 @@ def default_transform_maps() -> list[TransformMap]:
         ),
         TransformMap(
             name="Invoice Line Inbound", source_table="sn_spend_intg_imp_invoice_line", target_table="sn_shop_invoice_line",
-            field_map={"line_amount": "amount"}, coalesce=["u_correlation_id"], required=["invoice", "line_number"],
+            field_map={"line_amount": "amount"}, coalesce=key, required=["invoice", "line_number"],
             references={
                 "invoice": ReferenceRule(table="sn_shop_invoice", match_fields=["u_correlation_id", "external_invoice_number"]),
                 "cost_center": cost_center_ref,
@@ -538,7 +548,9 @@ class ServiceNowSandbox(Sandbox):
         invalid_query_returns_no_rows: bool = False,  # glide.invalid_query.returns_no_rows
         insert_multiple_sync: bool = False,  # a sys_rest_insert_multiple entry set to synchronous
         mandatory_status: int = 400,  # (unconfirmed) some releases answer data-policy failures with 403
+        custom_columns: tuple[str, ...] = (),  # u_ columns a customer added; a stock instance has none
     ) -> None:
+        self.custom_columns = tuple(custom_columns)
         self.allow_basic = allow_basic
         self.allow_client_credentials = allow_client_credentials
         self.rotate_refresh_tokens = rotate_refresh_tokens
@@ -601,7 +613,8 @@ class ServiceNowSandbox(Sandbox):
         self._tick_rng = random.Random(self.options.seed + 2)
         with self._rate_lock:
             self._rate_counts.clear()
-        for tmap in default_transform_maps():
+        coalesce = "u_correlation_id" if "u_correlation_id" in self.custom_columns else None
+        for tmap in default_transform_maps(coalesce):
             self._register_map(tmap)
 
     def seed(self, rng: random.Random, records: int) -> None:
@@ -677,11 +690,36 @@ class ServiceNowSandbox(Sandbox):
     def _table(self, name: str, create: bool = False) -> Table:
         table = self._tables.get(name)
         if table is None:
-            definition = TABLES.get(name)
+            definition = self._definition(name)
             if definition is None and not create:
                 raise KeyError(name)
             table = self._tables[name] = Table(name, definition)
         return table
+
+    def _definition(self, name: str) -> TableDef | None:
+        """The table as this instance's dictionary has it: customer-made `u_` columns only
+        when the instance was given them (a stock instance has none)."""
+        definition = TABLES.get(name)
+        if definition is None:
+            return None
+        columns = tuple(c for c in definition.columns if not c.startswith("u_") or c in self.custom_columns)
+        return replace(definition, columns=columns)
+
+    def _dictionary(self) -> Table:
+        """`sys_dictionary` as the Table API reads it: one row per column of every known table
+        (`name` the table, `element` the column), built from the tables as they stand now."""
+        dictionary = Table("sys_dictionary", TableDef(("name", "element", "internal_type", "column_label"),
+                                                      display="element"))
+        names = sorted(set(TABLES) | set(self._tables))
+        for name in names:
+            table = self._table(name, create=True)
+            for column in sorted(table.columns):
+                row = {"sys_id": hashlib.md5(f"{name}.{column}".encode()).hexdigest(), "name": name, "element": column,
+                       "internal_type": "string", "column_label": column.replace("_", " ").capitalize(),
+                       "sys_created_on": "2025-01-06 00:00:00", "sys_created_by": "system",
+                       "sys_updated_on": "2025-01-06 00:00:00", "sys_updated_by": "system", "sys_mod_count": "0"}
+                dictionary.insert(row)
+        return dictionary
 
     def _register_map(self, tmap: TransformMap) -> None:
         self._table(tmap.source_table, create=True)
@@ -1112,7 +1150,11 @@ class ServiceNowSandbox(Sandbox):
     # -- Table API --
 
     def _table_list(self, table_name: str) -> Response:
-        table = self._known_table(table_name)
+        if table_name == "sys_dictionary":
+            with self.lock:
+                table: Table | None = self._dictionary()
+        else:
+            table = self._known_table(table_name)
         if table is None:
             return sn_error(400, f"Invalid table {table_name}", None)
         args = request.args

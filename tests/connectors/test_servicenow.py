@@ -35,6 +35,7 @@ CREDS = {"client_id": "3f1c0a9e8b7d4c2a9e8b7d4c2a9e8b7d", "client_secret": "Zq8!
          "username": "ml.integration", "password": "Pw-very-secret-1"}
 FAST = {"retry": {"base": 0.05, "max_wait": 2}}
 RECORDS = 40
+CUSTOM = ("u_correlation_id",)  # these tests exercise the customer-added coalesce column
 NOW = datetime(2025, 6, 1, tzinfo=timezone.utc)
 
 
@@ -298,7 +299,7 @@ def test_config_and_credentials_are_validated_without_echoing_secrets() -> None:
 
 @pytest.fixture(scope="module")
 def running() -> Iterator[RunningSandbox]:
-    sandbox = start_sandbox(ServiceNowSandbox(SandboxOptions(records=RECORDS)))
+    sandbox = start_sandbox(ServiceNowSandbox(SandboxOptions(records=RECORDS), custom_columns=CUSTOM))
     yield sandbox
     sandbox.stop()
 
@@ -541,3 +542,61 @@ def test_no_secret_appears_in_any_error(running: RunningSandbox) -> None:
                  json.dumps(rejected.value.to_dict()), *(v.detail for v in verdicts)):
         for secret in secrets:
             assert secret and secret not in text
+
+
+# ---- a stock instance: no u_ columns, maps that coalesce on nothing ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stock() -> Iterator[RunningSandbox]:
+    sandbox = start_sandbox(ServiceNowSandbox(SandboxOptions(records=8)))
+    yield sandbox
+    sandbox.stop()
+
+
+def test_a_stock_instance_drops_the_correlation_column_and_re_imports_insert_again(stock: RunningSandbox) -> None:
+    connector = connect(stock)
+    first = connector.import_row("supplier", {"name": "Stock Twin Co.", "city": "Fresno", "u_correlation_id": "EPIC-1"})
+    second = connector.import_row("supplier", {"name": "Stock Twin Co.", "city": "Fresno", "u_correlation_id": "EPIC-1"})
+    assert (first.action, second.action) == ("inserted", "inserted") and first.sys_id != second.sys_id
+    found = connector.find_record("sn_fin_supplier", {"name": "Stock Twin Co."})
+    assert found is not None and found["sys_id"] == first.sys_id and "u_correlation_id" not in found
+    assert connector.get_record("sn_fin_supplier", second.sys_id)["city"] == "Fresno"
+    assert connector.get_record("sn_fin_supplier", "0" * 32) is None
+
+
+def test_import_row_renames_fields_to_the_configured_staging_columns_and_reports_ignored(stock: RunningSandbox) -> None:
+    maps = requests.get(f"{stock.url}/_sandbox/entities/transform_maps").json()
+    supplier_map = next(m for m in maps if m["name"] == "Supplier Inbound")
+    requests.post(f"{stock.url}/_sandbox/entities/transform_maps", json={**supplier_map, "coalesce": ["name"]}).raise_for_status()
+    try:
+        connector = connect(stock, staging_columns={"supplier": {"name": "name", "town": "city"}})
+        first = connector.import_row("supplier", {"name": "Renamed Co.", "town": "Visalia"})
+        again = connector.import_row("supplier", {"name": "Renamed Co.", "town": "Visalia"})
+        assert connector.get_record("sn_fin_supplier", first.sys_id)["city"] == "Visalia"
+        assert (again.action, again.sys_id, again.message) == ("ignored", first.sys_id, "No field values changed")
+    finally:
+        requests.post(f"{stock.url}/_sandbox/entities/transform_maps", json=supplier_map).raise_for_status()
+
+
+def test_a_transform_error_raises_with_the_transform_message(stock: RunningSandbox) -> None:
+    with pytest.raises(FatalError, match="Purchase Order Inbound: Mandatory field\\(s\\) missing: supplier_company_name"):
+        connect(stock).import_row("purchase_order", {"erp_po_number": "9001"})
+
+
+def test_a_429_on_import_is_waited_out_and_the_row_lands_once(stock: RunningSandbox) -> None:
+    faults(stock, burst_429=2, retry_after=0)
+    result = connect(stock).import_row("supplier", {"name": "Rate Limited Once"})
+    assert result.action == "inserted"
+    assert len(connect(stock).find_records("sn_fin_supplier", {"name": "Rate Limited Once"})) == 1
+
+
+def test_check_reads_the_dictionary_and_names_a_missing_staging_column(stock: RunningSandbox) -> None:
+    connector = connect(stock, staging_columns={"invoice": {"external_invoice_number": "external_invoice_number",
+                                                            "amount_invoiced": "invoice_amount"}})
+    assert "external_invoice_number" in connector.dictionary_columns("sn_spend_intg_imp_invoice")
+    assert "u_correlation_id" not in connector.dictionary_columns("sn_shop_invoice")
+    steps = {s.step: s for s in connector.check()}
+    verdict = steps["columns of sn_spend_intg_imp_invoice"]
+    assert not verdict.ok and "invoice_amount (for amount_invoiced)" in verdict.detail
+    assert all(s.ok for name, s in steps.items() if name != "columns of sn_spend_intg_imp_invoice"), steps

@@ -21,13 +21,14 @@ from sandboxes.base import RunningSandbox, SandboxOptions, start_sandbox
 from sandboxes.servicenow import ServiceNowSandbox
 
 RECORDS = 40
+CUSTOM = ("u_correlation_id",)  # these tests exercise the customer-added coalesce column
 SYS_ID = re.compile(r"^[0-9a-f]{32}$")
 STAMP = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 
 
 @pytest.fixture(scope="module")
 def running() -> Iterator[RunningSandbox]:
-    sandbox = start_sandbox(ServiceNowSandbox(SandboxOptions(records=RECORDS)))
+    sandbox = start_sandbox(ServiceNowSandbox(SandboxOptions(records=RECORDS), custom_columns=CUSTOM))
     yield sandbox
     sandbox.stop()
 
@@ -172,7 +173,7 @@ def test_revoked_tokens_take_refresh_tokens_with_them(running: RunningSandbox, c
 
 
 def test_a_short_token_ttl_expires_on_its_own() -> None:
-    with start_sandbox(ServiceNowSandbox(SandboxOptions(records=2, token_ttl=1))) as short:
+    with start_sandbox(ServiceNowSandbox(SandboxOptions(records=2, token_ttl=1), custom_columns=CUSTOM)) as short:
         token = get_token(short.url, short.info()["credentials"])
         headers = {"Authorization": f"Bearer {token['access_token']}"}
         assert token["expires_in"] == 1
@@ -554,7 +555,7 @@ def test_cleaned_up_staging_rows_answer_404(running: RunningSandbox, api: Api) -
 
 
 def test_rate_limit_rule_answers_429_with_the_documented_headers() -> None:
-    with start_sandbox(ServiceNowSandbox(SandboxOptions(records=3, rate_limit=3), rate_window_seconds=1)) as limited:
+    with start_sandbox(ServiceNowSandbox(SandboxOptions(records=3, rate_limit=3), rate_window_seconds=1, custom_columns=CUSTOM)) as limited:
         api = Api(limited.url, limited.info()["credentials"])
         time.sleep(1 - time.time() % 1)  # start at the top of a window
         answers = [api("GET", "/api/now/table/sys_user") for _ in range(4)]
@@ -633,7 +634,7 @@ def test_reset_reseeds_deterministically_and_drops_changes(running: RunningSandb
     requests.post(f"{running.url}/_sandbox/reset")
     after = requests.get(f"{running.url}/_sandbox/entities/suppliers").json()
     assert after == before and len(after) == RECORDS
-    twin = ServiceNowSandbox(SandboxOptions(records=RECORDS))
+    twin = ServiceNowSandbox(SandboxOptions(records=RECORDS), custom_columns=CUSTOM)
     assert twin.get_entities("suppliers") == before
 
 
