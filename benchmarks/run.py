@@ -20,6 +20,7 @@ SIZES = {  # name: (quick size, full size)
     "ingest": (1500, 5000),
     "api_economy": (30, 100),
     "acumatica": (200, 600),  # ServiceTitan job invoices -> Acumatica AR invoices: engine vs baseline, calls per record
+    "servicenow": (100, 400),  # Epicor POs with lines -> ServiceNow staging rows: engine vs baseline, calls per record
     "ratelimit": (600, 3000),  # inventory bills, one ServiceTitan call each at 60/s
     "freshness": (10, 60),  # seconds of webhook events at 20/s
     "memory": (1500, 10000),  # the small backfill; the large one is ten times it
@@ -41,6 +42,10 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
         "acumatica": ("records", "concurrency", "engine_records_per_s", "baseline_records_per_s", "engine_vs_baseline",
                       "st_calls_per_record", "acumatica_calls_per_record", "calls_per_record", "minimum_per_record",
                       "calls_vs_minimum", "idle_poll_invoices_calls", "idle_poll_customers_calls"),
+        "servicenow": ("records", "concurrency", "engine_records_per_s", "baseline_records_per_s", "engine_vs_baseline",
+                       "epicor_calls_per_record", "servicenow_calls_per_record", "calls_per_record",
+                       "minimum_per_record", "calls_vs_minimum", "idle_poll_purchase_orders_calls",
+                       "idle_poll_vendors_calls"),
         "ratelimit": ("records", "limit_per_s", "achieved_per_s", "achieved_vs_limit", "st_429s"),
         "freshness": ("duration_s", "bills", "driven_events_per_s", "p50_s", "p95_s", "max_s", "p95_vs_target"),
         "memory": ("records_small", "records_large", "peak_process_large_vs_small", "peak_tree_large_vs_small"),
@@ -54,17 +59,18 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes in all")
-    parser.add_argument("--size", type=int, help="records/events for pipeline, ingest, api_economy, acumatica and ratelimit")
+    parser.add_argument("--size", type=int,
+                        help="records/events for pipeline, ingest, api_economy, acumatica, servicenow and ratelimit")
     args = parser.parse_args()
 
     from benchmarks import (bench_acumatica, bench_api_economy, bench_chaos, bench_core, bench_freshness, bench_ingest,
-                            bench_memory, bench_pipeline, bench_ratelimit)
+                            bench_memory, bench_pipeline, bench_ratelimit, bench_servicenow)
 
     runners: dict[str, Callable[[int], dict[str, Any]]] = {
         "core": bench_core.main, "pipeline": bench_pipeline.main,
         "ingest": bench_ingest.main, "api_economy": bench_api_economy.main, "acumatica": bench_acumatica.main,
-        "ratelimit": bench_ratelimit.main, "freshness": bench_freshness.main, "memory": bench_memory.main,
-        "chaos": bench_chaos.main,
+        "servicenow": bench_servicenow.main, "ratelimit": bench_ratelimit.main, "freshness": bench_freshness.main,
+        "memory": bench_memory.main, "chaos": bench_chaos.main,
     }
     summary: dict[str, Any] = {}
     started = time.perf_counter()
