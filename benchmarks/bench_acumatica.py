@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -44,7 +42,8 @@ import requests
 
 from benchmarks import bench_pipeline as pipeline
 from benchmarks import fleet
-from benchmarks.common import CpuMeter, write_result
+from benchmarks import pair_bench
+from benchmarks.common import write_result
 
 PAIR = "servicetitan-acumatica"
 QUEUES = f"mlconnector,{PAIR}"
@@ -57,26 +56,6 @@ MIN_ST_PER_INVOICE = 1  # GET the invoice
 MIN_ACU_WRITTEN = 2  # look up by CustomerOrder + Customer, then PUT the invoice with its lines
 MIN_ACU_FOUND = 1  # the look-up finds it: nothing to write
 IDLE_POLL_TARGETS = {"invoices": 3, "customers": 1}
-
-
-class _HostedSandbox:
-    """A sandbox served by the benchmark's sandbox host, in the shape the pair harness reads."""
-
-    def __init__(self, host: fleet.SandboxHost, name: str) -> None:
-        self.host, self.name = host, name
-
-    @property
-    def url(self) -> str:
-        return self.host.url(self.name)
-
-    def info(self) -> dict[str, Any]:
-        return self.host.info(self.name)
-
-
-def _sandbox_set(host: fleet.SandboxHost, acumatica: str) -> Any:
-    from mlconnector.harness import SandboxSet
-
-    return SandboxSet({"servicetitan": _HostedSandbox(host, ST), "acumatica": _HostedSandbox(host, acumatica)})
 
 
 @dataclass
@@ -115,7 +94,7 @@ def setup(n: int, concurrency: int) -> Setup:
     worker = None
     try:
         invoice_ids = sorted(i["id"] for i in _st_rows(host, "invoices"))
-        config = register(fleet.INTEGRATION, PAIR, _sandbox_set(host, ACU_ENGINE), overrides=OVERRIDES,
+        config = register(fleet.INTEGRATION, PAIR, pair_bench.sandbox_set(host, {"servicetitan": ST, "acumatica": ACU_ENGINE}), overrides=OVERRIDES,
                           webhook_key=fleet.HMAC_KEY)
         worker = fleet.start_worker(env, concurrency, queues=QUEUES)
         return Setup(len(invoice_ids), concurrency, database_url, env, host, invoice_ids, config, worker)
@@ -143,58 +122,14 @@ def add_invoices(s: Setup, count: int) -> list[int]:
     return sorted(i["id"] for i in _st_rows(s.host, "invoices") if i["id"] not in before)
 
 
-def _meter(s: Setup) -> CpuMeter:
-    trees = {"sandboxes": s.host.process.pid}
-    if s.worker is not None:
-        trees["workers"] = s.worker.process.pid
-    return CpuMeter(trees)
-
-
-def _stats(s: Setup, names: tuple[str, ...], reset: bool = False) -> dict[str, dict[str, Any]]:
-    return {name: pipeline.sandbox_stats(s.host, name, reset=reset) for name in names}
-
-
-def _reset(s: Setup, names: tuple[str, ...]) -> None:
-    for name in names:
-        requests.post(f"{s.host.url(name)}/_sandbox/stats/reset", timeout=10).raise_for_status()
-
-
 def sync_customers(s: Setup) -> dict[str, Any]:
     """Untimed onboarding: every ServiceTitan customer linked to an Acumatica one first."""
     return pipeline.run_flow("customers")
 
 
 def run_engine(s: Setup) -> dict[str, Any]:
-    """One poll of the invoices flow and the work it sends, timed and metered; the calls the
-    poll made and the calls the work made are read apart."""
-    from mlconnector import engine
-    from mlconnector.tasks import send
-
-    names = (ST, ACU_ENGINE)
-
-    def final() -> int:
-        return sum(v for k, v in pipeline._statuses(FLOW).items() if k in pipeline.FINAL)
-
-    already = final()
-    _reset(s, names)
-    meter = _meter(s).start()
-    poll_started = time.time()
-    result = engine.poll_flow(fleet.INTEGRATION, FLOW)
-    poll_seconds = time.time() - poll_started
-    poll_stats = _stats(s, names, reset=True)  # before the clock starts: the poll is counted apart
-    sent_at = time.time()
-    send(result.enqueue)
-    queued = result.queued
-    fleet.wait_until(lambda: final() >= already + queued, timeout=600, interval=0.1,
-                     message=f"{FLOW}: not every record final: {pipeline._statuses(FLOW)}")
-    seen_done = time.time()
-    meter.stop()
-    work_stats = _stats(s, names)
-    last = pipeline._last_written(FLOW) or seen_done
-    done = min(seen_done, max(last, sent_at))
-    return {"found": result.found, "queued": queued, "poll_seconds": poll_seconds, "seconds": done - sent_at,
-            "statuses": pipeline._statuses(FLOW), "cpu_seconds": meter.seconds,
-            "poll_stats": poll_stats, "work_stats": work_stats}
+    """One poll of the flow and the work it sends (see pair_bench.run_engine)."""
+    return pair_bench.run_engine(s.host, s.worker, FLOW, (ST, ACU_ENGINE))
 
 
 def _plain(value: Any) -> dict[str, Any]:
@@ -215,7 +150,7 @@ class Baseline:
         from mlconnector.harness import sandbox_integration_config
         from mlconnector.http.runtime import get_runtime
 
-        sandboxes = _sandbox_set(s.host, ACU_BASE)
+        sandboxes = pair_bench.sandbox_set(s.host, {"servicetitan": ST, "acumatica": ACU_BASE})
         config = sandbox_integration_config(get_pair(PAIR), sandboxes, OVERRIDES)
         runtime = get_runtime()  # what a worker process builds: Redis token cache (encrypted), limiter
         st_creds, acu_creds = sandboxes.credentials("servicetitan"), sandboxes.credentials("acumatica")
@@ -271,45 +206,7 @@ class Baseline:
 
     def run(self, s: Setup) -> dict[str, Any]:
         self.prepare()
-        names = (ST, ACU_BASE)
-        _reset(s, names)
-        outcomes: dict[str, int] = {}
-        meter = _meter(s).start()
-        started = time.time()
-        with ThreadPoolExecutor(max_workers=s.concurrency) as pool:
-            for outcome in pool.map(self.one, s.invoice_ids):
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        seconds = time.time() - started
-        meter.stop()
-        return {"records": len(s.invoice_ids), "seconds": seconds, "statuses": outcomes, "cpu_seconds": meter.seconds,
-                "work_stats": _stats(s, names)}
-
-
-def _idle_poll(s: Setup, flow: str) -> dict[str, Any]:
-    from mlconnector import engine
-    from mlconnector.tasks import send
-
-    names = (ST, ACU_ENGINE)
-    _reset(s, names)
-    result = engine.poll_flow(fleet.INTEGRATION, flow)
-    send(result.enqueue)
-    stats = _stats(s, names)
-    return {"found": result.found, "queued": result.queued, "calls": sum(v["total"] for v in stats.values()),
-            "by_endpoint": {name: v["by_endpoint"] for name, v in stats.items() if v["total"]}}
-
-
-def _merge_endpoints(runs: list[dict[str, Any]], name: str, key: str = "work_stats") -> dict[str, dict[str, int]]:
-    merged: dict[str, dict[str, int]] = {}
-    for run in runs:
-        for endpoint, statuses in run[key][name]["by_endpoint"].items():
-            into = merged.setdefault(endpoint, {})
-            for status, count in statuses.items():
-                into[status] = into.get(status, 0) + count
-    return merged
-
-
-def _calls(runs: list[dict[str, Any]], name: str, key: str = "work_stats") -> int:
-    return sum(r[key][name]["total"] for r in runs)
+        return pair_bench.run_pool(s.host, s.worker, (ST, ACU_BASE), s.concurrency, self.one, s.invoice_ids)
 
 
 def _acumatica_invoices(s: Setup, name: str, references: set[str]) -> int:
@@ -330,39 +227,26 @@ def main(n: int = 100, concurrency: int = 4) -> dict[str, Any]:
         s.invoice_ids = add_invoices(s, max(1, n - len(s.invoice_ids)))
         baseline_runs.append(baseline.run(s))
         engine_runs.append(run_engine(s))
-        idle_invoices = _idle_poll(s, "invoices")
-        idle_customers = _idle_poll(s, "customers")
+        idle_invoices = pair_bench.idle_poll(s.host, "invoices", (ST, ACU_ENGINE))
+        idle_customers = pair_bench.idle_poll(s.host, "customers", (ST, ACU_ENGINE))
 
-        engine_totals, base_totals = pipeline._totals(engine_runs, "queued"), pipeline._totals(baseline_runs, "records")
-        records = engine_totals["records"]
+        throughput = pair_bench.throughput_figures(engine_runs, baseline_runs, concurrency)
+        records = throughput["records"]
         statuses = pipeline._statuses(FLOW)
         written, skipped = statuses.get("written", 0), statuses.get("skipped", 0)
         minimum_st = MIN_ST_PER_INVOICE * records
         minimum_acu = MIN_ACU_WRITTEN * written + MIN_ACU_FOUND * skipped
-        st_calls, acu_calls = _calls(engine_runs, ST), _calls(engine_runs, ACU_ENGINE)
-        base_st, base_acu = _calls(baseline_runs, ST), _calls(baseline_runs, ACU_BASE)
+        st_calls, acu_calls = pair_bench.calls(engine_runs, ST), pair_bench.calls(engine_runs, ACU_ENGINE)
+        base_st, base_acu = pair_bench.calls(baseline_runs, ST), pair_bench.calls(baseline_runs, ACU_BASE)
         poll_calls = [sum(v["total"] for v in r["poll_stats"].values()) for r in engine_runs]
         references = {m.invoice_reference(i) for i in _st_rows(s.host, "invoices")}
         per = max(records, 1)
         figures = {
-            "records": records,
-            "concurrency": concurrency,
-            "rounds": len(engine_runs),
-            "engine_records_per_s": round(engine_totals["rate"], 1),
-            "baseline_records_per_s": round(base_totals["rate"], 1),
-            "engine_vs_baseline": round(engine_totals["rate"] / base_totals["rate"], 3),
-            "round_ratios": [round((e["queued"] / e["seconds"]) / (b["records"] / b["seconds"]), 3)
-                             for e, b in zip(engine_runs, baseline_runs)],
-            "target_ratio": 0.8,
-            "engine_seconds": round(engine_totals["seconds"], 3),
-            "engine_poll_seconds": round(sum(r["poll_seconds"] for r in engine_runs), 3),
-            "baseline_seconds": round(base_totals["seconds"], 3),
+            **throughput,
             "engine_statuses": statuses,
-            "baseline_outcomes": base_totals["statuses"],
             "customers_flow": {k: customers[k] for k in ("found", "queued", "statuses")},
             "acumatica_invoices": {"engine": _acumatica_invoices(s, ACU_ENGINE, references),
                                    "baseline": _acumatica_invoices(s, ACU_BASE, references)},
-            "cpu_ms_per_record": {"engine": engine_totals["cpu_ms"], "baseline": base_totals["cpu_ms"]},
             "st_calls": st_calls,
             "acumatica_calls": acu_calls,
             "st_calls_per_record": round(st_calls / per, 3),
@@ -372,17 +256,17 @@ def main(n: int = 100, concurrency: int = 4) -> dict[str, Any]:
             "calls_per_record": round((st_calls + acu_calls) / per, 3),
             "minimum_per_record": round((minimum_st + minimum_acu) / per, 3),
             "calls_vs_minimum": round((st_calls + acu_calls) / max(minimum_st + minimum_acu, 1), 3),
-            "baseline_calls_per_record": round((base_st + base_acu) / max(base_totals["records"], 1), 3),
+            "baseline_calls_per_record": round((base_st + base_acu) / max(throughput["baseline_records"], 1), 3),
             "poll_calls": poll_calls,
             "idle_poll_invoices_calls": idle_invoices["calls"],
             "idle_poll_customers_calls": idle_customers["calls"],
             "idle_poll_target_calls": dict(IDLE_POLL_TARGETS),
-            "by_endpoint": {"servicetitan": _merge_endpoints(engine_runs, ST),
-                            "acumatica": _merge_endpoints(engine_runs, ACU_ENGINE)},
-            "baseline_by_endpoint": {"servicetitan": _merge_endpoints(baseline_runs, ST),
-                                     "acumatica": _merge_endpoints(baseline_runs, ACU_BASE)},
-            "poll_by_endpoint": {"servicetitan": _merge_endpoints(engine_runs, ST, "poll_stats"),
-                                 "acumatica": _merge_endpoints(engine_runs, ACU_ENGINE, "poll_stats")},
+            "by_endpoint": {"servicetitan": pair_bench.merge_endpoints(engine_runs, ST),
+                            "acumatica": pair_bench.merge_endpoints(engine_runs, ACU_ENGINE)},
+            "baseline_by_endpoint": {"servicetitan": pair_bench.merge_endpoints(baseline_runs, ST),
+                                     "acumatica": pair_bench.merge_endpoints(baseline_runs, ACU_BASE)},
+            "poll_by_endpoint": {"servicetitan": pair_bench.merge_endpoints(engine_runs, ST, "poll_stats"),
+                                 "acumatica": pair_bench.merge_endpoints(engine_runs, ACU_ENGINE, "poll_stats")},
             "idle_poll_by_endpoint": {"invoices": idle_invoices["by_endpoint"], "customers": idle_customers["by_endpoint"]},
         }
     finally:

@@ -42,8 +42,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +49,8 @@ import requests
 
 from benchmarks import bench_pipeline as pipeline
 from benchmarks import fleet
-from benchmarks.common import CpuMeter, write_result
+from benchmarks import pair_bench
+from benchmarks.common import write_result
 
 PAIR = "epicor-servicenow"
 QUEUES = f"mlconnector,{PAIR}"
@@ -68,26 +67,6 @@ PO_KEEP = ("VendorNum", "VendorVendorID", "VendorName", "OrderDate", "DueDate", 
            "ShipViaCode", "TermsCode", "OpenOrder", "EntryPerson", "CommentText", "TotalOrder", "DocTotalOrder")
 LINE_KEEP = ("POLine", "PartNum", "VenPartNum", "LineDesc", "OrderQty", "XOrderQty", "UnitCost", "DocUnitCost",
              "ExtCost", "DocExtCost", "DueDate", "VendorNum", "OpenLine", "ClassID")
-
-
-class _HostedSandbox:
-    """A sandbox served by the benchmark's sandbox host, in the shape the pair harness reads."""
-
-    def __init__(self, host: fleet.SandboxHost, name: str) -> None:
-        self.host, self.name = host, name
-
-    @property
-    def url(self) -> str:
-        return self.host.url(self.name)
-
-    def info(self) -> dict[str, Any]:
-        return self.host.info(self.name)
-
-
-def _sandbox_set(host: fleet.SandboxHost, servicenow: str) -> Any:
-    from mlconnector.harness import SandboxSet
-
-    return SandboxSet({"epicor": _HostedSandbox(host, EP), "servicenow": _HostedSandbox(host, servicenow)})
 
 
 @dataclass
@@ -126,7 +105,7 @@ def setup(n: int, concurrency: int) -> Setup:
     worker = None
     try:
         po_nums = sorted(p["PONum"] for p in _ep_rows(host, "purchase_orders"))
-        config = register(fleet.INTEGRATION, PAIR, _sandbox_set(host, SN_ENGINE), overrides=OVERRIDES)
+        config = register(fleet.INTEGRATION, PAIR, pair_bench.sandbox_set(host, {"epicor": EP, "servicenow": SN_ENGINE}), overrides=OVERRIDES)
         worker = fleet.start_worker(env, concurrency, queues=QUEUES)
         return Setup(len(po_nums), concurrency, database_url, env, host, po_nums, config, worker)
     except BaseException:
@@ -151,58 +130,14 @@ def add_purchase_orders(s: Setup, count: int) -> list[int]:
     return sorted(p["PONum"] for p in _ep_rows(s.host, "purchase_orders") if p["PONum"] not in before)
 
 
-def _meter(s: Setup) -> CpuMeter:
-    trees = {"sandboxes": s.host.process.pid}
-    if s.worker is not None:
-        trees["workers"] = s.worker.process.pid
-    return CpuMeter(trees)
-
-
-def _stats(s: Setup, names: tuple[str, ...], reset: bool = False) -> dict[str, dict[str, Any]]:
-    return {name: pipeline.sandbox_stats(s.host, name, reset=reset) for name in names}
-
-
-def _reset(s: Setup, names: tuple[str, ...]) -> None:
-    for name in names:
-        requests.post(f"{s.host.url(name)}/_sandbox/stats/reset", timeout=10).raise_for_status()
-
-
 def sync_vendors(s: Setup) -> dict[str, Any]:
     """Untimed onboarding: every Epicor vendor written as a ServiceNow supplier first."""
     return pipeline.run_flow("vendors")
 
 
 def run_engine(s: Setup) -> dict[str, Any]:
-    """One poll of the purchase_orders flow and the work it sends, timed and metered; the calls
-    the poll made and the calls the work made are read apart."""
-    from mlconnector import engine
-    from mlconnector.tasks import send
-
-    names = (EP, SN_ENGINE)
-
-    def final() -> int:
-        return sum(v for k, v in pipeline._statuses(FLOW).items() if k in pipeline.FINAL)
-
-    already = final()
-    _reset(s, names)
-    meter = _meter(s).start()
-    poll_started = time.time()
-    result = engine.poll_flow(fleet.INTEGRATION, FLOW)
-    poll_seconds = time.time() - poll_started
-    poll_stats = _stats(s, names, reset=True)  # before the clock starts: the poll is counted apart
-    sent_at = time.time()
-    send(result.enqueue)
-    queued = result.queued
-    fleet.wait_until(lambda: final() >= already + queued, timeout=600, interval=0.1,
-                     message=f"{FLOW}: not every record final: {pipeline._statuses(FLOW)}")
-    seen_done = time.time()
-    meter.stop()
-    work_stats = _stats(s, names)
-    last = pipeline._last_written(FLOW) or seen_done
-    done = min(seen_done, max(last, sent_at))
-    return {"found": result.found, "queued": queued, "poll_seconds": poll_seconds, "seconds": done - sent_at,
-            "statuses": pipeline._statuses(FLOW), "cpu_seconds": meter.seconds,
-            "poll_stats": poll_stats, "work_stats": work_stats}
+    """One poll of the flow and the work it sends (see pair_bench.run_engine)."""
+    return pair_bench.run_engine(s.host, s.worker, FLOW, (EP, SN_ENGINE))
 
 
 def _plain(value: Any) -> dict[str, Any]:
@@ -221,7 +156,7 @@ class Baseline:
         from mlconnector.harness import sandbox_integration_config
         from mlconnector.http.runtime import get_runtime
 
-        sandboxes = _sandbox_set(s.host, SN_BASE)
+        sandboxes = pair_bench.sandbox_set(s.host, {"epicor": EP, "servicenow": SN_BASE})
         config = sandbox_integration_config(get_pair(PAIR), sandboxes, OVERRIDES)
         runtime = get_runtime()  # what a worker process builds: Redis token cache (encrypted), limiter
         self.epicor = connector_class("epicor").create(config["systems"]["epicor"], sandboxes.credentials("epicor"), runtime)
@@ -334,45 +269,7 @@ class Baseline:
 
     def run(self, s: Setup) -> dict[str, Any]:
         self.prepare()
-        names = (EP, SN_BASE)
-        _reset(s, names)
-        outcomes: dict[str, int] = {}
-        meter = _meter(s).start()
-        started = time.time()
-        with ThreadPoolExecutor(max_workers=s.concurrency) as pool:
-            for outcome in pool.map(self.one, s.po_nums):
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        seconds = time.time() - started
-        meter.stop()
-        return {"records": len(s.po_nums), "seconds": seconds, "statuses": outcomes, "cpu_seconds": meter.seconds,
-                "work_stats": _stats(s, names)}
-
-
-def _idle_poll(s: Setup, flow: str) -> dict[str, Any]:
-    from mlconnector import engine
-    from mlconnector.tasks import send
-
-    names = (EP, SN_ENGINE)
-    _reset(s, names)
-    result = engine.poll_flow(fleet.INTEGRATION, flow)
-    send(result.enqueue)
-    stats = _stats(s, names)
-    return {"found": result.found, "queued": result.queued, "calls": sum(v["total"] for v in stats.values()),
-            "by_endpoint": {name: v["by_endpoint"] for name, v in stats.items() if v["total"]}}
-
-
-def _merge_endpoints(runs: list[dict[str, Any]], name: str, key: str = "work_stats") -> dict[str, dict[str, int]]:
-    merged: dict[str, dict[str, int]] = {}
-    for run in runs:
-        for endpoint, statuses in run[key][name]["by_endpoint"].items():
-            into = merged.setdefault(endpoint, {})
-            for status, count in statuses.items():
-                into[status] = into.get(status, 0) + count
-    return merged
-
-
-def _calls(runs: list[dict[str, Any]], name: str, key: str = "work_stats") -> int:
-    return sum(r[key][name]["total"] for r in runs)
+        return pair_bench.run_pool(s.host, s.worker, (EP, SN_BASE), s.concurrency, self.one, s.po_nums)
 
 
 def _record_statuses() -> dict[str, str]:
@@ -402,11 +299,11 @@ def main(n: int = 100, concurrency: int = 4) -> dict[str, Any]:
         s.po_nums = add_purchase_orders(s, max(1, n - len(s.po_nums)))
         baseline_runs.append(baseline.run(s))
         engine_runs.append(run_engine(s))
-        idle_orders = _idle_poll(s, "purchase_orders")
-        idle_vendors = _idle_poll(s, "vendors")
+        idle_orders = pair_bench.idle_poll(s.host, "purchase_orders", (EP, SN_ENGINE))
+        idle_vendors = pair_bench.idle_poll(s.host, "vendors", (EP, SN_ENGINE))
 
-        engine_totals, base_totals = pipeline._totals(engine_runs, "queued"), pipeline._totals(baseline_runs, "records")
-        records = engine_totals["records"]
+        throughput = pair_bench.throughput_figures(engine_runs, baseline_runs, concurrency)
+        records = throughput["records"]
         statuses = pipeline._statuses(FLOW)
         lines = {str(p["PONum"]): len(p.get("PODetails") or []) for p in _ep_rows(s.host, "purchase_orders")}
         minimum_ep = MIN_EPICOR_PER_PO * records
@@ -416,30 +313,17 @@ def main(n: int = 100, concurrency: int = 4) -> dict[str, Any]:
                 minimum_sn += MIN_SN_WRITTEN_HEADER + MIN_SN_PER_LINE * lines.get(po_num, 0)
             elif status == "skipped":
                 minimum_sn += MIN_SN_FOUND
-        ep_calls, sn_calls = _calls(engine_runs, EP), _calls(engine_runs, SN_ENGINE)
-        base_ep, base_sn = _calls(baseline_runs, EP), _calls(baseline_runs, SN_BASE)
+        ep_calls, sn_calls = pair_bench.calls(engine_runs, EP), pair_bench.calls(engine_runs, SN_ENGINE)
+        base_ep, base_sn = pair_bench.calls(baseline_runs, EP), pair_bench.calls(baseline_runs, SN_BASE)
         poll_calls = [sum(v["total"] for v in r["poll_stats"].values()) for r in engine_runs]
         per = max(records, 1)
         figures = {
-            "records": records,
-            "concurrency": concurrency,
-            "rounds": len(engine_runs),
-            "engine_records_per_s": round(engine_totals["rate"], 1),
-            "baseline_records_per_s": round(base_totals["rate"], 1),
-            "engine_vs_baseline": round(engine_totals["rate"] / base_totals["rate"], 3),
-            "round_ratios": [round((e["queued"] / e["seconds"]) / (b["records"] / b["seconds"]), 3)
-                             for e, b in zip(engine_runs, baseline_runs)],
-            "target_ratio": 0.8,
-            "engine_seconds": round(engine_totals["seconds"], 3),
-            "engine_poll_seconds": round(sum(r["poll_seconds"] for r in engine_runs), 3),
-            "baseline_seconds": round(base_totals["seconds"], 3),
+            **throughput,
             "engine_statuses": statuses,
-            "baseline_outcomes": base_totals["statuses"],
             "vendors_flow": {k: vendors[k] for k in ("found", "queued", "statuses")},
             "lines_per_record": round(sum(lines.values()) / max(len(lines), 1), 3),
             "servicenow_purchase_orders": {"engine": _servicenow_orders(s, SN_ENGINE, set(lines)),
                                            "baseline": _servicenow_orders(s, SN_BASE, set(lines))},
-            "cpu_ms_per_record": {"engine": engine_totals["cpu_ms"], "baseline": base_totals["cpu_ms"]},
             "epicor_calls": ep_calls,
             "servicenow_calls": sn_calls,
             "epicor_calls_per_record": round(ep_calls / per, 3),
@@ -449,17 +333,17 @@ def main(n: int = 100, concurrency: int = 4) -> dict[str, Any]:
             "calls_per_record": round((ep_calls + sn_calls) / per, 3),
             "minimum_per_record": round((minimum_ep + minimum_sn) / per, 3),
             "calls_vs_minimum": round((ep_calls + sn_calls) / max(minimum_ep + minimum_sn, 1), 3),
-            "baseline_calls_per_record": round((base_ep + base_sn) / max(base_totals["records"], 1), 3),
+            "baseline_calls_per_record": round((base_ep + base_sn) / max(throughput["baseline_records"], 1), 3),
             "poll_calls": poll_calls,
             "idle_poll_purchase_orders_calls": idle_orders["calls"],
             "idle_poll_vendors_calls": idle_vendors["calls"],
             "idle_poll_target_calls": dict(IDLE_POLL_TARGETS),
-            "by_endpoint": {"epicor": _merge_endpoints(engine_runs, EP),
-                            "servicenow": _merge_endpoints(engine_runs, SN_ENGINE)},
-            "baseline_by_endpoint": {"epicor": _merge_endpoints(baseline_runs, EP),
-                                     "servicenow": _merge_endpoints(baseline_runs, SN_BASE)},
-            "poll_by_endpoint": {"epicor": _merge_endpoints(engine_runs, EP, "poll_stats"),
-                                 "servicenow": _merge_endpoints(engine_runs, SN_ENGINE, "poll_stats")},
+            "by_endpoint": {"epicor": pair_bench.merge_endpoints(engine_runs, EP),
+                            "servicenow": pair_bench.merge_endpoints(engine_runs, SN_ENGINE)},
+            "baseline_by_endpoint": {"epicor": pair_bench.merge_endpoints(baseline_runs, EP),
+                                     "servicenow": pair_bench.merge_endpoints(baseline_runs, SN_BASE)},
+            "poll_by_endpoint": {"epicor": pair_bench.merge_endpoints(engine_runs, EP, "poll_stats"),
+                                 "servicenow": pair_bench.merge_endpoints(engine_runs, SN_ENGINE, "poll_stats")},
             "idle_poll_by_endpoint": {"purchase_orders": idle_orders["by_endpoint"], "vendors": idle_vendors["by_endpoint"]},
         }
     finally:
