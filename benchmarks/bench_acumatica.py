@@ -236,38 +236,17 @@ def main(n: int = 100, concurrency: int = 4) -> dict[str, Any]:
         written, skipped = statuses.get("written", 0), statuses.get("skipped", 0)
         minimum_st = MIN_ST_PER_INVOICE * records
         minimum_acu = MIN_ACU_WRITTEN * written + MIN_ACU_FOUND * skipped
-        st_calls, acu_calls = pair_bench.calls(engine_runs, ST), pair_bench.calls(engine_runs, ACU_ENGINE)
-        base_st, base_acu = pair_bench.calls(baseline_runs, ST), pair_bench.calls(baseline_runs, ACU_BASE)
-        poll_calls = [sum(v["total"] for v in r["poll_stats"].values()) for r in engine_runs]
         references = {m.invoice_reference(i) for i in _st_rows(s.host, "invoices")}
-        per = max(records, 1)
         figures = {
             **throughput,
             "engine_statuses": statuses,
             "customers_flow": {k: customers[k] for k in ("found", "queued", "statuses")},
             "acumatica_invoices": {"engine": _acumatica_invoices(s, ACU_ENGINE, references),
                                    "baseline": _acumatica_invoices(s, ACU_BASE, references)},
-            "st_calls": st_calls,
-            "acumatica_calls": acu_calls,
-            "st_calls_per_record": round(st_calls / per, 3),
-            "acumatica_calls_per_record": round(acu_calls / per, 3),
-            "minimum_st_per_record": round(minimum_st / per, 3),
-            "minimum_acumatica_per_record": round(minimum_acu / per, 3),
-            "calls_per_record": round((st_calls + acu_calls) / per, 3),
-            "minimum_per_record": round((minimum_st + minimum_acu) / per, 3),
-            "calls_vs_minimum": round((st_calls + acu_calls) / max(minimum_st + minimum_acu, 1), 3),
-            "baseline_calls_per_record": round((base_st + base_acu) / max(throughput["baseline_records"], 1), 3),
-            "poll_calls": poll_calls,
-            "idle_poll_invoices_calls": idle_invoices["calls"],
-            "idle_poll_customers_calls": idle_customers["calls"],
-            "idle_poll_target_calls": dict(IDLE_POLL_TARGETS),
-            "by_endpoint": {"servicetitan": pair_bench.merge_endpoints(engine_runs, ST),
-                            "acumatica": pair_bench.merge_endpoints(engine_runs, ACU_ENGINE)},
-            "baseline_by_endpoint": {"servicetitan": pair_bench.merge_endpoints(baseline_runs, ST),
-                                     "acumatica": pair_bench.merge_endpoints(baseline_runs, ACU_BASE)},
-            "poll_by_endpoint": {"servicetitan": pair_bench.merge_endpoints(engine_runs, ST, "poll_stats"),
-                                 "acumatica": pair_bench.merge_endpoints(engine_runs, ACU_ENGINE, "poll_stats")},
-            "idle_poll_by_endpoint": {"invoices": idle_invoices["by_endpoint"], "customers": idle_customers["by_endpoint"]},
+            **pair_bench.call_figures(
+                engine_runs, baseline_runs, records, throughput["baseline_records"],
+                [("st", "servicetitan", ST, ST, minimum_st), ("acumatica", "acumatica", ACU_ENGINE, ACU_BASE, minimum_acu)],
+                {"invoices": idle_invoices, "customers": idle_customers}, IDLE_POLL_TARGETS),
         }
     finally:
         s.close()

@@ -313,10 +313,6 @@ def main(n: int = 100, concurrency: int = 4) -> dict[str, Any]:
                 minimum_sn += MIN_SN_WRITTEN_HEADER + MIN_SN_PER_LINE * lines.get(po_num, 0)
             elif status == "skipped":
                 minimum_sn += MIN_SN_FOUND
-        ep_calls, sn_calls = pair_bench.calls(engine_runs, EP), pair_bench.calls(engine_runs, SN_ENGINE)
-        base_ep, base_sn = pair_bench.calls(baseline_runs, EP), pair_bench.calls(baseline_runs, SN_BASE)
-        poll_calls = [sum(v["total"] for v in r["poll_stats"].values()) for r in engine_runs]
-        per = max(records, 1)
         figures = {
             **throughput,
             "engine_statuses": statuses,
@@ -324,27 +320,10 @@ def main(n: int = 100, concurrency: int = 4) -> dict[str, Any]:
             "lines_per_record": round(sum(lines.values()) / max(len(lines), 1), 3),
             "servicenow_purchase_orders": {"engine": _servicenow_orders(s, SN_ENGINE, set(lines)),
                                            "baseline": _servicenow_orders(s, SN_BASE, set(lines))},
-            "epicor_calls": ep_calls,
-            "servicenow_calls": sn_calls,
-            "epicor_calls_per_record": round(ep_calls / per, 3),
-            "servicenow_calls_per_record": round(sn_calls / per, 3),
-            "minimum_epicor_per_record": round(minimum_ep / per, 3),
-            "minimum_servicenow_per_record": round(minimum_sn / per, 3),
-            "calls_per_record": round((ep_calls + sn_calls) / per, 3),
-            "minimum_per_record": round((minimum_ep + minimum_sn) / per, 3),
-            "calls_vs_minimum": round((ep_calls + sn_calls) / max(minimum_ep + minimum_sn, 1), 3),
-            "baseline_calls_per_record": round((base_ep + base_sn) / max(throughput["baseline_records"], 1), 3),
-            "poll_calls": poll_calls,
-            "idle_poll_purchase_orders_calls": idle_orders["calls"],
-            "idle_poll_vendors_calls": idle_vendors["calls"],
-            "idle_poll_target_calls": dict(IDLE_POLL_TARGETS),
-            "by_endpoint": {"epicor": pair_bench.merge_endpoints(engine_runs, EP),
-                            "servicenow": pair_bench.merge_endpoints(engine_runs, SN_ENGINE)},
-            "baseline_by_endpoint": {"epicor": pair_bench.merge_endpoints(baseline_runs, EP),
-                                     "servicenow": pair_bench.merge_endpoints(baseline_runs, SN_BASE)},
-            "poll_by_endpoint": {"epicor": pair_bench.merge_endpoints(engine_runs, EP, "poll_stats"),
-                                 "servicenow": pair_bench.merge_endpoints(engine_runs, SN_ENGINE, "poll_stats")},
-            "idle_poll_by_endpoint": {"purchase_orders": idle_orders["by_endpoint"], "vendors": idle_vendors["by_endpoint"]},
+            **pair_bench.call_figures(
+                engine_runs, baseline_runs, records, throughput["baseline_records"],
+                [("epicor", "epicor", EP, EP, minimum_ep), ("servicenow", "servicenow", SN_ENGINE, SN_BASE, minimum_sn)],
+                {"purchase_orders": idle_orders, "vendors": idle_vendors}, IDLE_POLL_TARGETS),
         }
     finally:
         s.close()

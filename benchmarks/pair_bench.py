@@ -152,3 +152,36 @@ def throughput_figures(engine_runs: list[dict[str, Any]], baseline_runs: list[di
         "baseline_records": base_totals["records"],
         "cpu_ms_per_record": {"engine": engine_totals["cpu_ms"], "baseline": base_totals["cpu_ms"]},
     }
+
+
+def call_figures(engine_runs: list[dict[str, Any]], baseline_runs: list[dict[str, Any]], records: int,
+                 baseline_records: int, sides: list[tuple[str, str, str, str, int]],
+                 idle: dict[str, dict[str, Any]], idle_targets: dict[str, int]) -> dict[str, Any]:
+    """Vendor calls per record against the minimum, per system and in all, and per idle poll.
+
+    `sides`: one (label, system, engine sandbox, baseline sandbox, minimum calls for all the
+    records) per system; `idle`: idle_poll() results by flow.
+    """
+    per = max(records, 1)
+    figures: dict[str, Any] = {}
+    made = minimum = baseline = 0
+    for label, _, engine_name, base_name, least in sides:
+        count = calls(engine_runs, engine_name)
+        figures[f"{label}_calls"] = count
+        figures[f"{label}_calls_per_record"] = round(count / per, 3)
+        figures[f"minimum_{label}_per_record"] = round(least / per, 3)
+        made, minimum, baseline = made + count, minimum + least, baseline + calls(baseline_runs, base_name)
+    figures.update({
+        "calls_per_record": round(made / per, 3),
+        "minimum_per_record": round(minimum / per, 3),
+        "calls_vs_minimum": round(made / max(minimum, 1), 3),
+        "baseline_calls_per_record": round(baseline / max(baseline_records, 1), 3),
+        "poll_calls": [sum(v["total"] for v in r["poll_stats"].values()) for r in engine_runs],
+        **{f"idle_poll_{flow}_calls": result["calls"] for flow, result in idle.items()},
+        "idle_poll_target_calls": dict(idle_targets),
+        "by_endpoint": {system: merge_endpoints(engine_runs, e) for _, system, e, _, _ in sides},
+        "baseline_by_endpoint": {system: merge_endpoints(baseline_runs, b) for _, system, _, b, _ in sides},
+        "poll_by_endpoint": {system: merge_endpoints(engine_runs, e, "poll_stats") for _, system, e, _, _ in sides},
+        "idle_poll_by_endpoint": {flow: result["by_endpoint"] for flow, result in idle.items()},
+    })
+    return figures
