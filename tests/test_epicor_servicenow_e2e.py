@@ -295,7 +295,10 @@ def test_documents_wait_for_their_supplier_and_an_unmapped_gl_account_is_held_un
     config = fleet.config()
     config["cost_centers"]["by_account"][UNMAPPED_ACCOUNT] = "6100-01"
     assert "re-queue" in fleet.set_config(config, tmp_path)
-    [staged] = wait_until(lambda: fleet.invoices("PERMIT-77"), timeout=60, message="invoice not released")
+    # The header is staged before its lines: wait for the record's write to finish, lines included.
+    wait_until(lambda: getattr(fleet.record("ap_invoices", source_id), "status", "") == "written", timeout=60,
+               message=f"invoice not released: {fleet.record('ap_invoices', source_id).hold_reason}")
+    [staged] = fleet.invoices("PERMIT-77")
     [line] = fleet.table("sn_shop_invoice_line", f"invoice={staged['sys_id']}")
     assert line["cost_center"] == fleet.table("cmn_cost_center", "account_number=6100-01")[0]["sys_id"]
     assert line["gl_account"] == UNMAPPED_ACCOUNT and Decimal(line["amount"]) == Decimal("180.00")
