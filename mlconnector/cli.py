@@ -800,7 +800,7 @@ def _print_status(integration: str | None = None, as_json: bool = False) -> None
                       row.next_poll_at.strftime("%H:%M:%S") if row.next_poll_at else "-", position)
     console.print(table)
     for name in sorted({row.integration for row in rows}):
-        # Some licences cap documents created through the API per month (Acumatica's commercial transactions).
+        # Some vendors' licences cap the documents created through their API each month.
         console.print(f"{name}: {created.get(name, 0)} document(s) created in target systems this month (UTC)")
 
 

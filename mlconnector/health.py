@@ -96,10 +96,10 @@ def documents_created_this_month(session: Session, integration: str | None = Non
     """Per integration: records created in a target system through its API since the start of
     this UTC month (documents and counterparts such as customers).
 
-    Some vendors licence a monthly number of documents created through the API (Acumatica's
-    commercial transactions); this says how close each integration is. Read from the audit
-    trail, whose write rows begin with the write's action ('created ...'), so updates,
-    unchanged records and retries of a write that already landed do not count."""
+    Some vendors licence a monthly number of documents created through their API; this says
+    how close each integration is. Read from the audit trail, whose write rows begin with the
+    write's action ('created ...'), so updates, unchanged records and retries of a write that
+    already landed do not count."""
     moment = _aware(now or utcnow())
     month_start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     counterpart = aliased(AuditEvent)

@@ -50,7 +50,7 @@ EVENT_ID_MAX = InboundEvent.__table__.c.source_event_id.type.length  # 200
 EVENT_TYPE_MAX = InboundEvent.__table__.c.event_type.type.length  # 100
 RECORD_ID_MAX = SyncRecord.__table__.c.source_id.type.length  # 200: data.id becomes a ledger row's source id
 SOURCE_ADDRESS_MAX = SecurityEvent.__table__.c.source_address.type.length  # 64: an IPv6 address is at most 45
-MAX_NESTING = 32  # a ServiceTitan event nests about 5 levels; the JSON parser, driver and redaction recurse
+MAX_NESTING = 32  # a webhook event nests about 5 levels; the JSON parser, driver and redaction recurse
 SECURITY_WINDOW_SECONDS = 300  # a storm adds one audit row per source and kind per 5 minutes, not one per request
 SECURITY_DETAIL_MAX = 500  # the window's first event is kept as an example, not a body
 

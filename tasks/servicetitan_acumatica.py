@@ -28,9 +28,8 @@ from mlconnector.http import NotFoundError
 from mlconnector.policies import master_data_changes
 from mlconnector.positions import Position
 from mlconnector.resolver import Counterpart, CounterpartKind, Need, TargetRecord
-from tasks.servicetitan_source import ServiceTitanSourced
+from tasks.servicetitan_source import ServiceTitanSourced, received_bills
 from tasks.servicetitan_source import plain as _plain
-from tasks.servicetitan_source import st_version as _version
 
 if TYPE_CHECKING:
     from mlconnector.harness import SandboxSet
@@ -40,7 +39,6 @@ ST, ACU = "servicetitan", "acumatica"
 CATCH_UP_POLL_SECONDS = 300.0  # finds what a dropped webhook missed, within five minutes
 REFERENCE_TTL_SECONDS = 300.0  # Acumatica's chart reused across records; the catch-up poll refreshes it sooner
 INDEX_TTL_SECONDS = 60.0  # customer and vendor lists reused for name matching for a minute
-PO_STATUSES_BEFORE_RECEIPT = frozenset({"Pending", "Sent"})  # nothing received, so no bill to look for
 
 
 def _config(ctx: FlowContext) -> m.ServiceTitanAcumaticaConfig:
@@ -442,15 +440,7 @@ class InventoryBillsHandler(DocumentHandler):
 
     def records_for_event(self, ctx: FlowContext, event_type: str, data: dict[str, Any]) -> list[SourceRecord]:
         if event_type.startswith("purchase-order."):
-            # A PO becomes an AP bill through the bill ServiceTitan generates when it is received.
-            po_id = data.get("id")
-            if data.get("status") in PO_STATUSES_BEFORE_RECEIPT:
-                ctx.audit("noted", f"purchase order {po_id} is {data['status']}; its AP bill follows its receipt")
-                return []
-            bills = ctx.connectors[ST].bills_for_purchase_order(po_id, data.get("number"))  # type: ignore[attr-defined]
-            if not bills:
-                ctx.audit("noted", f"purchase order {po_id} has no inventory bill yet; its AP bill follows its receipt")
-            return [SourceRecord(str(_plain(b)["id"]), _version(_plain(b))) for b in bills]
+            return received_bills(ctx, data, "AP bill")
         return super().records_for_event(ctx, event_type, data)
 
 

@@ -27,9 +27,8 @@ from mlconnector.http import NotFoundError
 from mlconnector.policies import master_data_changes
 from mlconnector.positions import Position
 from mlconnector.resolver import Counterpart, CounterpartKind, Need, TargetRecord
-from tasks.servicetitan_source import ServiceTitanSourced
+from tasks.servicetitan_source import ServiceTitanSourced, received_bills
 from tasks.servicetitan_source import plain as _plain
-from tasks.servicetitan_source import st_version as _version
 
 if TYPE_CHECKING:
     from mlconnector.harness import SandboxSet
@@ -39,7 +38,6 @@ ST, EPICOR = "servicetitan", "epicor"
 CATCH_UP_POLL_SECONDS = 300.0  # finds what a dropped webhook missed, within five minutes
 EPICOR_VENDOR_POLL_SECONDS = 600.0
 VENDOR_INDEX_TTL_SECONDS = 60.0  # Epicor vendor list reused across records for a minute
-PO_STATUSES_BEFORE_RECEIPT = frozenset({"Pending", "Sent"})  # nothing received, so no bill to look for
 
 
 def _config(ctx: FlowContext) -> m.ServiceTitanEpicorConfig:
@@ -236,15 +234,7 @@ class InventoryBillsHandler(ServiceTitanSourced):
 
     def records_for_event(self, ctx: FlowContext, event_type: str, data: dict[str, Any]) -> list[SourceRecord]:
         if event_type.startswith("purchase-order."):
-            # A PO becomes an AP invoice through the bill ServiceTitan creates when it is received.
-            po_id = data.get("id")
-            if data.get("status") in PO_STATUSES_BEFORE_RECEIPT:
-                ctx.audit("noted", f"purchase order {po_id} is {data['status']}; its AP invoice follows its receipt")
-                return []
-            bills = ctx.connectors[ST].bills_for_purchase_order(po_id, data.get("number"))  # type: ignore[attr-defined]
-            if not bills:
-                ctx.audit("noted", f"purchase order {po_id} has no inventory bill yet; its AP invoice follows its receipt")
-            return [SourceRecord(str(_plain(b)["id"]), _version(_plain(b))) for b in bills]
+            return received_bills(ctx, data, "AP invoice")
         return super().records_for_event(ctx, event_type, data)
 
 

@@ -16,6 +16,7 @@ from mlconnector.http import NotFoundError
 from mlconnector.positions import Position
 
 ST = "servicetitan"
+PO_STATUSES_BEFORE_RECEIPT = frozenset({"Pending", "Sent"})  # nothing received, so no bill to look for
 
 
 def plain(value: Any) -> dict[str, Any]:
@@ -77,3 +78,17 @@ class ServiceTitanSourced(FlowHandler):
 
     def records_for_event(self, ctx: FlowContext, event_type: str, data: dict[str, Any]) -> list[SourceRecord]:
         return [SourceRecord(str(data["id"]), st_version(data))] if data.get("id") is not None else []
+
+
+def received_bills(ctx: FlowContext, data: dict[str, Any], becomes: str) -> list[SourceRecord]:
+    """The inventory bills a purchase-order event is about. ServiceTitan writes no bill through
+    its API: it generates one when a PO is received, and that bill is what becomes `becomes`
+    in the target, so a PO event names its bills (none yet is noted, not an error)."""
+    po_id = data.get("id")
+    if data.get("status") in PO_STATUSES_BEFORE_RECEIPT:
+        ctx.audit("noted", f"purchase order {po_id} is {data['status']}; its {becomes} follows its receipt")
+        return []
+    bills = ctx.connectors[ST].bills_for_purchase_order(po_id, data.get("number"))  # type: ignore[attr-defined]
+    if not bills:
+        ctx.audit("noted", f"purchase order {po_id} has no inventory bill yet; its {becomes} follows its receipt")
+    return [SourceRecord(str(plain(b)["id"]), st_version(plain(b))) for b in bills]

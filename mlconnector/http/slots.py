@@ -1,6 +1,6 @@
 """A cap on concurrent sessions shared by the whole fleet.
 
-Some vendors licence concurrent sign-ins, not request rates (Acumatica's API users): a
+Some vendors licence concurrent sign-ins (API users), not request rates: a
 session over the cap is refused, and a worker that opened one more than the licence allows
 blocks every other worker's sign-in. `SessionSlots` hands out at most `limit` slots per
 name across every process: in Redis when the fleet has Redis (a sorted set of slot holders
