@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -58,20 +57,7 @@ MIN_ACU_FOUND = 1  # the look-up finds it: nothing to write
 IDLE_POLL_TARGETS = {"invoices": 3, "customers": 1}
 
 
-@dataclass
-class Setup:
-    n: int
-    concurrency: int
-    database_url: str
-    env: dict[str, str]
-    host: fleet.SandboxHost
-    invoice_ids: list[int]
-    config: dict[str, Any]
-    worker: fleet.Process | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def close(self) -> None:
-        fleet.tear_down(self.database_url, processes=[self.worker], host=self.host)
+Setup = pair_bench.PairSetup
 
 
 def _st_rows(host: fleet.SandboxHost, entity: str) -> list[dict[str, Any]]:
@@ -81,29 +67,11 @@ def _st_rows(host: fleet.SandboxHost, entity: str) -> list[dict[str, Any]]:
 def setup(n: int, concurrency: int) -> Setup:
     """Sandboxes, database, integration and workers, with exactly n job invoices in ServiceTitan
     (seeded with as many customers, so each invoice names a customer the `customers` flow syncs)."""
-    from mlconnector.harness import register
-
-    database_url = fleet.create_database()
-    env = fleet.configure(database_url)
-    fleet.flush_redis()
-    host = fleet.SandboxHost({
-        ST: ["servicetitan", {"seed": 3, "records": max(1, n), "rate_limit": 0}],
-        ACU_ENGINE: ["acumatica", {"seed": 3, "records": 6}],
-        ACU_BASE: ["acumatica", {"seed": 3, "records": 6}],
-    })
-    worker = None
-    try:
-        invoice_ids = sorted(i["id"] for i in _st_rows(host, "invoices"))
-        config = register(fleet.INTEGRATION, PAIR, pair_bench.sandbox_set(host, {"servicetitan": ST, "acumatica": ACU_ENGINE}), overrides=OVERRIDES,
-                          webhook_key=fleet.HMAC_KEY)
-        worker = fleet.start_worker(env, concurrency, queues=QUEUES)
-        return Setup(len(invoice_ids), concurrency, database_url, env, host, invoice_ids, config, worker)
-    except BaseException:
-        if worker is not None:
-            worker.stop()
-        host.stop()
-        fleet.drop_database(database_url)
-        raise
+    sandboxes = {ST: ["servicetitan", {"seed": 3, "records": max(1, n), "rate_limit": 0}],
+                 ACU_ENGINE: ["acumatica", {"seed": 3, "records": 6}], ACU_BASE: ["acumatica", {"seed": 3, "records": 6}]}
+    return pair_bench.start(PAIR, sandboxes, {"servicetitan": ST, "acumatica": ACU_ENGINE},
+                            lambda host: sorted(i["id"] for i in _st_rows(host, "invoices")), concurrency, QUEUES,
+                            OVERRIDES, webhook_key=fleet.HMAC_KEY)
 
 
 def add_invoices(s: Setup, count: int) -> list[int]:
@@ -206,7 +174,7 @@ class Baseline:
 
     def run(self, s: Setup) -> dict[str, Any]:
         self.prepare()
-        return pair_bench.run_pool(s.host, s.worker, (ST, ACU_BASE), s.concurrency, self.one, s.invoice_ids)
+        return pair_bench.run_pool(s.host, s.worker, (ST, ACU_BASE), s.concurrency, self.one, s.ids)
 
 
 def _acumatica_invoices(s: Setup, name: str, references: set[str]) -> int:
@@ -224,7 +192,7 @@ def main(n: int = 100, concurrency: int = 4) -> dict[str, Any]:
         baseline = Baseline(s)
         engine_runs = [run_engine(s)]
         baseline_runs = [baseline.run(s)]
-        s.invoice_ids = add_invoices(s, max(1, n - len(s.invoice_ids)))
+        s.ids = add_invoices(s, max(1, n - len(s.ids)))
         baseline_runs.append(baseline.run(s))
         engine_runs.append(run_engine(s))
         idle_invoices = pair_bench.idle_poll(s.host, "invoices", (ST, ACU_ENGINE))

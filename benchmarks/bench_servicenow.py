@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -69,20 +68,7 @@ LINE_KEEP = ("POLine", "PartNum", "VenPartNum", "LineDesc", "OrderQty", "XOrderQ
              "ExtCost", "DocExtCost", "DueDate", "VendorNum", "OpenLine", "ClassID")
 
 
-@dataclass
-class Setup:
-    n: int
-    concurrency: int
-    database_url: str
-    env: dict[str, str]
-    host: fleet.SandboxHost
-    po_nums: list[int]
-    config: dict[str, Any]
-    worker: fleet.Process | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def close(self) -> None:
-        fleet.tear_down(self.database_url, processes=[self.worker], host=self.host)
+Setup = pair_bench.PairSetup
 
 
 def _ep_rows(host: fleet.SandboxHost, entity: str) -> list[dict[str, Any]]:
@@ -92,28 +78,11 @@ def _ep_rows(host: fleet.SandboxHost, entity: str) -> list[dict[str, Any]]:
 def setup(n: int, concurrency: int) -> Setup:
     """Sandboxes, database, integration and workers, with exactly n POs in Epicor (seeded with
     as many vendors, so each PO names a vendor the `vendors` flow syncs)."""
-    from mlconnector.harness import register
-
-    database_url = fleet.create_database()
-    env = fleet.configure(database_url)
-    fleet.flush_redis()
-    host = fleet.SandboxHost({
-        EP: ["epicor", {"seed": 3, "records": max(1, n), "rate_limit": 0}],
-        SN_ENGINE: ["servicenow", {"seed": 3, "records": 6}],
-        SN_BASE: ["servicenow", {"seed": 3, "records": 6}],
-    })
-    worker = None
-    try:
-        po_nums = sorted(p["PONum"] for p in _ep_rows(host, "purchase_orders"))
-        config = register(fleet.INTEGRATION, PAIR, pair_bench.sandbox_set(host, {"epicor": EP, "servicenow": SN_ENGINE}), overrides=OVERRIDES)
-        worker = fleet.start_worker(env, concurrency, queues=QUEUES)
-        return Setup(len(po_nums), concurrency, database_url, env, host, po_nums, config, worker)
-    except BaseException:
-        if worker is not None:
-            worker.stop()
-        host.stop()
-        fleet.drop_database(database_url)
-        raise
+    sandboxes = {EP: ["epicor", {"seed": 3, "records": max(1, n), "rate_limit": 0}],
+                 SN_ENGINE: ["servicenow", {"seed": 3, "records": 6}], SN_BASE: ["servicenow", {"seed": 3, "records": 6}]}
+    return pair_bench.start(PAIR, sandboxes, {"epicor": EP, "servicenow": SN_ENGINE},
+                            lambda host: sorted(p["PONum"] for p in _ep_rows(host, "purchase_orders")), concurrency,
+                            QUEUES, OVERRIDES)
 
 
 def add_purchase_orders(s: Setup, count: int) -> list[int]:
@@ -269,7 +238,7 @@ class Baseline:
 
     def run(self, s: Setup) -> dict[str, Any]:
         self.prepare()
-        return pair_bench.run_pool(s.host, s.worker, (EP, SN_BASE), s.concurrency, self.one, s.po_nums)
+        return pair_bench.run_pool(s.host, s.worker, (EP, SN_BASE), s.concurrency, self.one, s.ids)
 
 
 def _record_statuses() -> dict[str, str]:
@@ -296,7 +265,7 @@ def main(n: int = 100, concurrency: int = 4) -> dict[str, Any]:
         baseline = Baseline(s)
         engine_runs = [run_engine(s)]
         baseline_runs = [baseline.run(s)]
-        s.po_nums = add_purchase_orders(s, max(1, n - len(s.po_nums)))
+        s.ids = add_purchase_orders(s, max(1, n - len(s.ids)))
         baseline_runs.append(baseline.run(s))
         engine_runs.append(run_engine(s))
         idle_orders = pair_bench.idle_poll(s.host, "purchase_orders", (EP, SN_ENGINE))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import requests
@@ -185,3 +186,44 @@ def call_figures(engine_runs: list[dict[str, Any]], baseline_runs: list[dict[str
         "idle_poll_by_endpoint": {flow: result["by_endpoint"] for flow, result in idle.items()},
     })
     return figures
+
+
+@dataclass
+class PairSetup:
+    """A pair's benchmark fleet: its database, sandbox host, worker, and the source records
+    the timed flow will move (`ids`, replaced as rounds add more)."""
+
+    concurrency: int
+    database_url: str
+    host: fleet.SandboxHost
+    ids: list[Any]
+    worker: fleet.Process | None = None
+
+    def close(self) -> None:
+        fleet.tear_down(self.database_url, processes=[self.worker], host=self.host)
+
+
+def start(pair: str, sandboxes: dict[str, list[Any]], systems: dict[str, str], source_ids: Callable[[fleet.SandboxHost], list[Any]],
+          concurrency: int, queues: str, overrides: dict[str, Any], webhook_key: str | None = None) -> PairSetup:
+    """Database, sandboxes (`sandboxes`: name -> [vendor, options] for the host), the pair's
+    integration registered on `systems` ({system: sandbox name}), and a worker; everything
+    started is stopped again if a step fails."""
+    from mlconnector.harness import register
+
+    database_url = fleet.create_database()
+    env = fleet.configure(database_url)
+    fleet.flush_redis()
+    host = fleet.SandboxHost(sandboxes)
+    worker = None
+    try:
+        ids = source_ids(host)
+        register(fleet.INTEGRATION, pair, sandbox_set(host, systems), overrides=overrides,
+                 **({"webhook_key": webhook_key} if webhook_key else {}))
+        worker = fleet.start_worker(env, concurrency, queues=queues)
+        return PairSetup(concurrency, database_url, host, ids, worker)
+    except BaseException:
+        if worker is not None:
+            worker.stop()
+        host.stop()
+        fleet.drop_database(database_url)
+        raise
