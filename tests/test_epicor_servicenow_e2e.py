@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 
 from sandboxes import SandboxOptions, create_sandbox, start_sandbox
 from tests.conftest import wait_until
+from tests.pair_fleet import PairFleet
 
 pytestmark = pytest.mark.fleet
 
@@ -29,7 +30,7 @@ FLOWS = ("vendors", "purchase_orders", "ap_invoices")
 UNMAPPED_ACCOUNT = "6400-200"  # Permits & Fees - Installation: left out of the map by one test
 
 
-class Fleet:
+class Fleet(PairFleet):
     def __init__(self, epicor: Any, sn: Any, env: dict[str, str], worker: Any, start_worker: Any) -> None:
         self.epicor, self.sn, self.env, self.worker, self.start_worker = epicor, sn, env, worker, start_worker
 
@@ -55,12 +56,10 @@ class Fleet:
 
     # -- Epicor, through its control API as a buyer or AP clerk changing records --
     def epicor_rows(self, entity: str) -> list[dict[str, Any]]:
-        return requests.get(f"{self.epicor.url}/_sandbox/entities/{entity}", timeout=10).json()
+        return self.sandbox_rows(self.epicor, entity)
 
     def epicor_put(self, entity: str, payload: dict[str, Any]) -> dict[str, Any]:
-        response = requests.post(f"{self.epicor.url}/_sandbox/entities/{entity}", json=payload, timeout=10)
-        assert response.status_code == 200, response.text
-        return response.json()
+        return self.sandbox_put(self.epicor, entity, payload)
 
     # -- ours --
     def poll(self, *flows: str) -> None:
@@ -78,23 +77,6 @@ class Fleet:
             if _holds(predicate, 1.0):
                 return
         raise AssertionError(message or "condition not met in time")
-
-    def statuses(self, flow: str | None = None) -> dict[str, int]:
-        from mlconnector.db.models import SyncRecord
-        from mlconnector.db.session import session_scope
-
-        query = select(SyncRecord.status, func.count()).group_by(SyncRecord.status)
-        if flow:
-            query = query.where(SyncRecord.flow == flow)
-        with session_scope() as session:
-            return dict(session.execute(query).all())
-
-    def record(self, flow: str, source_id: Any) -> Any:
-        from mlconnector.db.models import SyncRecord
-        from mlconnector.db.session import session_scope
-
-        with session_scope() as session:
-            return session.scalar(select(SyncRecord).where(SyncRecord.flow == flow, SyncRecord.source_id == str(source_id)))
 
     def settled(self, flow: str, count: int) -> bool:
         done = self.statuses(flow)

@@ -18,10 +18,10 @@ import pytest
 import redis
 import requests
 from click.testing import CliRunner
-from sqlalchemy import func, select
 
 from sandboxes import SandboxOptions, create_sandbox, start_sandbox
 from tests.conftest import start_gunicorn, wait_until
+from tests.pair_fleet import PairFleet
 
 pytestmark = pytest.mark.fleet
 
@@ -42,7 +42,7 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-class Fleet:
+class Fleet(PairFleet):
     def __init__(self, st: Any, acu: Any, receiver: str, env: dict[str, str], worker: Any, start_worker: Any) -> None:
         self.st, self.acu, self.receiver, self.env = st, acu, receiver, env
         self.worker, self.start_worker = worker, start_worker
@@ -50,12 +50,10 @@ class Fleet:
 
     # -- ServiceTitan side (the sandbox's control API, as office staff creating records) --
     def st_put(self, entity: str, payload: dict[str, Any]) -> dict[str, Any]:
-        response = requests.post(f"{self.st.url}/_sandbox/entities/{entity}", json=payload, timeout=10)
-        assert response.status_code == 200, response.text
-        return response.json()
+        return self.sandbox_put(self.st, entity, payload)
 
     def st_get(self, entity: str) -> list[dict[str, Any]]:
-        return requests.get(f"{self.st.url}/_sandbox/entities/{entity}", timeout=10).json()
+        return self.sandbox_rows(self.st, entity)
 
     def unit(self, name: str) -> dict[str, Any]:
         return next({"id": u["id"], "name": u["name"]} for u in self.st_get("business_units") if u["name"] == name)
@@ -139,23 +137,6 @@ class Fleet:
         wait_until(lambda: requests.get(status_url, headers=headers, timeout=10).status_code == 204, timeout=10)
 
     # -- our side --
-    def statuses(self, flow: str | None = None) -> dict[str, int]:
-        from mlconnector.db.models import SyncRecord
-        from mlconnector.db.session import session_scope
-
-        query = select(SyncRecord.status, func.count()).group_by(SyncRecord.status)
-        if flow:
-            query = query.where(SyncRecord.flow == flow)
-        with session_scope() as session:
-            return dict(session.execute(query).all())
-
-    def record(self, flow: str, source_id: Any) -> Any:
-        from mlconnector.db.models import SyncRecord
-        from mlconnector.db.session import session_scope
-
-        with session_scope() as session:
-            return session.scalar(select(SyncRecord).where(SyncRecord.flow == flow, SyncRecord.source_id == str(source_id)))
-
     def send_raw(self, body: bytes) -> requests.Response:
         from mlconnector.webhook_signature import sign_for_tests
 

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from sandboxes import SandboxOptions, create_sandbox, start_sandbox
 from tests.conftest import ROOT, start_gunicorn, wait_until
+from tests.pair_fleet import PairFleet
 
 pytestmark = pytest.mark.fleet
 
@@ -27,19 +28,17 @@ HMAC_KEY = "e2e-hmac-key-0123456789abcdef0123456789"
 GL_DEFAULT = "5100-100"
 
 
-class Fleet:
+class Fleet(PairFleet):
     def __init__(self, st: Any, epicor: Any, receiver: str, env: dict[str, str], worker: Any, start_worker: Any) -> None:
         self.st, self.epicor, self.receiver, self.env = st, epicor, receiver, env
         self.worker, self.start_worker = worker, start_worker
 
     # -- ServiceTitan side (the sandbox's control API, as a field user creating records) --
     def st_put(self, entity: str, payload: dict[str, Any]) -> dict[str, Any]:
-        response = requests.post(f"{self.st.url}/_sandbox/entities/{entity}", json=payload, timeout=10)
-        assert response.status_code == 200, response.text
-        return response.json()
+        return self.sandbox_put(self.st, entity, payload)
 
     def st_get(self, entity: str) -> list[dict[str, Any]]:
-        return requests.get(f"{self.st.url}/_sandbox/entities/{entity}", timeout=10).json()
+        return self.sandbox_rows(self.st, entity)
 
     def new_vendor(self, name: str) -> dict[str, Any]:
         return self.st_put("vendors", {"name": name, "address": {"street": "12 Yard Rd", "city": "Fresno", "state": "CA",
@@ -67,16 +66,6 @@ class Fleet:
 
     def epicor_vendor(self, vendor_num: int) -> dict[str, Any]:
         return next(v for v in self.epicor.sandbox.get_entities("vendors") if v["VendorNum"] == vendor_num)
-
-    def statuses(self, flow: str | None = None) -> dict[str, int]:
-        from mlconnector.db.models import SyncRecord
-        from mlconnector.db.session import session_scope
-
-        query = select(SyncRecord.status, func.count()).group_by(SyncRecord.status)
-        if flow:
-            query = query.where(SyncRecord.flow == flow)
-        with session_scope() as session:
-            return dict(session.execute(query).all())
 
     def send_raw(self, body: bytes, key: str = HMAC_KEY) -> requests.Response:
         from mlconnector.webhook_signature import sign_for_tests
