@@ -16,7 +16,8 @@ from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
 from mlconnector import audit, ledger, metrics, releases, resolver
-from mlconnector.db.models import EventStatus, InboundEvent, Integration, RecordStatus, SyncRecord, Watermark, utcnow
+from mlconnector.db.models import (EventStatus, InboundEvent, Integration, RecordStatus, SyncRecord, Watermark, as_utc,
+                                    utcnow)
 from mlconnector.db.session import session_scope, upsert_into
 from mlconnector.errors import verdict
 from mlconnector.flows import Flow, FlowContext, MappedRecord, Nothing, Pair, Plan, SourceRecord, get_pair
@@ -205,12 +206,6 @@ BUSY_RETRY_SECONDS = 2.0  # a writer has it: this delivery will most likely find
 LOCKED_RETRY_SECONDS = 0.25  # a webhook for it is being stored: a few milliseconds
 
 
-def _aware(value: datetime) -> datetime:
-    from datetime import timezone
-
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 def _unclaimable(session: Session, record_id: int) -> RecordResult:
     record = session.get(SyncRecord, record_id)
     if record is None:
@@ -222,7 +217,7 @@ def _unclaimable(session: Session, record_id: int) -> RecordResult:
     # this task's own retry, never the sweeper's minutes; a longer one is the sweeper's.
     due_in = 0.0
     if record.next_attempt_at is not None:
-        due_in = (_aware(record.next_attempt_at) - utcnow()).total_seconds()
+        due_in = (as_utc(record.next_attempt_at) - utcnow()).total_seconds()
     if due_in > SHORT_WAIT_SECONDS:
         return RecordResult(record_id, "deferred", "waiting for next_attempt_at")
     busy = BUSY_RETRY_SECONDS if record.status == RecordStatus.RUNNING.value else LOCKED_RETRY_SECONDS

@@ -19,7 +19,6 @@ Labels are fixed and few: integration, flow, state, queue (no record ids, no mes
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -59,7 +58,7 @@ class _FleetGauges:
 
     def collect(self) -> list[GaugeMetricFamily]:
         from mlconnector import ledger
-        from mlconnector.db.models import InboundEvent, SyncRecord, Watermark, utcnow
+        from mlconnector.db.models import InboundEvent, SyncRecord, Watermark, as_utc, utcnow
         from mlconnector.db.session import session_scope
 
         records = GaugeMetricFamily("mlconnector_sync_records", "Sync records by state",
@@ -80,11 +79,11 @@ class _FleetGauges:
                     select(SyncRecord.integration_id, SyncRecord.flow, SyncRecord.status, func.min(SyncRecord.updated_at))
                     .where(SyncRecord.status.in_(("pending", "held", "failed")))
                     .group_by(SyncRecord.integration_id, SyncRecord.flow, SyncRecord.status)):
-                oldest.add_metric([integration, flow, status], max(0.0, (now - _aware(first)).total_seconds()))
+                oldest.add_metric([integration, flow, status], max(0.0, (now - as_utc(first)).total_seconds()))
             for mark in session.scalars(select(Watermark)):
                 if mark.value is not None:
                     position_age.add_metric([mark.integration_id, mark.flow],
-                                            max(0.0, (now - _aware(mark.value)).total_seconds()))
+                                            max(0.0, (now - as_utc(mark.value)).total_seconds()))
                 poll_error.add_metric([mark.integration_id, mark.flow], 1 if mark.last_poll_error else 0)
             for status, count in session.execute(select(InboundEvent.status, func.count()).group_by(InboundEvent.status)):
                 events.add_metric([status], count)
@@ -111,12 +110,6 @@ def queue_depths() -> dict[str, int]:
         return {name: int(client.llen(name)) for name in dict.fromkeys(names)}
     finally:
         client.close()
-
-
-def _aware(value: Any) -> Any:
-    from datetime import timezone
-
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def render() -> tuple[bytes, str]:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from mlconnector.db.models import AuditEvent, SyncRecord, Watermark, utcnow
+from mlconnector.db.models import AuditEvent, SyncRecord, Watermark, as_utc, utcnow
 from mlconnector.flows import all_pairs
 
 WAITING_STATES = ("pending", "held", "failed")
@@ -74,7 +74,7 @@ def flow_health(session: Session, integration: str | None = None) -> list[FlowHe
             .where(SyncRecord.integration_id.in_(ids), SyncRecord.status.in_(WAITING_STATES))
             .group_by(SyncRecord.integration_id, SyncRecord.flow, SyncRecord.status)):
         if (integ, flow) in rows and oldest is not None:
-            rows[(integ, flow)].oldest_age_seconds[status] = round((now - _aware(oldest)).total_seconds(), 1)
+            rows[(integ, flow)].oldest_age_seconds[status] = round((now - as_utc(oldest)).total_seconds(), 1)
     for mark in session.scalars(select(Watermark).where(Watermark.integration_id.in_(ids))):
         health = rows.get((mark.integration_id, mark.flow))
         if health is None:
@@ -100,7 +100,7 @@ def documents_created_this_month(session: Session, integration: str | None = Non
     how close each integration is. Read from the audit trail, whose write rows begin with the
     write's action ('created ...'), so updates, unchanged records and retries of a write that
     already landed do not count."""
-    moment = _aware(now or utcnow())
+    moment = as_utc(now or utcnow())
     month_start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     counterpart = aliased(AuditEvent)
     # A counterpart created by the resolver and then reported by its own flow's write is one creation.
@@ -116,8 +116,3 @@ def documents_created_this_month(session: Session, integration: str | None = Non
         query = query.where(AuditEvent.integration_id == integration)
     return {row[0]: int(row[1]) for row in session.execute(query)}
 
-
-def _aware(value: datetime) -> datetime:
-    from datetime import timezone
-
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

@@ -34,6 +34,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime) -> datetime:
+    """A time read back without its zone (SQLite, a raw aggregate) taken as the UTC it was stored in."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC datetime on every database.
 
