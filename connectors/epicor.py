@@ -215,6 +215,23 @@ class EpicorModel(VendorModel):
         return self
 
 
+class EpicorVendorBank(EpicorModel):
+    """One of a vendor's bank accounts (VendBank): where its payments go."""
+
+    VendorNum: int = 0
+    BankID: str = ""
+    BankName: str = ""
+    NameOnAccount: str = ""
+    BankAcctNumber: str = ""
+    BankIdentifier: str = ""
+    SwiftNum: str = ""
+    IBANCode: str = ""
+    CurrencyCode: str = ""
+    PrimaryBank: bool = False
+    Inactive: bool = False
+    SysRevID: int = 0
+
+
 class EpicorVendor(EpicorModel):
     Company: str = ""
     VendorNum: int
@@ -236,6 +253,7 @@ class EpicorVendor(EpicorModel):
     Inactive: bool = False
     SysRevID: int = 0
     SysRowID: str = ""
+    VendBanks: list[EpicorVendorBank] = Field(default_factory=list)  # read with get_vendor(..., with_banks=True)
 
 
 class EpicorApInvoiceLine(EpicorModel):
@@ -978,8 +996,9 @@ class EpicorConnector(Connector):
     def _vendor_path(self, vendor_num: int) -> str:
         return f"{VENDOR_SERVICE}/Vendors{odata_key(self.config.company, (int(vendor_num),))}"
 
-    def get_vendor(self, vendor_num: int) -> EpicorVendor | None:
-        row = self._get_one(self._vendor_path(vendor_num))
+    def get_vendor(self, vendor_num: int, *, with_banks: bool = False) -> EpicorVendor | None:
+        """One vendor; `with_banks` expands its bank accounts in the same call."""
+        row = self._get_one(self._vendor_path(vendor_num), {"$expand": "VendBanks"} if with_banks else None)
         return self._model(ENTITIES["vendors"], row) if row else None
 
     def find_vendors(self, *, vendor_id: str | None = None, name: str | None = None,

@@ -231,6 +231,8 @@ class WriteResult(BaseModel):
 DEFAULT_STAGING_COLUMNS: dict[str, dict[str, str]] = {
     "supplier": {name: name for name in ("name", "legal_name", "tax_id", "street", "city", "state", "zip", "country",
                                          "phone", "email", "currency", "payment_term", "erp_source")},
+    "supplier_payment": {name: name for name in ("supplier", "bank_name", "account_name", "bank_account_number",
+                                                 "routing_number", "iban", "swift_code", "currency", "primary", "active")},
     "purchase_order": {name: name for name in ("erp_po_number", "erp_source", "order_type", "po_amount",
                                                "po_amount_currency", "po_status", "supplier_company_name",
                                                "payment_term", "order_date", "cost_center")},
@@ -323,6 +325,15 @@ class ServiceNowConfig(SettingsModel):
         description="Import Set staging table for suppliers (column names unconfirmed); unset writes suppliers through "
                     "the Table API.",
     )
+    supplier_payment_table: str = Field(
+        "sn_fin_supplier_payment", description="Supplier payment details (bank accounts) table.")
+    supplier_payment_staging_table: str | None = Field(
+        "sn_fcms_intg_supplier_payment_inbound_stage",
+        description="Import Set staging table for supplier payment details (column names unconfirmed); unset writes "
+                    "them through the Table API.",
+    )
+    supplier_payment_parent_field: str = Field(
+        "supplier", description="Column on a supplier payment detail that references its supplier.")
     company_table: str = Field("core_company", description="Table read as the companies entity.")
     purchase_order_table: str = Field("sn_shop_purchase_order", description="Purchase order table.")
     purchase_order_staging_table: str | None = Field(
@@ -355,7 +366,7 @@ class ServiceNowConfig(SettingsModel):
     invoice_parent_field: str = Field("invoice", description="Column on an invoice line that references its invoice.")
     staging_columns: dict[str, dict[str, str]] = Field(
         default_factory=lambda: {kind: dict(columns) for kind, columns in DEFAULT_STAGING_COLUMNS.items()},
-        description="Per staging kind (supplier, purchase_order, purchase_order_line, invoice, invoice_line): field -> "
+        description="Per staging kind (supplier, supplier_payment, purchase_order, purchase_order_line, invoice, invoice_line): field -> "
                     "staging column. ServiceNow publishes only the labels; the defaults are their likely snake_case "
                     "names, and `mlconnector check` names every one the instance's dictionary lacks.",
     )
@@ -560,6 +571,7 @@ class ServiceNowConnector(Connector):
         self._models = {spec.table: spec.model for spec in self.entities.values()}
         self._targets = {
             "supplier": _WriteTarget(config.supplier_table, config.supplier_staging_table, config.supplier_defaults),
+            "supplier_payment": _WriteTarget(config.supplier_payment_table, config.supplier_payment_staging_table, {}),
             "purchase_order": _WriteTarget(config.purchase_order_table, config.purchase_order_staging_table, {}),
             "purchase_order_line": _WriteTarget(config.purchase_order_line_table, config.purchase_order_line_staging_table, {}),
             "invoice": _WriteTarget(config.invoice_table, config.invoice_staging_table, {}),

@@ -63,11 +63,14 @@ class EpicorServiceNowConfig(IntegrationConfig):
 
 class StagedRow(BaseModel):
     """One record: `staging` creates it through the Import Set API; `target` is what the
-    target table should hold (compared and patched on an update); `keys` find it again."""
+    target table should hold (compared and patched on an update); `keys` find it again;
+    `label` names it in plans and audit rows (never a bank account number in full)."""
 
     staging: dict[str, str]
     target: dict[str, str]
     keys: dict[str, str] = Field(default_factory=dict)
+    label: str = ""
+    create: bool = True  # False: only kept aligned where it exists (an account Epicor made inactive)
 
 
 class StagedDocument(BaseModel):
@@ -150,10 +153,34 @@ def map_supplier(vendor: Mapping[str, Any], config: EpicorServiceNowConfig) -> M
     }
     staging = {**shared, "legal_name": name, "erp_source": config.erp_source}
     target = {**shared, "active": "false" if vendor.get("Inactive") else "true"}
+    banks = [map_payment_detail(bank) for bank in _lines(vendor, "VendBanks") if str(bank.get("BankAcctNumber") or "").strip()]
     document = StagedDocument(kind="supplier", label=f"supplier '{name}'",
-                              header=StagedRow(staging=staging, target=target, keys={"name": name}))
-    return MappedRecord(document, external_key={"VendorNum": vendor.get("VendorNum")},
-                        decisions=[Decision("supplier", name, f"Epicor vendor {vendor.get('VendorID')} ({vendor.get('VendorNum')})")])
+                              header=StagedRow(staging=staging, target=target, keys={"name": name}), lines=banks)
+    decisions = [Decision("supplier", name, f"Epicor vendor {vendor.get('VendorID')} ({vendor.get('VendorNum')})")]
+    decisions += [Decision("payment details", b.label, "active in Epicor" if b.create else "inactive in Epicor") for b in banks]
+    return MappedRecord(document, external_key={"VendorNum": vendor.get("VendorNum")}, decisions=decisions)
+
+
+def masked_account(number_text: str) -> str:
+    """A bank account as plans and audit rows show it: its last four digits."""
+    return f"****{number_text.strip()[-4:]}"
+
+
+def map_payment_detail(bank: Mapping[str, Any]) -> StagedRow:
+    """One Epicor vendor bank account (VendBank) as a ServiceNow supplier payment detail,
+    found again under its supplier by the account number. An account inactive in Epicor is
+    made inactive where ServiceNow has it and never created."""
+    account = str(bank.get("BankAcctNumber") or "").strip()
+    fields = {
+        "bank_name": str(bank.get("BankName") or ""), "account_name": str(bank.get("NameOnAccount") or ""),
+        "bank_account_number": account, "routing_number": str(bank.get("BankIdentifier") or ""),
+        "iban": str(bank.get("IBANCode") or ""), "swift_code": str(bank.get("SwiftNum") or ""),
+        "currency": str(bank.get("CurrencyCode") or ""), "primary": "true" if bank.get("PrimaryBank") else "false",
+        "active": "false" if bank.get("Inactive") else "true",
+    }
+    label = f"{fields['bank_name'] or bank.get('BankID') or 'bank'} account {masked_account(account)}"
+    return StagedRow(staging=fields, target=fields, keys={"bank_account_number": account}, label=label,
+                     create=not bank.get("Inactive"))
 
 
 # ---- cost centers ------------------------------------------------------------------------------

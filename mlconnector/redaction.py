@@ -14,7 +14,8 @@ from typing import Any
 MASK = "***"
 SECRET_KEY_PATTERN = re.compile(
     r"(pass(word)?|secret|token|api[_-]?key|app[_-]?key|authorization|client_secret|"
-    r"private|signature|hmac|session[_-]?id|cookie|credential)",
+    r"private|signature|hmac|session[_-]?id|cookie|credential|"
+    r"bank_?acc(oun)?t_?num|\biban|routing_?number|bank_?identifier)",  # where a payee's money goes
     re.IGNORECASE,
 )
 # Patterns that are secret whatever key they sit under.
@@ -68,12 +69,24 @@ def redact_text(text: str) -> str:
     return _registry.scrub(text)
 
 
+def _masked(value: Any) -> Any:
+    """A secret-named key's value masked: a scalar, or each scalar of a list (a field's old
+    and new value in a change); structures under such a key are walked as usual."""
+    if isinstance(value, (list, tuple)):
+        return [_masked(v) for v in value]
+    if isinstance(value, dict):
+        return redact(value)
+    if value in (None, "") or isinstance(value, bool):
+        return value
+    return MASK
+
+
 def redact(value: Any) -> Any:
     """Return a copy of `value` with secret-named keys masked and secret values scrubbed."""
     if isinstance(value, dict):
         return {
-            k: (MASK if isinstance(k, str) and SECRET_KEY_PATTERN.search(k) and not NOT_SECRET_KEY.search(k)
-                and v not in (None, "") and not isinstance(v, (dict, list, bool)) else redact(v))
+            k: (_masked(v) if isinstance(k, str) and SECRET_KEY_PATTERN.search(k) and not NOT_SECRET_KEY.search(k)
+                else redact(v))
             for k, v in value.items()
         }
     if isinstance(value, (list, tuple)):

@@ -225,6 +225,12 @@ VENDOR = _fields(
     State="", ZIP="", Country="", CountryNum=0, EMailAddress="", PhoneNum="", FaxNum="", TermsCode="",
     CurrencyCode="", GroupCode="", PurPoint="", TaxPayerID="", DefaultFOB="", Inactive=False, **SYS,
 )
+# A vendor's bank accounts (Vendors(...)/VendBanks). Field names follow Epicor's VendBank table;
+# only the child set's name is confirmed in the facts.
+VENDBANK = _fields(
+    Company="", VendorNum=0, BankID="", BankName="", NameOnAccount="", BankAcctNumber="", BankIdentifier="",
+    SwiftNum="", IBANCode="", CurrencyCode="", PrimaryBank=False, Inactive=False, **SYS,
+)
 APINVHED = _fields(
     Company="", VendorNum=0, VendorNumVendorID="", VendorNumName="", InvoiceNum="", GroupID="",
     InvoiceDate=None, DueDate=None, ApplyDate=None, FiscalYear=0, FiscalPeriod=0, InvoiceAmt=0.0,
@@ -725,7 +731,7 @@ class EntitySet:
 
 
 SERVICES: dict[str, dict[str, EntitySet]] = {
-    "Erp.BO.VendorSvc": {"Vendors": EntitySet("Vendors", "Vendor", writable=("POST", "PATCH"))},
+    "Erp.BO.VendorSvc": {"Vendors": EntitySet("Vendors", "Vendor", {"VendBanks": "VendBank"}, ("POST", "PATCH"))},
     "Erp.BO.APInvoiceSvc": {
         "APInvoices": EntitySet("APInvoices", "APInvHed", {"APInvDtls": "APInvDtl"}, ("POST", "DELETE")),
     },
@@ -747,7 +753,7 @@ CONTROL_ENTITIES = {
     "ap_invoice_groups": "APInvGrp", "ap_payments": "CheckHed", "ap_payment_lines": "APTran",
     "payment_groups": "APChkGrp",
 }
-CHILD_LISTS = {"APInvHed": ("APInvDtls", "APInvDtl"), "POHeader": ("PODetails", "PODetail"),
+CHILD_LISTS = {"Vendor": ("VendBanks", "VendBank"), "APInvHed": ("APInvDtls", "APInvDtl"), "POHeader": ("PODetails", "PODetail"),
                "CheckHed": ("APTrans", "APTran")}
 QUERY_CACHE_SIZE = 64  # distinct recent filters kept; a paging client asks the same one per page
 TERMS_DAYS = {"N15": 15, "N30": 30, "N45": 45, "N60": 60, "COD": 0, "2/10N30": 30}
@@ -755,6 +761,7 @@ TERMS_DAYS = {"N15": 15, "N30": 30, "N45": 45, "N60": 60, "COD": 0, "2/10N30": 3
 
 # ---- seed data -----------------------------------------------------------------------------
 
+BANKS = ("First National Bank", "Wells Fargo Bank", "Bank of America", "PNC Bank", "Truist Bank", "US Bank")
 NAME_STEMS = [
     "Acme Supply", "Summit Plumbing", "Blue Ridge Electric", "Northwind HVAC", "Carolina Pipe & Valve",
     "Lone Star Fasteners", "Pacific Sheet Metal", "Great Lakes Filters", "Mountain West Rentals",
@@ -803,6 +810,7 @@ class EpicorSandbox(Sandbox):
         self._rev_lock = threading.Lock()
         self.tables: dict[str, Table] = {
             "Vendor": Table("Vendor", VENDOR, ("VendorNum",), indexed=("VendorID",)),
+            "VendBank": Table("VendBank", VENDBANK, ("VendorNum", "BankID"), parent_keys=("VendorNum",)),
             "APInvHed": Table("APInvHed", APINVHED, ("VendorNum", "InvoiceNum"), indexed=("VendorNum", "GroupID")),
             "APInvDtl": Table("APInvDtl", APINVDTL, ("VendorNum", "InvoiceNum", "InvoiceLine"),
                               parent_keys=("VendorNum", "InvoiceNum")),
@@ -944,9 +952,12 @@ class EpicorSandbox(Sandbox):
                 vendors.append(self._near_duplicate(rng, vendors[rng.randrange(len(vendors))], i + 1))
             else:
                 vendors.append(self._fresh_vendor(rng, i + 1))
+        banks = random.Random(self.options.seed * 31 + 7)  # its own stream: the rest of the seed stays as it was
         for vendor in vendors:
             vendor["Company"] = company
             self.write("Vendor", vendor)
+            for n in range(banks.choice((0, 1, 1, 1, 2))):
+                self.write("VendBank", self._vendor_bank(banks, vendor, n + 1))
         active = [v for v in vendors if not v["Inactive"]] or vendors
 
         po_by_vendor: dict[int, list[int]] = {}
@@ -1057,6 +1068,15 @@ class EpicorSandbox(Sandbox):
             "DefaultFOB": "DEST", "Inactive": rng.random() < 0.05,
         })
 
+    def _vendor_bank(self, rng: random.Random, vendor: dict[str, Any], n: int) -> dict[str, Any]:
+        bank = rng.choice(BANKS)
+        return self.new_row("VendBank", {
+            "Company": vendor["Company"], "VendorNum": vendor["VendorNum"], "BankID": f"BANK{n}", "BankName": bank,
+            "NameOnAccount": vendor["Name"], "BankAcctNumber": str(rng.randint(10**9, 10**10 - 1)),
+            "BankIdentifier": f"0{rng.randint(10**7, 10**8 - 1)}", "CurrencyCode": vendor["CurrencyCode"] or "USD",
+            "PrimaryBank": n == 1,
+        })
+
     def _near_duplicate(self, rng: random.Random, original: dict[str, Any], num: int) -> dict[str, Any]:
         """Same business typed differently: suffix, punctuation, case and street abbreviations."""
         twin = dict(original)
@@ -1116,6 +1136,8 @@ class EpicorSandbox(Sandbox):
         return out
 
     def children_of(self, table_name: str, row: dict[str, Any]) -> list[dict[str, Any]]:
+        if table_name == "Vendor":
+            return self.tables["VendBank"].children(row["VendorNum"])
         if table_name == "APInvHed":
             return self.tables["APInvDtl"].children(row["VendorNum"], row["InvoiceNum"])
         if table_name == "POHeader":
@@ -1165,13 +1187,14 @@ class EpicorSandbox(Sandbox):
         child_table = self.tables[child_name]
         for old in self.children_of(table_name, row):
             child_table.delete(old)
-        link_fields = {"APInvDtl": {"VendorNum": "VendorNum", "InvoiceNum": "InvoiceNum"},
+        link_fields = {"VendBank": {"VendorNum": "VendorNum", "Company": "Company"},
+                       "APInvDtl": {"VendorNum": "VendorNum", "InvoiceNum": "InvoiceNum"},
                        "PODetail": {"PONUM": "PONum", "VendorNum": "VendorNum"},
                        "APTran": {"HeadNum": "HeadNum", "VendorNum": "VendorNum", "GroupID": "GroupID"}}[child_name]
         link = {child_field: row[parent_field] for child_field, parent_field in link_fields.items()}
-        line_key = {"APInvDtl": "InvoiceLine", "PODetail": "POLine", "APTran": "APTranNo"}[child_name]
+        line_key = {"VendBank": "BankID", "APInvDtl": "InvoiceLine", "PODetail": "POLine", "APTran": "APTranNo"}[child_name]
         for n, child in enumerate(children, start=1):
-            values = {line_key: n, **child, **link}
+            values = {line_key: n if child_name != "VendBank" else f"BANK{n}", **child, **link}
             child_row = self.new_row(child_name, values)
             if child_name == "APInvDtl" and "ExtCost" not in child:
                 child_row["ExtCost"] = child_row["DocExtCost"] = round(child_row["VendorQty"] * child_row["UnitCost"], 2)
@@ -2137,7 +2160,8 @@ def m_get_by_vend_id(sb: EpicorSandbox, params: dict[str, Any]) -> dict[str, Any
     vendor = sb._vendor_by_id(str(_param(params, "vendorID") or ""))
     if vendor is None:
         raise EpicorError(404, "Record not found.", NOT_FOUND_EXCEPTION, "Vendor")
-    return {"returnObj": {"Vendor": [dict(vendor)], "VendCnt": [], "VendBank": [], "VendRemitTo": [],
+    return {"returnObj": {"Vendor": [dict(vendor)], "VendCnt": [], "VendBank": [dict(b) for b in sb.children_of("Vendor", vendor)],
+                          "VendRemitTo": [],
                           "ExtensionTables": []}}
 
 

@@ -74,6 +74,11 @@ _SUPPLIER_COLUMNS = (
     "name", "legal_name", "company", "tax_id", "street", "city", "state", "zip", "country", "phone",
     "email", "website", "currency", "payment_term", "active", "erp_source", "u_correlation_id",
 )
+# A supplier's bank account (payment details); staging names are snake_case labels (unconfirmed).
+_SUPPLIER_PAYMENT_COLUMNS = (
+    "supplier", "bank_name", "account_name", "bank_account_number", "routing_number", "iban", "swift_code",
+    "currency", "primary", "active", "u_correlation_id",
+)
 _PO_STAGING_COLUMNS = (
     "erp_po_number", "erp_source", "legal_entity", "order_type", "po_amount", "po_amount_currency",
     "po_status", "supplier_company_name", "payment_term", "cost_center", "order_date", "u_correlation_id",
@@ -103,6 +108,8 @@ TABLES: dict[str, TableDef] = {
         references={"parent": "core_company"}, mandatory=("name",),
     ),
     "sn_fin_supplier": TableDef(_SUPPLIER_COLUMNS, references={"company": "core_company"}, mandatory=("name",)),
+    "sn_fin_supplier_payment": TableDef(_SUPPLIER_PAYMENT_COLUMNS, references={"supplier": "sn_fin_supplier"},
+                                        display="bank_name", mandatory=("supplier",)),
     "cmn_cost_center": TableDef(
         ("name", "account_number", "manager", "parent", "valid_from", "valid_to", "location", "u_correlation_id"),
         references={"manager": "sys_user", "parent": "cmn_cost_center"}, mandatory=("name",),
@@ -145,6 +152,8 @@ TABLES: dict[str, TableDef] = {
     "sys_import_set": TableDef(("number", "table_name", "state", "mode", "multi_import_set"), display="number"),
     "sys_multi_import_set": TableDef(("number", "state"), display="number"),
     "sn_fcms_intg_imp_supplier": TableDef(_SUPPLIER_COLUMNS + IMPORT_ROW_FIELDS),
+    "sn_fcms_intg_supplier_payment_inbound_stage": TableDef(_SUPPLIER_PAYMENT_COLUMNS + IMPORT_ROW_FIELDS,
+                                                            display="bank_name"),
     "sn_fcms_intg_imp_order": TableDef(_PO_STAGING_COLUMNS + IMPORT_ROW_FIELDS, display="erp_po_number"),
     "sn_fcms_intg_imp_order_line": TableDef(_PO_LINE_STAGING_COLUMNS + IMPORT_ROW_FIELDS, display="description"),
     "sn_fcms_intg_imp_receipt": TableDef(("erp_receipt_number", "purchase_order", "u_correlation_id") + IMPORT_ROW_FIELDS),
@@ -197,6 +206,11 @@ def default_transform_maps(coalesce_column: str | None = None) -> list[Transform
             name="Supplier Inbound", source_table="sn_fcms_intg_imp_supplier", target_table="sn_fin_supplier",
             coalesce=key, required=["name"],
             references={"company": ReferenceRule(table="core_company", on_missing="ignore")},
+        ),
+        TransformMap(
+            name="Supplier Payment Inbound", source_table="sn_fcms_intg_supplier_payment_inbound_stage",
+            target_table="sn_fin_supplier_payment", coalesce=key, required=["supplier", "bank_account_number"],
+            references={"supplier": supplier_ref},
         ),
         TransformMap(
             name="Purchase Order Inbound", source_table="sn_fcms_intg_imp_order", target_table="sn_shop_purchase_order",
@@ -1364,6 +1378,7 @@ class ServiceNowSandbox(Sandbox):
 ENTITY_ALIASES = {
     "suppliers": "sn_fin_supplier",
     "vendors": "sn_fin_supplier",
+    "supplier_payments": "sn_fin_supplier_payment",
     "companies": "core_company",
     "cost_centers": "cmn_cost_center",
     "gl_accounts": "sn_fin_gl_account",

@@ -43,7 +43,10 @@ POLL_SECONDS = 300.0  # the customer's cadence (poll_seconds per flow overrides 
 COST_CENTER_TTL_SECONDS = 60.0  # cost center look-ups reused across records for a minute
 # Where payments go and who is taxed: changed on an existing supplier only under `overwrite`.
 SUPPLIER_PROTECTED = frozenset({"street", "city", "state", "zip", "country", "tax_id"})
-LINE_TABLES = {"purchase_order": ("purchase_order_line", "purchase_order"), "invoice": ("invoice_line", "invoice")}
+# A document's lines: their kind, the column naming their header, the column naming each line.
+LINE_TABLES = {"supplier": ("supplier_payment", "supplier", "bank_account_number"),
+               "purchase_order": ("purchase_order_line", "purchase_order", "line_number"),
+               "invoice": ("invoice_line", "invoice", "line_number")}
 ACTION_WORDS = {"inserted": "created", "updated": "updated"}
 
 
@@ -126,15 +129,15 @@ class ServiceNowSuppliers(CounterpartKind):
         return [self._record(r) for r in rows if str(r.get("active", "true")) != "false"]
 
     def create(self, ctx: FlowContext, need: Need) -> TargetRecord:
-        vendor = _plain(_epicor(ctx).get_vendor(int(need.source_id)))
+        vendor = _plain(_epicor(ctx).get_vendor(int(need.source_id), with_banks=True))
         if not vendor:
             raise NotFoundError(f"Epicor vendor {need.source_id} not found", vendor=EPICOR, status=404)
         document: m.StagedDocument = m.map_supplier(vendor, _config(ctx)).document  # type: ignore[assignment]
-        result = _sn(ctx).import_row("supplier", document.header.staging)
-        if not result.sys_id or result.action not in ("inserted", "updated"):
-            raise FatalError(f"supplier '{document.header.keys['name']}' was {result.action} by the transform: "
-                             f"{result.message or 'no reason given'}", vendor=SN)
-        return TargetRecord(result.sys_id, document.header.keys["name"])
+        result = WRITES.write(ctx, document, Plan("create", None))  # with its payment details
+        if result.detail.get("import_status") or not result.target_id:
+            raise FatalError(f"supplier '{document.header.keys['name']}' was not created: "
+                             f"{result.detail.get('reason') or 'no reason given'}", vendor=SN)
+        return TargetRecord(result.target_id, document.header.keys["name"])
 
     def get_target(self, ctx: FlowContext, target_id: str) -> TargetRecord | None:
         row = _sn(ctx).get_record(self._table(ctx), target_id)
@@ -182,12 +185,26 @@ class StagedWrites:
     def lines(ctx: FlowContext, document: m.StagedDocument, header_id: str) -> dict[str, dict[str, Any]]:
         if document.kind not in LINE_TABLES:
             return {}
-        kind, parent = LINE_TABLES[document.kind]
+        kind, parent, key = LINE_TABLES[document.kind]
         rows = _sn(ctx).find_records(_sn(ctx).target_table(kind), {parent: header_id})
         found: dict[str, dict[str, Any]] = {}
         for row in rows:
-            found.setdefault(str(row.get("line_number") or ""), row)
+            found.setdefault(str(row.get(key) or ""), row)
         return found
+
+    @staticmethod
+    def line_key(document: m.StagedDocument, line: m.StagedRow) -> str:
+        return line.keys[LINE_TABLES[document.kind][2]]
+
+    @classmethod
+    def line_label(cls, document: m.StagedDocument, line: m.StagedRow) -> str:
+        """How a plan names a line: its own label, else `line <number>`."""
+        return line.label or f"line {cls.line_key(document, line)}"
+
+    @classmethod
+    def is_line_change(cls, document: m.StagedDocument, change: str) -> bool:
+        return any(change == label or change.startswith(label + " ")
+                   for label in (cls.line_label(document, l) for l in document.lines))
 
     def plan(self, ctx: FlowContext, document: m.StagedDocument, known_target_id: str | None) -> Plan:
         existing = self.find(ctx, document, known_target_id)
@@ -198,13 +215,13 @@ class StagedWrites:
         changes: dict[str, tuple[Any, Any]] = dict(m.differences(existing, document.header.target))
         current_lines = self.lines(ctx, document, target)
         for line in document.lines:
-            number = line.keys["line_number"]
-            row = current_lines.get(number)
+            label, row = self.line_label(document, line), current_lines.get(self.line_key(document, line))
             if row is None:
-                changes[f"line {number}"] = (None, "missing in ServiceNow")
+                if line.create:
+                    changes[label] = (None, "missing in ServiceNow")
                 continue
             for name, (old, new) in m.differences(row, line.target).items():
-                changes[f"line {number} {name}"] = (old, new)
+                changes[f"{label} {name}"] = (old, new)
         if not changes:
             return Plan("unchanged", target, detail=f"found by {'its sys_id' if known_target_id == target else 'its key fields'}, equal")
         return Plan("update", target, changes)
@@ -233,31 +250,41 @@ class StagedWrites:
             if fix:
                 sn.patch_record(table, header_id, {k: v for k, (_, v) in fix.items()})
             current_lines = self.lines(ctx, document, header_id) if staged.action == "updated" else {}
+            planned_lines = None
         else:
             header_id, action = plan.target_id or "", "updated"
-            header_changes = {k: v for k, (_, v) in plan.changes.items() if not k.startswith("line ")}
+            header_changes = {k: v for k, (_, v) in plan.changes.items() if not self.is_line_change(document, k)}
             if header_changes:
                 sn.patch_record(table, header_id, header_changes)
             current_lines = self.lines(ctx, document, header_id)
-        line_actions = self._write_lines(ctx, document, header_id, current_lines)
+            planned_lines = {label for label in (self.line_label(document, l) for l in document.lines)
+                             if any(k == label or k.startswith(label + " ") for k in plan.changes)}
+        line_actions = self._write_lines(ctx, document, header_id, current_lines, planned_lines)
         detail: dict[str, Any] = {"lines": line_actions} if line_actions else {}
         return WriteResult(header_id, action, 201 if action == "created" else 200, detail, {"sys_id": header_id})
 
     def _write_lines(self, ctx: FlowContext, document: m.StagedDocument, header_id: str,
-                     current: Mapping[str, dict[str, Any]]) -> dict[str, str]:
+                     current: Mapping[str, dict[str, Any]], planned: set[str] | None) -> dict[str, str]:
+        """Every line of a new document; on an update only the lines the plan changes (a
+        supplier's payment details change only as its write policy allows)."""
         if document.kind not in LINE_TABLES:
             return {}
         sn = _sn(ctx)
-        kind, parent = LINE_TABLES[document.kind]
+        kind, parent, _ = LINE_TABLES[document.kind]
         table = sn.target_table(kind)
         done: dict[str, str] = {}
         for line in document.lines:
-            number = line.keys["line_number"]
-            row = current.get(number)
+            label = self.line_label(document, line)
+            number = label if line.label else self.line_key(document, line)  # never an account number in full
+            if planned is not None and label not in planned:
+                continue
+            row = current.get(self.line_key(document, line))
+            if row is None and not line.create:
+                continue
             if row is None:
                 staged = sn.import_row(kind, {**line.staging, parent: header_id})
                 if staged.action in ("ignored", "skipped") or not staged.sys_id:
-                    raise FatalError(f"{document.label} line {number} was {staged.action} by the transform "
+                    raise FatalError(f"{document.label} {label} was {staged.action} by the transform "
                                      f"{staged.message and '(' + staged.message + ')'}; the document is incomplete",
                                      vendor=SN, endpoint=f"POST import/{kind}")
                 done[number] = ACTION_WORDS.get(staged.action, staged.action)
@@ -329,7 +356,7 @@ class VendorsHandler(EpicorPolled):
         return str(row["VendorNum"])
 
     def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
-        vendor = _epicor(ctx).get_vendor(int(source_id))
+        vendor = _epicor(ctx).get_vendor(int(source_id), with_banks=True)
         return _plain(vendor) if vendor is not None else None
 
     def summarize(self, payload: dict[str, Any]) -> DocumentSummary:
@@ -355,8 +382,11 @@ class VendorsHandler(EpicorPolled):
             return Plan("unchanged", target, detail=f"supplier shared with Epicor vendor(s) {', '.join(others)}; "
                                                     f"fields left as they are")
         policy = _config(ctx).counterpart("supplier").write_policy
+        # Payment details say where money goes: like remit-to and tax fields, they change on an
+        # existing supplier only under `overwrite`.
+        bank_changes = {k for k in plan.changes if WRITES.is_line_change(mapped.document, k)}  # type: ignore[arg-type]
         diff = master_data_changes({k: old for k, (old, _) in plan.changes.items()},
-                                   {k: new for k, (_, new) in plan.changes.items()}, policy, SUPPLIER_PROTECTED)
+                                   {k: new for k, (_, new) in plan.changes.items()}, policy, SUPPLIER_PROTECTED | bank_changes)
         withheld = f"{len(diff.withheld)} field(s) differ, left as ServiceNow has them ({policy})" if diff.withheld else ""
         if not diff.changes:
             return Plan("unchanged", target, detail=withheld)

@@ -113,9 +113,8 @@ def fresh_pg(pg_url: str) -> Iterator[str]:
     engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://"))
     with engine.begin() as connection:
         connection.execute(sa.text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
-        connection.execute(sa.text(
-            "TRUNCATE audit_events, security_events, hold_releases, links, watermarks, sync_records, inbound_events, credentials, integrations RESTART IDENTITY"
-        ))
+        tables = [t for t in sa.inspect(connection).get_table_names() if t != "alembic_version"]
+        connection.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY"))
         connection.execute(sa.text("ALTER TABLE audit_events ENABLE TRIGGER USER"))
     engine.dispose()
     yield pg_url

@@ -50,7 +50,7 @@ class Fleet(PairFleet):
         return self.table("sn_shop_invoice", f"external_invoice_number={invoice_num}^erp_source=Epicor Kinetic")
 
     def counts(self) -> dict[str, int]:
-        return {name: len(self.table(name)) for name in ("sn_fin_supplier", "sn_shop_purchase_order",
+        return {name: len(self.table(name)) for name in ("sn_fin_supplier", "sn_fin_supplier_payment", "sn_shop_purchase_order",
                                                           "sn_shop_purchase_order_line", "sn_shop_invoice",
                                                           "sn_shop_invoice_line")}
 
@@ -171,6 +171,15 @@ def test_a_poll_moves_vendors_then_pos_and_invoices_with_lines_and_nothing_is_cr
         for line in lines:
             wanted = config["cost_centers"]["by_account"][line["gl_account"]]
             assert line["cost_center"] == centers[wanted]  # on a valid ServiceNow financial dimension
+    # Payment details: each vendor's bank accounts on its supplier (vendors of one name share a
+    # supplier, whose details are the first one's).
+    vendors = fleet.epicor_rows("vendors")
+    unique = [v for v in vendors if [w["Name"] for w in vendors].count(v["Name"]) == 1]
+    assert any(v["VendBanks"] for v in unique)
+    for vendor in unique:
+        details = fleet.table("sn_fin_supplier_payment", f"supplier={_supplier_of(fleet, vendor['VendorNum'])['sys_id']}")
+        assert sorted((d["bank_account_number"], d["routing_number"], d["bank_name"]) for d in details) == \
+            sorted((b["BankAcctNumber"], b["BankIdentifier"], b["BankName"]) for b in vendor["VendBanks"])
     after_first = fleet.counts()
     assert after_first["sn_shop_purchase_order"] - before["sn_shop_purchase_order"] == len(fleet.epicor_rows("purchase_orders"))
     assert after_first["sn_shop_invoice"] - before["sn_shop_invoice"] == len(fleet.epicor_rows("ap_invoices"))
@@ -229,6 +238,28 @@ def test_a_poll_moves_vendors_then_pos_and_invoices_with_lines_and_nothing_is_cr
                message="supplier contact not aligned")
     assert _supplier_of(fleet, vendor["VendorNum"])["phone"] == "559-555-0199"
     assert fleet.counts() == after_first
+
+    # It moves its payments to a new bank account: the supplier's payment details follow, the
+    # old account is made inactive, and no audit row holds either account number in full.
+    old_banks = vendor["VendBanks"]
+    new_bank = {"BankID": "NEW1", "BankName": "Heartland Bank", "NameOnAccount": vendor["Name"],
+                "BankAcctNumber": "7700123456", "BankIdentifier": "071000013", "CurrencyCode": "USD", "PrimaryBank": True}
+    fleet.epicor_put("vendors", {"VendorNum": vendor["VendorNum"], "VendorID": vendor["VendorID"],
+                                 "VendBanks": [*({**b, "Inactive": True, "PrimaryBank": False} for b in old_banks), new_bank]})
+    supplier_id = _supplier_of(fleet, vendor["VendorNum"])["sys_id"]
+    details = lambda: {d["bank_account_number"]: d for d in fleet.table("sn_fin_supplier_payment", f"supplier={supplier_id}")}  # noqa: E731
+    fleet.poll_until("vendors", lambda: "7700123456" in details(), message="new bank account not aligned")
+    wait_until(lambda: all(details()[b["BankAcctNumber"]]["active"] == "false" for b in old_banks), timeout=20,
+               message=f"old accounts still active: {details()}")
+    assert details()["7700123456"]["primary"] == "true"
+    assert fleet.counts()["sn_fin_supplier_payment"] == after_first["sn_fin_supplier_payment"] + 1
+    from mlconnector.db.models import AuditEvent
+
+    with session_scope() as session:
+        trail = json.dumps([[e.message, e.source_payload, e.mapped_payload, e.decisions, e.error]
+                            for e in session.scalars(select(AuditEvent))],
+                           default=str)
+    assert "7700123456" not in trail and "****3456" in trail
 
 
 def _holds(predicate: Any, seconds: float) -> bool:
@@ -339,9 +370,10 @@ def test_a_transform_error_is_a_failed_record_with_its_message_and_check_names_a
     config = fleet.config()
     config["systems"]["servicenow"]["staging_columns"] = {"invoice": {"amount_invoiced": "invoice_amount"}}
     fleet.set_config(config, tmp_path)
-    checked = CliRunner().invoke(main, ["check", "acme"], terminal_width=250)
-    assert "sn_spend_intg_imp_invoice has no column invoice_amount (for amount_invoiced)" in checked.output, checked.output
+    checked = CliRunner().invoke(main, ["check", "acme", "--json"])
     assert checked.exit_code != 0
+    failed = [v["detail"] for v in json.loads(checked.stdout) if not v["ok"]]
+    assert len(failed) == 1 and "sn_spend_intg_imp_invoice has no column invoice_amount (for amount_invoiced)" in failed[0], failed
 
 
 def test_a_failed_servicenow_token_refresh_is_an_audited_auth_error_and_the_record_replays(fleet: Fleet) -> None:
