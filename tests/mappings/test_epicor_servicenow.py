@@ -131,3 +131,28 @@ def test_values_are_written_the_way_servicenow_stores_them() -> None:
     assert m.amount({"DocExtCost": "0.0", "ExtCost": "30"}, "ExtCost") == m.amount({"DocExtCost": "30"}, "ExtCost")
     with pytest.raises(ValueError):
         m.money("twelve")
+
+
+def test_a_vendors_bank_accounts_are_payment_details_named_without_the_account_number() -> None:
+    banks = [{"BankID": "B1", "BankName": "PNC Bank", "NameOnAccount": "Valley Steel", "BankAcctNumber": "4400998877",
+              "BankIdentifier": "043000096", "CurrencyCode": "USD", "PrimaryBank": True},
+             {"BankID": "B2", "BankName": "Old Bank", "BankAcctNumber": "1234", "Inactive": True},
+             {"BankID": "B3", "BankName": "No account yet", "BankAcctNumber": " "}]
+    document = m.map_supplier(vendor(VendBanks=banks), config()).document
+    assert [l.keys for l in document.lines] == [{"bank_account_number": "4400998877"}, {"bank_account_number": "1234"}]
+    first, closed = document.lines
+    assert first.target["routing_number"] == "043000096" and first.target["primary"] == "true"
+    assert first.label == "PNC Bank account ****8877" and "4400998877" not in first.label
+    assert first.create and not closed.create and closed.target["active"] == "false"
+
+
+def test_bank_account_numbers_are_masked_in_audit_structures_even_as_a_change() -> None:
+    from mlconnector.redaction import redact
+
+    changes = {"PNC Bank account ****8877 bank_account_number": ["4400998877", "5500998877"],
+               "PNC Bank account ****8877 routing_number": ("043000096", "071000013"), "bank_name": "PNC Bank",
+               "VendBanks": [{"BankAcctNumber": "4400998877", "IBANCode": "DE89370400440532013000", "BankName": "PNC"}]}
+    redacted = redact(changes)
+    text = str(redacted)
+    assert "4400998877" not in text and "5500998877" not in text and "043000096" not in text and "DE8937" not in text
+    assert redacted["bank_name"] == "PNC Bank" and redacted["VendBanks"][0]["BankName"] == "PNC"
