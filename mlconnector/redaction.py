@@ -81,12 +81,19 @@ def _masked(value: Any) -> Any:
     return MASK
 
 
+def _secret_name(name: Any) -> bool:
+    return isinstance(name, str) and bool(SECRET_KEY_PATTERN.search(name)) and not NOT_SECRET_KEY.search(name)
+
+
 def redact(value: Any) -> Any:
-    """Return a copy of `value` with secret-named keys masked and secret values scrubbed."""
+    """Return a copy of `value` with secret-named keys masked and secret values scrubbed. A
+    field change ({"field": name, "value": ..., "reason": "was ..."}) of a secret-named field
+    has its value and reason masked too."""
+    if isinstance(value, dict) and _secret_name(value.get("field")):
+        return {k: (MASK if k in ("value", "reason") and v not in (None, "") else redact(v)) for k, v in value.items()}
     if isinstance(value, dict):
         return {
-            k: (_masked(v) if isinstance(k, str) and SECRET_KEY_PATTERN.search(k) and not NOT_SECRET_KEY.search(k)
-                else redact(v))
+            k: (_masked(v) if _secret_name(k) else redact(v))
             for k, v in value.items()
         }
     if isinstance(value, (list, tuple)):

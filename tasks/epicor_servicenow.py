@@ -377,6 +377,9 @@ class VendorsHandler(EpicorPolled):
         if plan.action != "update":
             return plan
         target = plan.target_id or ""
+        # Near-duplicate vendors found on one supplier at once: the first to write it owns it,
+        # the other waits here for that commit and then sees it taken.
+        locks.hold_until_commit(ctx.session, f"servicenow-supplier:{ctx.integration.id}:{target}")
         others = _other_vendors_on(ctx, target, vendor_num)
         if others:
             return Plan("unchanged", target, detail=f"supplier shared with Epicor vendor(s) {', '.join(others)}; "

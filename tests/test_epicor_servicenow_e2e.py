@@ -226,6 +226,18 @@ def test_a_poll_moves_vendors_then_pos_and_invoices_with_lines_and_nothing_is_cr
     fleet.poll_until("purchase_orders", lambda: fleet.orders(open_po["PONum"])[0]["status"] == "closed",
                      message="PO not closed")
     assert fleet.counts() == after_first
+    # Voided, and an invoice posted: both reach ServiceNow as status changes, nothing new.
+    other_po = next(p for p in fleet.epicor_rows("purchase_orders") if p["PONum"] != open_po["PONum"])
+    fleet.epicor_put("purchase_orders", {"PONum": other_po["PONum"], "VoidOrder": True, "OpenOrder": False})
+    fleet.poll_until("purchase_orders", lambda: fleet.orders(other_po["PONum"])[0]["status"] == "canceled",
+                     message="PO not canceled")
+    unposted = next((i for i in fleet.epicor_rows("ap_invoices") if not i["Posted"]), None)
+    if unposted is not None:
+        fleet.epicor_put("ap_invoices", {"VendorNum": unposted["VendorNum"], "InvoiceNum": unposted["InvoiceNum"],
+                                         "Posted": True})
+        fleet.poll_until("ap_invoices", lambda: fleet.invoices(unposted["InvoiceNum"])[0]["status"] == "approved",
+                         message="posted invoice not approved")
+    assert fleet.counts() == after_first
 
     # A vendor's procurement contact changes in Epicor: its supplier follows (read by SysRevID).
     # (Near-duplicate vendors of one name share one supplier, which neither rewrites.)

@@ -156,3 +156,6 @@ def test_bank_account_numbers_are_masked_in_audit_structures_even_as_a_change() 
     text = str(redacted)
     assert "4400998877" not in text and "5500998877" not in text and "043000096" not in text and "DE8937" not in text
     assert redacted["bank_name"] == "PNC Bank" and redacted["VendBanks"][0]["BankName"] == "PNC"
+    change = {"field": "PNC Bank account ****8877 routing_number", "value": "071000013", "reason": "was '043000096'"}
+    assert redact(change) == {"field": change["field"], "value": "***", "reason": "***"}
+    assert redact({"field": "phone", "value": "559", "reason": "was '558'"})["value"] == "559"
