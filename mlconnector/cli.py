@@ -839,22 +839,27 @@ def _check_connector(integration: Any, system: str, credentials: dict[str, Any])
     return build_connector(system, config, credentials)
 
 
+def _system_url(integration: Any, system: str) -> str:
+    config = (integration.config or {}).get("systems", {}).get(system, {})
+    return next((str(config[key]) for key in ("api_base", "base_url", "instance_url", "url") if config.get(key)), "")
+
+
 def _where(integration: Any, system: str) -> str:
     from urllib.parse import urlsplit
 
-    config = (integration.config or {}).get("systems", {}).get(system, {})
-    for key in ("api_base", "base_url", "instance_url", "url"):
-        if config.get(key):
-            parts = urlsplit(str(config[key]))
-            return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
-    return ""
+    url = _system_url(integration, system)
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
 @main.command()
 @click.argument("integration")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of verdicts, for scripts.")
 def check(integration: str, as_json: bool) -> None:
-    """One cheap authenticated read per entity, with latency; stops a system at a failed token step."""
+    """Ping the real systems: reach (DNS, TCP, TLS), sign in, one cheap read per entity the pair
+    uses, and every unconfirmed vendor fact the pair relies on, each with its latency."""
     from mlconnector import vault
     from mlconnector.db.session import session_scope
     from mlconnector.flows import get_pair
@@ -869,8 +874,18 @@ def check(integration: str, as_json: bool) -> None:
             return
         systems = get_pair(row.pair).systems()
         secrets = {system: vault.load(session, integration, system) for system in systems}
+    from mlconnector.reach import reach
+
     for system in systems:
         where = _where(row, system)
+        if _system_url(row, system):
+            reached = reach(_system_url(row, system))
+            verdicts.append({"system": system, "step": f"reach {reached.where}", "ok": reached.ok,
+                             "ms": reached.latency_ms, "detail": reached.detail})
+            if not reached.ok:
+                verdicts.append({"system": system, "step": "sign-in and reads", "ok": False, "ms": 0.0,
+                                 "detail": "not tried: the host cannot be reached"})
+                continue
         steps = _check_connector(row, system, secrets[system]).check()
         for index, step in enumerate(steps):
             detail = step.detail
@@ -1135,12 +1150,17 @@ def sandbox_run(vendor: str, port: int, seed: int, records: int, rate_limit: flo
 
 
 @main.command()
-@click.option("--records", default=20, show_default=True, help="Records per entity in each sandbox.")
-def demo(records: int) -> None:
-    """Run the integration pairs end to end against in-process sandboxes."""
+@click.option("--records", default=20, show_default=True, type=click.IntRange(1, 500),
+              help="Records per entity in each sandbox.")
+@click.option("--seed", default=11, show_default=True, help="Seed of the sandboxes' data: the same seed, the same story.")
+@click.option("--json", "as_json", is_flag=True, help="The summary as one JSON document on stdout (progress on stderr).")
+@click.option("--pair", "only", multiple=True, help="Only this pair (repeatable; default: every pair with a demo).")
+def demo(records: int, seed: int, as_json: bool, only: tuple[str, ...]) -> None:
+    """Every pair end to end on in-process sandboxes, with the cases users worry about planted."""
     from mlconnector.demo import run_demo
 
-    sys.exit(run_demo(records, console))
+    err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
+    sys.exit(run_demo(records, seed, as_json, console, err, only))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,9 @@ class CounterpartPolicy(StrictModel):
     match: Literal["id", "code", "name"] = Field(
         "name", description="How a source record finds its target: by id/code derived from it, or by normalized name.")
     create: bool = Field(False, description="Create the target record when none matches (else the document is held).")
+    similar: Literal["hold", "create"] = Field(
+        "hold", description="Before creating: when a target record's name is close to the source's ('W.W. Grainger Inc' "
+        "and 'Grainger'), hold for a person to link it (hold), or create anyway (create).")
     write_policy: WritePolicy = Field(
         "create_only", description="Changes to an existing target record: create_only (never), fill_blanks (empty "
         "fields only) or overwrite (remit-to, bank and tax fields change only under overwrite).")

@@ -222,6 +222,13 @@ class PairDemo:
     target_summary: Callable[[Any, str], str]
     overrides: Mapping[str, Any] = field(default_factory=dict)
     order: int = 100  # demos run in this order, then by pair name
+    # The cases this pair plants (mlconnector.demo_stage.Planted) on its stage (DemoStage):
+    # called after its integration is registered, before its first flow.
+    plant: Callable[[Any], list[Any]] | None = None
+    # How the demo starts the sandboxes of this pair's systems: per system, SandboxOptions fields
+    # (rate_limit, token_ttl, ...) and the vendor's own constructor settings, e.g. a plan with
+    # a higher rate limit so the demo does not spend its minute waiting on the vendor's pacing.
+    sandboxes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

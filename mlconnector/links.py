@@ -7,6 +7,7 @@ records held for it.
 
 from __future__ import annotations
 
+import difflib
 import re
 
 from sqlalchemy import select
@@ -29,6 +30,35 @@ def normalize_name(name: str) -> str:
     while words and words[0] == "THE":
         words.pop(0)
     return " ".join(words)
+
+
+SIMILAR_RATIO = 0.8  # 'ACME SUPPLY' and 'ACME SUPPLIES'; 'SUMMIT PLUMBING' and 'SUMMIT ELECTRIC' are not
+
+
+def name_words(name: str) -> list[str]:
+    """The normalized name's words, initials run together ('W. W. Grainger' -> WW GRAINGER)."""
+    words: list[str] = []
+    for word in normalize_name(name).split():
+        if len(word) == 1 and words and len(words[-1]) < 3 and words[-1].isalpha() and word.isalpha():
+            words[-1] += word
+        else:
+            words.append(word)
+    return words
+
+
+def similar_names(a: str, b: str) -> bool:
+    """Names a person should look at before a second record is made: one's words contain
+    the other's ('W.W. Grainger Inc' and 'Grainger'), or they differ by a few letters; never
+    two whose numbers differ ('Store 12', 'Store 13')."""
+    wa, wb = name_words(a), name_words(b)
+    if not wa or not wb:
+        return False
+    da, db = re.findall(r"\d+", " ".join(wa)), re.findall(r"\d+", " ".join(wb))
+    if da and db and da != db:  # 'Store 12' and 'Store 13', 'Unit 4' and 'Unit 5' are two
+        return False
+    if set(wa) <= set(wb) or set(wb) <= set(wa):
+        return True
+    return difflib.SequenceMatcher(None, " ".join(wa), " ".join(wb)).ratio() >= SIMILAR_RATIO
 
 
 def find(session: Session, integration_id: str, kind: str, source_system: str, source_id: str) -> Link | None:

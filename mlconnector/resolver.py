@@ -143,12 +143,15 @@ def resolve(ctx: "FlowContext", declared: CounterpartKind, need: Need) -> Counte
         if not policy.create:
             return _missing(ctx, declared, need)
         if ctx.dry_run:
+            close = lookalikes(ctx, declared, need, policy.similar)
+            if close:
+                return _similar(ctx, declared, need, close)
             return Counterpart(declared.kind, need.source_id, None, need.source_name, "", "to_create",
                                [Decision(need.name, need.source_name, HOW_WORDS["to_create"])])
         # Two workers must not both create one counterpart (two of its documents in flight,
-        # or near-duplicate source records): the second waits, then finds the first's.
-        locks.hold_until_commit(ctx.session, f"create:{integration_id}:{declared.kind}:{how}:"
-                                             f"{links.normalize_name(need.source_name) or need.source_id}")
+        # or near-duplicate source records): the second waits, then finds the first's, or
+        # sees its name is close to one just made. Creating is rare; one lock per kind.
+        locks.hold_until_commit(ctx.session, f"create:{integration_id}:{declared.kind}")
         found = _linked(ctx, declared, need)
         if found is not None:
             return found
@@ -156,6 +159,9 @@ def resolve(ctx: "FlowContext", declared: CounterpartKind, need: Need) -> Counte
         candidates, how = _candidates(ctx, declared, need, policy.match)
         if len(candidates) > 1:
             return _ambiguous(ctx, declared, need, candidates, how)
+        close = lookalikes(ctx, declared, need, policy.similar) if not candidates else []
+        if close:
+            return _similar(ctx, declared, need, close)
         if not candidates:
             created = declared.create(ctx, need)
             declared.forget(ctx)
@@ -202,6 +208,26 @@ def _ambiguous(ctx: "FlowContext", declared: CounterpartKind, need: Need, candid
                 f"{link_command(ctx, declared.kind, need.source_id)}"),
         releases=(LinkNeeded(declared.kind, declared.source_system, need.source_id),),
         decisions=[Decision(need.name, need.source_name, f"{len(candidates)} candidates {HOW_WORDS.get(how, how)}")])
+
+
+def lookalikes(ctx: "FlowContext", declared: CounterpartKind, need: Need, similar: str = "hold") -> list[TargetRecord]:
+    """Target records whose names are close to the source's, found through the kind's search
+    by the name's most telling word (one call, only on the way to creating one)."""
+    words = sorted(links.name_words(need.source_name), key=len, reverse=True)
+    if similar != "hold" or not words or len(words[0]) < 3:
+        return []
+    return [t for t in declared.search(ctx, words[0]) if links.similar_names(need.source_name, t.name)][:10]
+
+
+def _similar(ctx: "FlowContext", declared: CounterpartKind, need: Need, lookalikes: list[TargetRecord]) -> Hold:
+    listed = "; ".join(t.label() for t in lookalikes)
+    return Hold(
+        reason=(f"{declared.label} '{need.source_name}' looks like {declared.target_system} {declared.label} {listed}: "
+                f"not created twice. If it is the same, link it with: {link_command(ctx, declared.kind, need.source_id)}; "
+                f"if not, set counterparts.{declared.kind}.similar to create"),
+        releases=(LinkNeeded(declared.kind, declared.source_system, need.source_id),
+                  ConfigNeeded(f"counterparts.{declared.kind}.similar")),
+        decisions=[Decision(need.name, need.source_name, f"close to {listed}; held for a person")])
 
 
 def _missing(ctx: "FlowContext", declared: CounterpartKind, need: Need) -> Hold:

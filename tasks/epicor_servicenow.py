@@ -544,7 +544,7 @@ def demo_summary(harness: Any, integration: str) -> str:
 
     with session_scope() as session:
         rows = session.execute(select(SyncRecord.flow, SyncRecord.target_id).where(
-            SyncRecord.integration_id == integration, SyncRecord.status == "written")).all()
+            SyncRecord.integration_id == integration, SyncRecord.status.in_(("written", "skipped")))).all()
     sn = harness.connector(SN)
     kinds = {"vendors": "supplier", "purchase_orders": "purchase_order", "ap_invoices": "invoice"}
     found = {}
@@ -555,6 +555,42 @@ def demo_summary(harness: Any, integration: str) -> str:
             f"{found['ap_invoices']} AP invoice(s) written by this demo, read back through its Table API.")
 
 
+def demo_plants(stage: Any) -> list[Any]:
+    """The GL account most invoice lines use is left out of the cost-center map (invoices held
+    naming it, then mapped as a person would); a PO re-sent after the ledger forgot its
+    ServiceNow record finds it on the stock instance instead of staging a second."""
+    from collections import Counter
+
+    from mlconnector.demo_stage import NotHandled, Planted, config_hold_plant
+
+    used = Counter(m.gl_account(str(line.get("GLAccount") or ""))
+                   for invoice in stage.rows(EPICOR, "ap_invoices") for line in invoice.get("APInvDtls") or [])
+    plants = []
+    if used:
+        account = used.most_common(1)[0][0]
+        center = stage.harness.config["cost_centers"]["by_account"].get(account)
+        stage.change_config({"cost_centers": {"by_account": {account: None}}}, f"GL account {account} left unmapped")
+        plants.append(config_hold_plant(stage, "an unmapped GL account", "ap_invoices", f"GL account(s) {account}",
+                                        {"cost_centers": {"by_account": {account: center}}}, fix_after="ap_invoices"))
+    resent: dict[str, Any] = {}
+
+    def resend() -> None:
+        resent["po"] = stage.replay_forgetting_target("purchase_orders")
+
+    def check() -> str:
+        if not resent.get("po"):
+            raise NotHandled("no written PO to re-send")
+        po_num, had = resent["po"]
+        sn = stage.harness.connector(SN)
+        found = sn.find_records(sn.target_table("purchase_order"), {"erp_number": po_num})
+        if len(found) != 1 or str(found[0]["sys_id"]) != had:
+            raise NotHandled(f"PO {po_num} is in ServiceNow {len(found)} time(s) after being re-sent")
+        return f"PO {po_num} re-sent with our ledger's record of it forgotten: found by its ERP number, still one in ServiceNow"
+
+    plants.append(Planted("a record re-sent to a stock ServiceNow instance", check, after="ap_invoices", act=resend))
+    return plants
+
+
 PAIR = Pair(
     name=PAIR_NAME,
     source=EPICOR,
@@ -563,7 +599,8 @@ PAIR = Pair(
     config_model=m.EpicorServiceNowConfig,
     counterparts=(SUPPLIERS,),
     sandbox_config=sandbox_config,
-    demo=PairDemo("Epicor Kinetic -> ServiceNow (Source-to-Pay)", demo_summary, order=30),
+    demo=PairDemo("Epicor Kinetic -> ServiceNow (Source-to-Pay)", demo_summary, order=30,
+                  plant=lambda stage: demo_plants(stage)),
     flows=(
         Flow(name="vendors", source=EPICOR, source_entity="vendors", target=SN, target_entity="suppliers",
              handler=VendorsHandler(), poll_seconds=POLL_SECONDS),

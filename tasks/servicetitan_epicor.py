@@ -27,7 +27,7 @@ from mlconnector.http import NotFoundError
 from mlconnector.policies import master_data_changes
 from mlconnector.positions import Position
 from mlconnector.resolver import Counterpart, CounterpartKind, Need, TargetRecord
-from tasks.servicetitan_source import ServiceTitanSourced, received_bills
+from tasks.servicetitan_source import ServiceTitanSourced, received_bills, webhook_plant
 from tasks.servicetitan_source import plain as _plain
 
 if TYPE_CHECKING:
@@ -390,9 +390,29 @@ def sandbox_config(sandboxes: "SandboxSet") -> dict[str, Any]:
 
 
 def demo_summary(harness: Any, integration: str) -> str:
-    """The demo's last word, read from Epicor's own API: how many AP invoices it holds."""
-    invoices = sum(1 for _ in harness.connector(EPICOR).iter_changed("ap_invoices", None, datetime.now(timezone.utc)))
-    return f"Epicor now holds {invoices} AP invoice(s), read back through its OData API."
+    """The demo's last word, read from Epicor's own API: the vendors it created and the AP
+    invoices it entered (unposted, in the integration's group, for AP to review and post)."""
+    epicor, now = harness.connector(EPICOR), datetime.now(timezone.utc)
+    group = str(harness.config.get("invoice_group") or "STAP")
+    invoices = sum(1 for i in epicor.iter_changed("ap_invoices", None, now) if _plain(i).get("GroupID") == group)
+    made = str(harness.config.get("vendor_id_format") or "ST{id}").split("{", 1)[0]
+    vendors = sum(1 for v in epicor.iter_changed("vendors", None, now) if made and str(_plain(v).get("VendorID", "")).startswith(made))
+    return (f"Epicor, read back through its OData API: {vendors} vendor(s) created and {invoices} AP invoice(s) "
+            f"entered in group {group}, unposted, for AP to review and post.")
+
+
+def demo_plants(stage: Any) -> list[Any]:
+    """Webhooks delivered twice and forged; near-duplicate vendor names held for a person (one
+    linked by hand); payments waiting for their invoices to be posted in Epicor."""
+    from mlconnector.demo_stage import Planted, lookalike_plant
+
+    def waiting_payments() -> str:
+        return ("payments to invoices the demo entered unposted wait, each on a hold its invoice's posting in "
+                "Epicor releases")
+
+    return [webhook_plant(stage, PAIR.flow("vendors")), lookalike_plant(stage, "vendor", link_after="vendors"),
+            Planted("payments before their invoices are posted", waiting_payments, flow="ap_payments",
+                    held_because="not posted")]
 
 
 PAIR = Pair(
@@ -404,7 +424,7 @@ PAIR = Pair(
     counterparts=(VENDORS,),
     sandbox_config=sandbox_config,
     webhook_source=ST,
-    demo=PairDemo("ServiceTitan -> Epicor Kinetic", demo_summary, order=10),
+    demo=PairDemo("ServiceTitan -> Epicor Kinetic", demo_summary, order=10, plant=demo_plants),
     flows=(
         Flow(name="vendors", source=ST, source_entity="vendors", target=EPICOR, target_entity="vendors",
              handler=VendorsHandler(), webhook_events=("vendor.created", "vendor.updated"),

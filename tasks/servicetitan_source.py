@@ -92,3 +92,45 @@ def received_bills(ctx: FlowContext, data: dict[str, Any], becomes: str) -> list
     if not bills:
         ctx.audit("noted", f"purchase order {po_id} has no inventory bill yet; its {becomes} follows its receipt")
     return [SourceRecord(str(plain(b)["id"]), st_version(plain(b))) for b in bills]
+
+
+# ---- the demo: webhooks delivered twice and badly signed ---------------------------------------
+
+
+def webhook_plant(stage: Any, flow: Any) -> Any:
+    """A ServiceTitan webhook for one of `flow`'s records, delivered twice (the second noted,
+    not processed again), and one signed with the wrong key (401, a security event)."""
+    import json
+
+    import requests
+
+    from mlconnector.demo_stage import NotHandled, Planted
+    from mlconnector.webhook_signature import sign_for_tests
+
+    answers: dict[str, int] = {}
+    header = (stage.harness.config.get("webhook") or {}).get("signature_header", "X-ServiceTitan-Signature")
+    url = f"{stage.receiver_url}/webhooks/{ST}/{stage.integration_id}"
+
+    def post(body: bytes, key: str) -> int:
+        return requests.post(url, data=body, timeout=10,
+                             headers={"Content-Type": "application/json", header: sign_for_tests(body, key)}).status_code
+
+    def act() -> None:
+        rows = stage.rows(ST, flow.source_entity)
+        if not rows:
+            return
+        body = json.dumps({"eventId": f"demo-{flow.name}-{rows[0]['id']}", "eventType": flow.webhook_events[0],
+                           "data": {"id": rows[0]["id"]}}).encode()
+        answers["first"], answers["again"] = post(body, stage.webhook_key), post(body, stage.webhook_key)
+        answers["forged"] = post(body.replace(b"demo-", b"forged-"), "not-the-key-" + "0" * 20)
+
+    def check() -> str:
+        if not answers:
+            return f"no {flow.source_entity} to send a webhook for"
+        if (answers["first"], answers["again"], answers["forged"]) != (202, 200, 401):
+            raise NotHandled(f"the receiver answered {answers['first']}, {answers['again']} and {answers['forged']} "
+                             f"(wanted 202 accepted, 200 duplicate, 401 bad signature)")
+        return ("a signed webhook delivered twice was accepted once and noted as a duplicate; one with a bad "
+                "signature was refused with 401 and recorded as a security event")
+
+    return Planted("a webhook delivered twice, and one with a bad signature", check, act=act)

@@ -101,8 +101,21 @@ def test_check_against_an_unreachable_host_answers_in_seconds_and_names_it(cli: 
     done = cli("check", "acme")
     assert time.monotonic() - started < 20
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
-    assert "127.0.0.1:9" in done.stdout and "not tried: the first step failed" in done.stdout
+    assert "127.0.0.1:9 refused the connection" in done.stdout and "not tried: the host cannot be reached" in done.stdout
     assert "backoff" not in done.stderr.lower()
+
+
+def test_reach_names_what_failed_dns_tcp_or_nothing() -> None:
+    from mlconnector.reach import reach
+
+    assert "does not resolve" in reach("https://no-such-host.invalid/api").detail
+    refused = reach("http://127.0.0.1:9/")
+    assert not refused.ok and refused.where == "127.0.0.1:9" and "refused" in refused.detail
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        reached = reach(f"http://127.0.0.1:{listening.getsockname()[1]}/odata")
+    assert reached.ok and "TCP" in reached.detail
 
 
 def test_a_port_in_use_is_one_line(cli: Any) -> None:

@@ -249,6 +249,28 @@ def test_resolver_links_matches_holds_and_creates_each_as_a_decision(widget_db: 
         assert resolve(_ctx(session), kind, Need("widget", "9", "x")).how == "linked"
 
 
+def test_a_name_close_to_an_existing_target_is_held_for_a_person_not_created_twice(widget_db: Any) -> None:
+    from mlconnector import links
+
+    assert links.similar_names("W.W. Grainger Inc", "Grainger") and links.similar_names("Acme Supplies", "ACME SUPPLY CO")
+    assert not links.similar_names("Summit Plumbing", "Summit Electric") and not links.similar_names("", "Grainger")
+    assert not links.similar_names("Licence Test Customer 1", "Licence Test Customer 0")
+    kind = WIDGET_PAIR.counterpart("widget")
+    TARGETS["1"] = TargetRecord("1", "Grainger", "G1")
+    _set_config(widget_db, {"systems": {}, "counterparts": {"widget": {"create": True}}})
+    with widget_db() as session:
+        held = resolve(_ctx(session), kind, Need("widget", "9", "W.W. Grainger Inc"))
+        assert isinstance(held, Hold) and "looks like ledger widget 1 G1 'Grainger'" in held.reason and CREATED == []
+        assert "links link w1 --kind widget 9" in held.reason
+        assert held.releases == (LinkNeeded("widget", "shop", "9"), ConfigNeeded("counterparts.widget.similar"))
+        assert isinstance(resolve(_ctx(session, dry_run=True), kind, Need("widget", "9", "W.W. Grainger Inc")), Hold)
+        assert resolve(_ctx(session), kind, Need("widget", "10", "Northwind HVAC")).how == "created"
+    _set_config(widget_db, {"systems": {}, "counterparts": {"widget": {"create": True, "similar": "create"}}})
+    with widget_db() as session:
+        assert resolve(_ctx(session), kind, Need("widget", "9", "W.W. Grainger Inc")).how == "created"
+    assert len(CREATED) == 2
+
+
 def _held(widget_db: Any, source_id: str, hold: Hold) -> int:
     from mlconnector import ledger, releases
     from mlconnector.db.models import SyncRecord
