@@ -1,6 +1,6 @@
 """Every benchmark, one after another, each writing benchmarks/results/<name>.json.
 
-    python -m benchmarks.run [--quick] [--size N]
+    python -m benchmarks.run [--quick] [--size N] [--only NAME[,NAME...]]
 
 `--quick` runs each at a small size (a few minutes in all). The last line printed is one
 JSON object with every ratio and headline figure.
@@ -21,6 +21,8 @@ SIZES = {  # name: (quick size, full size)
     "api_economy": (30, 100),
     "acumatica": (200, 600),  # ServiceTitan job invoices -> Acumatica AR invoices: engine vs baseline, calls per record
     "servicenow": (100, 400),  # Epicor POs with lines -> ServiceNow staging rows: engine vs baseline, calls per record
+    "procore": (60, 400),  # Epicor POs with lines -> Procore PO contracts: engine vs baseline, calls per record
+    "syspro": (100, 400),  # ServiceTitan job invoices -> SYSPRO AP invoices over e.net: engine vs baseline, calls per record
     "ratelimit": (600, 3000),  # inventory bills, one ServiceTitan call each at 60/s
     "freshness": (10, 60),  # seconds of webhook events at 20/s
     "memory": (1500, 10000),  # the small backfill; the large one is ten times it
@@ -46,6 +48,12 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
                        "epicor_calls_per_record", "servicenow_calls_per_record", "calls_per_record",
                        "minimum_per_record", "calls_vs_minimum", "idle_poll_purchase_orders_calls",
                        "idle_poll_vendors_calls"),
+        "procore": ("records", "concurrency", "engine_records_per_s", "baseline_records_per_s", "engine_vs_baseline",
+                    "epicor_calls_per_record", "procore_calls_per_record", "calls_per_record", "minimum_per_record",
+                    "calls_vs_minimum", "idle_poll_purchase_orders_calls", "idle_poll_vendors_calls"),
+        "syspro": ("records", "concurrency", "engine_records_per_s", "baseline_records_per_s", "engine_vs_baseline",
+                   "st_calls_per_record", "syspro_calls_per_record", "calls_per_record", "minimum_per_record",
+                   "calls_vs_minimum", "idle_poll_invoices_calls", "idle_poll_suppliers_calls"),
         "ratelimit": ("records", "limit_per_s", "achieved_per_s", "achieved_vs_limit", "st_429s"),
         "freshness": ("duration_s", "bills", "driven_events_per_s", "p50_s", "p95_s", "max_s", "p95_vs_target"),
         "memory": ("records_small", "records_large", "peak_process_large_vs_small", "peak_tree_large_vs_small"),
@@ -60,21 +68,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes in all")
     parser.add_argument("--size", type=int,
-                        help="records/events for pipeline, ingest, api_economy, acumatica, servicenow and ratelimit")
+                        help="records/events for pipeline, ingest, api_economy, acumatica, servicenow, procore, syspro and ratelimit")
+    parser.add_argument("--only", help="comma-separated benchmark names to run (default: all): " + ", ".join(SIZES))
     args = parser.parse_args()
 
     from benchmarks import (bench_acumatica, bench_api_economy, bench_chaos, bench_core, bench_freshness, bench_ingest,
-                            bench_memory, bench_pipeline, bench_ratelimit, bench_servicenow)
+                            bench_memory, bench_pipeline, bench_procore, bench_ratelimit, bench_servicenow, bench_syspro)
 
     runners: dict[str, Callable[[int], dict[str, Any]]] = {
         "core": bench_core.main, "pipeline": bench_pipeline.main,
         "ingest": bench_ingest.main, "api_economy": bench_api_economy.main, "acumatica": bench_acumatica.main,
-        "servicenow": bench_servicenow.main, "ratelimit": bench_ratelimit.main, "freshness": bench_freshness.main,
+        "servicenow": bench_servicenow.main, "procore": bench_procore.main, "syspro": bench_syspro.main, "ratelimit": bench_ratelimit.main, "freshness": bench_freshness.main,
         "memory": bench_memory.main, "chaos": bench_chaos.main,
     }
     summary: dict[str, Any] = {}
     started = time.perf_counter()
+    chosen = set(args.only.split(",")) if args.only else set(runners)
+    unknown = chosen - set(runners)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; known: {', '.join(runners)}")
     for name, run in runners.items():
+        if name not in chosen:
+            continue
         size = SIZES[name][0 if args.quick else 1]
         if args.size and name not in ("core", "freshness", "memory", "chaos"):  # freshness is sized in seconds
             size = args.size

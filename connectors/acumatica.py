@@ -950,6 +950,13 @@ class AcumaticaConnector(Connector):
             raise FatalError(f"{spec.path} list answered {type(rows).__name__}, not an array", vendor=VENDOR)
         return self._model(spec, rows[0]) if rows else None
 
+    def iter_dated(self, entity: str, field: str, start: date, end: date, where: str | None = None) -> Iterator[Any]:
+        """Records whose document date `field` (Date, ApplicationDate) is on or after `start` and
+        before `end` (UTC days), `$top`/`$skip` pages; `where` adds a condition (a document type)."""
+        low, high = (self._literal(datetime.combine(d, datetime.min.time(), tzinfo=timezone.utc)) for d in (start, end))
+        query = f"{field} ge {low} and {field} lt {high}" + (f" and {where}" if where else "")
+        yield from self.iter_records(entity, filter=query)
+
     # ---- idempotency lookups ------------------------------------------------------------------------
 
     def find_bill(self, vendor_id: str, vendor_ref: str, *, bill_type: str | None = None) -> Bill | None:
@@ -1070,10 +1077,24 @@ class AcumaticaConnector(Connector):
             raise FatalError(f"{spec.path} list answered {type(rows).__name__}, not an array", vendor=VENDOR)
         return f"{spec.path}: {len(rows)} record(s) readable"
 
+    def _endpoint_published(self) -> str:
+        """The instance's own list of endpoints (GET /entity) names the one the config uses:
+        an instance upgraded or customised may not publish it."""
+        answer = self.http.get_json(urljoin(self.config.base_url + "/", "entity"), endpoint="GET /entity") or {}
+        published = [f"{e.get('name')}/{e.get('version')}" for e in answer.get("endpoints") or [] if isinstance(e, dict)]
+        wanted = f"{self.config.endpoint_name}/{self.config.endpoint_version}"
+        if wanted not in published:
+            raise FatalError(f"the instance does not publish endpoint {wanted}; it publishes {', '.join(published) or 'none'}",
+                             vendor=VENDOR)
+        return f"{wanted} published (of {len(published)})"
+
     def check(self) -> list[CheckStep]:
-        """Sign in, then one cheap authenticated read per entity the integration uses."""
+        """Sign in, the endpoint version published, then one cheap authenticated read per entity
+        the integration uses."""
         with self._session_scope():
             steps = [timed_check("sign in", self._sign_in)]
+            if steps[0].ok:
+                steps.append(timed_check("endpoint version", self._endpoint_published))
             for name in self.config.check_entities:
                 spec = self.spec(name)
                 if not steps[0].ok:

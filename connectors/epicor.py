@@ -1001,6 +1001,14 @@ class EpicorConnector(Connector):
         row = self._get_one(self._vendor_path(vendor_num), {"$expand": "VendBanks"} if with_banks else None)
         return self._model(ENTITIES["vendors"], row) if row else None
 
+    def get_purchase_order(self, po_num: int, *, releases: bool = False) -> EpicorPurchaseOrder | None:
+        """A PO with its lines and, when asked, its releases (PORels, the delivery schedule) in
+        the same call; the releases stay in the model as `PORels` rows."""
+        spec = ENTITIES["purchase_orders"]
+        expand = f"{spec.expand},PORels" if releases else spec.expand
+        row = self._get_one(f"{spec.path}{odata_key(self.config.company, (int(po_num),))}", {"$expand": expand})
+        return self._model(spec, row) if row else None
+
     def find_vendors(self, *, vendor_id: str | None = None, name: str | None = None,
                      name_contains: str | None = None) -> list[EpicorVendor]:
         """Exact VendorID, exact name, or a name fragment (Epicor compares without case)."""
@@ -1078,6 +1086,19 @@ class EpicorConnector(Connector):
     def unlock_group(self, group_id: str) -> None:
         """Release the group's entry lock (ActiveUserID)."""
         self._call(GROUP_SERVICE, "UnlockGroup", {"InGroupID": group_id})
+
+    def iter_dated(self, entity: str, field: str, start: date, end: date, where: str | None = None) -> Iterator[Any]:
+        """Records of `entity` whose date `field` (InvoiceDate, OrderDate, CheckDate) is on or
+        after `start` and before `end`, in the server's zone, `$top`/`$skip` pages ordered by
+        the entity's keys; `where` adds an OData condition (a group)."""
+        spec = self._spec(entity)
+        low, high = (self._literal(datetime.combine(d, datetime.min.time(), tzinfo=self.tz)) for d in (start, end))
+        clauses = [f"{field} ge {low}", f"{field} lt {high}", *([f"({where})"] if where else [])]
+        params: dict[str, Any] = {"$filter": " and ".join(clauses), "$orderby": ",".join(spec.keys or (spec.key,))}
+        if spec.expand:
+            params["$expand"] = spec.expand
+        for row in self._pages(spec.path, params):
+            yield self._model(spec, row)
 
     # ---- AP invoices --------------------------------------------------------------------------------
 

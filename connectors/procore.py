@@ -39,6 +39,7 @@ from mlconnector.http import (
     OAuth2Settings,
     Page,
     Paginator,
+    QuotaHeaders,
     RateLimit,
     RetriableError,
     RetrySettings,
@@ -52,6 +53,9 @@ PAGE_SIZE = 100  # Procore's usual page; the connector follows Link, so a lower 
 MAX_PER_PAGE = 10_000  # the pagination guide's highest per_page (it recommends <= 2000)
 SYNC_BATCH_MAX = 1000  # a sync action takes at most 1000 items per call
 HOURLY_RATE_LIMIT = 3600  # documented default requests per hour per app (varies per app)
+SPIKE_RATE_LIMIT = 25  # the rate-limiting guide's example spike window: 25 requests per 10 seconds
+SPIKE_WINDOW_SECONDS = 10.0  # the spike window's length
+SPIKE_MARGIN = 0.1  # a short window's calls bunch up in transit: one second of slack in ten
 ACCESS_TOKEN_TTL = 5400  # 90-minute access tokens, used when a token answer omits expires_in
 OOB_REDIRECT = "urn:ietf:wg:oauth:2.0:oob"  # installed apps' redirect URI; refresh requests repeat it
 SCAN_PAGE_SIZE = 1000  # business-key scans read compact pages: fewer, larger calls
@@ -99,6 +103,20 @@ class ProcoreConfig(SettingsModel):
         description="Client-side limit in requests per hour for this app, shared by the fleet; Procore's hourly limit "
                     "is commonly 3600 but varies per app (a 10-second spike window also applies). Unset or 0: no "
                     "client-side limit.",
+    )
+    spike_limit: int | None = Field(
+        SPIKE_RATE_LIMIT, ge=0,
+        description="Client-side limit in requests per spike window (spike_window_seconds) for this app, shared by "
+                    "the fleet and enforced together with the hourly one; Procore's guide shows 25 per 10 s. Unset or "
+                    "0: no spike pacing.",
+    )
+    spike_window_seconds: float = Field(
+        SPIKE_WINDOW_SECONDS, gt=0, description="Length in seconds of Procore's spike window (10).",
+    )
+    spike_margin: float = Field(
+        SPIKE_MARGIN, ge=0, le=1,
+        description="Fraction the spike window is held open longer than Procore's, so a call admitted on time but "
+                    "delayed on a busy host still arrives outside Procore's window (0.1: one second of ten).",
     )
     token_ttl: int = Field(
         ACCESS_TOKEN_TTL, gt=0,
@@ -441,15 +459,19 @@ class ProcoreConnector(Connector):
                                        client_secret=credentials.client_secret.get_secret_value(),
                                        refresh_token=refresh)
         self.auth = TokenAuth(self.provider, runtime.token_cache)
-        limit = RateLimit(config.rate_limit_per_hour, 3600) if config.rate_limit_per_hour else None
+        # Procore counts an app's calls in two windows at once; the fleet paces for both.
+        windows = [RateLimit(config.rate_limit_per_hour, 3600)] if config.rate_limit_per_hour else []
+        if config.spike_limit:
+            windows.append(RateLimit(config.spike_limit, config.spike_window_seconds, margin=config.spike_margin))
         self.client = HttpClient(
             vendor=VENDOR,
             base_url=config.api_base,
             auth=self.auth,
             session=self.session,
             rate_limiter=runtime.rate_limiter,
-            rate_limit=limit,
+            rate_limit=tuple(windows) or None,
             rate_key=f"{VENDOR}:{urlsplit(config.api_base).netloc}:{credentials.client_id}",  # Procore counts per app
+            quota_headers=QuotaHeaders("X-Rate-Limit-Remaining", "X-Rate-Limit-Reset"),
             timeout=(config.connect_timeout, config.read_timeout),
             retry=config.retry.policy(),
             default_headers={"Procore-Company-Id": str(config.company_id), "Accept": "application/json"},
@@ -621,10 +643,15 @@ class ProcoreConnector(Connector):
 
     # ---- writes ----------------------------------------------------------------------------
 
-    def upsert_vendor(self, fields: Mapping[str, Any], origin_id: str) -> Upserted[ProcoreVendor]:
-        """Create or update the registry vendor whose origin_id is the ERP vendor key."""
+    def upsert_vendor(self, fields: Mapping[str, Any], origin_id: str, *, existing_id: int | None = None,
+                      looked_up: bool = False) -> Upserted[ProcoreVendor]:
+        """Create or update the registry vendor whose origin_id is the ERP vendor key.
+
+        `existing_id` / `looked_up`: the caller already found the vendor (or found none) in
+        this same unit of work, so the look-up is not repeated."""
         attrs = _with_origin(fields, origin_id)
-        existing = self.find_vendor_by_origin_id(origin_id, include_inactive=False)
+        existing: Any = _Known(existing_id) if existing_id is not None else (
+            None if looked_up else self.find_vendor_by_origin_id(origin_id, include_inactive=False))
         if existing is None:
             try:
                 raw = self._post(f"{API}/vendors", {"company_id": self.config.company_id, "vendor": attrs}, f"POST {API}/vendors")
@@ -659,11 +686,19 @@ class ProcoreConnector(Connector):
         fields: Mapping[str, Any],
         line_items: Sequence[Mapping[str, Any]],
         origin_id: str,
+        *,
+        existing_id: int | None = None,
+        looked_up: bool = False,
     ) -> Upserted[ProcorePurchaseOrderContract]:
-        """Create or update a PO contract and its lines; found by origin_id, else vendor + number."""
+        """Create or update a PO contract and its lines; found by origin_id, else vendor + number
+        (unless the caller found it, or found none, already: `existing_id` / `looked_up`)."""
         attrs = _with_origin(fields, origin_id)
-        existing, matched_by = self.find_commitment_by_origin_id(origin_id, project_id), "origin_id"
-        if existing is None and attrs.get("vendor_id") is not None and attrs.get("number"):
+        existing: Any
+        if existing_id is not None or looked_up:
+            existing, matched_by = (_Known(existing_id) if existing_id is not None else None), "known"
+        else:
+            existing, matched_by = self.find_commitment_by_origin_id(origin_id, project_id), "origin_id"
+        if existing is None and not looked_up and attrs.get("vendor_id") is not None and attrs.get("number"):
             existing, matched_by = self.find_commitment(int(attrs["vendor_id"]), str(attrs["number"]), project_id), "vendor+number"
         body = {"project_id": project_id, "purchase_order_contract": attrs}
         if existing is not None:
@@ -690,12 +725,19 @@ class ProcoreConnector(Connector):
         fields: Mapping[str, Any],
         line_items: Sequence[Mapping[str, Any]],
         origin_id: str,
+        *,
+        existing_id: int | None = None,
+        looked_up: bool = False,
     ) -> Upserted[ProcoreDirectCost]:
         """Create or update a direct cost (an AP invoice) and its lines; found by origin_id,
-        else vendor + invoice number."""
+        else vendor + invoice number (unless the caller did: `existing_id` / `looked_up`)."""
         attrs = _with_origin(fields, origin_id)
-        existing, matched_by = self.find_direct_cost_by_origin_id(project_id, origin_id), "origin_id"
-        if existing is None and attrs.get("invoice_number") and attrs.get("vendor_id") is not None:
+        existing: Any
+        if existing_id is not None or looked_up:
+            existing, matched_by = (_Known(existing_id) if existing_id is not None else None), "known"
+        else:
+            existing, matched_by = self.find_direct_cost_by_origin_id(project_id, origin_id), "origin_id"
+        if existing is None and not looked_up and attrs.get("invoice_number") and attrs.get("vendor_id") is not None:
             existing = self.find_direct_cost_by_invoice(project_id, int(attrs["vendor_id"]), str(attrs["invoice_number"]))
             matched_by = "vendor+invoice_number"
         base = f"{API}/projects/{project_id}/direct_costs"
@@ -727,10 +769,12 @@ class ProcoreConnector(Connector):
         token = timed_check("token", self._check_token)
         steps = [token]
         if not token.ok:
-            return steps + [CheckStep(name, False, 0.0, "skipped: no token") for name in ("companies", *ENTITIES)]
+            return steps + [CheckStep(name, False, 0.0, "skipped: no token")
+                            for name in ("companies", "line_item_types", *ENTITIES)]
         steps.append(timed_check("companies", self._check_company))
         steps.append(timed_check("vendors", lambda: self._probe(ENTITIES["vendors"], None)))
         steps.append(timed_check("projects", lambda: self._probe(ENTITIES["projects"], None)))
+        steps.append(timed_check("line_item_types", self._check_line_item_types))
         project: list[int] = []
         steps.append(timed_check("project_scope", lambda: self._pick_project(project)))
         for name in ("cost_codes", "purchase_order_contracts", "direct_costs"):
@@ -752,10 +796,24 @@ class ProcoreConnector(Connector):
             raise FatalError(f"company {self.config.company_id} is not visible to this app", vendor=VENDOR)
         return f"company {self.config.company_id} visible"
 
+    def _check_line_item_types(self) -> str:
+        """Line item types are company data the lines are validated against: read, never assumed."""
+        types = self.list_line_item_types()
+        if not types:
+            raise FatalError("the company lists no line item types; direct cost and commitment lines need one",
+                             vendor=VENDOR)
+        return f"{len(types)} line item type(s): {', '.join(sorted(t.code or str(t.id) for t in types))}"
+
     def _pick_project(self, out: list[int]) -> str:
         ids = self.project_ids()
         if not ids:
             raise FatalError("no active project in the company and none configured", vendor=VENDOR)
+        if self.config.project_ids:  # configured: each must be a project this app can reach
+            visible = {p.id for p in self.list_projects()}
+            missing = [str(i) for i in ids if i not in visible]
+            if missing:
+                raise FatalError(f"configured project(s) {', '.join(missing)} are not visible to this app in company "
+                                 f"{self.config.company_id}", vendor=VENDOR)
         out.append(ids[0])
         return f"{len(ids)} project(s); reading project {ids[0]}"
 
@@ -851,6 +909,14 @@ class ProcoreConnector(Connector):
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Known:
+    """A record the caller already found: only its id is needed to update it."""
+
+    id: int
+
 
 
 def _aware(moment: datetime) -> datetime:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from enum import Enum
-from typing import Annotated, Any, ClassVar, Iterable, Literal, Mapping, Sequence
+from typing import Annotated, Any, ClassVar, Iterable, Iterator, Literal, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import requests
@@ -795,6 +795,20 @@ class ServiceNowConnector(Connector):
     def target_table(self, kind: str) -> str:
         """The table the transform of `kind` writes (sn_fin_supplier, sn_shop_purchase_order, ...)."""
         return self._targets[kind].table
+
+    def iter_dated(self, table: str, field: str, start: date, end: date,
+                   keys: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Rows of `table` whose date `field` (order_date, invoice_date) is on or after `start`
+        and before `end`, and whose `keys` fields equal theirs, `sysparm_limit`/`sysparm_offset`
+        pages in sys_id order."""
+        if not _TABLE_NAME.match(table):
+            raise ValueError(f"not a ServiceNow table name: {table!r}")
+        clauses = [f"{name}={query_value(sn_value(value))}" for name, value in (keys or {}).items()]
+        clauses += [f"{field}>={start.isoformat()}", f"{field}<{end.isoformat()}", "ORDERBYsys_id"]
+        paging = OffsetPaging("sysparm_limit", "sysparm_offset", self.config.page_size)
+        for page in paging.pages(lambda request: Page(self._rows(self._list(table, request))),
+                                 {"sysparm_query": "^".join(clauses)}):
+            yield from page.rows
 
     # ---- internals --------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 from decimal import Decimal
 from typing import Any, ClassVar, Iterable, Iterator, Literal, Mapping, Sequence, cast
 
@@ -430,6 +430,18 @@ ENTITIES: dict[str, ServiceTitanEntity] = {e.name: e for e in (
             export="export/adjustments", keys={"number": "number"}),
 )}
 
+# The document date of each dated entity and the list filters that bound it (after, before), when
+# the list has them: a month-end reconciliation reads one period without paging the whole history.
+DOCUMENT_DATES: dict[str, tuple[str, str | None, str | None]] = {
+    "inventory_bills": ("billDate", "dateFrom", "dateTo"),
+    "ap_bills": ("billDate", "dateFrom", "dateTo"),
+    "invoices": ("invoiceDate", "invoicedOnOrAfter", "invoicedOnBefore"),
+    "payments": ("date", "paidOnAfter", "paidOnBefore"),
+    "purchase_orders": ("date", "dateOnOrAfter", "dateBefore"),
+    "ap_payments": ("date", None, None),
+    "adjustments": ("date", None, None),
+}
+
 _MARK_BODIES = {  # how each markasexported endpoint wants its ids, and how it answers them
     "inventory_bills": ("inventoryBillId", lambda ids: {"inventoryBillIds": ids}),
     "ap_bills": ("billId", lambda ids: {"billIds": ids}),
@@ -720,6 +732,22 @@ class ServiceTitanConnector(Connector):
             rows = self.rows(spec, {"ids": ",".join(map(str, chunk))})
             found += [spec.model.model_validate(row) for row in rows]
         return found
+
+    def iter_dated(self, entity: str, start: date, end: date) -> Iterator[Any]:
+        """Records of `entity` whose own document date (UTC) is on or after `start` and before
+        `end`: the list's documented date filter where it has one, else every page, filtered here
+        (ServiceTitan's AP payments list takes no date filter)."""
+        spec = self.spec(entity)
+        field, after, before = DOCUMENT_DATES[entity]
+        low, high = (datetime.combine(d, time(), tzinfo=timezone.utc) for d in (start, end))
+        params = {after: _stamp(low), before: _stamp(high)} if after and before else {}
+        for row in self.rows(spec, params):
+            record = spec.model.model_validate(row)
+            when = getattr(record, field, None)
+            if isinstance(when, datetime):
+                moment = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+                if low <= moment.astimezone(timezone.utc) < high:
+                    yield record
 
     # ---- idempotency lookups --------------------------------------------------------------------
 

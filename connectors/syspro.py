@@ -5,9 +5,11 @@ session (`UserId`) comes from `Logon` and holds a licence seat until `Logoff`, a
 errors arrive inside an HTTP 200 body (text starting `ERROR` or `ErrorDescription` elements).
 So this module keeps three things the HTTP core cannot know:
 
-- sessions: `session()` logs on once per batch and always logs off; nested blocks in one
-  thread share the session; a process-wide semaphore keeps concurrent sessions within the
-  seats this deployment may use; a session the host has expired is replaced once, in place.
+- sessions: `session()` logs on once per batch (a polling cycle, one record's write) and
+  always logs off, also when the work failed; nested blocks in one thread share the session,
+  so its posts go one at a time; the fleet's shared session slots (Redis, leased) keep
+  concurrent sessions of every worker within the licence's seats (`max_sessions`); a session
+  the host has expired is replaced once, in place.
 - reads: COMFND table queries (or the read-only OData service) walked by the kit's keyset
   paginator on (change column, key columns), so equal change dates and records changing
   mid-poll neither skip nor repeat a row; filters are sent as one level of bracketed AND
@@ -103,12 +105,12 @@ class SysproConfig(SettingsModel):
     )
     max_sessions: int = Field(
         1, ge=1,
-        description="e.net sessions this process may hold at once for this host, company and operator; each holds a "
-                    "licence seat until logoff.",
+        description="e.net sessions the whole fleet may hold at once for this host and company (the licence's seats); "
+                    "each holds a seat until logoff.",
     )
     seat_wait_seconds: float = Field(
         60.0, ge=0,
-        description="Seconds to wait for a free local session slot before giving up.",
+        description="Seconds to wait for a free seat before the record is retried later.",
     )
     logon_attempts: int = Field(3, ge=1, description="Logon attempts when the host refuses for lack of licences.")
     retry: RetrySettings = Field(
@@ -271,6 +273,7 @@ class Supplier(SysproRecord):
     terms_code: str = Field("", alias="TermsCode")
     supplier_class: str = Field("", alias="SupplierClass")
     branch: str = Field("", alias="Branch")
+    post_date: date | None = Field(None, alias="PostDate")
     on_hold: bool = Field(False, alias="OnHold")
     tax_registration: str = Field("", alias="TaxRegnNum")
     added_on: date | None = Field(None, alias="DateSuppAdded")
@@ -295,6 +298,7 @@ class ApInvoice(SysproRecord):
     balance: Decimal | None = Field(None, alias="MthInvBal1")
     journal: int | None = Field(None, alias="Journal")
     entry_number: int | None = Field(None, alias="EntryNumber")
+    branch: str = Field("", alias="Branch")
 
 
 class PurchaseOrderLine(SysproRecord):
@@ -391,6 +395,7 @@ class ApInvoiceIn(BaseModel):
     tax_code: str = ""
     tax_value: Decimal | None = None  # None: SYSPRO calculates tax (AutomaticTaxCalculation)
     transaction_code: Literal["I", "C", "D"] = "I"
+    branch: str = ""  # the AP branch the invoice belongs to
     distribution: list[LedgerLine] = Field(default_factory=list)
 
 
@@ -645,28 +650,13 @@ def _status_counts(root: ET.Element) -> tuple[int, int]:
     return number("ItemsProcessed", "RecordsRead"), number("ItemsInvalid", "RecordsInvalid")
 
 
-# Licence seats this process holds, per SYSPRO host + company + operator.
-_SEATS: dict[tuple[str, str, str], threading.BoundedSemaphore] = {}
-_SEATS_GUARD = threading.Lock()
-
-
-def _seat_semaphore(key: tuple[str, str, str], size: int) -> threading.BoundedSemaphore:
-    with _SEATS_GUARD:
-        semaphore = _SEATS.get(key)
-        if semaphore is None or getattr(semaphore, "_size", None) != size:
-            semaphore = threading.BoundedSemaphore(size)
-            semaphore._size = size  # type: ignore[attr-defined]
-            _SEATS[key] = semaphore
-        return semaphore
-
-
 @dataclass
 class _Session:
     """A logged-on e.net session shared by the nested `session()` blocks of one thread."""
 
     user_id: str = ""
     users: int = 1
-    seat: threading.BoundedSemaphore | None = None
+    seat: ExitStack | None = None  # the fleet-wide seat slot, released at logoff
     retired: list[str] = field(default_factory=list)  # ids replaced after the host expired them
 
 
@@ -784,7 +774,8 @@ class SysproConnector(Connector):
                 base_url=config.odata_base, timeout=(config.connect_timeout, config.read_timeout), retry=retry,
                 **{**shared, "auth": BasicAuth(credentials.operator, credentials.operator_password.get_secret_value())},
             )
-        self._seat = _seat_semaphore((host, self.company_id.upper(), credentials.operator.upper()), config.max_sessions)
+        self._slots = runtime.slots
+        self._seat_name = f"{VENDOR}:{host}:{self.company_id.upper()}"  # seats are licensed per host and company
         self._local = threading.local()
         self.last_logoff: str = ""  # "0" after a clean Logoff, else the host's answer (for check())
 
@@ -824,13 +815,10 @@ class SysproConnector(Connector):
             finally:
                 self._release(current)
             return
-        if not self._seat.acquire(timeout=self.config.seat_wait_seconds):
-            raise RetriableError(
-                f"no SYSPRO session seat free in this process after {self.config.seat_wait_seconds:.0f}s "
-                f"(max_sessions={self.config.max_sessions})",
-                vendor=VENDOR, endpoint="Logon", retry_after=self.config.seat_wait_seconds,
-            )
-        state = _Session(seat=self._seat)
+        seat = ExitStack()
+        seat.enter_context(self._slots.hold(self._seat_name, self.config.max_sessions,
+                                            wait=self.config.seat_wait_seconds, vendor=VENDOR))
+        state = _Session(seat=seat)
         self._local.session = state
         try:
             state.user_id = self._logon()
@@ -853,7 +841,7 @@ class SysproConnector(Connector):
                 self._logoff(state.user_id)
         finally:
             if state.seat is not None:
-                state.seat.release()
+                state.seat.close()
                 state.seat = None
 
     def _logon(self) -> str:
@@ -1086,6 +1074,23 @@ class SysproConnector(Connector):
             return self._find(self.spec("suppliers"), [(Cmp("SupplierName", "EQ", name),)])
         return None
 
+    def iter_new_ap_invoices(self, since: date | None) -> Iterator[ApInvoice]:
+        """AP invoices dated or posted on or after `since` (all if None): the transactional
+        filter on `InvoiceDate` and `PostDate`, which are days, so the watermark's day is read
+        again each poll and the caller dedupes by key and version."""
+        spec = self.spec("ap_invoices")
+        where: Where = [(Cmp("InvoiceDate", "GE", since),), (Cmp("PostDate", "GE", since),)] if since else []
+        for row in self.rows(spec, {"where": where, "order": spec.keys}):
+            yield cast(ApInvoice, self._record(spec, row))
+
+    def iter_ap_invoices_dated(self, start: date, end: date) -> Iterator[ApInvoice]:
+        """AP invoices whose `InvoiceDate` is on or after `start` and before `end` (the same
+        transactional filter, bounded both ways), in key order; within a session."""
+        spec = self.spec("ap_invoices")
+        where: Where = [(Cmp("InvoiceDate", "GE", start), Cmp("InvoiceDate", "LT", end))]
+        for row in self.rows(spec, {"where": where, "order": spec.keys}):
+            yield cast(ApInvoice, self._record(spec, row))
+
     def find_ap_invoice(self, supplier: str, invoice: str) -> ApInvoice | None:
         """SYSPRO keys an AP invoice on (Supplier, Invoice)."""
         return cast("ApInvoice | None", self.find("ap_invoices", Supplier=supplier, Invoice=invoice))
@@ -1200,7 +1205,7 @@ class SysproConnector(Connector):
         item = _element(root, "Item")
         _element(item, "Supplier", document.supplier)
         _element(item, "TransactionCode", document.transaction_code)
-        _element(item, "Branch")
+        _element(item, "Branch", document.branch or None)
         _element(item, "Invoice", document.invoice)
         _element(item, "EntryNumber")
         _element(item, "TransactionValue", _money(document.value))
@@ -1380,19 +1385,56 @@ class SysproConnector(Connector):
 
     # ---- check --------------------------------------------------------------------------------------
 
+    def get_version(self) -> str:
+        """`GetVersion`: the host's version as plain text, answered without a session."""
+        response = self._reads.request("GET", "GetVersion", endpoint="GetVersion")
+        body = _decode(response.content).strip()
+        if not body or body.upper().startswith("ERROR"):
+            raise FatalError(f"GetVersion: {self._clean(body or 'empty answer')}", vendor=VENDOR, endpoint="GetVersion")
+        return body
+
     def _probe(self, spec: TableSpec) -> str:
-        rows, _ = self._reader().fetch(spec.path, [], spec.keys, 1)
-        return f"{spec.path}: {len(rows)} row(s) readable"
+        """One row read by a query naming the change column, so a wrong column is a verdict."""
+        if not spec.change_field:
+            rows, _ = self._reader().fetch(spec.path, [], spec.keys, 1)
+            return f"{spec.path}: {len(rows)} row(s) readable"
+        where: Where = [(Cmp(spec.change_field, "GE", self._to_server(datetime(2000, 1, 1, tzinfo=timezone.utc))),)]
+        rows, _ = self._reader().fetch(spec.path, where, (spec.change_field, *spec.keys), 1)
+        return f"{spec.path}.{spec.change_field} answers a change query (confirmed; {len(rows)} row(s))"
+
+    def _probe_object(self, kind: str, business_object: str, root_tag: str, item_tag: str = "Item") -> str:
+        """The business object answers a validate-only call of an empty item: its own
+        validation errors confirm it exists and is licensed; the host's `ERROR` says it is not."""
+        parameters = _parameters(root_tag, f"{business_object}.XSD", [("ValidateOnly", "Y"), ("IgnoreWarnings", "N")])
+        document = _document(root_tag, f"{business_object}DOC.XSD")
+        _element(document, item_tag)
+        try:
+            self._call(kind, business_object, _serialize(document), parameters, write=True)
+        except FatalError as error:
+            if not (isinstance(error.details, dict) and error.details.get("kind") == "business"):
+                raise FatalError(f"{business_object} not confirmed: {error.message}", vendor=VENDOR,
+                                 endpoint=kind) from None
+        return f"{business_object} answers {kind} (confirmed)"
 
     def check(self) -> list[CheckStep]:
-        """Logon, one cheap read per entity the pair uses, Logoff."""
-        steps: list[CheckStep] = []
+        """GetVersion (no session), Logon, a change-column query per entity, the business
+        objects the pair posts through answering, Logoff. The unconfirmed vendor facts (the
+        supplier and stock-adjustment objects, the change columns) are each a step of their own,
+        so what could not be confirmed is named."""
+        steps: list[CheckStep] = [timed_check("GetVersion", lambda: f"SYSPRO {self.get_version()} reachable")]
+        objects = (("Transaction/Post", "APSTIN", "PostApInvoice", "Item"),
+                   ("Transaction/Post", "PORTOI", "PostPurchaseOrders", "Orders"),
+                   ("Transaction/Post", self.config.adjustment_object, "PostInvAdjustments", "Item"),
+                   ("Setup/Add", self.config.supplier_setup_object, "SetupApSupplier", "Item"))
         with ExitStack() as stack:
             logon = timed_check("logon", lambda: stack.enter_context(self.session()) or "session opened")
             steps.append(logon)
             if logon.ok:
                 for name, spec in self.entities.items():
                     steps.append(timed_check(f"read {name}", lambda spec=spec: self._probe(spec)))
+                for kind, business_object, root_tag, item_tag in objects:
+                    steps.append(timed_check(f"object {business_object}", lambda k=kind, b=business_object, r=root_tag,
+                                             i=item_tag: self._probe_object(k, b, r, i)))
         if logon.ok:
             steps.append(CheckStep("logoff", self.last_logoff == "0", 0.0,
                                    "session closed" if self.last_logoff == "0" else self.last_logoff))

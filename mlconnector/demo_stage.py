@@ -227,3 +227,23 @@ def config_hold_plant(stage: DemoStage, case: str, flow: str, held_because: str,
                 f"{seen['released']} released and written")
 
     return Planted(case, check, flow=flow, held_because=held_because, after=fix_after, act=act)
+
+
+def held_for_a_person(stage: DemoStage, case: str, flow: str, held_because: str) -> Planted:
+    """Records this pair holds for a person by design (a decision the product must not guess):
+    explained by their hold's words, and reported with the first one's reason."""
+    from sqlalchemy import func, select
+
+    from mlconnector.db.models import SyncRecord
+    from mlconnector.db.session import session_scope
+
+    def check() -> str:
+        with session_scope() as session:
+            reasons = list(session.scalars(select(SyncRecord.hold_reason).where(
+                SyncRecord.integration_id == stage.integration_id, SyncRecord.flow == flow, SyncRecord.status == "held",
+                func.lower(SyncRecord.hold_reason).contains(held_because.lower()))))
+        if not reasons:
+            return f"none came up in this data ({flow})"
+        return f"{len(reasons)} {flow} record(s) held for a person, e.g. {' '.join((reasons[0] or '').split())[:140]}"
+
+    return Planted(case, check, flow=flow, held_because=held_because)

@@ -1375,6 +1375,7 @@ class AcumaticaSandbox(Sandbox):
         app.add_url_rule("/identity/.well-known/openid-configuration", "acu_discovery", self._discovery)
         app.add_url_rule("/entity/auth/login", "acu_login", self._login, methods=["POST"])
         app.add_url_rule("/entity/auth/logout", "acu_logout", self._logout, methods=["POST"])
+        app.add_url_rule("/entity", "acu_endpoints", self._endpoints_route, methods=["GET"])
         app.add_url_rule("/entity/<endpoint>/<version>/<path:rest>", "acu_entity", self._entity_route,
                          methods=["GET", "PUT", "POST", "DELETE"])
         app.add_url_rule("/_sandbox/license", "acu_license", self._license_route, methods=["GET", "POST"])
@@ -1599,6 +1600,16 @@ class AcumaticaSandbox(Sandbox):
             self.sessions[bearer] = issued
 
     # ---- the entity endpoint ------------------------------------------------------------------------
+
+    def _endpoints_route(self) -> Response:
+        """GET /entity: the instance's build and the web-service endpoints it publishes."""
+        try:
+            self._authenticate()
+        except ApiError as exc:
+            return self._api_error(exc)
+        return self._json({"version": {"acumaticaBuildVersion": "23.209.0016"},
+                           "endpoints": [{"name": ENDPOINT_NAME, "version": v, "href": f"{self.base_url}/entity/{ENDPOINT_NAME}/{v}/"}
+                                         for v in self.settings.endpoint_versions]})
 
     def _entity_route(self, endpoint: str, version: str, rest: str) -> Response:
         try:

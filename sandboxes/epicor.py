@@ -10,6 +10,8 @@ What a client can get wrong here, it gets wrong against Epicor too:
   contains/startswith/endswith/tolower/toupper/substringof, `Nav/any(x: ...)`), `$select`,
   `$expand`, `$orderby`, `$top` (capped at 100 rows, also the default), `$skip`, `$count`.
   String comparisons ignore case, as SQL Server's default collation does.
+- A PO (`POes`) expands its lines (`PODetails`) and its releases, the delivery schedule
+  (`PORels`: `RelQty`, `DueDate`, the `JobNum` a release is bought for).
 - Business-object methods answer `{"returnObj": ..., "parameters": {...}}`; tableset names
   (`APInvHed`, `APInvDtl`, `CheckHed`, `APTran`) are distinct from entity sets
   (`APInvoices`, `APInvDtls`, `PaymentEntries`, `APTrans`). Every declared input of a method
@@ -260,6 +262,12 @@ PODETAIL = _fields(
     Company="", PONUM=0, POLine=0, PartNum="", VenPartNum="", LineDesc="", OrderQty=0.0, XOrderQty=0.0,
     IUM="EA", PUM="EA", UnitCost=0.0, DocUnitCost=0.0, ExtCost=0.0, DocExtCost=0.0, DueDate=None,
     VendorNum=0, OpenLine=True, VoidLine=False, ClassID="", **SYS,
+)
+# A PO line's releases (its delivery schedule). JobNum names the job a release is bought for
+# (Epicor's PORel carries it for job-material purchases; not in the vendor notes' field list).
+PORELS = _fields(
+    Company="", PONum=0, POLine=0, PORelNum=0, DueDate=None, RelQty=0.0, XRelQty=0.0, ReceivedQty=0.0,
+    InvoicedQty=0.0, OpenRelease=True, Plant="", WarehouseCode="", JobNum="", **SYS,
 )
 GLACCOUNT = _fields(
     Company="", COACode="", GLAccount1="", GLAcctDisp="", AccountDesc="",
@@ -736,7 +744,7 @@ SERVICES: dict[str, dict[str, EntitySet]] = {
         "APInvoices": EntitySet("APInvoices", "APInvHed", {"APInvDtls": "APInvDtl"}, ("POST", "DELETE")),
     },
     "Erp.BO.APInvGrpSvc": {"APInvGrps": EntitySet("APInvGrps", "APInvGrp", writable=("POST", "PATCH"))},
-    "Erp.BO.POSvc": {"POes": EntitySet("POes", "POHeader", {"PODetails": "PODetail"})},
+    "Erp.BO.POSvc": {"POes": EntitySet("POes", "POHeader", {"PODetails": "PODetail", "PORels": "PORel"})},
     "Erp.BO.GLAccountSvc": {"GLAccounts": EntitySet("GLAccounts", "GLAccount")},
     "Erp.BO.PaymentEntrySvc": {"PaymentEntries": EntitySet("PaymentEntries", "CheckHed", {"APTrans": "APTran"})},
     "Erp.BO.APChkGrpSvc": {"APChkGrps": EntitySet("APChkGrps", "APChkGrp", writable=("POST",))},
@@ -817,6 +825,7 @@ class EpicorSandbox(Sandbox):
             "APInvGrp": Table("APInvGrp", APINVGRP, ("GroupID",)),
             "POHeader": Table("POHeader", POHEADER, ("PONum",), indexed=("VendorNum",)),
             "PODetail": Table("PODetail", PODETAIL, ("PONUM", "POLine"), parent_keys=("PONUM",)),
+            "PORel": Table("PORel", PORELS, ("PONum", "POLine", "PORelNum"), parent_keys=("PONum",)),
             "GLAccount": Table("GLAccount", GLACCOUNT, ("COACode", "GLAccount1")),
             "CheckHed": Table("CheckHed", CHECKHED, ("HeadNum",), indexed=("VendorNum",)),
             "APTran": Table("APTran", APTRAN, ("HeadNum", "APTranNo"), parent_keys=("HeadNum",)),
@@ -1133,7 +1142,15 @@ class EpicorSandbox(Sandbox):
         if table_name in CHILD_LISTS:
             nav, child = CHILD_LISTS[table_name]
             out[nav] = [dict(c) for c in self.children_of(table_name, row)]
+        if table_name == "POHeader":
+            out["PORels"] = [dict(c) for c in self.nav_children(table_name, "PORels", row)]
         return out
+
+    def nav_children(self, table_name: str, nav: str, row: dict[str, Any]) -> list[dict[str, Any]]:
+        """A row's children under one navigation property (a PO has lines and releases)."""
+        if table_name == "POHeader" and nav == "PORels":
+            return self.tables["PORel"].children(row["PONum"])
+        return self.children_of(table_name, row)
 
     def children_of(self, table_name: str, row: dict[str, Any]) -> list[dict[str, Any]]:
         if table_name == "Vendor":
@@ -1154,6 +1171,7 @@ class EpicorSandbox(Sandbox):
         if table_name in CHILD_LISTS:
             nav, _ = CHILD_LISTS[table_name]
             nav_children = values.pop(nav, values.pop("lines", None))
+        releases = values.pop("PORels", None) if table_name == "POHeader" else None
         keep_date = "ChangeDate" in values and "ChangeDate" in table.fields
         if table_name == "Vendor" and "VendorNum" not in values:
             existing = self._vendor_by_id(str(values.get("VendorID", "")))
@@ -1174,6 +1192,8 @@ class EpicorSandbox(Sandbox):
         row.update(self.coerce(table, values))
         if nav_children is not None:
             self._replace_children(table_name, row, nav_children)
+        if releases is not None:
+            self._replace_releases(row, releases)
         if table_name == "APInvHed":
             self._fill_invoice(row, recompute=("InvoiceAmt" not in values), new=current is None,
                                explicit_balance="InvoiceBal" in values)
@@ -1181,6 +1201,14 @@ class EpicorSandbox(Sandbox):
             self.head_seq = max(self.head_seq, int(values["HeadNum"]))
         self.write(table_name, row, user="sandbox", keep_change_date=keep_date)
         return self.export(table_name, row)
+
+    def _replace_releases(self, po: dict[str, Any], releases: list[dict[str, Any]]) -> None:
+        table = self.tables["PORel"]
+        for old in table.children(po["PONum"]):
+            table.delete(old)
+        for n, release in enumerate(releases, start=1):
+            values = {"POLine": 1, "PORelNum": n, **release, "PONum": po["PONum"]}
+            self.write("PORel", self.new_row("PORel", values), user="sandbox")
 
     def _replace_children(self, table_name: str, row: dict[str, Any], children: list[dict[str, Any]]) -> None:
         nav, child_name = CHILD_LISTS[table_name]
@@ -1514,7 +1542,7 @@ class EpicorSandbox(Sandbox):
         return row
 
     def _scope(self, entity_set: EntitySet, table: Table) -> Scope:
-        navigation = {nav: (lambda row, t=table.name: self.children_of(t, row)) for nav in entity_set.navigation}
+        navigation = {nav: (lambda row, t=table.name, n=nav: self.nav_children(t, n, row)) for nav in entity_set.navigation}
         child_tables = {nav: self.tables[child] for nav, child in entity_set.navigation.items()}
         return Scope(table, navigation, child_tables)
 
@@ -1649,7 +1677,7 @@ class EpicorSandbox(Sandbox):
                expand: list[str]) -> dict[str, Any]:
         out = {k: row[k] for k in select} if select else dict(row)
         for nav in expand:
-            out[nav] = [dict(child) for child in self.children_of(table_name, row)]
+            out[nav] = [dict(child) for child in self.nav_children(table_name, nav, row)]
         return out
 
     def _single(self, service: str, entity_set: EntitySet, table: Table, row: dict[str, Any], args: Any) -> dict[str, Any]:
@@ -1662,7 +1690,7 @@ class EpicorSandbox(Sandbox):
         if nav not in entity_set.navigation:
             raise odata_error(f"Could not find a property named '{nav}' on type 'Erp.Tablesets.{entity_set.table}Row'.")
         child_table = self.tables[entity_set.navigation[nav]]
-        children = self.children_of(entity_set.table, row)
+        children = self.nav_children(entity_set.table, nav, row)
         args = request.args
         text = args.get("$filter")
         if text:

@@ -7,7 +7,8 @@ paged with `page`/`per_page` and the `Total`/`Per-Page`/`Link` headers, `filters
 including `a...b` date ranges, soft delete with `filters[include_deleted]`, company-wide
 `origin_id` uniqueness, `PATCH .../sync` batch upserts that always answer 200 with
 `{"entities", "errors"}`, string-typed money, the hourly and spike rate-limit windows with
-`X-Rate-Limit-*` headers, and the vendor's error shapes.
+`X-Rate-Limit-*` headers (both enforced by default: 3600 per hour and the docs' 25 per 10 s;
+the `rate_limit` option sets the hourly one, and 0 turns both off), and the vendor's error shapes.
 
 Resources: vendors (company directory, near-duplicate names on purpose), projects, cost
 codes per project, line item types, purchase order contracts with line items, and direct
@@ -45,6 +46,7 @@ AUTH_CODE_TTL = 600  # authorization codes live 10 minutes
 HOURLY_LIMIT = 3600  # documented default requests per hour per app (varies per app)
 HOURLY_WINDOW = 3600.0
 SPIKE_WINDOW = 10.0  # the spike limit is counted over 10 seconds
+SPIKE_LIMIT = 25  # the rate-limiting guide's example: 25 requests per spike window (per app)
 DEFAULT_PER_PAGE = 100  # (unconfirmed) page size when per_page is absent
 MAX_PER_PAGE = 10_000  # the pagination guide's highest accepted per_page
 SYNC_MAX_ITEMS = 1000  # sync actions take at most 1000 resources per call
@@ -74,9 +76,11 @@ DC_TYPES = ("invoice", "expense", "payroll")
 DC_STATUSES = ("draft", "pending", "revise_and_resubmit", "approved")
 EXTENDED_TYPES = ("manual", "calculated")
 ACCOUNTING_METHODS = ("amount", "unit")
+# (Round 2) base_type is one of equipment, materials, commitment, owner_cost,
+# professional_services, other; the codes are company data.
 DEFAULT_LINE_ITEM_TYPES = (
-    ("L", "Labor", "labor"),
-    ("M", "Materials", "material"),
+    ("L", "Labor", "professional_services"),
+    ("M", "Materials", "materials"),
     ("E", "Equipment", "equipment"),
     ("S", "Subcontract", "commitment"),
     ("O", "Other", "other"),
@@ -367,7 +371,7 @@ class ProcoreSandbox(Sandbox):
     vendor = "procore"
 
     # Settings (changeable per instance and at run time through POST /_sandbox/settings).
-    spike_limit: int | None = None  # the docs show 25 per 10 s as an example; per app, so off unless set
+    spike_limit: int | None = SPIKE_LIMIT  # (Round 2) both windows enforced; the docs' example is 25 per 10 s
     spike_window: float = SPIKE_WINDOW
     max_per_page: int = MAX_PER_PAGE
     default_per_page: int = DEFAULT_PER_PAGE
@@ -391,6 +395,8 @@ class ProcoreSandbox(Sandbox):
         options = options or SandboxOptions()
         # options.rate_limit is the hourly limit per app; None: Procore's default; 0: off.
         self.hourly_limit: int | None = HOURLY_LIMIT if options.rate_limit is None else int(options.rate_limit)
+        if options.rate_limit == 0:  # 0: not throttled at all, the spike window included
+            self.spike_limit = None
         for name, value in settings.items():
             if name not in self.SETTINGS:
                 raise TypeError(f"unknown Procore sandbox setting {name!r}")

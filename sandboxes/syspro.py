@@ -54,7 +54,7 @@ SEED_SPREAD_SECONDS = 120 * 86400
 
 # Canonical spellings of the REST paths; requests in any letter case are folded onto these.
 REST_PATHS = (
-    "Logon", "Logoff", "GetLogonProfile", "Query/Query", "Query/Browse", "Query/Fetch",
+    "Logon", "Logoff", "GetLogonProfile", "GetVersion", "Query/Query", "Query/Browse", "Query/Fetch",
     "Transaction/Post", "Transaction/Build", "Setup/Add", "Setup/Update", "Setup/Delete",
 )
 
@@ -68,6 +68,8 @@ class SysproSettings(BaseModel):
     odata_max_page_size: int = Field(1000, ge=1)  # (unconfirmed) server-driven paging size
     allow_negative_stock: bool = False
     rate_limit: float | None = None  # calls per second; SYSPRO documents no limit
+    unlicensed_objects: list[str] = Field(default_factory=list)  # business objects this site lacks (ERROR text)
+    host_version: str = "8.0.0.31"  # what GetVersion answers (a recorded SYSPRO 7 host said 7.0.0.6)
 
 
 # ------------------------------------------------------------------------------------------
@@ -759,7 +761,8 @@ def _tables() -> dict[str, Table]:
         "ApInvoice": Table("ApInvoice", {
             "Supplier": STR, "Invoice": STR, "DocumentType": STR, "InvoiceDate": DATE, "DueDate": DATE,
             "Reference": STR, "Notation": STR, "Currency": STR, "OrigInvValue": dec(2), "TaxValue": dec(2),
-            "MthInvBal1": dec(2), "Journal": INT, "EntryNumber": INT, "LastChangeDate": DATETIME,
+            "MthInvBal1": dec(2), "Journal": INT, "EntryNumber": INT, "Branch": STR, "PostDate": DATE,
+            "LastChangeDate": DATETIME,
         }, ("Supplier", "Invoice"), "LastChangeDate"),
         "PorMasterHdr": Table("PorMasterHdr", {
             "PurchaseOrder": STR, "Supplier": STR, "OrderStatus": STR, "OrderEntryDate": DATE,
@@ -971,7 +974,8 @@ class SysproSandbox(Sandbox):
                 "Reference": f"ST-{rng.randrange(10000, 99999)}", "Notation": rng.choice(["Materials", "Parts", "Service call", ""]),
                 "Currency": "$", "OrigInvValue": value, "TaxValue": tax,
                 "MthInvBal1": value if rng.random() < 0.7 else Decimal("0.00"),
-                "Journal": self._counters["ap_journal"], "EntryNumber": i % 50 + 1, "LastChangeDate": stamp(),
+                "Journal": self._counters["ap_journal"], "EntryNumber": i % 50 + 1, "PostDate": invoice_date,
+                "LastChangeDate": stamp(),
             })
         self.tables["ApInvoice"].bulk_load(invoices)
         for row in invoices:
@@ -1150,6 +1154,10 @@ class SysproSandbox(Sandbox):
                 return text("0")
             return text(self._stale_message(user_id))
 
+        @app.get(f"{REST_BASE}/GetVersion")
+        def get_version() -> Response:
+            return text(self.settings.host_version)  # answered without a session
+
         @app.get(f"{REST_BASE}/GetLogonProfile")
         def logon_profile() -> Response:
             session = self.sessions.use(request.args.get("UserId", ""))
@@ -1262,7 +1270,7 @@ class SysproSandbox(Sandbox):
         business_object = args.get("BusinessObject", "").strip().upper()
         self.stats.bump(f"bo_{business_object or 'none'}")
         known = self.QUERY_OBJECTS | self.TRANSACTION_OBJECTS | self.SETUP_OBJECTS
-        if business_object not in known:
+        if business_object not in known or business_object in {o.upper() for o in self.settings.unlicensed_objects}:
             return f"ERROR: Business object '{business_object}' could not be found or is not licensed"
         expected = {"Query/Query": self.QUERY_OBJECTS, "Transaction/Post": self.TRANSACTION_OBJECTS,
                     "Setup/Add": self.SETUP_OBJECTS, "Setup/Update": self.SETUP_OBJECTS,
@@ -1411,7 +1419,7 @@ class SysproSandbox(Sandbox):
                 entry += 1
                 processed += 1
                 record.update({"Journal": self._counters["ap_journal"], "EntryNumber": entry,
-                               "LastChangeDate": self.clock.now()})
+                               "PostDate": self.clock.now().date(), "LastChangeDate": self.clock.now()})
                 distribution = record.pop("_distribution")
                 self.tables["ApInvoice"].upsert(record)
                 self.ledger_distribution[self.tables["ApInvoice"].pk(record)] = distribution
@@ -1498,7 +1506,8 @@ class SysproSandbox(Sandbox):
             "Reference": _text(item, "TransactionReference"), "Notation": _text(item, "Notation"),
             "Currency": supplier["Currency"] if supplier else "", "OrigInvValue": value,
             "TaxValue": (tax or Decimal("0")).quantize(Decimal("0.01")), "MthInvBal1": value,
-            "Journal": None, "EntryNumber": None, "LastChangeDate": None, "_distribution": distribution,
+            "Journal": None, "EntryNumber": None, "Branch": _text(item, "Branch"), "LastChangeDate": None,
+            "_distribution": distribution,
         }
 
     # ---- PORTOI: purchase orders --------------------------------------------------------------------

@@ -123,6 +123,7 @@ def webhook_plant(stage: Any, flow: Any) -> Any:
                            "data": {"id": rows[0]["id"]}}).encode()
         answers["first"], answers["again"] = post(body, stage.webhook_key), post(body, stage.webhook_key)
         answers["forged"] = post(body.replace(b"demo-", b"forged-"), "not-the-key-" + "0" * 20)
+        _wait_until_handled(stage.integration_id, f"demo-{flow.name}-{rows[0]['id']}")
 
     def check() -> str:
         if not answers:
@@ -134,3 +135,23 @@ def webhook_plant(stage: Any, flow: Any) -> Any:
                 "signature was refused with 401 and recorded as a security event")
 
     return Planted("a webhook delivered twice, and one with a bad signature", check, act=act)
+
+
+def _wait_until_handled(integration_id: str, event_id: str, timeout: float = 15.0) -> None:
+    """The receiver answers before it works the event; the demo's flows start after it is done,
+    so one story is told each run (the event's record is not raced by the poll's)."""
+    import time
+
+    from sqlalchemy import select
+
+    from mlconnector.db.models import InboundEvent
+    from mlconnector.db.session import session_scope
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with session_scope() as session:
+            status = session.scalar(select(InboundEvent.status).where(
+                InboundEvent.integration_id == integration_id, InboundEvent.source_event_id == event_id))
+        if status not in (None, "pending"):
+            return
+        time.sleep(0.05)

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -145,6 +146,11 @@ class SyncRecord(Base):
         UniqueConstraint("integration_id", "flow", "source_id", name="uq_sync_records_source"),
         Index("ix_sync_records_status", "status", "updated_at"),
         Index("ix_sync_records_hold", "integration_id", "hold_key"),
+        # The exceptions queue pages by (updated_at, id) over held and failed records only.
+        Index("ix_sync_records_open", "updated_at", "id", postgresql_where=text("status IN ('held', 'failed')"),
+              sqlite_where=text("status IN ('held', 'failed')")),
+        Index("ix_sync_records_open_integration", "integration_id", "updated_at", "id",
+              postgresql_where=text("status IN ('held', 'failed')"), sqlite_where=text("status IN ('held', 'failed')")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -248,6 +254,24 @@ class HoldRelease(Base):
     )
     release_key: Mapped[str] = mapped_column(String(300), primary_key=True)
     integration_id: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class TwoWayState(Base):
+    """One side of a record pair that moves in both directions (see mlconnector/echoes.py):
+    its counterpart, the shared fields both sides last agreed on, and the version our own
+    last write left on this side."""
+
+    __tablename__ = "two_way_states"
+
+    integration_id: Mapped[str] = mapped_column(ForeignKey("integrations.id"), primary_key=True)
+    entity: Mapped[str] = mapped_column(String(32), primary_key=True)
+    system: Mapped[str] = mapped_column(String(32), primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    other_system: Mapped[str] = mapped_column(String(32), nullable=False)
+    other_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    agreed: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    own_version: Mapped[str | None] = mapped_column(String(100))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, nullable=False)
 
 
 class SecurityEvent(Base):

@@ -31,13 +31,13 @@ from mlconnector.http.paginate import (
     Paginator,
     StepBackOnShrink,
 )
-from mlconnector.http.ratelimit import RateLimit, RateLimiter
+from mlconnector.http.ratelimit import QuotaHeaders, RateLimit, RateLimiter
 from mlconnector.http.runtime import HttpRuntime, get_runtime
 
 __all__ = [
     "ApiKeyAuth", "Auth", "AuthError", "BasicAuth", "ConnectorError", "CursorPaging", "FatalError", "HttpClient",
     "HttpRuntime", "KeysetPaging", "LinkHeaderPaging", "NoAuth", "NotFoundError", "OAuth2Provider", "OAuth2Settings",
-    "OffsetPaging", "Page", "PageNumberPaging", "Paginator", "RateLimit", "RateLimiter", "RetriableError",
+    "OffsetPaging", "Page", "PageNumberPaging", "Paginator", "QuotaHeaders", "RateLimit", "RateLimiter", "RetriableError",
     "RetryPolicy", "RetrySettings", "StepBackOnShrink", "Token", "TokenAuth", "TokenCache", "TokenProvider",
     "classify_response", "get_runtime",
 ]

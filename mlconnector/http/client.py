@@ -26,7 +26,7 @@ from mlconnector.http.errors import (
     RetriableError,
     classify_response,
 )
-from mlconnector.http.ratelimit import RateLimit, RateLimiter
+from mlconnector.http.ratelimit import Limits, QuotaHeaders, RateLimiter
 
 DEFAULT_TIMEOUT = (5.0, 60.0)  # (connect, read) seconds; no call may hang a worker forever
 MAX_ERROR_TEXT = 2000  # keep vendor error bodies readable in audit rows
@@ -115,13 +115,14 @@ class HttpClient:
         auth: Auth,
         session: requests.Session,
         rate_limiter: RateLimiter | None = None,
-        rate_limit: RateLimit | None = None,
+        rate_limit: Limits | None = None,
         rate_key: str = "",
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retry: RetryPolicy = RetryPolicy(),
         default_headers: Mapping[str, str] | None = None,
         error_extractor: ErrorExtractor = default_error_text,
         json_default: Callable[[Any], Any] | None = None,
+        quota_headers: QuotaHeaders | None = None,
     ) -> None:
         self.vendor = vendor
         self.base_url = base_url.rstrip("/")
@@ -137,6 +138,8 @@ class HttpClient:
         # How a JSON body spells what json cannot (a vendor's Decimals and dates); encoding
         # with it beats walking every body to convert it first.
         self.json_default = json_default
+        # Where the vendor reports its window's remaining calls: at zero the whole fleet pauses.
+        self.quota_headers = quota_headers
         self.calls = 0  # outbound attempts made by this client, for API-economy accounting
 
     def url(self, path: str) -> str:
@@ -208,6 +211,19 @@ class HttpClient:
         response = self.request(method, path, json=body, **kwargs)
         return response.json() if response.content else None
 
+    def _note_quota(self, response: requests.Response) -> None:
+        """What the vendor said of its window, shared with the fleet: a window reported spent
+        (remaining 0) or a 429's Retry-After pauses every worker's calls on this key."""
+        if self.rate_limiter is None:
+            return
+        pause = self.quota_headers.pause_seconds(response.headers) if self.quota_headers else 0.0
+        if response.status_code == 429:
+            hint = str(response.headers.get("Retry-After", "")).strip()
+            if hint.replace(".", "", 1).isdigit():
+                pause = max(pause, float(hint))
+        if pause > 0:
+            self.rate_limiter.pause(self.rate_key, pause)
+
     def _attempt(
         self,
         method: str,
@@ -258,6 +274,7 @@ class HttpClient:
         metrics.HTTP_REQUESTS.labels(
             vendor=self.vendor, endpoint=label, status=str(response.status_code)
         ).inc()
+        self._note_quota(response)
         if (accepted is not None and response.status_code in accepted) or (
             accepted is None and 200 <= response.status_code < 300
         ):

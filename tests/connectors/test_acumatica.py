@@ -512,12 +512,14 @@ def test_gl_reads_for_mapping(running):
 
 def test_check_reports_each_entity_and_a_wrong_version(running):
     steps = connect(running).check()
-    assert [s.step for s in steps] == ["sign in", "read customers", "read vendors", "read invoices", "read payments",
-                                       "read bills", "read accounts", "read subaccounts"]
+    assert [s.step for s in steps] == ["sign in", "endpoint version", "read customers", "read vendors", "read invoices",
+                                       "read payments", "read bills", "read accounts", "read subaccounts"]
     assert all(s.ok for s in steps), steps
+    assert steps[1].detail.startswith("Default/23.200.001 published")
     wrong = connect(running, endpoint_version="24.200.001").check()
     assert wrong[0].ok and not any(s.ok for s in wrong[1:])
-    assert "The endpoint Default/24.200.001 is not found" in wrong[1].detail
+    assert "does not publish endpoint Default/24.200.001; it publishes Default/23.200.001" in wrong[1].detail
+    assert "The endpoint Default/24.200.001 is not found" in wrong[2].detail
     bad = AcumaticaConnector.create({**connect(running).config.model_dump(), **FAST},
                                     {**AcumaticaConnector.settings_from_sandbox_info(running.info())[1],
                                      "password": "wrong-password"}, build_runtime("")).check()

@@ -415,7 +415,9 @@ def now() -> datetime:
 
 @pytest.fixture(scope="module")
 def big() -> Iterator[RunningSandbox]:
-    with start_sandbox(ProcoreSandbox(SandboxOptions(seed=3, records=2500))) as run:
+    # Thousands of records: an app on a plan without a spike window (the windows' own tests
+    # are in test_procore_pacing.py and the fleet tests), so paging is measured, not pacing.
+    with start_sandbox(ProcoreSandbox(SandboxOptions(seed=3, records=2500), spike_limit=None)) as run:
         yield run
 
 
@@ -437,7 +439,7 @@ def live_active_projects(running: RunningSandbox) -> set[int]:
 
 def test_full_pagination_of_thousands_of_records(big: RunningSandbox) -> None:
     control(big, "POST", "stats/reset")
-    connector = sandbox_connector(big)
+    connector = sandbox_connector(big, spike_limit=0)
     vendors = list(connector.iter_changed("vendors", None, now()))
     expected = {v["id"] for v in control(big, "GET", "entities/vendors") if v["is_active"]}
     assert len(expected) > 2000
@@ -452,7 +454,7 @@ def test_full_pagination_of_thousands_of_records(big: RunningSandbox) -> None:
 
 
 def test_a_token_expiring_mid_pagination_is_refreshed_once(big: RunningSandbox) -> None:
-    connector = sandbox_connector(big)
+    connector = sandbox_connector(big, spike_limit=0)
     control(big, "POST", "stats/reset")
     seen: list[int] = []
     for record in connector.iter_changed("vendors", None, now()):
@@ -654,9 +656,17 @@ def test_cost_codes_lookups_and_get(small: RunningSandbox) -> None:
 
 def test_check_passes_against_the_sandbox(small: RunningSandbox) -> None:
     steps = sandbox_connector(small).check()
-    assert [s.step for s in steps] == ["token", "companies", "vendors", "projects", "project_scope",
+    assert [s.step for s in steps] == ["token", "companies", "vendors", "projects", "line_item_types", "project_scope",
                                        "cost_codes", "purchase_order_contracts", "direct_costs"]
     assert all(s.ok for s in steps), steps
+    assert "M" in next(s for s in steps if s.step == "line_item_types").detail
+
+
+def test_check_names_a_configured_project_the_app_cannot_reach(small: RunningSandbox) -> None:
+    visible = control(small, "GET", "entities/projects")[0]["id"]
+    steps = sandbox_connector(small, project_ids=[visible, 999]).check()
+    scope = next(s for s in steps if s.step == "project_scope")
+    assert not scope.ok and "configured project(s) 999 are not visible" in scope.detail
 
 
 def test_check_with_a_wrong_secret_fails_without_leaking_it(small: RunningSandbox) -> None:

@@ -549,6 +549,37 @@ def test_concurrent_work_stays_within_the_seats_allowed(sb: SysproSandbox) -> No
     assert not failures and stats["peak_open_sessions"] == 1 and stats["logons"] == stats["logoffs"] == 12
 
 
+def test_two_workers_share_the_licence_seats_through_redis(sb: SysproSandbox, redis_url: str) -> None:
+    """Two connectors with runtimes of their own (as two worker processes have) and one
+    Redis: together they never hold more sessions than `max_sessions`, and every session
+    they opened is logged off."""
+    import redis
+
+    redis.Redis.from_url(redis_url).delete("mlconnector:slots:syspro:" + sb.info()["api_base"].split("/")[2] + ":EDU1")
+    settings, credentials = SysproConnector.settings_from_sandbox_info(sb.info())
+    workers = [SysproConnector.create({**settings, "retry": FAST_RETRY, "max_sessions": 2}, credentials,
+                                      build_runtime(redis_url)) for _ in range(2)]
+    failures: list[BaseException] = []
+
+    def work(connector: SysproConnector) -> None:
+        try:
+            for _ in range(3):
+                with connector.session():
+                    assert connector.find_supplier("S00005") is not None
+                    time.sleep(0.05)
+        except BaseException as exc:  # collected for the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in workers for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = sandbox_stats(sb)
+    assert not failures, failures
+    assert stats["peak_open_sessions"] == 2 and stats["logons"] == stats["logoffs"] == 18 and stats["open_sessions"] == 0
+
+
 def test_a_host_out_of_licences_is_retriable(running: Any, sb: SysproSandbox) -> None:
     requests.post(f"{running.url}/_sandbox/syspro/settings", json={"seats": 1}, timeout=5)
     credentials = sb.info()["credentials"]
@@ -587,15 +618,28 @@ def test_no_secret_or_session_id_in_any_message(running: Any, sb: SysproSandbox)
         assert not any(secret in text for secret in secrets + ["Wrong-Co-Pass-4", user_id.strip()])
 
 
-def test_check_reports_each_step(sb: SysproSandbox) -> None:
+def test_check_reports_each_step(running: Any, sb: SysproSandbox) -> None:
     steps = live(sb).check()
-    assert [s.step for s in steps] == ["logon", "read suppliers", "read ap_invoices", "read purchase_orders",
-                                       "read stock_items", "read inventory_movements", "logoff"]
-    assert all(s.ok for s in steps)
+    assert [s.step for s in steps] == ["GetVersion", "logon", "read suppliers", "read ap_invoices", "read purchase_orders",
+                                       "read stock_items", "read inventory_movements", "object APSTIN", "object PORTOI",
+                                       "object INVTMA", "object APSSSP", "logoff"]
+    assert all(s.ok for s in steps), steps
+    assert "ApSupplier.LastChangeDate answers" in steps[2].detail and "8.0.0.31" in steps[0].detail
+    # The unconfirmed facts are each a verdict: a site without the supplier object, a change
+    # column this site lacks. Both are named; nothing else fails, and the session is closed.
+    requests.post(f"{running.url}/_sandbox/syspro/settings", json={"unlicensed_objects": ["APSSSP"]}, timeout=5)
+    try:
+        steps = {s.step: s for s in live(sb, change_columns={"suppliers": "TimeStamp"}).check()}
+    finally:
+        requests.post(f"{running.url}/_sandbox/syspro/settings", json={"unlicensed_objects": []}, timeout=5)
+    failed = sorted(name for name, step in steps.items() if not step.ok)
+    assert failed == ["object APSSSP", "read suppliers"], steps
+    assert "APSSSP not confirmed" in steps["object APSSSP"].detail and "TimeStamp" in steps["read suppliers"].detail
+    assert steps["logoff"].ok and sb.sessions.open_count() == 0
     settings, credentials = SysproConnector.settings_from_sandbox_info(sb.info())
     bad = SysproConnector.create(settings, {**credentials, "operator_password": "Not-The-Password"}, build_runtime(""))
-    (step,) = bad.check()
-    assert not step.ok and "Invalid operator password" in step.detail and "Not-The-Password" not in step.detail
+    (version, step) = bad.check()
+    assert version.ok and not step.ok and "Invalid operator password" in step.detail and "Not-The-Password" not in step.detail
 
 
 def test_odata_reads_match_enet_reads_without_a_seat(sb: SysproSandbox) -> None:
@@ -607,3 +651,21 @@ def test_odata_reads_match_enet_reads_without_a_seat(sb: SysproSandbox) -> None:
     assert len(orders) == 200 and sum(len(o.lines) for o in orders) == len(sb.tables["PorMasterDetail"].rows)
     assert odata.find_supplier("S00007").supplier == "S00007"
     assert sandbox_stats(sb)["logons"] == before
+
+
+def test_new_ap_invoices_are_read_by_invoice_date_or_post_date(running: Any, sb: SysproSandbox) -> None:
+    from datetime import date
+
+    c = live(sb, page_size=7)
+    rows = sb.tables["ApInvoice"].rows.values()
+    since = sorted(r["InvoiceDate"] for r in rows)[len(rows) // 2]
+    old = next(r for r in rows if r["InvoiceDate"] < since)
+    requests.post(f"{running.url}/_sandbox/entities/ap_invoices", json={
+        "Supplier": old["Supplier"], "Invoice": old["Invoice"], "PostDate": "2026-12-07"}, timeout=5)
+    found = {(i.supplier, i.invoice) for i in c.iter_new_ap_invoices(since)}
+    wanted = {(r["Supplier"], r["Invoice"]) for r in sb.tables["ApInvoice"].rows.values()
+              if r["InvoiceDate"] >= since or (r["PostDate"] and r["PostDate"] >= since)}
+    assert found == wanted and (old["Supplier"], old["Invoice"]) in found  # dated before, posted after
+    assert len(found) < len(rows)
+    assert len(list(c.iter_new_ap_invoices(None))) == len(rows)
+    assert len(list(c.iter_new_ap_invoices(date(2100, 1, 1)))) == 0
