@@ -16,7 +16,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("MLCONNECTOR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_TEST_URL = os.environ.get("MLCONNECTOR_TEST_REDIS", "redis://127.0.0.1:6379/9")
+
+
+def _redis_test_url() -> str:
+    """One Redis db per test process (pytest-xdist's gw0, gw1): 9 and 10 by default; from a
+    given base db N (MLCONNECTOR_TEST_REDIS), N and N + 2, so two runs on two bases never meet."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+    given = os.environ.get("MLCONNECTOR_TEST_REDIS")
+    if not given:
+        return f"redis://127.0.0.1:6379/{9 + worker}"
+    base, _, db = given.rpartition("/")
+    return f"{base}/{int(db) + 2 * worker}" if db.isdigit() else given
+
+
+REDIS_TEST_URL = _redis_test_url()
 
 
 def _reset_process_state() -> None:
