@@ -27,6 +27,7 @@ SIZES = {  # name: (quick size, full size)
     "freshness": (10, 60),  # seconds of webhook events at 20/s
     "memory": (1500, 10000),  # the small backfill; the large one is ten times it
     "chaos": (60, 300),  # received purchase orders under faults, kills, a broker flush and receiver fuzz
+    "console": (20000, 100000),  # ledger rows behind the console's pages, timed against a bare Flask route
 }
 
 
@@ -60,6 +61,9 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
         "chaos": ("records_expected", "written_exactly_once", "exactly_once_ratio", "lost", "duplicated",
                   "wrong_amount_or_lines", "stuck", "held", "failed", "drain_s", "faults", "fuzz_requests",
                   "fuzz_by_class", "fuzz_5xx"),
+        "console": ("rows", "bare_ms", "overview_ms", "overview_vs_bare", "queue_first_ms", "queue_first_vs_bare",
+                    "queue_deep_ms", "queue_deep_vs_bare", "queue_deep_vs_first", "queue_filtered_vs_bare",
+                    "queue_search_vs_bare", "record_ms", "record_vs_bare", "deep_page_uses_index"),
     }[name]
     return {f"{name}.{k}": figures[k] for k in keys if k in figures}
 
@@ -72,14 +76,15 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated benchmark names to run (default: all): " + ", ".join(SIZES))
     args = parser.parse_args()
 
-    from benchmarks import (bench_acumatica, bench_api_economy, bench_chaos, bench_core, bench_freshness, bench_ingest,
-                            bench_memory, bench_pipeline, bench_procore, bench_ratelimit, bench_servicenow, bench_syspro)
+    from benchmarks import (bench_acumatica, bench_api_economy, bench_chaos, bench_console, bench_core, bench_freshness,
+                            bench_ingest, bench_memory, bench_pipeline, bench_procore, bench_ratelimit, bench_servicenow,
+                            bench_syspro)
 
     runners: dict[str, Callable[[int], dict[str, Any]]] = {
         "core": bench_core.main, "pipeline": bench_pipeline.main,
         "ingest": bench_ingest.main, "api_economy": bench_api_economy.main, "acumatica": bench_acumatica.main,
         "servicenow": bench_servicenow.main, "procore": bench_procore.main, "syspro": bench_syspro.main, "ratelimit": bench_ratelimit.main, "freshness": bench_freshness.main,
-        "memory": bench_memory.main, "chaos": bench_chaos.main,
+        "memory": bench_memory.main, "chaos": bench_chaos.main, "console": bench_console.main,
     }
     summary: dict[str, Any] = {}
     started = time.perf_counter()
@@ -91,7 +96,7 @@ def main() -> None:
         if name not in chosen:
             continue
         size = SIZES[name][0 if args.quick else 1]
-        if args.size and name not in ("core", "freshness", "memory", "chaos"):  # freshness is sized in seconds
+        if args.size and name not in ("core", "freshness", "memory", "chaos", "console"):  # freshness is sized in seconds
             size = args.size
         began = time.perf_counter()
         try:

@@ -107,6 +107,16 @@ def record_value(record: BaseModel, name: str) -> Any:
     return (record.model_extra or {}).get(name)
 
 
+def plain(value: Any) -> dict[str, Any]:
+    """A connector's model (or a mapping) as the JSON-shaped dict, in the vendor's own field
+    names, that mappings, payload snapshots and the audit trail read."""
+    if value is None:
+        return {}
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json", by_alias=True)
+    return dict(value)
+
+
 def same_value(held: Any, wanted: Any) -> bool:
     """Key values compared as the vendors compare them: text trimmed and without regard to
     case, numbers by their text (an id read as 42 matches a key given as "42")."""

@@ -812,6 +812,72 @@ def status(integration: str | None, as_json: bool) -> None:
     _print_status(integration, as_json)
 
 
+@main.command("reconcile")
+@click.argument("integration")
+@click.option("--period", help="The month, YYYY-MM (e.g. 2026-11).")
+@click.option("--from", "first", help="First day of a range, YYYY-MM-DD (with --to, instead of --period).")
+@click.option("--to", "last", help="Last day of the range, YYYY-MM-DD (included).")
+@click.option("--json", "as_json", is_flag=True, help="The report as one JSON document, for scripts.")
+@click.option("--csv", "as_csv", is_flag=True, help="The report as CSV, for the accountant's workbook.")
+def reconcile_cmd(integration: str, period: str | None, first: str | None, last: str | None, as_json: bool,
+                  as_csv: bool) -> None:
+    """Month-end tie-out: per entity, counts and totals in the source, the target (read through its
+    API) and the ledger, then every difference, classified, with the record whose trail explains it."""
+    from mlconnector import reconcile as rec
+    from mlconnector.http import ConnectorError
+
+    if as_json and as_csv:
+        _fail("choose one of --json and --csv")
+    if period and (first or last):
+        _fail("give either --period YYYY-MM or --from/--to, not both")
+    if not period and not (first and last):
+        _fail("give the period: --period YYYY-MM (e.g. 2026-11), or --from YYYY-MM-DD --to YYYY-MM-DD")
+    text = period or f"{first}..{last}"
+    try:
+        report = rec.reconcile(integration, text)
+    except (rec.PeriodError, rec.NothingToReconcile, LookupError) as error:
+        _fail(str(error))
+        return
+    except ConnectorError as error:
+        _fail(f"could not read {getattr(error, 'vendor', '') or 'a system'}: {error} "
+              f"(check that it is reachable and its credentials are right: mlconnector check {integration})")
+        return
+    if as_json:
+        click.echo(rec.to_json(report))
+    elif as_csv:
+        click.echo(rec.to_csv(report), nl=False)
+    else:
+        _print_reconciliation(report)
+
+
+def _print_reconciliation(report: Any) -> None:
+    from mlconnector.reconcile import trail_command
+
+    console.print(f"[bold]{report.integration}[/bold] ({report.pair}), {report.period}: "
+                  f"{report.start} to {report.end}, read {report.generated_at:%Y-%m-%d %H:%M} UTC")
+    table = Table("entity", "dated by", "source", "target", "ledger", "differences")
+    for e in report.entities:
+        table.add_row(f"{e.entity}" + (f"\n{e.target_scope}" if e.target_scope else ""),
+                      f"{e.source_date}\n{e.target_date}",
+                      f"{e.source_count}  {e.source_total}", f"{e.target_count}  {e.target_total}",
+                      f"{e.ledger_count}  {e.ledger_total}", str(len(e.differences)))
+    console.print(table)
+    differences = [d for e in report.entities for d in e.differences]
+    if not differences:
+        console.print("The systems agree: no difference in this period.")
+        return
+    table = Table("entity", "kind", "number", "counterpart", "source", "target", "record", "detail")
+    for d in differences:
+        table.add_row(d.entity, d.kind, d.number or d.source_ref or d.target_ref or "", d.counterpart,
+                      "" if d.source_amount is None else str(d.source_amount),
+                      "" if d.target_amount is None else str(d.target_amount),
+                      "" if d.record_id is None else str(d.record_id), d.detail)
+    console.print(table)
+    named = next((d.record_id for d in differences if d.record_id is not None), None)
+    if named is not None:
+        console.print(f"The trail of a record: {trail_command(named)}   (--csv for the workbook)")
+
+
 @main.command()
 def sweep() -> None:
     """Run the sweeper once (re-enqueue lost work, retire poison records)."""
@@ -1098,6 +1164,86 @@ def vendors_link(integration: str, source_vendor_id: str, target_vendor_id: str,
 def vendors_unlink(integration: str, source_vendor_id: str) -> None:
     """Remove a vendor link."""
     _links_unlink(integration, "vendor", source_vendor_id)
+
+
+# ---- console users ---------------------------------------------------------------------
+
+@main.group()
+def users() -> None:
+    """People who sign in to the browser console (/console): viewers see, operators act."""
+
+
+def _new_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    return click.prompt("password", hide_input=True, confirmation_prompt=True)
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["viewer", "operator"]), required=True)
+def users_add(username: str, role: str) -> None:
+    """Add USERNAME with ROLE; the password is read from a prompt (or one line of stdin), never argv."""
+    from pydantic import ValidationError
+
+    from mlconnector.db.session import session_scope
+    from mlconnector.users import NewUser, Role, UserError, add_user
+
+    try:
+        new = NewUser(username=username, password=_new_password(), role=Role(role))
+    except ValidationError as error:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
+        return
+    try:
+        with session_scope() as session:
+            add_user(session, new, actor=_actor())
+    except UserError as error:
+        _fail(str(error))
+    console.print(f"added {role} {username}; sign in at /console")
+
+
+@users.command("password")
+@click.argument("username")
+def users_password(username: str) -> None:
+    """Set USERNAME's password (prompt or one line of stdin)."""
+    from mlconnector.db.session import session_scope
+    from mlconnector.users import UserError, set_password
+
+    try:
+        with session_scope() as session:
+            set_password(session, username, _new_password(), actor=_actor())
+    except UserError as error:
+        _fail(str(error))
+    console.print(f"password of {username} changed")
+
+
+@users.command("disable")
+@click.argument("username")
+def users_disable(username: str) -> None:
+    """Stop USERNAME signing in (sessions already open end at their next request)."""
+    from mlconnector.db.session import session_scope
+    from mlconnector.users import UserError, set_active
+
+    try:
+        with session_scope() as session:
+            set_active(session, username, False, actor=_actor())
+    except UserError as error:
+        _fail(str(error))
+    console.print(f"{username} disabled")
+
+
+@users.command("list")
+def users_list() -> None:
+    """Every console user, role and last sign-in."""
+    from mlconnector.db.session import session_scope
+    from mlconnector.users import list_users
+
+    table = Table("user", "role", "active", "last sign-in")
+    with session_scope() as session:
+        for user in list_users(session):
+            table.add_row(user.username, user.role, "yes" if user.active else "no",
+                          user.last_signin_at.strftime("%Y-%m-%d %H:%M") if user.last_signin_at else "never")
+    console.print(table)
 
 
 # ---- servers ---------------------------------------------------------------------------

@@ -16,9 +16,10 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Literal, Mapping
 
 from pydantic import BaseModel
 
@@ -199,6 +200,60 @@ class FlowHandler(ABC):
 
 
 @dataclass(frozen=True)
+class ReconDocument:
+    """One document as a month-end tie-out sees it, in either system.
+
+    `key` is the document's id as the ledger stores it: a source document's is the flow's
+    source id, a target document's the target id the flow's write returns. `source_id` is the
+    source record a target document carries (an origin id, an external reference) when the
+    target keeps one; `match_key` is a documented key both sides spell alike (an invoice
+    number with its vendor), used when the ledger knows no target for a source document.
+    `counterpart_id` is the vendor or customer in the document's own system.
+    """
+
+    key: str
+    number: str
+    amount: Decimal
+    on: date  # the document's own date (invoice, bill, payment, PO date): it decides the period
+    counterpart: str = ""
+    counterpart_id: str = ""
+    source_id: str | None = None
+    match_key: str | None = None
+
+
+class Reconciler(ABC):
+    """How a flow's documents of a period are listed in both systems, for the month-end
+    reconciliation (mlconnector/reconcile.py): read through each vendor's API, period-filtered
+    where the API allows. The platform matches, classifies and totals; a pair only lists.
+
+    `start` is the first day of the period, `end` the day after its last.
+    """
+
+    entity: str = ""  # how an accountant names what moves: "inventory bills -> AP invoices"
+    source_date: str = ""  # the source document date that decides the period, in words
+    target_date: str = ""
+    counterpart_kind: str | None = None  # the link kind that says which target counterpart a source one is
+    counterpart_flow: str | None = None  # or the flow whose ledger does (a pair that writes its vendors, not links)
+
+    @abstractmethod
+    def source_documents(self, ctx: FlowContext, start: date, end: date) -> Iterable[ReconDocument]:
+        """The source system's documents of the period that this flow moves."""
+
+    @abstractmethod
+    def target_documents(self, ctx: FlowContext, start: date, end: date) -> Iterable[ReconDocument]:
+        """The target system's documents of the period, of the kind this flow writes."""
+
+    def scope(self, ctx: FlowContext) -> str:
+        """Which target documents are compared, when not all of the kind (an invoice group)."""
+        return ""
+
+    def amount_of(self, payload: Mapping[str, Any]) -> Decimal | None:
+        """A source document's amount by the same rule as `source_documents`, from the payload
+        the ledger kept when it last read it (None: the ledger's figure is the source's)."""
+        return None
+
+
+@dataclass(frozen=True)
 class Flow:
     name: str
     source: str
@@ -210,6 +265,7 @@ class Flow:
     poll_seconds: float | None = None
     prerequisites: tuple[str, ...] = ()
     description: str = ""
+    reconciler: Reconciler | None = None  # how month-end reconciliation lists this flow's documents
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     alert_webhook_url: str = Field(default="", validation_alias="MLCONNECTOR_ALERT_WEBHOOK_URL")
     alert_smtp_url: str = Field(default="", validation_alias="MLCONNECTOR_ALERT_SMTP_URL")
     alert_email_to: str = Field(default="", validation_alias="MLCONNECTOR_ALERT_EMAIL_TO")
+    # The browser console (mlconnector/console). Its session cookie is signed with this secret;
+    # unset, one is derived from the newest credential key, so every web process shares it.
+    console_secret: str = Field(default="", validation_alias="MLCONNECTOR_CONSOLE_SECRET")
+    # Secure cookies travel over HTTPS only; turn off only for a console served on plain http.
+    console_cookie_secure: bool = Field(default=True, validation_alias="MLCONNECTOR_CONSOLE_COOKIE_SECURE")
+    console_session_minutes: int = Field(default=480, ge=5, validation_alias="MLCONNECTOR_CONSOLE_SESSION_MINUTES")
+    # Sign-in attempts per client address (Flask-Limiter notation); kept in Redis when one is configured.
+    console_signin_limit: str = Field(default="10 per minute", validation_alias="MLCONNECTOR_CONSOLE_SIGNIN_LIMIT")
+    # When set, /metrics answers only with `Authorization: Bearer <token>`.
+    metrics_token: str = Field(default="", validation_alias="MLCONNECTOR_METRICS_TOKEN")
 
     @field_validator("database_url")
     @classmethod
@@ -97,6 +107,27 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """No broker configured: tasks run eagerly in this process (the embedded default)."""
         return not self.celery_broker_url
+
+    def console_signing_secret(self) -> str:
+        """The console's cookie-signing secret: set explicitly, or derived from the newest
+        credential key (so it is as secret, and the same in every web process).
+
+        With no key yet, none is made here (a key file is made only to seal the first
+        credential): this process signs with a random secret, so sessions last until it stops."""
+        if self.console_secret:
+            return self.console_secret
+        import hashlib
+        import secrets
+
+        try:
+            newest = self.fernet_keys()[0]
+        except MissingKeyError:
+            import structlog
+
+            structlog.get_logger(__name__).warning(
+                "no credential key yet: console sessions end when this process stops; set MLCONNECTOR_CONSOLE_SECRET")
+            return secrets.token_hex(32)
+        return hashlib.sha256(b"mlconnector-console-session:" + newest.encode()).hexdigest()
 
     @property
     def effective_database_url(self) -> str:

@@ -1,11 +1,18 @@
-"""The Flask app: webhook receiver, health, readiness and Prometheus metrics.
+"""The Flask app: webhook receiver, health, readiness, Prometheus metrics and the console.
+
+Only the health checks answer anyone. Webhooks answer a valid signature, /metrics a bearer
+token when MLCONNECTOR_METRICS_TOKEN is set, and every console page a signed-in user.
 
 Production: gunicorn 'mlconnector.web:create_app()'. Embedded: `mlconnector serve`.
 """
 
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify
+from typing import Any
+
+import hmac
+
+from flask import Flask, Response, jsonify, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
@@ -20,12 +27,22 @@ def create_app() -> Flask:
     # A sender's path is taken as sent: '//' is no route (a JSON 404), not an HTML redirect.
     app.url_map.merge_slashes = False
     app.register_blueprint(webhooks)
+    from mlconnector.console import init_console
+    from mlconnector.console.security import csrf
+
+    init_console(app)
+    csrf.exempt(webhooks)  # a webhook proves itself by its HMAC signature, not a browser's token
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> Response | tuple[Response, int]:
-        """Routing and method errors (a path with a slash in the id, a GET) answer in JSON too."""
+    def http_error(error: HTTPException) -> Response | tuple[Response, int] | Any:
+        """Routing and method errors (a path with a slash in the id, a GET) answer in JSON too;
+        a console page answers with a page saying what to do next."""
         if error.code is None or error.code < 400:
             return error.get_response()
+        if request.path == "/console" or request.path.startswith("/console/"):
+            from mlconnector.console.errors import http_error as console_error
+
+            return console_error(error)
         return jsonify({"error": error.description or error.name}), error.code
 
     @app.get("/healthz")
@@ -42,7 +59,14 @@ def create_app() -> Flask:
     def metrics() -> Response:
         """Every process's counts on this host and the fleet's gauges (see fleet_metrics)."""
         from mlconnector.fleet_metrics import render
+        from mlconnector.settings import get_settings
 
+        token = get_settings().metrics_token
+        if token:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return Response("metrics need the bearer token (MLCONNECTOR_METRICS_TOKEN)\n", status=401,
+                                headers={"WWW-Authenticate": "Bearer"}, content_type="text/plain")
         body, content_type = render()
         return Response(body, content_type=content_type)
 

@@ -27,13 +27,14 @@ from mappings import epicor_values as ev
 from mlconnector import ledger, releases
 from mlconnector.decisions import Decision
 from mlconnector.flows import (DocumentSummary, Flow, FlowContext, MappedRecord, Nothing, Pair, PairDemo, Plan,
-                               WriteResult)
+                               ReconDocument, Reconciler, WriteResult)
 from mlconnector.holds import Hold, TargetCondition
 from mlconnector.http import NotFoundError
 from mlconnector.policies import master_data_changes
 from mlconnector.resolver import Counterpart, Need
-from tasks.epicor_source import (EPICOR, EpicorPolled, fetch_ap_invoice,
-                                 fetch_purchase_order, fetch_vendor, invoice_source_id, plain)
+from tasks.epicor_source import (EPICOR, EpicorPolled, epicor_ap_invoices, epicor_purchase_orders, fetch_ap_invoice,
+                                 fetch_purchase_order, fetch_vendor, invoice_source_id, plain,
+                                 unmapped_account_plants)
 
 if TYPE_CHECKING:
     from mlconnector.harness import SandboxSet
@@ -374,6 +375,85 @@ class ApInvoicesHandler(DocumentHandler):
                            {"id": done.record.id, "project_id": document.project_id})
 
 
+# ---- month-end reconciliation ---------------------------------------------------------------------
+
+
+def _po_total(po: dict[str, Any]) -> Decimal:
+    """What a contract should total: the sum of the PO's live lines (the mapping's flat lines)."""
+    return sum((row["amount"] for row in m.flat_po_lines(po)), Decimal(0))
+
+
+def _invoice_total(invoice: dict[str, Any]) -> Decimal:
+    """What a direct cost should total: the sum of the invoice's lines, as the mapping writes them."""
+    lines = ev.children(invoice, "APInvDtls")
+    if not lines:
+        return ev.money(invoice.get("InvoiceAmt"))
+    return sum((ev.money(ev.amount(line, "ExtCost")) for line in lines), Decimal(0))
+
+
+class ProcoreDocuments(Reconciler):
+    """Epicor documents by their own date; Procore's in every project in scope, by theirs, keyed
+    by Procore id as written and carrying the Epicor source id in `origin_id`. Procore's lists
+    take no date filter for these fields: each project's list is read and filtered here."""
+
+    procore_entity = ""
+    procore_date = ""
+    origin_kind = ""
+    counterpart_flow = "vendors"
+
+    def target_documents(self, ctx: FlowContext, start: date, end: date) -> Iterator[ReconDocument]:
+        procore, prefix = _procore(ctx), f"{_config(ctx).origin_prefix}:{self.origin_kind}:"
+        for project_id in procore.project_ids():
+            for record in procore.iter_all(self.procore_entity, project_id):
+                row = plain(record)
+                when = row.get(self.procore_date)
+                if not when:
+                    continue
+                origin = str(row.get("origin_id") or "")
+                vendor = row.get("vendor") or {}
+                yield ReconDocument(str(row["id"]), self.number(row), ev.money(row.get("grand_total")),
+                                    date.fromisoformat(str(when)[:10]),
+                                    row.get("vendor_name") or vendor.get("name") or "",
+                                    str(row.get("vendor_id") or vendor.get("id") or ""),
+                                    source_id=origin.removeprefix(prefix) if origin.startswith(prefix) else None,
+                                    match_key=self.number(row) or None)
+
+    def number(self, row: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def scope(self, ctx: FlowContext) -> str:
+        return f"Procore {self.procore_entity.replace('_', ' ')} of the projects in scope"
+
+
+class ContractsReconciler(ProcoreDocuments):
+    entity = "purchase orders -> purchase order contracts"
+    source_date, target_date = "Epicor OrderDate", "Procore contract_date"
+    procore_entity, procore_date, origin_kind = "purchase_order_contracts", "contract_date", "po"
+
+    def source_documents(self, ctx: FlowContext, start: date, end: date) -> Iterator[ReconDocument]:
+        return epicor_purchase_orders(ctx, start, end, _po_total)
+
+    def amount_of(self, payload: Mapping[str, Any]) -> Decimal | None:
+        return _po_total(dict(payload))
+
+    def number(self, row: dict[str, Any]) -> str:
+        return str(row.get("number") or "")
+
+
+class DirectCostsReconciler(ProcoreDocuments):
+    entity = "AP invoices -> invoice direct costs"
+    source_date, target_date = "Epicor InvoiceDate", "Procore direct_cost_date"
+    procore_entity, procore_date, origin_kind = "direct_costs", "direct_cost_date", "apinvoice"
+
+    def source_documents(self, ctx: FlowContext, start: date, end: date) -> Iterator[ReconDocument]:
+        return epicor_ap_invoices(ctx, start, end, _invoice_total)
+
+    def amount_of(self, payload: Mapping[str, Any]) -> Decimal | None:
+        return _invoice_total(dict(payload))
+
+    def number(self, row: dict[str, Any]) -> str:
+        return str(row.get("invoice_number") or "")
+
 
 # ---- the pair ----------------------------------------------------------------------------------
 
@@ -438,19 +518,7 @@ def _exists(read: Callable[[], Any]) -> bool:
 def demo_plants(stage: Any) -> list[Any]:
     """The GL account most invoice lines use is left out of the cost-code map: its direct
     costs are held naming it, then mapped as a person would and written."""
-    from collections import Counter
-
-    from mlconnector.demo_stage import config_hold_plant
-
-    used = Counter(ev.gl_account(str(line.get("GLAccount") or ""))
-                   for invoice in stage.rows(EPICOR, "ap_invoices") for line in invoice.get("APInvDtls") or [])
-    if not used:
-        return []
-    account = used.most_common(1)[0][0]
-    code = stage.harness.config["cost_codes"]["by_account"].get(account)
-    stage.change_config({"cost_codes": {"by_account": {account: None}}}, f"GL account {account} left unmapped")
-    return [config_hold_plant(stage, "a GL account with no Procore cost code", "ap_invoices", f"GL account(s) {account}",
-                              {"cost_codes": {"by_account": {account: code}}}, fix_after="ap_invoices")]
+    return unmapped_account_plants(stage, "a GL account with no Procore cost code", "cost_codes")
 
 
 PAIR = Pair(
@@ -471,8 +539,9 @@ PAIR = Pair(
              handler=VendorsHandler(), poll_seconds=POLL_SECONDS),
         Flow(name="purchase_orders", source=EPICOR, source_entity="purchase_orders", target=PROCORE,
              target_entity="purchase_order_contracts", handler=PurchaseOrdersHandler(), poll_seconds=POLL_SECONDS,
-             prerequisites=("vendors",)),
+             prerequisites=("vendors",), reconciler=ContractsReconciler()),
         Flow(name="ap_invoices", source=EPICOR, source_entity="ap_invoices", target=PROCORE, target_entity="direct_costs",
-             handler=ApInvoicesHandler(), poll_seconds=POLL_SECONDS, prerequisites=("vendors",)),
+             handler=ApInvoicesHandler(), poll_seconds=POLL_SECONDS, prerequisites=("vendors",),
+             reconciler=DirectCostsReconciler()),
     ),
 )

@@ -19,20 +19,24 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime
+from datetime import date
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from connectors.servicenow import WriteResult as StagedResult
 from mappings import epicor_servicenow as m
+from mappings import epicor_values as ev
 from mlconnector import ledger, links, locks, releases
 from mlconnector.decisions import Decision
-from mlconnector.flows import (DocumentSummary, Flow, FlowContext, FlowHandler, MappedRecord, Nothing, Pair, PairDemo, Plan,
-                               SourceRecord, WriteResult)
+from mlconnector.flows import (DocumentSummary, Flow, FlowContext, MappedRecord, Nothing, Pair, PairDemo, Plan,
+                               ReconDocument, Reconciler, WriteResult)
 from mlconnector.holds import ConfigNeeded, Hold, LinkNeeded, TargetCondition
 from mlconnector.http import FatalError, NotFoundError
 from mlconnector.policies import master_data_changes
-from mlconnector.positions import Position
 from mlconnector.resolver import Counterpart, CounterpartKind, Need, TargetRecord
+from tasks.epicor_source import EpicorPolled as EpicorSourced
+from tasks.epicor_source import (epicor, epicor_ap_invoices, epicor_purchase_orders, fetch_ap_invoice, invoice_source_id,
+                                 plain, unmapped_account_plants)
 
 if TYPE_CHECKING:
     from mlconnector.harness import SandboxSet
@@ -56,18 +60,6 @@ def _config(ctx: FlowContext) -> m.EpicorServiceNowConfig:
 
 def _sn(ctx: FlowContext) -> Any:
     return ctx.connectors[SN]
-
-
-def _epicor(ctx: FlowContext) -> Any:
-    return ctx.connectors[EPICOR]
-
-
-def _plain(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json", by_alias=True)
-    return dict(value)
 
 
 # ---- reference data: ServiceNow cost centers -----------------------------------------------------
@@ -129,7 +121,7 @@ class ServiceNowSuppliers(CounterpartKind):
         return [self._record(r) for r in rows if str(r.get("active", "true")) != "false"]
 
     def create(self, ctx: FlowContext, need: Need) -> TargetRecord:
-        vendor = _plain(_epicor(ctx).get_vendor(int(need.source_id), with_banks=True))
+        vendor = plain(epicor(ctx).get_vendor(int(need.source_id), with_banks=True))
         if not vendor:
             raise NotFoundError(f"Epicor vendor {need.source_id} not found", vendor=EPICOR, status=404)
         document: m.StagedDocument = m.map_supplier(vendor, _config(ctx)).document  # type: ignore[assignment]
@@ -144,7 +136,7 @@ class ServiceNowSuppliers(CounterpartKind):
         return self._record(row) if row else None
 
     def get_source(self, ctx: FlowContext, source_id: str) -> TargetRecord | None:
-        vendor = _plain(_epicor(ctx).get_vendor(int(source_id)))
+        vendor = plain(epicor(ctx).get_vendor(int(source_id)))
         return TargetRecord(str(vendor["VendorNum"]), vendor.get("Name") or "", vendor.get("VendorID") or "", vendor) if vendor else None
 
     def search(self, ctx: FlowContext, text: str) -> list[TargetRecord]:
@@ -311,33 +303,8 @@ WRITES = StagedWrites()
 # ---- handlers ------------------------------------------------------------------------------------
 
 
-class EpicorPolled(FlowHandler):
-    """Flows reading one Epicor entity by its change field: ChangeDate where the table has it
-    (a timestamp position), SysRevID otherwise (a cursor position)."""
-
-    entity: str = ""
-    noun: str = "record"
-
-    def version(self, source: Any) -> str | None:
-        """The header's SysRevID and the highest of its lines': a line edit is a new version."""
-        revs = [int(source.get("SysRevID") or 0)]
-        revs += [int(l.get("SysRevID") or 0) for l in (source.get("lines") or source.get("PODetails") or
-                                                         source.get("APInvDtls") or [])]
-        return ".".join(str(r) for r in (revs[0], max(revs))) if revs[0] else None
-
-    def changed(self, ctx: FlowContext, since: Position, until: datetime) -> Iterator[SourceRecord]:
-        epicor = _epicor(ctx)
-        if epicor.change_field(self.entity) == "ChangeDate":
-            for record in epicor.iter_changed(self.entity, since.at, until):
-                row = _plain(record)
-                yield SourceRecord(self.source_id(row), self.version(row))
-            return
-        for record in epicor.iter_changed_since_rev(self.entity, int(since.cursor) if since.cursor else None):
-            row = _plain(record)
-            yield SourceRecord(self.source_id(row), self.version(row), cursor=str(row["SysRevID"]))
-
-    def source_id(self, row: Mapping[str, Any]) -> str:
-        raise NotImplementedError
+class EpicorPolled(EpicorSourced):
+    """Epicor records polled by their change field and staged into ServiceNow idempotently."""
 
     def plan(self, ctx: FlowContext, mapped: MappedRecord, known_target_id: str | None) -> Plan:
         return WRITES.plan(ctx, mapped.document, known_target_id)  # type: ignore[arg-type]
@@ -356,8 +323,8 @@ class VendorsHandler(EpicorPolled):
         return str(row["VendorNum"])
 
     def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
-        vendor = _epicor(ctx).get_vendor(int(source_id), with_banks=True)
-        return _plain(vendor) if vendor is not None else None
+        vendor = epicor(ctx).get_vendor(int(source_id), with_banks=True)
+        return plain(vendor) if vendor is not None else None
 
     def summarize(self, payload: dict[str, Any]) -> DocumentSummary:
         return DocumentSummary(f"vendor {payload.get('VendorID') or payload.get('VendorNum') or ''}", payload.get("Name") or "")
@@ -464,7 +431,7 @@ class PurchaseOrdersHandler(DocumentHandler):
 
     def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
         try:
-            return _plain(_epicor(ctx).get("purchase_orders", int(source_id)))
+            return plain(epicor(ctx).get("purchase_orders", int(source_id)))
         except NotFoundError:
             return None
 
@@ -489,12 +456,10 @@ class ApInvoicesHandler(DocumentHandler):
     noun = "AP invoice"
 
     def source_id(self, row: Mapping[str, Any]) -> str:
-        return f"{row['VendorNum']}/{row['InvoiceNum']}"
+        return invoice_source_id(row)
 
     def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
-        vendor_num, _, invoice_num = source_id.partition("/")
-        invoice = _epicor(ctx).get_ap_invoice(int(vendor_num), invoice_num)
-        return _plain(invoice) if invoice is not None else None
+        return fetch_ap_invoice(ctx, source_id)
 
     def document_date(self, source: Any) -> Any:
         return source.get("InvoiceDate")
@@ -513,6 +478,68 @@ class ApInvoicesHandler(DocumentHandler):
             if value is not None:
                 centers[account] = m.CostCenterRef(value, COST_CENTERS.lookup(ctx, value))
         return m.map_ap_invoice(source, config, _supplier_ref(counterparts["supplier"]), centers)
+
+
+# ---- month-end reconciliation ---------------------------------------------------------------------
+
+
+def _po_total(po: dict[str, Any]) -> Decimal:
+    """A PO's total as the mapping stages it: TotalOrder, else the sum of its lines."""
+    return ev.money(m.amount(po, "TotalOrder") or sum((m.amount(l, "ExtCost") for l in po.get("PODetails") or []),
+                                                       Decimal(0)))
+
+
+def _invoice_total(invoice: dict[str, Any]) -> Decimal:
+    return ev.money(m.amount(invoice, "InvoiceAmt"))
+
+
+class ServiceNowDocuments(Reconciler):
+    """Epicor documents by their own date; the S2P target records by theirs (order_date,
+    invoice_date) with this integration's `erp_source`, keyed by sys_id as written and found by
+    the documented key the transform keeps (erp_number, external_invoice_number)."""
+
+    kind = ""
+    sn_date = ""
+    sn_number = ""
+    counterpart_kind = "supplier"
+    counterpart_flow = "vendors"
+
+    def target_documents(self, ctx: FlowContext, start: date, end: date) -> Iterator[ReconDocument]:
+        sn = _sn(ctx)
+        for row in sn.iter_dated(sn.target_table(self.kind), self.sn_date, start, end, {"erp_source": _config(ctx).erp_source}):
+            if not row.get(self.sn_date):
+                continue
+            number = str(row.get(self.sn_number) or "")
+            yield ReconDocument(str(row["sys_id"]), number or str(row.get("number") or ""), ev.money(row.get("total_amount")),
+                                date.fromisoformat(str(row[self.sn_date])[:10]), str(row.get("supplier") or ""),
+                                str(row.get("supplier") or ""), match_key=number or None)
+
+    def scope(self, ctx: FlowContext) -> str:
+        return f"ServiceNow {self.kind.replace('_', ' ')}s with erp_source {_config(ctx).erp_source}"
+
+
+class PurchaseOrdersReconciler(ServiceNowDocuments):
+    entity = "purchase orders -> purchase orders"
+    source_date, target_date = "Epicor OrderDate", "ServiceNow order_date"
+    kind, sn_date, sn_number = "purchase_order", "order_date", "erp_number"
+
+    def source_documents(self, ctx: FlowContext, start: date, end: date) -> Iterator[ReconDocument]:
+        return epicor_purchase_orders(ctx, start, end, _po_total)
+
+    def amount_of(self, payload: Mapping[str, Any]) -> Decimal | None:
+        return _po_total(dict(payload))
+
+
+class ApInvoicesReconciler(ServiceNowDocuments):
+    entity = "AP invoices -> invoices"
+    source_date, target_date = "Epicor InvoiceDate", "ServiceNow invoice_date"
+    kind, sn_date, sn_number = "invoice", "invoice_date", "external_invoice_number"
+
+    def source_documents(self, ctx: FlowContext, start: date, end: date) -> Iterator[ReconDocument]:
+        return epicor_ap_invoices(ctx, start, end, _invoice_total)
+
+    def amount_of(self, payload: Mapping[str, Any]) -> Decimal | None:
+        return _invoice_total(dict(payload))
 
 
 # ---- the pair ------------------------------------------------------------------------------------
@@ -559,19 +586,9 @@ def demo_plants(stage: Any) -> list[Any]:
     """The GL account most invoice lines use is left out of the cost-center map (invoices held
     naming it, then mapped as a person would); a PO re-sent after the ledger forgot its
     ServiceNow record finds it on the stock instance instead of staging a second."""
-    from collections import Counter
+    from mlconnector.demo_stage import NotHandled, Planted
 
-    from mlconnector.demo_stage import NotHandled, Planted, config_hold_plant
-
-    used = Counter(m.gl_account(str(line.get("GLAccount") or ""))
-                   for invoice in stage.rows(EPICOR, "ap_invoices") for line in invoice.get("APInvDtls") or [])
-    plants = []
-    if used:
-        account = used.most_common(1)[0][0]
-        center = stage.harness.config["cost_centers"]["by_account"].get(account)
-        stage.change_config({"cost_centers": {"by_account": {account: None}}}, f"GL account {account} left unmapped")
-        plants.append(config_hold_plant(stage, "an unmapped GL account", "ap_invoices", f"GL account(s) {account}",
-                                        {"cost_centers": {"by_account": {account: center}}}, fix_after="ap_invoices"))
+    plants = unmapped_account_plants(stage, "an unmapped GL account", "cost_centers")
     resent: dict[str, Any] = {}
 
     def resend() -> None:
@@ -606,8 +623,9 @@ PAIR = Pair(
              handler=VendorsHandler(), poll_seconds=POLL_SECONDS),
         Flow(name="purchase_orders", source=EPICOR, source_entity="purchase_orders", target=SN,
              target_entity="purchase_orders", handler=PurchaseOrdersHandler(), poll_seconds=POLL_SECONDS,
-             prerequisites=("vendors",)),
+             prerequisites=("vendors",), reconciler=PurchaseOrdersReconciler()),
         Flow(name="ap_invoices", source=EPICOR, source_entity="ap_invoices", target=SN, target_entity="invoices",
-             handler=ApInvoicesHandler(), poll_seconds=POLL_SECONDS, prerequisites=("vendors",)),
+             handler=ApInvoicesHandler(), poll_seconds=POLL_SECONDS, prerequisites=("vendors",),
+             reconciler=ApInvoicesReconciler()),
     ),
 )

@@ -11,7 +11,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Callable, Iterator, Mapping
 
-from mlconnector.flows import FlowContext, FlowHandler, SourceRecord
+from connectors.base import plain
+from mlconnector.flows import FlowContext, FlowHandler, ReconDocument, SourceRecord
 from mlconnector.http import NotFoundError
 from mlconnector.positions import Position
 
@@ -20,15 +21,6 @@ EPICOR = "epicor"
 
 def epicor(ctx: FlowContext) -> Any:
     return ctx.connectors[EPICOR]
-
-
-def plain(value: Any) -> dict[str, Any]:
-    """A connector model (or dict) as the JSON-shaped dict mappings and the audit trail read."""
-    if value is None:
-        return {}
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json", by_alias=True)
-    return dict(value)
 
 
 class EpicorPolled(FlowHandler):
@@ -41,7 +33,7 @@ class EpicorPolled(FlowHandler):
     def version(self, source: Any) -> str | None:
         """The header's SysRevID and the highest of its lines' (and releases'): a line edit is a new version."""
         revs = [int(source.get("SysRevID") or 0)]
-        for nav in ("lines", "PODetails", "APInvDtls", "PORels"):
+        for nav in ("lines", "PODetails", "APInvDtls", "PORels"):  # a vendor's banks are not: its poll reads none
             revs += [int(l.get("SysRevID") or 0) for l in (source.get(nav) or [])]
         return ".".join(str(r) for r in (revs[0], max(revs))) if revs[0] else None
 
@@ -81,3 +73,55 @@ def fetch_ap_invoice(ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
     vendor_num, _, invoice_num = source_id.partition("/")
     invoice = epicor(ctx).get_ap_invoice(int(vendor_num), invoice_num)
     return plain(invoice) if invoice is not None else None
+
+
+
+# ---- the demo: an unmapped GL account ------------------------------------------------------------
+
+
+def unmapped_account_plants(stage: Any, case: str, map_key: str) -> list[Any]:
+    """The GL account most Epicor AP invoice lines use is left out of the config's
+    `<map_key>.by_account` map: its invoices are held naming it, then, after the ap_invoices
+    flow, the account is mapped again as a person would, and they are written."""
+    from collections import Counter
+
+    from mappings.epicor_values import gl_account
+    from mlconnector.demo_stage import config_hold_plant
+
+    used = Counter(gl_account(str(line.get("GLAccount") or ""))
+                   for invoice in stage.rows(EPICOR, "ap_invoices") for line in invoice.get("APInvDtls") or [])
+    if not used:
+        return []
+    account = used.most_common(1)[0][0]
+    value = stage.harness.config[map_key]["by_account"].get(account)
+    stage.change_config({map_key: {"by_account": {account: None}}}, f"GL account {account} left unmapped")
+    return [config_hold_plant(stage, case, "ap_invoices", f"GL account(s) {account}",
+                              {map_key: {"by_account": {account: value}}}, fix_after="ap_invoices")]
+
+# ---- month-end reconciliation: Epicor documents of a period -------------------------------------
+
+
+def _day(value: Any) -> date:
+    return value if isinstance(value, date) and not isinstance(value, datetime) else date.fromisoformat(str(value)[:10])
+
+
+def epicor_purchase_orders(ctx: FlowContext, start: date, end: date,
+                           amount: Callable[[dict[str, Any]], Decimal]) -> Iterator[ReconDocument]:
+    """Epicor POs by their OrderDate (an OData $filter on it), with their lines; `amount` is what
+    the pair moves of each."""
+    for record in epicor(ctx).iter_dated("purchase_orders", "OrderDate", start, end):
+        po = plain(record)
+        if po.get("OrderDate"):
+            yield ReconDocument(str(po["PONum"]), str(po["PONum"]), amount(po), _day(po["OrderDate"]),
+                                po.get("VendorName") or "", str(po.get("VendorNum") or ""), match_key=str(po["PONum"]))
+
+
+def epicor_ap_invoices(ctx: FlowContext, start: date, end: date,
+                       amount: Callable[[dict[str, Any]], Decimal]) -> Iterator[ReconDocument]:
+    """Epicor AP invoices by their InvoiceDate (an OData $filter on it), with their lines."""
+    for record in epicor(ctx).iter_dated("ap_invoices", "InvoiceDate", start, end):
+        invoice = plain(record)
+        if invoice.get("InvoiceDate"):
+            yield ReconDocument(invoice_source_id(invoice), str(invoice["InvoiceNum"]), amount(invoice),
+                                _day(invoice["InvoiceDate"]), invoice.get("VendorNumName") or "",
+                                str(invoice.get("VendorNum") or ""), match_key=str(invoice["InvoiceNum"]))

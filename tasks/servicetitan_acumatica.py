@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from mappings import servicetitan_acumatica as m
 from mlconnector import ledger, releases
 from mlconnector.flows import (DocumentSummary, Flow, FlowContext, MappedRecord, Nothing, Pair, PairDemo, Plan,
+                               ReconDocument, Reconciler,
                                SourceRecord, WriteResult)
 from mlconnector.holds import Hold, TargetCondition
 from mlconnector.http import NotFoundError
 from mlconnector.policies import master_data_changes
 from mlconnector.positions import Position
 from mlconnector.resolver import Counterpart, CounterpartKind, Need, TargetRecord
-from tasks.servicetitan_source import ServiceTitanSourced, received_bills, webhook_plant
+from tasks.servicetitan_source import ServiceTitanSourced, day_of, received_bills, st_documents, webhook_plant
 from tasks.servicetitan_source import plain as _plain
 
 if TYPE_CHECKING:
@@ -447,6 +448,102 @@ class InventoryBillsHandler(DocumentHandler):
 # ---- the pair -------------------------------------------------------------------------------------
 
 
+# ---- month-end reconciliation ---------------------------------------------------------------------
+
+
+def _bill_total(bill: dict[str, Any]) -> Decimal:
+    """An AP bill's total as the mapping writes it: the bill amount, else its lines, tax and freight."""
+    total = m.money(bill.get("billAmount"))
+    if total:
+        return total
+    lines = sum((m.money(Decimal(str(i.get("cost") or 0)) * Decimal(str(i.get("quantity") or 0)))
+                 for i in bill.get("items") or []), Decimal(0))
+    return lines + m.money(bill.get("taxAmount")) + m.money(bill.get("shippingAmount"))
+
+
+class AcumaticaDocuments(Reconciler):
+    """ServiceTitan documents by their own date; Acumatica documents of one type by theirs, keyed
+    Type/ReferenceNbr as written and carrying the ServiceTitan number (CustomerOrder, VendorRef)
+    or payment id (ExternalRef)."""
+
+    st_entity = ""
+    st_date = ""
+    party = "customer"
+    acu_entity = ""
+    acu_type = ""
+    acu_date = "Date"
+    acu_party = "Customer"
+    acu_number = "CustomerOrder"
+
+    def __init__(self, entity: str, counterpart_kind: str) -> None:
+        self.entity = entity
+        self.counterpart_kind = counterpart_kind
+        self.source_date = f"ServiceTitan {self.st_date}"
+        self.target_date = f"Acumatica {self.acu_date}"
+
+    def amount(self, row: dict[str, Any]) -> Decimal:
+        return m.money(row.get("total"))
+
+    def amount_of(self, payload: Mapping[str, Any]) -> Decimal | None:
+        return self.amount(dict(payload))
+
+    def number(self, row: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def source_documents(self, ctx: FlowContext, start: date, end: date) -> Iterator[ReconDocument]:
+        return st_documents(ctx, self.st_entity, start, end, date_field=self.st_date, amount=self.amount,
+                            number=self.number, party=self.party)
+
+    def target_documents(self, ctx: FlowContext, start: date, end: date) -> Iterator[ReconDocument]:
+        for record in _acu(ctx).iter_dated(self.acu_entity, self.acu_date, start, end, where=f"Type eq '{self.acu_type}'"):
+            row = record.model_dump(mode="json")
+            if not row.get(self.acu_date):
+                continue
+            yield self.target_document(row)
+
+    def target_document(self, row: dict[str, Any]) -> ReconDocument:
+        number = row.get(self.acu_number) or ""
+        return ReconDocument(f"{row['Type']}/{row['ReferenceNbr']}", number or row["ReferenceNbr"],
+                             m.money(row.get("Amount")), day_of(row[self.acu_date]), row.get(self.acu_party) or "",
+                             row.get(self.acu_party) or "", match_key=number or None)
+
+    def scope(self, ctx: FlowContext) -> str:
+        return f"Acumatica {self.acu_entity} of type {self.acu_type}"
+
+
+class InvoicesReconciler(AcumaticaDocuments):
+    st_entity, st_date, acu_entity, acu_type = "invoices", "invoiceDate", "invoices", "Invoice"
+
+    def number(self, row: dict[str, Any]) -> str:
+        return m.invoice_reference(row)
+
+
+class BillsReconciler(AcumaticaDocuments):
+    st_entity, st_date, party = "inventory_bills", "billDate", "vendor"
+    acu_entity, acu_type, acu_party, acu_number = "bills", "Bill", "Vendor", "VendorRef"
+
+    def amount(self, row: dict[str, Any]) -> Decimal:
+        return _bill_total(row)
+
+    def number(self, row: dict[str, Any]) -> str:
+        return m.bill_reference(row)
+
+
+class PaymentsReconciler(AcumaticaDocuments):
+    st_entity, st_date, acu_entity, acu_type = "payments", "date", "payments", "Payment"
+    acu_date, acu_party, acu_number = "ApplicationDate", "CustomerID", "ExternalRef"
+
+    def number(self, row: dict[str, Any]) -> str:
+        return m.payment_reference(row)
+
+    def target_document(self, row: dict[str, Any]) -> ReconDocument:
+        reference = row.get("ExternalRef") or ""
+        origin = reference.removeprefix("ST-PAY-") if reference.startswith("ST-PAY-") else None
+        return ReconDocument(f"{row['Type']}/{row['ReferenceNbr']}", reference or row["ReferenceNbr"],
+                             m.money(row.get("PaymentAmount")), day_of(row["ApplicationDate"]), row.get("CustomerID") or "",
+                             row.get("CustomerID") or "", source_id=origin, match_key=reference or None)
+
+
 def sandbox_config(sandboxes: "SandboxSet") -> dict[str, Any]:
     """A working config against the sandboxes: every seeded ServiceTitan business unit on an
     active Acumatica subaccount, customers and vendors created when missing."""
@@ -511,13 +608,15 @@ PAIR = Pair(
              poll_seconds=CATCH_UP_POLL_SECONDS),
         Flow(name="invoices", source=ST, source_entity="invoices", target=ACU, target_entity="ar_invoices",
              handler=InvoicesHandler(), webhook_events=("invoice.created", "invoice.updated"),
-             poll_seconds=CATCH_UP_POLL_SECONDS, prerequisites=("customers",)),
+             poll_seconds=CATCH_UP_POLL_SECONDS, prerequisites=("customers",),
+             reconciler=InvoicesReconciler("job invoices -> AR invoices", "customer")),
         Flow(name="payments", source=ST, source_entity="payments", target=ACU, target_entity="payments",
              handler=PaymentsHandler(), webhook_events=("payment.created", "payment.updated"),
-             poll_seconds=CATCH_UP_POLL_SECONDS, prerequisites=("invoices",)),
+             poll_seconds=CATCH_UP_POLL_SECONDS, prerequisites=("invoices",),
+             reconciler=PaymentsReconciler("payments -> payments", "customer")),
         Flow(name="inventory_bills", source=ST, source_entity="inventory_bills", target=ACU, target_entity="ap_bills",
              handler=InventoryBillsHandler(),
              webhook_events=("inventory-bill.created", "inventory-bill.updated", "purchase-order.created", "purchase-order.updated"),
-             poll_seconds=CATCH_UP_POLL_SECONDS),
+             poll_seconds=CATCH_UP_POLL_SECONDS, reconciler=BillsReconciler("inventory bills -> AP bills", "vendor")),
     ),
 )

@@ -17,11 +17,11 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from connectors.epicor import InvoiceDifferences, compare_ap_invoice, wanted_invoice_lines
+from connectors.epicor import InvoiceDifferences, compare_ap_invoice, odata_string, wanted_invoice_lines
 from mappings import servicetitan_epicor as m
 from mlconnector import ledger, links
 from mlconnector.flows import (DocumentSummary, Flow, FlowContext, FlowHandler, MappedRecord, Nothing, Pair, PairDemo, Plan,
-                               SourceRecord, WriteResult)
+                               ReconDocument, Reconciler, SourceRecord, WriteResult)
 from mlconnector.holds import Hold, TargetCondition
 from mlconnector.http import NotFoundError
 from mlconnector.policies import master_data_changes
@@ -378,6 +378,93 @@ class EpicorVendorsHandler(FlowHandler):
             yield SourceRecord(str(row["VendorNum"]), str(row.get("SysRevID") or "") or None)
 
 
+# ---- month-end reconciliation ---------------------------------------------------------------------
+
+
+def _bill_amount(bill: dict[str, Any]) -> Decimal:
+    """What the bill's AP invoice should total: the bill amount, else its lines, tax and freight
+    (the mapping's rule)."""
+    total = m.money(bill.get("billAmount"))
+    if total:
+        return total
+    lines = sum((m.money(i.get("cost")) * m.quantity(i.get("quantity")) for i in bill.get("items") or []), Decimal(0))
+    return (lines + m.money(bill.get("taxAmount")) + m.money(bill.get("shippingAmount"))).quantize(Decimal("0.01"))
+
+
+def _day(value: Any) -> date:
+    return value if isinstance(value, date) and not isinstance(value, datetime) else date.fromisoformat(str(value)[:10])
+
+
+class BillsReconciler(Reconciler):
+    """ServiceTitan inventory bills by bill date; Epicor AP invoices by invoice date (the bill
+    date, as mapped) in the integration's invoice group, keyed VendorNum/InvoiceNum as written."""
+
+    entity = "inventory bills -> AP invoices"
+    source_date = "ServiceTitan billDate"
+    target_date = "Epicor InvoiceDate"
+    counterpart_kind = "vendor"
+
+    def source_documents(self, ctx: FlowContext, start: date, end: date) -> Iterator[ReconDocument]:
+        for record in ctx.connectors[ST].iter_dated("inventory_bills", start, end):  # type: ignore[attr-defined]
+            bill = _plain(record)
+            vendor = bill.get("vendor") or {}
+            yield ReconDocument(str(bill["id"]), m.invoice_number(bill), _bill_amount(bill), _day(bill["billDate"]),
+                                vendor.get("name") or "", str(vendor.get("id") or ""), match_key=m.invoice_number(bill))
+
+    def target_documents(self, ctx: FlowContext, start: date, end: date) -> Iterator[ReconDocument]:
+        group = odata_string(_config(ctx).invoice_group)
+        rows = ctx.connectors[EPICOR].iter_dated("ap_invoices", "InvoiceDate", start, end,  # type: ignore[attr-defined]
+                                                 where=f"GroupID eq {group}")
+        for record in rows:
+            invoice = _plain(record)
+            if not invoice.get("InvoiceDate"):
+                continue
+            yield ReconDocument(f"{invoice['VendorNum']}/{invoice['InvoiceNum']}", invoice["InvoiceNum"],
+                                m.money(invoice.get("InvoiceAmt")), _day(invoice["InvoiceDate"]),
+                                invoice.get("VendorNumName") or "", str(invoice["VendorNum"]), match_key=invoice["InvoiceNum"])
+
+    def scope(self, ctx: FlowContext) -> str:
+        return f"Epicor AP invoices in group {_config(ctx).invoice_group}"
+
+    def amount_of(self, payload: Mapping[str, Any]) -> Decimal | None:
+        return _bill_amount(dict(payload))
+
+
+PAYMENT_REFERENCE_PREFIX = "ST-PAY-"  # the mapping's XRefCheckNum: the ServiceTitan payment id follows it
+
+
+class PaymentsReconciler(Reconciler):
+    """ServiceTitan AP payments by payment date; Epicor AP payments by check date, keyed by the
+    external reference (XRefCheckNum) the write sets, which carries the ServiceTitan payment id."""
+
+    entity = "AP payments -> AP payments"
+    source_date = "ServiceTitan payment date"
+    target_date = "Epicor CheckDate"
+    counterpart_kind = "vendor"
+
+    def source_documents(self, ctx: FlowContext, start: date, end: date) -> Iterator[ReconDocument]:
+        for record in ctx.connectors[ST].iter_dated("ap_payments", start, end):  # type: ignore[attr-defined]
+            payment = _plain(record)
+            vendor = payment.get("vendor") or {}
+            reference = f"{PAYMENT_REFERENCE_PREFIX}{payment['id']}"
+            yield ReconDocument(str(payment["id"]), reference, m.money(payment.get("amount")), _day(payment["date"]),
+                                vendor.get("name") or "", str(vendor.get("id") or ""), match_key=reference)
+
+    def target_documents(self, ctx: FlowContext, start: date, end: date) -> Iterator[ReconDocument]:
+        for record in ctx.connectors[EPICOR].iter_dated("ap_payments", "CheckDate", start, end):  # type: ignore[attr-defined]
+            payment = _plain(record)
+            reference = payment.get("XRefCheckNum") or ""
+            if not payment.get("CheckDate") or payment.get("Voided"):
+                continue
+            origin = reference[len(PAYMENT_REFERENCE_PREFIX):] if reference.startswith(PAYMENT_REFERENCE_PREFIX) else None
+            yield ReconDocument(reference or f"HeadNum {payment['HeadNum']}", reference or str(payment.get("CheckNum") or ""),
+                                m.money(payment.get("CheckAmt")), _day(payment["CheckDate"]), payment.get("Name") or "",
+                                str(payment.get("VendorNum") or ""), source_id=origin, match_key=reference or None)
+
+    def amount_of(self, payload: Mapping[str, Any]) -> Decimal | None:
+        return m.money(payload.get("amount"))
+
+
 def sandbox_config(sandboxes: "SandboxSet") -> dict[str, Any]:
     """A working config against the sandboxes: name matching, vendors created when missing,
     one GL account per line kind (the demo's, the tests' and the benchmarks' starting point)."""
@@ -432,10 +519,10 @@ PAIR = Pair(
         Flow(name="inventory_bills", source=ST, source_entity="inventory_bills", target=EPICOR, target_entity="ap_invoices",
              handler=InventoryBillsHandler(),
              webhook_events=("inventory-bill.created", "inventory-bill.updated", "purchase-order.created", "purchase-order.updated"),
-             poll_seconds=CATCH_UP_POLL_SECONDS, prerequisites=("vendors",)),
+             poll_seconds=CATCH_UP_POLL_SECONDS, prerequisites=("vendors",), reconciler=BillsReconciler()),
         Flow(name="ap_payments", source=ST, source_entity="ap_payments", target=EPICOR, target_entity="ap_payments",
              handler=ApPaymentsHandler(), webhook_events=("ap-payment.created",),
-             poll_seconds=CATCH_UP_POLL_SECONDS, prerequisites=("inventory_bills",)),
+             poll_seconds=CATCH_UP_POLL_SECONDS, prerequisites=("inventory_bills",), reconciler=PaymentsReconciler()),
         Flow(name="epicor_vendors", source=EPICOR, source_entity="vendors", target=ST, target_entity="vendors",
              handler=EpicorVendorsHandler(), poll_seconds=EPICOR_VENDOR_POLL_SECONDS, prerequisites=("vendors",)),
     ),

@@ -8,24 +8,17 @@ subclasses `ServiceTitanSourced` and sets the entity and how its screens name it
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any, Callable, Iterator
 
-from mlconnector.flows import DocumentSummary, FlowContext, FlowHandler, SourceRecord
+from connectors.base import plain
+from mlconnector.flows import DocumentSummary, FlowContext, FlowHandler, ReconDocument, SourceRecord
 from mlconnector.http import NotFoundError
 from mlconnector.positions import Position
 
 ST = "servicetitan"
 PO_STATUSES_BEFORE_RECEIPT = frozenset({"Pending", "Sent"})  # nothing received, so no bill to look for
-
-
-def plain(value: Any) -> dict[str, Any]:
-    """A connector's model or mapping as a JSON-ready dict (ServiceTitan's field names)."""
-    if value is None:
-        return {}
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json", by_alias=True)
-    return dict(value)
 
 
 def st_version(record: dict[str, Any]) -> str | None:
@@ -92,6 +85,30 @@ def received_bills(ctx: FlowContext, data: dict[str, Any], becomes: str) -> list
     if not bills:
         ctx.audit("noted", f"purchase order {po_id} has no inventory bill yet; its {becomes} follows its receipt")
     return [SourceRecord(str(plain(b)["id"]), st_version(plain(b))) for b in bills]
+
+
+# ---- month-end reconciliation: ServiceTitan documents of a period -----------------------------
+
+
+def day_of(value: Any) -> date:
+    """A document date as its day: a date, a datetime (UTC) or ISO text."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+def st_documents(ctx: FlowContext, entity: str, start: date, end: date, *, date_field: str,
+                 amount: Callable[[dict[str, Any]], Decimal], number: Callable[[dict[str, Any]], str],
+                 party: str = "vendor") -> Iterator[ReconDocument]:
+    """ServiceTitan documents of `entity` dated in the period (its list's own date filter), as a
+    reconciliation reads them; `number` is also the documented key the target carries."""
+    for record in ctx.connectors[ST].iter_dated(entity, start, end):  # type: ignore[attr-defined]
+        row = plain(record)
+        who = row.get(party) if isinstance(row.get(party), dict) else {}
+        yield ReconDocument(str(row["id"]), number(row), amount(row), day_of(row[date_field]), who.get("name") or "",
+                            str(who.get("id") or ""), match_key=number(row))
 
 
 # ---- the demo: webhooks delivered twice and badly signed ---------------------------------------

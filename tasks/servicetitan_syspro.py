@@ -46,12 +46,12 @@ from mappings import servicetitan_syspro as m
 from mlconnector import echoes, links
 from mlconnector.decisions import Decision
 from mlconnector.flows import (DocumentSummary, Flow, FlowContext, FlowHandler, MappedRecord, Nothing, Pair, PairDemo,
-                               Plan, SourceRecord, WriteResult)
+                               Plan, ReconDocument, Reconciler, SourceRecord, WriteResult)
 from mlconnector.holds import ConfigNeeded, Hold, LinkNeeded, TargetCondition
 from mlconnector.http import NotFoundError
 from mlconnector.positions import Position
 from mlconnector.resolver import Counterpart, CounterpartKind, Need, TargetRecord
-from tasks.servicetitan_source import ServiceTitanSourced, plain, st_version
+from tasks.servicetitan_source import ServiceTitanSourced, plain, st_documents, st_version
 
 if TYPE_CHECKING:
     from mlconnector.harness import SandboxSet
@@ -664,6 +664,51 @@ class AdjustmentsHandler(ServiceTitanSourced):
 # ---- the pair ------------------------------------------------------------------------------------
 
 
+# ---- month-end reconciliation ---------------------------------------------------------------------
+
+
+def _invoice_cost(invoice: dict[str, Any]) -> Decimal:
+    """What the SYSPRO AP invoice of a job invoice should total: its items' cost (`totalCost`, else
+    quantity x cost), the mapping's rule; the customer's price is the AR side and is not posted."""
+    total = Decimal(0)
+    for item in invoice.get("items") or []:
+        cost = m.money(item.get("totalCost")) if item.get("totalCost") not in (None, "") else \
+            m.money(m.quantity(item.get("quantity")) * m.money(item.get("cost")))
+        total += cost
+    return total.quantize(Decimal("0.01"))
+
+
+class ApInvoicesReconciler(Reconciler):
+    """ServiceTitan job invoices that carry a cost, by invoice date; SYSPRO AP invoices by
+    `InvoiceDate` (the job invoice's date, as posted), keyed Supplier/Invoice as written and
+    found by the invoice number the mapping makes (`invoice_prefix` + the ServiceTitan number)."""
+
+    entity = "job invoices -> AP invoices"
+    source_date = "ServiceTitan invoiceDate"
+    target_date = "SYSPRO InvoiceDate"
+
+    def source_documents(self, ctx: FlowContext, start: date, end: date) -> Iterator[ReconDocument]:
+        config = _config(ctx)
+        for document in st_documents(ctx, "invoices", start, end, date_field="invoiceDate", amount=_invoice_cost,
+                                     number=lambda row: m.invoice_number(row, config), party="customer"):
+            if document.amount > 0:  # a job invoice that cost nothing posts nothing
+                yield document
+
+    def target_documents(self, ctx: FlowContext, start: date, end: date) -> Iterator[ReconDocument]:
+        sy = _sy(ctx)
+        with sy.session():
+            invoices = [plain(i) for i in sy.iter_ap_invoices_dated(start, end)]
+        for row in invoices:
+            if row.get("InvoiceDate"):
+                yield ReconDocument(f"{row['Supplier']}/{row['Invoice']}", row["Invoice"], m.money(row.get("OrigInvValue")),
+                                    date.fromisoformat(str(row["InvoiceDate"])[:10]), row["Supplier"], row["Supplier"],
+                                    match_key=row["Invoice"])
+
+    def scope(self, ctx: FlowContext) -> str:
+        return "SYSPRO AP invoices (every supplier)"
+
+    def amount_of(self, payload: Mapping[str, Any]) -> Decimal | None:
+        return _invoice_cost(dict(payload))
 
 
 def sandbox_config(sandboxes: "SandboxSet") -> dict[str, Any]:
@@ -747,7 +792,8 @@ PAIR = Pair(
         Flow(name="suppliers", source=SY, source_entity="suppliers", target=ST, target_entity="vendors",
              handler=SuppliersToVendors(), poll_seconds=POLL_SECONDS),
         Flow(name="invoices", source=ST, source_entity="invoices", target=SY, target_entity="ap_invoices",
-             handler=InvoicesHandler(), poll_seconds=POLL_SECONDS, prerequisites=("vendors",)),
+             handler=InvoicesHandler(), poll_seconds=POLL_SECONDS, prerequisites=("vendors",),
+             reconciler=ApInvoicesReconciler()),
         Flow(name="purchase_orders", source=ST, source_entity="purchase_orders", target=SY,
              target_entity="purchase_orders", handler=StPurchaseOrders(), poll_seconds=POLL_SECONDS,
              prerequisites=("vendors",)),

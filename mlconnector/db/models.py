@@ -300,3 +300,17 @@ class SecurityEvent(Base):
     last_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     http_status: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str] = mapped_column(Text, nullable=False, default="")  # the window's first event, redacted
+
+
+class ConsoleUser(Base):
+    """A person who signs in to the console: a name, an argon2 hash (never the password) and a role."""
+
+    __tablename__ = "console_users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200), nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, nullable=False)
+    last_signin_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

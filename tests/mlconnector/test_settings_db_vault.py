@@ -93,7 +93,7 @@ def test_migrations_and_append_only_audit(backend: str, tmp_path, fresh_pg: str)
     url = f"sqlite:///{tmp_path / 'm.db'}" if backend == "sqlite" else fresh_pg  # its own: no other test's rows
     migrate.downgrade(url)
     migrate.upgrade(url)
-    assert migrate.current(url) == "0007"
+    assert migrate.current(url) == "0008"
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
     tables = set(sa.inspect(engine).get_table_names())
     assert {"integrations", "credentials", "inbound_events", "sync_records", "audit_events", "watermarks", "links"} <= tables
