@@ -264,7 +264,8 @@ def test_a_poll_moves_vendors_then_pos_and_invoices_with_lines_and_nothing_is_cr
     wait_until(lambda: all(details()[b["BankAcctNumber"]]["active"] == "false" for b in old_banks), timeout=20,
                message=f"old accounts still active: {details()}")
     assert details()["7700123456"]["primary"] == "true"
-    assert fleet.counts()["sn_fin_supplier_payment"] == after_first["sn_fin_supplier_payment"] + 1
+    assert fleet.counts()["sn_fin_supplier_payment"] == after_first["sn_fin_supplier_payment"] + 1, \
+        [(d["supplier"], d["bank_account_number"], d["active"], d["sys_created_on"]) for d in fleet.table("sn_fin_supplier_payment")]
     from mlconnector.db.models import AuditEvent
 
     with session_scope() as session:

@@ -267,7 +267,11 @@ def test_payment_before_its_invoice_waits_for_the_write_and_release_is_followed_
     ar = _one_invoice(fleet, invoice)
     wait_until(lambda: _written(fleet, "payments", payment["id"]), timeout=60,
                message=f"payment not released by the invoice's write: {fleet.statuses('payments')}")
-    ar = fleet.acu_get("Invoice", path=f"/Invoice/{ar['ReferenceNbr']}")
+    number = ar["ReferenceNbr"]
+    # The payment's release runs on in Acumatica after its write (202, polled): wait for it to close the invoice.
+    wait_until(lambda: fleet.acu_get("Invoice", path=f"/Invoice/{number}")["Status"] == "Closed", timeout=30,
+               message=f"invoice not closed: {fleet.acu_get('Invoice', path=f'/Invoice/{number}')}")
+    ar = fleet.acu_get("Invoice", path=f"/Invoice/{number}")
     [acu_payment] = fleet.acu_payments(f"ST-PAY-{payment['id']}")
     assert ar["Hold"] is False and ar["Status"] == "Closed" and Decimal(str(ar["Balance"])) == 0
     assert acu_payment["Status"] == "Closed" and acu_payment["DocumentsToApply"][0]["ReferenceNbr"] == ar["ReferenceNbr"]

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from sandboxes import SandboxOptions
-from tests.conftest import serve_wsgi
+from tests.conftest import serve_wsgi, wait_until
 from tests.console.browser import start_browser, stop_browser
 from tests.console.conftest import PASSWORD, add_user
 
@@ -111,7 +111,8 @@ def test_finance_user_works_the_exceptions_in_the_browser(world: dict[str, Any])
     requests.post(f"{epicor.url}/_sandbox/faults", json={"replace": True}, timeout=5)
     held = _record("inventory_bills", str(bill["id"]))
     assert held.status == "held" and "Zephyr Coil Works" in held.hold_reason
-    assert [_record("inventory_bills", str(b["id"])).status for b in failed] == ["failed", "failed"]
+    wait_until(lambda: [_record("inventory_bills", str(b["id"])).status for b in failed] == ["failed", "failed"],
+               timeout=30, message=f"twin's bills not failed: {[_record('inventory_bills', str(b['id'])).status for b in failed]}")
 
     # Sign in; the queue finds the held bill by its ServiceTitan number.
     driver.get(f"{url}/console/exceptions")
