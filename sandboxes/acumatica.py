@@ -15,7 +15,6 @@ import bisect
 import collections
 import copy
 import functools
-import json
 import random
 import re
 import secrets
@@ -30,7 +29,11 @@ from urllib.parse import urlencode
 from flask import Flask, Response, g, has_request_context, request
 from pydantic import BaseModel, Field
 
-from sandboxes.base import IssuedToken, RateWindow, Sandbox, SandboxOptions
+from sandboxes.base import RateWindow, Sandbox, SandboxOptions
+from sandboxes.kit import odata
+from sandboxes.kit.clock import Clock
+from sandboxes.kit.routes import json_response, model_route
+from sandboxes.kit.tokens import IssuedToken, bearer_token
 
 ENDPOINT_NAME = "Default"
 ENDPOINT_VERSION = "23.200.001"  # the version the connector pins; others answer 404
@@ -392,16 +395,6 @@ def coerce(kind: str, value: Any) -> Any:
     return value
 
 
-def parse_tree(text: str | None) -> dict[str, Any]:
-    """'Details,MainContact/Address' -> {'Details': {}, 'MainContact': {'Address': {}}}."""
-    tree: dict[str, Any] = {}
-    for item in (text or "").split(","):
-        node = tree
-        for part in [p.strip() for p in item.strip().split("/") if p.strip()]:
-            node = node.setdefault(part, {})
-    return tree
-
-
 # ---- $filter ----------------------------------------------------------------------------------
 
 
@@ -409,140 +402,63 @@ class FilterError(ValueError):
     pass
 
 
-_TOKEN = re.compile(
-    r"""\s*(?:
-    (?P<lp>\()|(?P<rp>\))|(?P<comma>,)|
-    (?P<typed>(?:datetimeoffset|datetime|guid)'[^']*')|
-    (?P<str>'(?:[^']|'')*')|
-    (?P<date>\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:\d{2})?)|
-    (?P<num>-?\d+(?:\.\d+)?)[mMdDfFlL]?|
-    (?P<name>[A-Za-z_]\w*(?:/[A-Za-z_]\w*)*)
-    )""",
-    re.X,
+def _datetime_literal(text: str) -> datetime:
+    parsed = parse_dt(text)
+    if parsed is None:
+        raise ValueError(text)
+    return parsed
+
+
+# Contract-based REST: typed `datetimeoffset'...'` and plain ISO literals, OData v3 functions.
+DIALECT = odata.Dialect(
+    typed={"datetimeoffset": _datetime_literal, "datetime": _datetime_literal, "guid": str.lower},
+    parse_datetime=_datetime_literal,
+    functions={"substringof": 2, "startswith": 2, "endswith": 2, "tolower": 1, "toupper": 1, "trim": 1},
+    number_suffixes=True,
+    fold_keywords=True,
 )
-_COMPARE = frozenset({"eq", "ne", "gt", "ge", "lt", "le"})
-_FUNCTIONS = {"substringof": 2, "startswith": 2, "endswith": 2, "tolower": 1, "toupper": 1, "trim": 1}
 
 
-def _tokenize(text: str) -> list[tuple[str, str]]:
-    tokens, pos, text = [], 0, text.rstrip()
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        if not match or match.end() == pos:
-            raise FilterError(f"Unexpected text in $filter at position {pos}: '{text[pos:pos + 20]}'.")
-        kind = match.lastgroup or ""
-        tokens.append((kind, match.group(kind)))
-        pos = match.end()
-    return tokens
+FILTER_MESSAGES = {
+    "unexpected_text": "Unexpected text in $filter at position {position}: '{text}'.",
+    "empty": "The $filter expression is empty.",
+    "unexpected_end": "The $filter expression ends unexpectedly.",
+    "expected": "Missing ')' in $filter.",
+    "expected_in_call": "Unexpected '{token}' in the arguments of {function}.",
+    "bad_literal": "'{literal}' is not a valid {prefix} literal.",
+    "unknown_function": "The function '{name}' is not supported in $filter.",
+    "arity": "The function '{name}' takes {arity} arguments.",
+    "unexpected_token": "Unexpected '{token}' in $filter.",
+}
 
 
-class FilterParser:
-    """A small OData `$filter` parser compiled to a predicate over stored (plain) records."""
+def parse_filter(text: str, kinds: dict[str, str], entity: str) -> tuple:
+    """The filter's tree, with `("field", path, kind)` leaves; FilterError says why not, as Acumatica does."""
 
-    def __init__(self, text: str, kinds: dict[str, str], entity: str) -> None:
-        self.tokens = _tokenize(text)
-        self.pos = 0
-        self.kinds = kinds
-        self.entity = entity
+    def check(path: tuple[str, ...]) -> None:
+        if "/".join(path) not in kinds:
+            raise FilterError(f"The field '{'/'.join(path)}' is not found in the entity '{entity}'.")
 
-    def parse(self) -> tuple:
-        if not self.tokens:
-            raise FilterError("The $filter expression is empty.")
-        node = self._or()
-        if self.pos != len(self.tokens):
-            raise FilterError(f"Unexpected '{self.tokens[self.pos][1]}' in $filter.")
-        return node
+    try:
+        return _with_kinds(odata.parse_filter(text, DIALECT, check), kinds)
+    except odata.FilterSyntaxError as exc:
+        raise FilterError(exc.message(FILTER_MESSAGES)) from None
 
-    def _peek_word(self) -> str:
-        if self.pos < len(self.tokens) and self.tokens[self.pos][0] == "name":
-            return self.tokens[self.pos][1].lower()
-        return ""
 
-    def _next(self) -> tuple[str, str]:
-        if self.pos >= len(self.tokens):
-            raise FilterError("The $filter expression ends unexpectedly.")
-        token = self.tokens[self.pos]
-        self.pos += 1
-        return token
-
-    def _or(self) -> tuple:
-        node = self._and()
-        while self._peek_word() == "or":
-            self.pos += 1
-            node = ("or", node, self._and())
-        return node
-
-    def _and(self) -> tuple:
-        node = self._not()
-        while self._peek_word() == "and":
-            self.pos += 1
-            node = ("and", node, self._not())
-        return node
-
-    def _not(self) -> tuple:
-        if self._peek_word() == "not":
-            self.pos += 1
-            return ("not", self._not())
-        left = self._operand()
-        op = self._peek_word()
-        if op in _COMPARE:
-            self.pos += 1
-            return ("cmp", op, left, self._operand())
-        return left
-
-    def _operand(self) -> tuple:
-        kind, text = self._next()
-        if kind == "lp":
-            node = self._or()
-            if self._next()[0] != "rp":
-                raise FilterError("Missing ')' in $filter.")
-            return node
-        if kind == "typed":
-            prefix, literal = text.split("'", 1)
-            literal = literal[:-1]
-            if prefix == "guid":
-                return ("lit", literal.lower())
-            parsed = parse_dt(literal)
-            if parsed is None:
-                raise FilterError(f"'{literal}' is not a valid {prefix} literal.")
-            return ("lit", parsed)
-        if kind == "str":
-            return ("lit", text[1:-1].replace("''", "'"))
-        if kind == "date":
-            parsed = parse_dt(text)
-            if parsed is None:
-                raise FilterError(f"'{text}' is not a valid date literal.")
-            return ("lit", parsed)
-        if kind == "num":
-            return ("lit", float(text) if "." in text else int(text))
-        if kind == "name":
-            word = text.lower()
-            if word in ("true", "false"):
-                return ("lit", word == "true")
-            if word == "null":
-                return ("lit", None)
-            if self.pos < len(self.tokens) and self.tokens[self.pos][0] == "lp":
-                return self._function(word)
-            if text not in self.kinds:
-                raise FilterError(f"The field '{text}' is not found in the entity '{self.entity}'.")
-            return ("field", text, self.kinds[text])
-        raise FilterError(f"Unexpected '{text}' in $filter.")
-
-    def _function(self, name: str) -> tuple:
-        if name not in _FUNCTIONS:
-            raise FilterError(f"The function '{name}' is not supported in $filter.")
-        self.pos += 1  # '('
-        args = [self._or()]
-        while True:
-            kind, text = self._next()
-            if kind == "rp":
-                break
-            if kind != "comma":
-                raise FilterError(f"Unexpected '{text}' in the arguments of {name}.")
-            args.append(self._or())
-        if len(args) != _FUNCTIONS[name]:
-            raise FilterError(f"The function '{name}' takes {_FUNCTIONS[name]} arguments.")
-        return ("func", name, tuple(args))
+def _with_kinds(node: tuple, kinds: dict[str, str]) -> tuple:
+    """Each field leaf gains its value kind, so dates compare as dates."""
+    tag = node[0]
+    if tag == "field":
+        return ("field", node[1], kinds["/".join(node[1])])
+    if tag in ("and", "or"):
+        return (tag, _with_kinds(node[1], kinds), _with_kinds(node[2], kinds))
+    if tag == "not":
+        return ("not", _with_kinds(node[1], kinds))
+    if tag == "cmp":
+        return ("cmp", node[1], _with_kinds(node[2], kinds), _with_kinds(node[3], kinds))
+    if tag == "call":
+        return ("call", node[1], tuple(_with_kinds(a, kinds) for a in node[2]))
+    return node
 
 
 def _as_dt(value: Any) -> datetime | None:
@@ -571,17 +487,7 @@ def _compare(op: str, left: Any, right: Any) -> bool:
             left, right = norm(left), norm(right)
     else:
         left, right = norm(left), norm(right)
-    if op == "eq":
-        return left == right
-    if op == "ne":
-        return left != right
-    if op == "gt":
-        return left > right
-    if op == "ge":
-        return left >= right
-    if op == "lt":
-        return left < right
-    return left <= right
+    return odata.COMPARISONS[op](left, right)
 
 
 def compile_filter(node: tuple) -> Callable[[dict[str, Any]], Any]:
@@ -590,7 +496,7 @@ def compile_filter(node: tuple) -> Callable[[dict[str, Any]], Any]:
         value = node[1]
         return lambda rec: value
     if kind == "field":
-        path, field_kind = node[1].split("/"), node[2]
+        path, field_kind = node[1], node[2]
         if len(path) == 1:
             name = path[0]
             if field_kind == T:
@@ -630,16 +536,8 @@ def compile_filter(node: tuple) -> Callable[[dict[str, Any]], Any]:
 
 
 def equality_terms(node: tuple) -> list[tuple[str, Any]]:
-    """`Field eq 'literal'` terms of the top-level `and` chain (for index lookups)."""
-    if node[0] == "and":
-        return equality_terms(node[1]) + equality_terms(node[2])
-    if node[0] == "cmp" and node[1] == "eq":
-        left, right = node[2], node[3]
-        if left[0] == "lit":
-            left, right = right, left
-        if left[0] == "field" and right[0] == "lit" and right[1] is not None and "/" not in left[1]:
-            return [(left[1], right[1])]
-    return []
+    """`Field eq 'literal'` terms of the top-level `and` chain on own fields (for index lookups)."""
+    return [(path[0], value) for path, value in odata.equality_terms(node) if len(path) == 1]
 
 
 # ---- storage ----------------------------------------------------------------------------------
@@ -921,7 +819,7 @@ class AcumaticaSandbox(Sandbox):
         self.sessions: dict[str, IssuedToken] = {}
         self.auth_codes: dict[str, dict[str, Any]] = {}
         self.files: dict[str, tuple[str, bytes, str]] = {}
-        self._last_ts = 0.0
+        self.clock = Clock(resolution_us=1)  # full precision: stamps are written to the millisecond
         self._rng = random.Random(options.seed)
         super().__init__(options)
 
@@ -961,11 +859,8 @@ class AcumaticaSandbox(Sandbox):
         self._session_locks = {}
 
     def _now(self) -> float:
-        """A clock that never runs backwards, so LastModifiedDateTime ordering stays sane."""
-        with self.lock:
-            now = max(time.time(), self._last_ts)
-            self._last_ts = now
-            return now
+        """Server time that never runs backwards, so LastModifiedDateTime ordering stays sane."""
+        return self.clock.now_seconds()
 
     def _new_id(self) -> str:
         return _deterministic_uuid(self._rng)
@@ -1000,8 +895,7 @@ class AcumaticaSandbox(Sandbox):
     def seed(self, rng: random.Random, records: int) -> None:
         self._rng = random.Random(rng.getrandbits(64))
         self._tick_rng = random.Random(rng.getrandbits(64))
-        now = time.time()
-        self._last_ts = now
+        now = self.clock.now_seconds()
         span = 120 * 86400
 
         def moments() -> tuple[str, str]:
@@ -1329,10 +1223,7 @@ class AcumaticaSandbox(Sandbox):
 
     @staticmethod
     def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-        response = Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json")
-        for name, value in (headers or {}).items():
-            response.headers[name] = value
-        return response
+        return json_response(body, status, headers)
 
     @staticmethod
     def error_body(message: str, status: int) -> dict[str, Any]:
@@ -1378,28 +1269,14 @@ class AcumaticaSandbox(Sandbox):
         app.add_url_rule("/entity", "acu_endpoints", self._endpoints_route, methods=["GET"])
         app.add_url_rule("/entity/<endpoint>/<version>/<path:rest>", "acu_entity", self._entity_route,
                          methods=["GET", "PUT", "POST", "DELETE"])
-        app.add_url_rule("/_sandbox/license", "acu_license", self._license_route, methods=["GET", "POST"])
-        app.add_url_rule("/_sandbox/settings", "acu_settings", self._settings_route, methods=["GET", "POST"])
+        model_route(app, "/_sandbox/license", LicenseLimits, lambda: self.limits, self._apply_limits)
+        model_route(app, "/_sandbox/settings", AcumaticaSettings, lambda: self.settings,
+                    lambda settings: setattr(self, "settings", settings))
         app.add_url_rule("/_sandbox/sessions", "acu_sessions", self._sessions_route, methods=["GET"])
 
-    def _license_route(self) -> Response:
-        if request.method == "POST":
-            body = request.get_json(silent=True) or {}
-            try:
-                self.limits = LicenseLimits(**{**self.limits.model_dump(), **body})
-            except Exception as exc:
-                return self._json({"error": str(exc)}, 400)
-            self._rpm = RateWindow(self.limits.requests_per_minute, 60.0)
-        return self._json(self.limits.model_dump())
-
-    def _settings_route(self) -> Response:
-        if request.method == "POST":
-            body = request.get_json(silent=True) or {}
-            try:
-                self.settings = AcumaticaSettings(**{**self.settings.model_dump(), **body})
-            except Exception as exc:
-                return self._json({"error": str(exc)}, 400)
-        return self._json(self.settings.model_dump())
+    def _apply_limits(self, limits: LicenseLimits) -> None:
+        self.limits = limits
+        self._rpm = RateWindow(limits.requests_per_minute, 60.0)
 
     def _sessions_route(self) -> Response:
         return self._json({"active": self.active_sessions(), "api_users": self.limits.api_users})
@@ -1565,10 +1442,7 @@ class AcumaticaSandbox(Sandbox):
 
     @staticmethod
     def _bearer() -> str | None:
-        header = request.headers.get("Authorization", "")
-        if header[:7].lower() == "bearer ":
-            return header[7:].strip()
-        return None
+        return bearer_token(request.headers.get("Authorization", ""))
 
     def _authenticate(self) -> Principal:
         bearer = self._bearer()
@@ -1711,12 +1585,12 @@ class AcumaticaSandbox(Sandbox):
     def _list(self, d: EntityDef) -> Response:
         top, skip = self._int_arg("$top"), self._int_arg("$skip") or 0
         text = request.args.get("$filter")
-        expand, select = parse_tree(request.args.get("$expand")), request.args.get("$select")
+        expand, select = odata.path_tree(request.args.get("$expand")), request.args.get("$select")
         custom = request.args.get("$custom")
         predicate, terms = None, []
         if text:
             try:
-                node = FilterParser(text, d.shape.kinds(), d.name).parse()
+                node = parse_filter(text, d.shape.kinds(), d.name)
             except FilterError as exc:
                 raise ApiError(400, str(exc)) from None
             compiled = compile_filter(node)
@@ -1726,12 +1600,14 @@ class AcumaticaSandbox(Sandbox):
             ids = table.select(predicate, text or "", terms)
             end = len(ids) if top is None else skip + top
             page = [table.by_id[i] for i in ids[skip:end]]
-            select_tree = parse_tree(select) if select else None
+            select_tree = odata.path_tree(select) if select else None
             body = [self._render(d, rec, expand, select_tree, custom, n) for n, rec in enumerate(page, 1)]
         return self._json(body)
 
     def _locate(self, d: EntityDef, segments: list[str]) -> dict[str, Any]:
+        """A record by its id, or by its key values joined with `/` or `|` (`Bill/Bill|000123`)."""
         table = self.tables[d.name]
+        segments = [part for segment in segments for part in segment.split("|")]
         if len(segments) == 1 and re.fullmatch(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", segments[0]):
             rec = table.by_id.get(segments[0].lower())
         elif len(segments) == len(d.keys):
@@ -1744,11 +1620,11 @@ class AcumaticaSandbox(Sandbox):
         return rec
 
     def _get_one(self, d: EntityDef, segments: list[str]) -> Response:
-        expand = parse_tree(request.args.get("$expand"))
+        expand = odata.path_tree(request.args.get("$expand"))
         select = request.args.get("$select")
         with self.lock:
             rec = self._locate(d, segments)
-            body = self._render(d, rec, expand, parse_tree(select) if select else None, request.args.get("$custom"), 1)
+            body = self._render(d, rec, expand, odata.path_tree(select) if select else None, request.args.get("$custom"), 1)
         return self._json(body)
 
     def _schema(self, shape: Shape) -> dict[str, Any]:
@@ -1832,7 +1708,7 @@ class AcumaticaSandbox(Sandbox):
         with self.lock:
             rec = self._save(d, body, mode=mode, branch=branch, business_date=business_date)
             select = request.args.get("$select")
-            out = self._render(d, rec, parse_tree(request.args.get("$expand")), parse_tree(select) if select else None,
+            out = self._render(d, rec, odata.path_tree(request.args.get("$expand")), odata.path_tree(select) if select else None,
                                request.args.get("$custom"), 1)
         return self._json(out)
 

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import collections
 import random
-import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from flask import Flask, Response, g, jsonify, request
 from pydantic import BaseModel, Field
 from waitress.server import create_server
+
+from sandboxes.kit.routes import BodyError, body_as, json_object
+from sandboxes.kit.tokens import TokenStore
 
 
 class SandboxOptions(BaseModel):
@@ -93,58 +95,6 @@ class Stats:
                 "last_request_at": self.timestamps[-1] if self.timestamps else None,
                 **{k: v for k, v in self.extra.items()},
             }
-
-
-@dataclass
-class IssuedToken:
-    subject: str
-    expires_at: float
-    scopes: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class TokenStore:
-    """Bearer tokens (and optional single-use refresh tokens) issued by a sandbox."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._access: dict[str, IssuedToken] = {}
-        self._refresh: dict[str, IssuedToken] = {}
-
-    def issue(self, subject: str, ttl: float, *, scopes: tuple[str, ...] = (), with_refresh: bool = False,
-              extra: dict[str, Any] | None = None) -> tuple[str, str | None]:
-        access = secrets.token_urlsafe(24)
-        refresh = secrets.token_urlsafe(24) if with_refresh else None
-        with self._lock:
-            self._access[access] = IssuedToken(subject, time.time() + ttl, scopes, dict(extra or {}))
-            if refresh:
-                self._refresh[refresh] = IssuedToken(subject, time.time() + 30 * 86400, scopes, dict(extra or {}))
-        return access, refresh
-
-    def check(self, access: str) -> IssuedToken | None:
-        """The token's record if it is known, unexpired and unrevoked."""
-        with self._lock:
-            issued = self._access.get(access)
-            if issued is None:
-                return None
-            if issued.expires_at <= time.time():
-                return None
-            return issued
-
-    def use_refresh(self, refresh: str) -> IssuedToken | None:
-        """Consume a refresh token: single use, so a second use answers None."""
-        with self._lock:
-            return self._refresh.pop(refresh, None)
-
-    def expire_all(self) -> None:
-        with self._lock:
-            for issued in self._access.values():
-                issued.expires_at = 0
-
-    def revoke_all(self) -> None:
-        with self._lock:
-            self._access.clear()
-            self._refresh.clear()
 
 
 class RateWindow:
@@ -269,11 +219,10 @@ class Sandbox(ABC):
 
         @app.post("/_sandbox/faults")
         def _faults() -> tuple[Response, int] | Response:
-            body = request.get_json(silent=True) or {}
             try:
-                merged = {**(Faults().model_dump() if body.pop("replace", False) else self.faults.model_dump()), **body}
-                self.faults = Faults(**merged)
-            except Exception as exc:
+                body = json_object()
+                self.faults = body_as(Faults, over=None if body.pop("replace", False) else self.faults, body=body)
+            except BodyError as exc:
                 return jsonify({"error": str(exc)}), 400
             return jsonify(self.faults.model_dump())
 

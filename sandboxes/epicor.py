@@ -37,9 +37,6 @@ Facts marked unconfirmed in the vendor notes are settings in `EpicorSandboxSetti
 
 from __future__ import annotations
 
-import base64
-import json
-import operator
 import random
 import re
 import threading
@@ -47,13 +44,17 @@ import time
 import uuid
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Any, Callable, Iterable
 
 from flask import Flask, Response, g, request
 from pydantic import BaseModel, Field
 
 from sandboxes.base import RateWindow, Sandbox, SandboxOptions
+from sandboxes.kit import odata
+from sandboxes.kit.clock import MILLISECOND_US, Clock
+from sandboxes.kit.routes import BodyError, body_as, json_response
+from sandboxes.kit.tokens import basic_credentials
 
 
 class EpicorSandboxSettings(BaseModel):
@@ -144,30 +145,11 @@ def epicor_error_body(status: int, message: str, error_type: str | None = None,
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(data, separators=(",", ":"), default=str)
-    response = Response(body, status=status, mimetype="application/json")
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
+    return json_response(data, status, headers, default=str)  # dates and decimals as text
 
 
 # ---- time ------------------------------------------------------------------------------------
 
-class Clock:
-    """Server time (UTC, millisecond precision) that never runs backwards; ties are allowed."""
-
-    def __init__(self) -> None:
-        self._last = datetime(2000, 1, 1)
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        current = datetime.now(timezone.utc).replace(tzinfo=None)
-        current = current.replace(microsecond=current.microsecond // 1000 * 1000)
-        with self._lock:
-            if current < self._last:
-                current = self._last
-            self._last = current
-            return current
 
 
 def fmt_datetime(value: datetime) -> str:
@@ -396,151 +378,42 @@ class Table:
 
 # ---- OData $filter -------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"""
-    (?P<ws>\s+)
-  | (?P<typed>(?:datetimeoffset|datetime|guid|date|time)'(?:[^']|'')*')
-  | (?P<string>'(?:[^']|'')*')
-  | (?P<iso>\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:\d{2})?)
-  | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?[mMdDfFlL]?)
-  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<punct>[(),/:])
-""", re.VERBOSE)
-
-COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt,
-    "ge": operator.ge, "lt": operator.lt, "le": operator.le,
-}
 EDM = {"str": "Edm.String", "int": "Edm.Int32", "float": "Edm.Decimal", "bool": "Edm.Boolean",
        "datetime": "Edm.DateTimeOffset"}
 OP_KIND = {"eq": "Equal", "ne": "NotEqual", "gt": "GreaterThan", "ge": "GreaterThanOrEqual",
            "lt": "LessThan", "le": "LessThanOrEqual"}
-STRING_FUNCTIONS = {"contains", "startswith", "endswith", "substringof", "tolower", "toupper"}
+# OData v4 as Epicor's REST v2 serves it: typed and plain date/time literals, v3's substringof too.
+DIALECT = odata.Dialect(
+    typed={"datetimeoffset": parse_datetime, "datetime": parse_datetime, "date": parse_datetime,
+           "guid": str, "time": str},
+    parse_datetime=parse_datetime,
+    functions={"contains": 2, "startswith": 2, "endswith": 2, "substringof": 2, "tolower": 1, "toupper": 1},
+    number_suffixes=True,
+    exponents=True,
+    lambdas=True,
+)
 
 
 def odata_error(message: str) -> EpicorError:
     return EpicorError(400, message, ODATA_EXCEPTION)
 
 
-def tokenize(text: str) -> list[tuple[str, str]]:
-    tokens: list[tuple[str, str]] = []
-    pos = 0
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        if not match:
-            raise odata_error(f"Syntax error at position {pos} in '{text}'.")
-        pos = match.end()
-        kind = match.lastgroup or ""
-        if kind != "ws":
-            tokens.append((kind, match.group(kind)))
-    return tokens
+FILTER_MESSAGES = {
+    "unexpected_text": "Syntax error at position {position} in '{filter}'.",
+    "unexpected_end": "Syntax error: unexpected end of '{filter}'.",
+    "expected": "Syntax error: expected '{expected}' at '{token}' in '{filter}'.",
+    "bad_literal": "The date/time literal '{literal}' is not valid.",
+    "arity": "The function '{name}' takes {arguments}.",
+    "unexpected_token": "Syntax error: unexpected '{token}' in '{filter}'.",
+}
 
 
-class FilterParser:
-    """Recursive descent over OData's boolean grammar; produces a small tuple AST."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.tokens = tokenize(text)
-        self.pos = 0
-
-    def parse(self) -> tuple:
-        node = self.or_expr()
-        if self.pos != len(self.tokens):
-            raise odata_error(f"Syntax error: unexpected '{self.tokens[self.pos][1]}' in '{self.text}'.")
-        return node
-
-    def peek(self, value: str | None = None) -> bool:
-        if self.pos >= len(self.tokens):
-            return False
-        return value is None or self.tokens[self.pos][1] == value
-
-    def take(self, value: str | None = None) -> tuple[str, str]:
-        if self.pos >= len(self.tokens):
-            raise odata_error(f"Syntax error: unexpected end of '{self.text}'.")
-        token = self.tokens[self.pos]
-        if value is not None and token[1] != value:
-            raise odata_error(f"Syntax error: expected '{value}' at '{token[1]}' in '{self.text}'.")
-        self.pos += 1
-        return token
-
-    def or_expr(self) -> tuple:
-        node = self.and_expr()
-        while self.peek("or"):
-            self.take()
-            node = ("or", node, self.and_expr())
-        return node
-
-    def and_expr(self) -> tuple:
-        node = self.not_expr()
-        while self.peek("and"):
-            self.take()
-            node = ("and", node, self.not_expr())
-        return node
-
-    def not_expr(self) -> tuple:
-        if self.peek("not"):
-            self.take()
-            return ("not", self.not_expr())
-        return self.comparison()
-
-    def comparison(self) -> tuple:
-        left = self.primary()
-        if self.pos < len(self.tokens) and self.tokens[self.pos][1] in COMPARISONS:
-            op = self.take()[1]
-            return ("cmp", op, left, self.primary())
-        return left
-
-    def primary(self) -> tuple:
-        kind, value = self.take()
-        if value == "(":
-            node = self.or_expr()
-            self.take(")")
-            return node
-        if kind == "string":
-            return ("lit", value[1:-1].replace("''", "'"))
-        if kind == "typed":
-            inner = value[value.index("'") + 1:-1].replace("''", "'")
-            if value.lower().startswith(("datetime", "date")):
-                return ("lit", self._datetime(inner))
-            return ("lit", inner)
-        if kind == "iso":
-            return ("lit", self._datetime(value))
-        if kind == "number":
-            digits = value.rstrip("mMdDfFlL")
-            return ("lit", float(digits) if any(c in digits for c in ".eE") else int(digits))
-        if kind == "ident":
-            if value in ("true", "false"):
-                return ("lit", value == "true")
-            if value == "null":
-                return ("lit", None)
-            if self.peek("(") and value in STRING_FUNCTIONS:
-                self.take("(")
-                args = [self.or_expr()]
-                while self.peek(","):
-                    self.take()
-                    args.append(self.or_expr())
-                self.take(")")
-                return ("call", value, args)
-            path = [value]
-            while self.peek("/"):
-                self.take()
-                segment = self.take()[1]
-                if segment in ("any", "all") and self.peek("("):
-                    self.take("(")
-                    variable = self.take()[1]
-                    self.take(":")
-                    body = self.or_expr()
-                    self.take(")")
-                    return (segment, path, variable, body)
-                path.append(segment)
-            return ("path", path)
-        raise odata_error(f"Syntax error: unexpected '{value}' in '{self.text}'.")
-
-    def _datetime(self, text: str) -> datetime:
-        try:
-            return parse_datetime(text)
-        except ValueError:
-            raise odata_error(f"The date/time literal '{text}' is not valid.") from None
+def parse_filter(text: str) -> tuple:
+    """The filter's tree; an ODataException with Epicor's wording when it does not parse."""
+    try:
+        return odata.parse_filter(text, DIALECT)
+    except odata.FilterSyntaxError as exc:
+        raise odata_error(exc.message(FILTER_MESSAGES, filter=text)) from None
 
 
 Evaluator = Callable[[dict[str, Any], dict[str, dict[str, Any]]], Any]
@@ -597,7 +470,7 @@ class FilterCompiler:
             kind = ("null" if literal is None else "bool" if isinstance(literal, bool) else
                     "datetime" if isinstance(literal, datetime) else type(literal).__name__)
             return (lambda row, env, v=literal: v), kind
-        if tag == "path":
+        if tag == "field":
             return self.path(node[1])
         if tag in ("and", "or"):
             left, right = self.predicate(node[1]), self.predicate(node[2])
@@ -615,7 +488,7 @@ class FilterCompiler:
             return self.lambda_(tag, node[1], node[2], node[3]), "bool"
         raise odata_error("Unsupported $filter expression.")
 
-    def path(self, segments: list[str]) -> tuple[Evaluator, str]:
+    def path(self, segments: tuple[str, ...]) -> tuple[Evaluator, str]:
         if len(segments) == 2 and segments[0] in self.scope.variables:
             table = self.scope.variables[segments[0]]
             name, var = segments[1], segments[0]
@@ -630,16 +503,12 @@ class FilterCompiler:
             raise odata_error(f"Could not find a property named '{name}' on type '{self.scope.table.row_type}'.")
         return (lambda row, env: row.get(name)), self.scope.table.types[name]
 
-    def call(self, name: str, args: list[tuple]) -> tuple[Evaluator, str]:
+    def call(self, name: str, args: tuple[tuple, ...]) -> tuple[Evaluator, str]:
         compiled = [self.value(a) for a in args]
         if name in ("tolower", "toupper"):
-            if len(compiled) != 1:
-                raise odata_error(f"The function '{name}' takes one argument.")
             inner = compiled[0][0]
             conv = str.lower if name == "tolower" else str.upper
             return (lambda row, env: None if (v := inner(row, env)) is None else conv(str(v))), "str"
-        if len(compiled) != 2:
-            raise odata_error(f"The function '{name}' takes two arguments.")
         (a, _), (b, _) = compiled
         if name == "substringof":
             a, b = b, a
@@ -654,7 +523,7 @@ class FilterCompiler:
 
         return run, "bool"
 
-    def lambda_(self, kind: str, path: list[str], variable: str, body: tuple) -> Evaluator:
+    def lambda_(self, kind: str, path: tuple[str, ...], variable: str, body: tuple) -> Evaluator:
         if len(path) != 1 or path[0] not in self.scope.navigation:
             raise odata_error(f"Could not find a navigation property named '{'/'.join(path)}' on type "
                               f"'{self.scope.table.row_type}'.")
@@ -672,7 +541,7 @@ class FilterCompiler:
     def comparison(self, op: str, left: tuple, right: tuple) -> Evaluator:
         lf, lk = self.value(left)
         rf, rk = self.value(right)
-        compare = COMPARISONS[op]
+        compare = odata.COMPARISONS[op]
         kinds = {lk, rk}
         if "null" in kinds:
             if op not in ("eq", "ne"):
@@ -688,7 +557,7 @@ class FilterCompiler:
             lit_right = right[0] == "lit"
             lv = _to_dt(left[1]) if lit_left else None
             rv = _to_dt(right[1]) if lit_right else None
-            if lit_right and left[0] == "path" and len(left[1]) == 1 and rv is not None:
+            if lit_right and left[0] == "field" and len(left[1]) == 1 and rv is not None:
                 text = _canonical(left[1][0], rv)
                 if text is not None:
                     return lambda row, env: (v := lf(row, env)) not in (None, "") and compare(v, text)
@@ -720,12 +589,6 @@ class FilterCompiler:
             "A binary operator with incompatible types was detected. Found operand types "
             f"'{EDM.get(lk, lk)}' and '{EDM.get(rk, rk)}' for operator kind '{OP_KIND[op]}'."
         )
-
-
-def conjuncts(node: tuple) -> list[tuple]:
-    if node[0] == "and":
-        return conjuncts(node[1]) + conjuncts(node[2])
-    return [node]
 
 
 # ---- service map ---------------------------------------------------------------------------
@@ -811,7 +674,7 @@ class EpicorSandbox(Sandbox):
         self.token_ttl = opts.token_ttl if opts.token_ttl else self.settings.token_ttl
         # Epicor publishes no request rate limit: off unless options.rate_limit asks for one.
         self.rate_window = RateWindow(opts.rate_limit or None)
-        self.clock = Clock()
+        self.clock = Clock(MILLISECOND_US)
         self.users = {self.settings.username: self.settings.password, **self.settings.other_users}
         self.api_key = "ek_" + format(random.Random(opts.seed * 7919 + 3).getrandbits(160), "040x")
         self._rev = 0
@@ -880,7 +743,7 @@ class EpicorSandbox(Sandbox):
         if not row.get("SysRowID"):
             row["SysRowID"] = str(uuid.uuid4())
         if "ChangeDate" in table.fields and not keep_change_date:
-            row["ChangeDate"] = fmt_datetime(when or self.clock.now())
+            row["ChangeDate"] = fmt_datetime(when or self.clock.now_datetime())
             row["ChangedBy"] = user or self.settings.username
         table.put(row)
         return row
@@ -929,7 +792,7 @@ class EpicorSandbox(Sandbox):
     # ---- seed -------------------------------------------------------------------------------
 
     def seed(self, rng: random.Random, records: int) -> None:
-        now = self.clock.now()
+        now = self.clock.now_datetime()
         start = now - timedelta(days=120)
         span = (now - timedelta(minutes=5) - start).total_seconds()
         company = self.settings.company
@@ -1306,8 +1169,8 @@ class EpicorSandbox(Sandbox):
 
     def _set_update_master_hold(self) -> Response:
         try:
-            hold = UpdateMasterHold.model_validate(request.get_json(silent=True) or {})
-        except ValueError as error:
+            hold = body_as(UpdateMasterHold)
+        except BodyError as error:
             return _json({"error": str(error)}, 400)
         with self.lock:
             self.update_master_hold = hold
@@ -1315,8 +1178,8 @@ class EpicorSandbox(Sandbox):
 
     def _set_lost_answers(self) -> Response:
         try:
-            lost = LostAnswers.model_validate(request.get_json(silent=True) or {})
-        except ValueError as error:
+            lost = body_as(LostAnswers)
+        except BodyError as error:
             return _json({"error": str(error)}, 400)
         with self.lock:
             self.lost_answers = lost
@@ -1374,20 +1237,11 @@ class EpicorSandbox(Sandbox):
             return request.form.get("username", ""), request.form.get("password", "")
         auth = request.headers.get("Authorization", "")
         if auth.lower().startswith("basic "):
-            return self._decode_basic(auth)
+            return basic_credentials(auth.split(" ", 1)[1])
         body = request.get_json(silent=True)
         if isinstance(body, dict) and body.get("username"):
             return str(body.get("username")), str(body.get("password", ""))
         return request.headers.get("username", ""), request.headers.get("password", "")
-
-    @staticmethod
-    def _decode_basic(header: str) -> tuple[str, str]:
-        try:
-            decoded = base64.b64decode(header.split(" ", 1)[1].strip()).decode("utf-8")
-        except (ValueError, UnicodeDecodeError):
-            return "", ""
-        user, _, password = decoded.partition(":")
-        return user, password
 
     def _rate_limit(self, key: str) -> Response | None:
         if not self.rate_window.limit:
@@ -1413,7 +1267,7 @@ class EpicorSandbox(Sandbox):
                                        "or has expired.", None)
             return issued.subject
         if scheme.lower() == "basic":
-            user, password = self._decode_basic(auth)
+            user, password = basic_credentials(credential)
             if user and self.users.get(user) == password:
                 return user
             raise EpicorError(401, "Authorization has been denied for this request: invalid user name or "
@@ -1561,7 +1415,7 @@ class EpicorSandbox(Sandbox):
         rows = self._query_cache.get(cache_key)
         if rows is None:
             if text:
-                ast = FilterParser(text).parse()
+                ast = parse_filter(text)
                 test = FilterCompiler(scope).predicate(ast)
                 candidates, ordered = self._narrow(table, ast)
                 rows = [row for row in candidates if test(row, {})]
@@ -1585,8 +1439,8 @@ class EpicorSandbox(Sandbox):
     def _narrow(self, table: Table, ast: tuple) -> tuple[Iterable[dict[str, Any]], bool]:
         """A superset of the matches, found by an index or a bisect when a conjunct allows;
         the full predicate still runs on every candidate. Returns (rows, already in key order)."""
-        for part in conjuncts(ast):
-            if part[0] != "cmp" or part[2][0] != "path" or part[3][0] != "lit" or len(part[2][1]) != 1:
+        for part in odata.conjuncts(ast):
+            if part[0] != "cmp" or part[2][0] != "field" or part[3][0] != "lit" or len(part[2][1]) != 1:
                 continue
             op, name, literal = part[1], part[2][1][0], part[3][1]
             if op == "eq" and name in table.index and literal is not None:
@@ -1595,8 +1449,8 @@ class EpicorSandbox(Sandbox):
             if op == "eq" and name in table.keys and len(table.keys) == 1 and literal is not None:
                 row = table.get(literal)
                 return ([row] if row is not None else []), True
-        for part in conjuncts(ast):
-            if part[0] != "cmp" or part[2][0] != "path" or part[3][0] != "lit" or len(part[2][1]) != 1:
+        for part in odata.conjuncts(ast):
+            if part[0] != "cmp" or part[2][0] != "field" or part[3][0] != "lit" or len(part[2][1]) != 1:
                 continue
             op, name, literal = part[1], part[2][1][0], part[3][1]
             if name == "SysRevID" and op in ("gt", "ge") and isinstance(literal, int):
@@ -1628,7 +1482,7 @@ class EpicorSandbox(Sandbox):
     def _select(table: Table, text: str | None) -> list[str] | None:
         if not text:
             return None
-        names = [n.strip() for n in text.split(",") if n.strip()]
+        names = odata.split_names(text)
         for name in names:
             if name not in table.fields and name != "*":
                 raise odata_error(f"Could not find a property named '{name}' on type '{table.row_type}'.")
@@ -1638,7 +1492,7 @@ class EpicorSandbox(Sandbox):
     def _expand(entity_set: EntitySet, table: Table, text: str | None) -> list[str]:
         if not text:
             return []
-        names = [n.strip() for n in text.split(",") if n.strip()]
+        names = odata.split_names(text)
         for name in names:
             if name not in entity_set.navigation:
                 raise odata_error(f"Could not find a property named '{name}' on type '{table.row_type}'.")
@@ -1648,14 +1502,13 @@ class EpicorSandbox(Sandbox):
     def _orderby(table: Table, text: str | None) -> list[tuple[str, bool]]:
         if not text:
             return []
-        order = []
-        for part in text.split(","):
-            bits = part.split()
-            if not bits or len(bits) > 2 or (len(bits) == 2 and bits[1] not in ("asc", "desc")):
-                raise odata_error(f"Syntax error in $orderby '{text}'.")
-            if bits[0] not in table.fields:
-                raise odata_error(f"Could not find a property named '{bits[0]}' on type '{table.row_type}'.")
-            order.append((bits[0], len(bits) == 2 and bits[1] == "desc"))
+        try:
+            order = odata.parse_orderby(text)
+        except ValueError:
+            raise odata_error(f"Syntax error in $orderby '{text}'.") from None
+        for name, _ in order:
+            if name not in table.fields:
+                raise odata_error(f"Could not find a property named '{name}' on type '{table.row_type}'.")
         return order
 
     @staticmethod
@@ -1694,7 +1547,7 @@ class EpicorSandbox(Sandbox):
         args = request.args
         text = args.get("$filter")
         if text:
-            test = FilterCompiler(Scope(child_table, {}, {})).predicate(FilterParser(text).parse())
+            test = FilterCompiler(Scope(child_table, {}, {})).predicate(parse_filter(text))
             children = [c for c in children if test(c, {})]
         order = self._orderby(child_table, args.get("$orderby"))
         if order:
@@ -1865,7 +1718,7 @@ def m_get_new_ap_inv_hed_invoice(sb: EpicorSandbox, params: dict[str, Any]) -> d
     if not group["ActiveUserID"]:
         group["ActiveUserID"] = sb.user
         sb.write("APInvGrp", group, user=sb.user)
-    today = sb.clock.now().date()
+    today = sb.clock.now_datetime().date()
     apply = _as_date(group["ApplyDate"]) or today
     row = sb.new_row("APInvHed", {
         "GroupID": group["GroupID"], "InvoiceDate": today, "ApplyDate": apply, "FiscalYear": apply.year,
@@ -2198,7 +2051,7 @@ def m_get_by_vend_id(sb: EpicorSandbox, params: dict[str, Any]) -> dict[str, Any
 def m_get_new_check_hed(sb: EpicorSandbox, params: dict[str, Any]) -> dict[str, Any]:
     ds = _ds(params, PAY_TABLES)
     sb.head_seq += 1
-    today = sb.clock.now().date()
+    today = sb.clock.now_datetime().date()
     signed_in = [g for g in sb.tables["APChkGrp"].ordered() if g["ActiveUserID"].casefold() == sb.user.casefold()]
     row = sb.new_row("CheckHed", {
         "HeadNum": sb.head_seq, "GroupID": signed_in[0]["GroupID"] if len(signed_in) == 1 else "",
@@ -2425,7 +2278,7 @@ def w_create_group(sb: EpicorSandbox, body: dict[str, Any], _: dict[str, Any] | 
         raise EpicorError(400, "Group ID is required.", BO_EXCEPTION, "APInvGrp", "GroupID")
     if sb.tables["APInvGrp"].get(group_id) is not None:
         raise sb.duplicate(f"AP invoice group {group_id} already exists.", "APInvGrp", "GroupID")
-    today = sb.clock.now().date()
+    today = sb.clock.now_datetime().date()
     apply = _as_date(body.get("ApplyDate")) or today
     row = sb.new_row("APInvGrp", {"ApplyDate": apply, "FiscalYear": apply.year, "FiscalPeriod": apply.month,
                                   **{k: v for k, v in body.items() if k in ("ActiveUserID", "FiscalCalendarID")}})
@@ -2445,7 +2298,7 @@ def w_create_check_group(sb: EpicorSandbox, body: dict[str, Any], _: dict[str, A
         raise EpicorError(400, "Group ID is required.", BO_EXCEPTION, "APChkGrp", "GroupID")
     if sb.tables["APChkGrp"].get(group_id) is not None:
         raise sb.duplicate(f"AP payment group {group_id} already exists.", "APChkGrp", "GroupID")
-    row = sb.new_row("APChkGrp", {"BankAcctID": body.get("BankAcctID") or "OPER", "CheckDate": sb.clock.now().date()})
+    row = sb.new_row("APChkGrp", {"BankAcctID": body.get("BankAcctID") or "OPER", "CheckDate": sb.clock.now_datetime().date()})
     row["GroupID"] = group_id
     return sb.write("APChkGrp", row, user=sb.user)
 

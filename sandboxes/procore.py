@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import calendar
 import collections
+import contextlib
 import json
 import math
 import random
@@ -32,12 +33,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlencode
 
 from flask import Flask, Response, g, request
 
 from sandboxes.base import Sandbox, SandboxOptions
+from sandboxes.kit.clock import SECOND_US, Clock
+from sandboxes.kit.tokens import bearer_token
 
 API = "/rest/v1.0"
 
@@ -149,20 +152,17 @@ def _parse_range(raw: str) -> tuple[float | None, float | None]:
     )
 
 
-class _Clock:
-    """Whole-second UTC timestamps that never go backwards, so equal times happen but order holds."""
-
-    def __init__(self) -> None:
-        self._last = 0
-        self._lock = threading.Lock()
-
-    def now(self) -> int:
-        with self._lock:
-            self._last = max(self._last, int(time.time()))
-            return self._last
 
 
 # ---- attribute coercion (what a create/update body may carry) ------------------------------
+
+
+def _wrapped(body: dict[str, Any], key: str) -> dict[str, Any]:
+    """The one object a write wraps its attributes in (`{"vendor": {...}}`); missing is a field error."""
+    attrs = body.get(key)
+    if not isinstance(attrs, dict):
+        raise _field_errors(400, {key: ["is missing"]})
+    return attrs
 
 
 def _as_str(value: Any) -> str | None:
@@ -429,7 +429,7 @@ class ProcoreSandbox(Sandbox):
         }
 
     def clear_state(self) -> None:
-        self.clock = _Clock()
+        self.clock = Clock(SECOND_US)
         self.tables: dict[str, _Table] = {
             "vendors": _Table("vendors", 8800),
             "projects": _Table("projects", 562949953421000),
@@ -608,7 +608,7 @@ class ProcoreSandbox(Sandbox):
                 row["description"] = f"Revised scope {self._tick_rng.randint(1, 999)}"
             else:
                 row["terms"] = self._tick_rng.choice(["Net 30", "Net 45", "Net 60"])
-            row["_updated"] = self.clock.now()
+            row["_updated"] = self.clock.now_whole_seconds()
             table.version += 1
             changed.append({"entity": table.name, "id": row["id"], "updated_at": _iso(row["_updated"])})
         return changed
@@ -691,9 +691,7 @@ class ProcoreSandbox(Sandbox):
         return windows
 
     def _bearer(self) -> str:
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        return value.strip() if scheme.lower() == "bearer" else ""
+        return bearer_token(request.headers.get("Authorization", "")) or ""
 
     def _token_record(self, token: str) -> Any:
         if not token or token in self._revoked:
@@ -1107,7 +1105,7 @@ class ProcoreSandbox(Sandbox):
                 errors.setdefault("origin_id", []).append("has already been taken")
         if errors:
             return None, errors
-        now = self.clock.now()
+        now = self.clock.now_whole_seconds()
         if current is None:
             row = {**merged, "_created": now, "_updated": now, "_deleted": None}
             if kind.parent_table is not None and row.get("position") is None:
@@ -1400,9 +1398,7 @@ class ProcoreSandbox(Sandbox):
         def _vendor_create() -> Response:
             body = self._body()
             self._company_param(body)
-            attrs = body.get("vendor")
-            if not isinstance(attrs, dict):
-                raise _field_errors(400, {"vendor": ["is missing"]})
+            attrs = _wrapped(body, "vendor")
             with self.lock:
                 return self._create("vendor", attrs, None)
 
@@ -1419,9 +1415,7 @@ class ProcoreSandbox(Sandbox):
         def _vendor_update(vendor_id: int) -> Response:
             body = self._body()
             self._company_param(body)
-            attrs = body.get("vendor")
-            if not isinstance(attrs, dict):
-                raise _field_errors(400, {"vendor": ["is missing"]})
+            attrs = _wrapped(body, "vendor")
             with self.lock:
                 row = self.tables["vendors"].live(vendor_id)
                 if row is None:
@@ -1462,9 +1456,7 @@ class ProcoreSandbox(Sandbox):
         @app.post(f"{API}/cost_codes")
         def _cost_code_create() -> Response:
             body = self._body()
-            attrs = body.get("cost_code")
-            if not isinstance(attrs, dict):
-                raise _field_errors(400, {"cost_code": ["is missing"]})
+            attrs = _wrapped(body, "cost_code")
             with self.lock:
                 project_id = self._project_param(body)
                 return self._create("cost_code", attrs, project_id)
@@ -1495,9 +1487,7 @@ class ProcoreSandbox(Sandbox):
         @app.post(f"{API}/purchase_order_contracts")
         def _po_create() -> Response:
             body = self._body()
-            attrs = body.get("purchase_order_contract")
-            if not isinstance(attrs, dict):
-                raise _field_errors(400, {"purchase_order_contract": ["is missing"]})
+            attrs = _wrapped(body, "purchase_order_contract")
             with self.lock:
                 project_id = self._project_param(body)
                 return self._create("po", attrs, project_id)
@@ -1510,9 +1500,7 @@ class ProcoreSandbox(Sandbox):
         @app.patch(f"{API}/purchase_order_contracts/<int:po_id>")
         def _po_update(po_id: int) -> Response:
             body = self._body()
-            attrs = body.get("purchase_order_contract")
-            if not isinstance(attrs, dict):
-                raise _field_errors(400, {"purchase_order_contract": ["is missing"]})
+            attrs = _wrapped(body, "purchase_order_contract")
             with self.lock:
                 return self._update("po", attrs, po_row(po_id, self._project_param(body)))
 
@@ -1538,9 +1526,7 @@ class ProcoreSandbox(Sandbox):
         @app.post(f"{API}/purchase_order_contracts/<int:po_id>/line_items")
         def _po_line_create(po_id: int) -> Response:
             body = self._body()
-            attrs = body.get("line_item")
-            if not isinstance(attrs, dict):
-                raise _field_errors(400, {"line_item": ["is missing"]})
+            attrs = _wrapped(body, "line_item")
             with self.lock:
                 po = po_row(po_id, self._project_param(body))
                 return self._create("po_line", attrs, po["id"])
@@ -1563,6 +1549,18 @@ class ProcoreSandbox(Sandbox):
                 raise _error(404, f"Couldn't find DirectCostItem with 'id'={dc_id}")
             return row
 
+        @contextlib.contextmanager
+        def dc_held(project_id: int, dc_id: int) -> Iterator[None]:
+            """The project and direct cost exist; the cost is held from other writers while the body runs."""
+            with self.lock:
+                self._project_param(path_value=project_id)
+                dc_row(dc_id, project_id)
+            held = self._hold_direct_costs([dc_id])
+            try:
+                yield
+            finally:
+                self._release_direct_costs(held)
+
         @app.get(base)
         def _dcs(project_id: int) -> Response:
             with self.lock:
@@ -1573,9 +1571,7 @@ class ProcoreSandbox(Sandbox):
         @app.post(base)
         def _dc_create(project_id: int) -> Response:
             body = self._body()
-            attrs = body.get("item")
-            if not isinstance(attrs, dict):
-                raise _field_errors(400, {"item": ["is missing"]})
+            attrs = _wrapped(body, "item")
             with self.lock:
                 self._project_param(path_value=project_id)
                 return self._create("dc", attrs, project_id)
@@ -1589,30 +1585,14 @@ class ProcoreSandbox(Sandbox):
         @app.patch(f"{base}/<int:dc_id>")
         def _dc_update(project_id: int, dc_id: int) -> Response:
             body = self._body()
-            attrs = body.get("item")
-            if not isinstance(attrs, dict):
-                raise _field_errors(400, {"item": ["is missing"]})
-            with self.lock:
-                self._project_param(path_value=project_id)
-                dc_row(dc_id, project_id)
-            held = self._hold_direct_costs([dc_id])
-            try:
-                with self.lock:
-                    return self._update("dc", attrs, dc_row(dc_id, project_id))
-            finally:
-                self._release_direct_costs(held)
+            attrs = _wrapped(body, "item")
+            with dc_held(project_id, dc_id), self.lock:
+                return self._update("dc", attrs, dc_row(dc_id, project_id))
 
         @app.delete(f"{base}/<int:dc_id>")
         def _dc_delete(project_id: int, dc_id: int) -> Response:
-            with self.lock:
-                self._project_param(path_value=project_id)
-                dc_row(dc_id, project_id)
-            held = self._hold_direct_costs([dc_id])
-            try:
-                with self.lock:
-                    self._soft_delete("direct_costs", dc_row(dc_id, project_id))
-            finally:
-                self._release_direct_costs(held)
+            with dc_held(project_id, dc_id), self.lock:
+                self._soft_delete("direct_costs", dc_row(dc_id, project_id))
             return Response(status=204)
 
         @app.patch(f"{base}/sync")
@@ -1632,18 +1612,9 @@ class ProcoreSandbox(Sandbox):
         @app.post(f"{base}/<int:dc_id>/line_items")
         def _dc_line_create(project_id: int, dc_id: int) -> Response:
             body = self._body()
-            attrs = body.get("line_item")
-            if not isinstance(attrs, dict):
-                raise _field_errors(400, {"line_item": ["is missing"]})
-            with self.lock:
-                self._project_param(path_value=project_id)
-                dc_row(dc_id, project_id)
-            held = self._hold_direct_costs([dc_id])
-            try:
-                with self.lock:
-                    return self._create("dc_line", attrs, dc_row(dc_id, project_id)["id"])
-            finally:
-                self._release_direct_costs(held)
+            attrs = _wrapped(body, "line_item")
+            with dc_held(project_id, dc_id), self.lock:
+                return self._create("dc_line", attrs, dc_row(dc_id, project_id)["id"])
 
         @app.patch(f"{base}/line_items/sync")
         def _dc_line_sync(project_id: int) -> Response:
@@ -1678,7 +1649,7 @@ class ProcoreSandbox(Sandbox):
 
     def _soft_delete(self, table_name: str, row: dict[str, Any]) -> None:
         table = self.tables[table_name]
-        now = self.clock.now()
+        now = self.clock.now_whole_seconds()
         row["_deleted"] = now
         row["_updated"] = now
         table.reindex_origin(row, row.get("origin_id"))

@@ -13,9 +13,7 @@ adds the columns a customer created, `u_correlation_id` then being the maps' coa
 
 from __future__ import annotations
 
-import base64
 import bisect
-import binascii
 import functools
 import hashlib
 import hmac
@@ -33,7 +31,9 @@ from urllib.parse import urlencode
 from flask import Flask, Response, g, request
 from pydantic import BaseModel, Field
 
-from sandboxes.base import IssuedToken, Sandbox, SandboxOptions, TokenStore
+from sandboxes.base import Sandbox, SandboxOptions
+from sandboxes.kit.clock import SECOND_US, Clock
+from sandboxes.kit.tokens import IssuedToken, TokenStore, basic_credentials
 
 ACCESS_TOKEN_TTL = 1800  # seconds; the OAuth application registry's default access lifespan
 REFRESH_TOKEN_TTL = 8_640_000  # 100 days; the registry's default refresh lifespan
@@ -587,7 +587,7 @@ class ServiceNowSandbox(Sandbox):
         self._import_sets: dict[str, _ImportSet] = {}
         self._open_sets: dict[str, str] = {}
         self._counters: dict[str, int] = {}
-        self._last_clock = 0.0
+        self.clock = Clock(SECOND_US)  # sys_updated_on is written to the second
         self._generation = 0
         self._tick_rng = random.Random(seed + 2)
         super().__init__(options)
@@ -689,9 +689,7 @@ class ServiceNowSandbox(Sandbox):
 
     def _clock(self) -> str:
         """UTC 'YYYY-MM-DD HH:MM:SS' that never runs backwards; equal values are normal."""
-        now = max(time.time(), self._last_clock)
-        self._last_clock = now
-        return time.strftime(TIME_FORMAT, time.gmtime(now))
+        return time.strftime(TIME_FORMAT, time.gmtime(self.clock.now_whole_seconds()))
 
     def _new_sys_id(self) -> str:
         return f"{random.getrandbits(128):032x}"
@@ -1008,10 +1006,7 @@ class ServiceNowSandbox(Sandbox):
             if issued is not None:
                 return issued.subject, None
         elif scheme.lower() == "basic" and credential and self.allow_basic:
-            try:
-                username, _, password = base64.b64decode(credential.strip()).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                username, password = "", ""
+            username, password = basic_credentials(credential)
             if _same(username, self.username) and _same(password, self.password):
                 return username, None
         self.stats.bump("auth_failures")

@@ -35,6 +35,8 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from sandboxes.base import RateWindow, Sandbox, SandboxOptions
+from sandboxes.kit.clock import MILLISECOND_US, Clock
+from sandboxes.kit.tokens import bearer_token
 
 # ---- vendor facts and tunables -------------------------------------------------------------
 
@@ -140,18 +142,6 @@ def _address(street: str = "", unit: str = "", city: str = "", state: str = "", 
     return {"street": street, "unit": unit, "city": city, "state": state, "zip": zip_, "country": country}
 
 
-class Clock:
-    """Non-decreasing wall clock at millisecond resolution: equal stamps happen, reversals don't."""
-
-    def __init__(self) -> None:
-        self._last = 0
-        self._lock = threading.Lock()
-
-    def now_us(self) -> int:
-        with self._lock:
-            now = time.time_ns() // 1_000_000 * 1_000
-            self._last = max(self._last, now)
-            return self._last
 
 
 class ApiError(Exception):
@@ -680,7 +670,7 @@ class ServiceTitanSandbox(Sandbox):
         self.max_page_size = max_page_size
         self.export_page_size = export_page_size
         self.unique_vendor_names = unique_vendor_names
-        self.clock = Clock()
+        self.clock = Clock(MILLISECOND_US)
         self.tables: dict[str, Table] = {}
         self._item_ids = itertools.count(1_000_001)
         self._location_ids = itertools.count(110_001)
@@ -1656,11 +1646,11 @@ class ServiceTitanSandbox(Sandbox):
             raise ApiError(401, APP_KEY_MISSING)
         if not hmac.compare_digest(app_key, self.app_key):
             raise ApiError(401, APP_KEY_INVALID)
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(request.headers.get("Authorization", ""))
+        if not token:
             raise ApiError(401, "Authorization has been denied for this request.",
                            headers={"WWW-Authenticate": "Bearer"})
-        issued = self.tokens.check(token.strip())
+        issued = self.tokens.check(token)
         if issued is None:
             raise ApiError(401, "The access token is invalid or has expired.",
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})

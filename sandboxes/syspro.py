@@ -40,7 +40,11 @@ from xml.sax.saxutils import escape
 from flask import Flask, Response, jsonify, request
 from pydantic import BaseModel, Field
 
-from sandboxes.base import RateWindow, Sandbox, SandboxOptions, Stats, TokenStore
+from sandboxes.base import RateWindow, Sandbox, SandboxOptions, Stats
+from sandboxes.kit import odata
+from sandboxes.kit.clock import MILLISECOND_US, Clock
+from sandboxes.kit.routes import model_route
+from sandboxes.kit.tokens import TokenStore
 
 REST_BASE = "/SYSPROWCFService/Rest"
 ODATA_SITE = "/SYSPROOData"  # (unconfirmed) IIS site name of the OData service
@@ -456,66 +460,56 @@ class _BoolParser:
 
 # ---- OData `$filter` ---------------------------------------------------------------------
 
-_ODATA_TOKEN = re.compile(
-    r"\s*(?:(?P<open>\()|(?P<close>\))|(?P<string>'(?:[^']|'')*')"
-    r"|(?P<datetime>\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?)|(?P<date>\d{4}-\d{2}-\d{2})"
-    r"|(?P<number>-?\d+(?:\.\d+)?)|(?P<word>[A-Za-z_][A-Za-z0-9_]*))"
-)
 _ODATA_OPS = {"eq": "EQ", "ne": "NE", "lt": "LT", "le": "LE", "gt": "GT", "ge": "GE"}
+# SYSPRO's OData service: `column op literal` joined by and/or; plain ISO dates, no functions.
+DIALECT = odata.Dialect(
+    bare_datetime=r"\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?|\d{4}-\d{2}-\d{2}",
+    parse_datetime=parse_datetime_text,
+    decimal_numbers=True,
+    booleans=False,
+    negation=False,
+)
+
+
+FILTER_MESSAGES = {
+    "unexpected_text": "Syntax error at position {position} in '{filter}'",
+    "bad_literal": "Invalid date/time literal '{literal}'",
+    "expected": "Unbalanced brackets in query",
+    "unexpected_end": "Malformed query expression",
+    "unexpected_token": "Malformed query expression",
+}
 
 
 def parse_odata_filter(text: str, table: Table) -> Node:
-    tokens: list[Any] = []
-    position = 0
-    text = text.strip()
-    while position < len(text):
-        match = _ODATA_TOKEN.match(text, position)
-        if not match or match.end() == position:
-            raise QueryError(f"Syntax error at position {position} in '{text}'")
-        position = match.end()
-        kind = match.lastgroup
-        value = match.group(kind)  # type: ignore[arg-type]
-        if kind == "open":
-            tokens.append("(")
-        elif kind == "close":
-            tokens.append(")")
-        elif kind == "string":
-            tokens.append(("lit", value[1:-1].replace("''", "'")))
-        elif kind in ("datetime", "date"):
-            tokens.append(("lit", parse_datetime_text(value)))
-        elif kind == "number":
-            tokens.append(("lit", Decimal(value)))
-        elif value in ("and", "or"):
-            tokens.append(value.upper())
-        elif value in _ODATA_OPS:
-            tokens.append(("op", _ODATA_OPS[value]))
-        elif value == "null":
-            tokens.append(("lit", None))
-        else:
-            tokens.append(("col", value))
-    # Fold `col op literal` triples into comparisons, then reuse the boolean parser.
-    folded: list[Any] = []
-    index = 0
-    while index < len(tokens):
-        token = tokens[index]
-        if isinstance(token, tuple) and token[0] == "col":
-            if index + 2 >= len(tokens) or tokens[index + 1][0] != "op" or tokens[index + 2][0] != "lit":
-                raise QueryError(f"Expected a comparison after '{token[1]}'")
-            column, op, literal = token[1], tokens[index + 1][1], tokens[index + 2][1]
-            if column not in table.columns:
-                raise QueryError(f"Could not find a property named '{column}' on type '{table.name}'")
-            try:
-                value = coerce(table.columns[column], literal) if literal is not None else None
-            except (ValueError, TypeError):
-                raise QueryError(f"Invalid literal for '{column}'") from None
-            folded.append(("cmp", column, op, value))
-            index += 3
-            continue
-        folded.append(token)
-        index += 1
-    if not folded:
+    """The filter as the same tree a COMFND `Where` gives, so one planner serves both."""
+    if not text.strip():
         return ("true",)
-    return _BoolParser(folded).parse()
+    try:
+        return _as_where(odata.parse_filter(text, DIALECT), table)
+    except odata.FilterSyntaxError as exc:
+        raise QueryError(exc.message(FILTER_MESSAGES, filter=text.strip())) from None
+
+
+def _as_where(node: odata.Node, table: Table) -> Node:
+    tag = node[0]
+    if tag in ("and", "or"):
+        parts: list[Node] = []
+        for child in (_as_where(node[1], table), _as_where(node[2], table)):
+            parts.extend(child[1] if child[0] == tag else [child])
+        return (tag, parts)
+    if tag == "cmp" and node[2][0] == "field" and node[3][0] == "lit":
+        column, literal = "/".join(node[2][1]), node[3][1]
+        if column not in table.columns:
+            raise QueryError(f"Could not find a property named '{column}' on type '{table.name}'")
+        try:
+            value = coerce(table.columns[column], literal) if literal is not None else None
+        except (ValueError, TypeError):
+            raise QueryError(f"Invalid literal for '{column}'") from None
+        return ("cmp", column, _ODATA_OPS[node[1]], value)
+    left = node[2] if tag == "cmp" else node
+    if left[0] == "field":
+        raise QueryError(f"Expected a comparison after '{'/'.join(left[1])}'")
+    raise QueryError("Malformed query expression")
 
 
 # ------------------------------------------------------------------------------------------
@@ -629,21 +623,6 @@ class SysproStats(Stats):
         return snapshot
 
 
-class _Clock:
-    """UTC at millisecond precision that never runs backwards: equal stamps happen, reordering doesn't."""
-
-    def __init__(self) -> None:
-        self._last = datetime.min
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        current = datetime.now(timezone.utc).replace(tzinfo=None)
-        current = current.replace(microsecond=current.microsecond // 1000 * 1000)
-        with self._lock:
-            if current < self._last:
-                current = self._last
-            self._last = current
-            return current
 
 
 class _CaseFoldPaths:
@@ -846,7 +825,7 @@ class SysproSandbox(Sandbox):
         if options.rate_limit:
             updates["rate_limit"] = options.rate_limit
         self.settings = base.model_copy(update=updates)
-        self.clock = _Clock()
+        self.clock = Clock(MILLISECOND_US)
         self.tables = _tables()
         self.ledger_distribution: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         self._counters = {"po": 0, "ap_journal": 0, "inv_journal": 0}
@@ -1056,7 +1035,7 @@ class SysproSandbox(Sandbox):
         if table.name == "PorMasterHdr" and not row.get("PurchaseOrder"):
             row["PurchaseOrder"] = self._next_po_number()
         if table.change and table.change not in payload:
-            row[table.change] = self.clock.now()
+            row[table.change] = self.clock.now_datetime()
         table.upsert(row)
         if table.name == "PorMasterHdr" and lines is not None:
             for line in list(self._po_lines(row["PurchaseOrder"])):
@@ -1100,7 +1079,7 @@ class SysproSandbox(Sandbox):
                 row["OrderStatus"] = "4" if row["OrderStatus"] == "1" else row["OrderStatus"]
             else:
                 row["LongDesc"] = f"{row['Description']} (rev {self._tick_cursor})"
-            row[table.change] = self.clock.now()  # type: ignore[index]
+            row[table.change] = self.clock.now_datetime()  # type: ignore[index]
             table.upsert(row)
             changed.append({"entity": name, "key": [row[k] for k in table.key], "changed_at": to_json(row[table.change])})  # type: ignore[index]
         return changed
@@ -1136,6 +1115,10 @@ class SysproSandbox(Sandbox):
 
     # ---- routes -------------------------------------------------------------------------------
 
+    def _apply_settings(self, settings: SysproSettings) -> None:
+        self.settings = settings
+        self._rate = RateWindow(settings.rate_limit)
+
     def register_vendor_routes(self, app: Flask) -> None:
         app.before_request(self._rate_gate)
 
@@ -1166,7 +1149,7 @@ class SysproSandbox(Sandbox):
             return text(
                 f"{XML_DECLARATION}\n<LogonProfile {ROOT_ATTRIBUTES}><Operator>{escape(session.operator)}</Operator>"
                 f"<CompanyId>{escape(session.company)}</CompanyId><CompanyName>{escape(self.COMPANY_NAME)}</CompanyName>"
-                f"<SystemDate>{self.clock.now().date().isoformat()}</SystemDate></LogonProfile>"
+                f"<SystemDate>{self.clock.now_datetime().date().isoformat()}</SystemDate></LogonProfile>"
             )
 
         def business_call(kind: str) -> Callable[[], Response]:
@@ -1197,19 +1180,7 @@ class SysproSandbox(Sandbox):
                 return refused
             return self._odata_query(company, entity_set)
 
-        @app.get("/_sandbox/syspro/settings")
-        def get_settings() -> Response:
-            return jsonify(self.settings.model_dump())
-
-        @app.post("/_sandbox/syspro/settings")
-        def set_settings() -> Response | tuple[Response, int]:
-            body = request.get_json(silent=True) or {}
-            try:
-                self.settings = SysproSettings(**{**self.settings.model_dump(), **body})
-            except Exception as exc:
-                return jsonify({"error": str(exc)}), 400
-            self._rate = RateWindow(self.settings.rate_limit)
-            return jsonify(self.settings.model_dump())
+        model_route(app, "/_sandbox/syspro/settings", SysproSettings, lambda: self.settings, self._apply_settings)
 
         @app.get("/_sandbox/syspro/sessions")
         def list_sessions() -> Response:
@@ -1419,7 +1390,7 @@ class SysproSandbox(Sandbox):
                 entry += 1
                 processed += 1
                 record.update({"Journal": self._counters["ap_journal"], "EntryNumber": entry,
-                               "PostDate": self.clock.now().date(), "LastChangeDate": self.clock.now()})
+                               "PostDate": self.clock.now_datetime().date(), "LastChangeDate": self.clock.now_datetime()})
                 distribution = record.pop("_distribution")
                 self.tables["ApInvoice"].upsert(record)
                 self.ledger_distribution[self.tables["ApInvoice"].pk(record)] = distribution
@@ -1461,7 +1432,7 @@ class SysproSandbox(Sandbox):
             errors.append(FieldError("TransactionValue", raw_value, E_BAD_VALUE, f"Invalid transaction value '{raw_value}'"))
             value = None
         raw_date = _text(item, "InvoiceDate")
-        invoice_date = self.clock.now().date()
+        invoice_date = self.clock.now_datetime().date()
         if raw_date:
             try:
                 invoice_date = datetime.strptime(raw_date, "%Y-%m-%d").date()
@@ -1568,7 +1539,7 @@ class SysproSandbox(Sandbox):
         row = dict(existing) if existing else {c: None for c in headers.columns}
         if action == "D":
             def cancel() -> None:
-                row.update({"OrderStatus": "*", "LastChangeDate": self.clock.now()})
+                row.update({"OrderStatus": "*", "LastChangeDate": self.clock.now_datetime()})
                 headers.upsert(row)
             plan["commit"] = cancel
             return plan
@@ -1581,7 +1552,7 @@ class SysproSandbox(Sandbox):
         warehouse = (_text(header, "Warehouse") or row.get("Warehouse") or "WH01").upper()
         if warehouse not in WAREHOUSES:
             errors.append(FieldError("Warehouse", warehouse, E_WAREHOUSE_NOT_FOUND, f"Warehouse '{warehouse}' not found"))
-        order_date = row.get("OrderEntryDate") or self.clock.now().date()
+        order_date = row.get("OrderEntryDate") or self.clock.now_datetime().date()
         due_date = row.get("OrderDueDate")
         for field, current in (("OrderDate", order_date), ("DueDate", due_date)):
             raw = _text(header, field)
@@ -1642,7 +1613,7 @@ class SysproSandbox(Sandbox):
                 "Buyer": _text(header, "Buyer") or row.get("Buyer") or "",
                 "Currency": supplier["Currency"] if supplier else row.get("Currency") or "$",
                 "CustomerPoNumber": _text(header, "CustomerPoNumber") or row.get("CustomerPoNumber") or "",
-                "LastChangeDate": self.clock.now(),
+                "LastChangeDate": self.clock.now_datetime(),
             })
             headers.upsert(row)
             detail = self.tables["PorMasterDetail"]
@@ -1779,7 +1750,7 @@ class SysproSandbox(Sandbox):
             extra = ""
             if apply and not errors and holding is not None:
                 processed += 1
-                now = self.clock.now()
+                now = self.clock.now_datetime()
                 updated = dict(holding)
                 updated["QtyOnHand"] = (holding["QtyOnHand"] + delta).quantize(Decimal("0.000001"))
                 updated["LastChangeDate"] = now
@@ -1864,11 +1835,11 @@ class SysproSandbox(Sandbox):
             row = dict(existing) if existing else {c: "" for c in suppliers.columns}
             if not existing:
                 row.update({"Supplier": code.upper(), "Currency": "$", "OnHold": "N", "TermsCode": "30",
-                            "DateSuppAdded": self.clock.now().date()})
+                            "DateSuppAdded": self.clock.now_datetime().date()})
             row.update({k: (v.upper() if k == "OnHold" else v) for k, v in values.items()})
             if not existing and not values.get("SupShortName"):
                 row["SupShortName"] = values.get("SupplierName", "")[:20].upper()
-            row["LastChangeDate"] = self.clock.now()
+            row["LastChangeDate"] = self.clock.now_datetime()
             suppliers.upsert(row)
 
         return commit
@@ -1899,13 +1870,14 @@ class SysproSandbox(Sandbox):
         args = request.args
         try:
             node = parse_odata_filter(args.get("$filter", ""), table) if args.get("$filter") else ("true",)
-            order: list[tuple[str, bool]] = []
-            for part in filter(None, (p.strip() for p in args.get("$orderby", "").split(","))):
-                bits = part.split()
-                if bits[0] not in table.columns or (len(bits) > 1 and bits[1].lower() not in ("asc", "desc")):
-                    raise QueryError(f"Invalid $orderby '{part}'")
-                order.append((bits[0], len(bits) > 1 and bits[1].lower() == "desc"))
-            select = [c.strip() for c in args.get("$select", "").split(",") if c.strip()]
+            try:
+                order = odata.parse_orderby(args.get("$orderby", ""), fold_direction=True, skip_empty=True)
+            except ValueError as exc:
+                raise QueryError(f"Invalid $orderby '{exc}'") from None
+            for column, _ in order:
+                if column not in table.columns:
+                    raise QueryError(f"Invalid $orderby '{column}'")
+            select = odata.split_names(args.get("$select"))
             for column in select:
                 if column not in table.columns:
                     raise QueryError(f"Could not find a property named '{column}' on type '{table.name}'")

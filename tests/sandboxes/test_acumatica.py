@@ -356,6 +356,15 @@ def test_get_by_guid_equals_get_by_keys(api):
     assert api.get("Invoice/AR000003/extra/segment").status_code == 400
 
 
+def test_keys_joined_by_a_bar_address_the_same_record(api):
+    """Round 2: `Invoice/Invoice|AR000003` is `Invoice/Invoice/AR000003`; a wrong count is still 400."""
+    by_slash = api.get("Invoice/Invoice/AR000003").json()
+    by_bar = api.get("Invoice/Invoice|AR000003")
+    assert by_bar.status_code == 200 and by_bar.json() == by_slash
+    assert api.get("Invoice/Invoice|AR999999").status_code == 404
+    assert api.get("Invoice/Invoice|AR000003|extra").status_code == 400
+
+
 def test_ad_hoc_schema_lists_field_types(api):
     schema = api.get("Bill/$adHocSchema").json()
     assert schema["Amount"] == {"type": "DecimalValue"} and schema["Hold"] == {"type": "BooleanValue"}

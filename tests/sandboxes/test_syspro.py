@@ -185,6 +185,15 @@ def test_settings_endpoint_validates(running: Any) -> None:
 # ---- Logon / Logoff / sessions ---------------------------------------------------------------------
 
 
+def test_get_version_answers_without_a_session(running: Any, sb: SysproSandbox, base: str) -> None:
+    """Round 2: a live SYSPRO 7 host answered GetVersion as plain text with no UserId at all."""
+    response = requests.get(f"{base}/GetVersion", timeout=5)
+    assert response.status_code == 200
+    assert response.text == sb.settings.host_version
+    assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", response.text)
+    assert stats(running.url).get("logons", 0) == 0
+
+
 def test_logon_answers_34_hex_and_two_spaces_as_octet_stream(running: Any, sb: SysproSandbox, base: str) -> None:
     response = requests.get(f"{base}/Logon", params=creds(sb), timeout=5)
     assert response.status_code == 200
