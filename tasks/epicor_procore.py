@@ -32,9 +32,8 @@ from mlconnector.holds import Hold, TargetCondition
 from mlconnector.http import NotFoundError
 from mlconnector.policies import master_data_changes
 from mlconnector.resolver import Counterpart, Need
-from tasks.epicor_source import (EPICOR, EpicorPolled, epicor_ap_invoices, epicor_purchase_orders, fetch_ap_invoice,
-                                 fetch_purchase_order, fetch_vendor, invoice_source_id, plain,
-                                 unmapped_account_plants)
+from tasks.epicor_source import (EPICOR, EpicorApInvoices, EpicorPolled, EpicorPurchaseOrders, epicor_ap_invoices,
+                                 epicor_purchase_orders, fetch_vendor, plain, unmapped_account_plants)
 
 if TYPE_CHECKING:
     from mlconnector.harness import SandboxSet
@@ -251,25 +250,11 @@ class DocumentHandler(EpicorPolled):
         return Plan("update", target, changes, detail=f"found by {how}")
 
 
-class PurchaseOrdersHandler(DocumentHandler):
+class PurchaseOrdersHandler(EpicorPurchaseOrders, DocumentHandler):
     """Epicor POs -> Procore purchase order contracts, one per PO, updated in place when the PO changes."""
 
-    entity = "purchase_orders"
-    noun = "PO"
     children = ("PORels", "PODetails")
-
-    def source_id(self, row: Mapping[str, Any]) -> str:
-        return str(row["PONum"])
-
-    def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
-        return fetch_purchase_order(ctx, source_id, releases=True)
-
-    def document_date(self, source: Any) -> Any:
-        return source.get("OrderDate")
-
-    def summarize(self, payload: dict[str, Any]) -> DocumentSummary:
-        return DocumentSummary(f"PO {payload.get('PONum')}", payload.get("VendorName") or "",
-                               str(payload.get("DocTotalOrder") or payload.get("TotalOrder") or ""))
+    with_releases = True  # the delivery schedule becomes line items
 
     def map(self, ctx: FlowContext, source: Any, counterparts: Mapping[str, Counterpart]) -> MappedRecord | Hold | Nothing:
         found = self.lookups(ctx, source, f"PO {source.get('PONum')}")
@@ -308,26 +293,11 @@ class PurchaseOrdersHandler(DocumentHandler):
                            {"id": done.record.id, "project_id": document.project_id})
 
 
-class ApInvoicesHandler(DocumentHandler):
+class ApInvoicesHandler(EpicorApInvoices, DocumentHandler):
     """Epicor AP invoices -> Procore invoice direct costs, every line on the cost code its GL
     account maps to; the map is validated before anything is read from or written to Procore."""
 
-    entity = "ap_invoices"
-    noun = "AP invoice"
     children = ("APInvDtls",)
-
-    def source_id(self, row: Mapping[str, Any]) -> str:
-        return invoice_source_id(row)
-
-    def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
-        return fetch_ap_invoice(ctx, source_id)
-
-    def document_date(self, source: Any) -> Any:
-        return source.get("InvoiceDate")
-
-    def summarize(self, payload: dict[str, Any]) -> DocumentSummary:
-        return DocumentSummary(f"AP invoice {payload.get('InvoiceNum')}", payload.get("VendorNumName") or "",
-                               str(payload.get("DocInvoiceAmt") or payload.get("InvoiceAmt") or ""))
 
     def map(self, ctx: FlowContext, source: Any, counterparts: Mapping[str, Counterpart]) -> MappedRecord | Hold | Nothing:
         config = _config(ctx)

@@ -34,9 +34,9 @@ from mlconnector.holds import ConfigNeeded, Hold, LinkNeeded, TargetCondition
 from mlconnector.http import FatalError, NotFoundError
 from mlconnector.policies import master_data_changes
 from mlconnector.resolver import Counterpart, CounterpartKind, Need, TargetRecord
+from tasks.epicor_source import EpicorApInvoices, EpicorPurchaseOrders
 from tasks.epicor_source import EpicorPolled as EpicorSourced
-from tasks.epicor_source import (epicor, epicor_ap_invoices, epicor_purchase_orders, fetch_ap_invoice, invoice_source_id,
-                                 plain, unmapped_account_plants)
+from tasks.epicor_source import epicor, epicor_ap_invoices, epicor_purchase_orders, plain, unmapped_account_plants
 
 if TYPE_CHECKING:
     from mlconnector.harness import SandboxSet
@@ -419,28 +419,9 @@ def _supplier_ref(resolved: Counterpart) -> m.SupplierRef:
     return m.SupplierRef(resolved.target_id or "", resolved.target_name, resolved.how)
 
 
-class PurchaseOrdersHandler(DocumentHandler):
+class PurchaseOrdersHandler(EpicorPurchaseOrders, DocumentHandler):
     """Epicor POs with their lines -> the S2P order staging tables; closed or voided in Epicor
     is closed or canceled in ServiceNow."""
-
-    entity = "purchase_orders"
-    noun = "PO"
-
-    def source_id(self, row: Mapping[str, Any]) -> str:
-        return str(row["PONum"])
-
-    def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
-        try:
-            return plain(epicor(ctx).get("purchase_orders", int(source_id)))
-        except NotFoundError:
-            return None
-
-    def document_date(self, source: Any) -> Any:
-        return source.get("OrderDate")
-
-    def summarize(self, payload: dict[str, Any]) -> DocumentSummary:
-        return DocumentSummary(f"PO {payload.get('PONum')}", payload.get("VendorName") or "",
-                               str(payload.get("DocTotalOrder") or payload.get("TotalOrder") or ""))
 
     def map(self, ctx: FlowContext, source: Any, counterparts: Mapping[str, Counterpart]) -> MappedRecord | Hold | Nothing:
         if counterparts["supplier"].pending:
@@ -448,25 +429,9 @@ class PurchaseOrdersHandler(DocumentHandler):
         return m.map_purchase_order(source, _config(ctx), _supplier_ref(counterparts["supplier"]))
 
 
-class ApInvoicesHandler(DocumentHandler):
+class ApInvoicesHandler(EpicorApInvoices, DocumentHandler):
     """Epicor AP invoices with their lines -> the S2P invoice staging tables, every line on the
     ServiceNow cost center its GL account maps to; posted in Epicor reaches ServiceNow too."""
-
-    entity = "ap_invoices"
-    noun = "AP invoice"
-
-    def source_id(self, row: Mapping[str, Any]) -> str:
-        return invoice_source_id(row)
-
-    def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
-        return fetch_ap_invoice(ctx, source_id)
-
-    def document_date(self, source: Any) -> Any:
-        return source.get("InvoiceDate")
-
-    def summarize(self, payload: dict[str, Any]) -> DocumentSummary:
-        return DocumentSummary(f"AP invoice {payload.get('InvoiceNum')}", payload.get("VendorNumName") or "",
-                               str(payload.get("DocInvoiceAmt") or payload.get("InvoiceAmt") or ""))
 
     def map(self, ctx: FlowContext, source: Any, counterparts: Mapping[str, Counterpart]) -> MappedRecord | Hold | Nothing:
         if counterparts["supplier"].pending:

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterator, Mapping
 
 from connectors.base import plain
-from mlconnector.flows import FlowContext, FlowHandler, ReconDocument, SourceRecord
+from mlconnector.flows import DocumentSummary, FlowContext, FlowHandler, ReconDocument, SourceRecord
 from mlconnector.http import NotFoundError
 from mlconnector.positions import Position
 
@@ -75,6 +75,49 @@ def fetch_ap_invoice(ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
     return plain(invoice) if invoice is not None else None
 
 
+
+
+class EpicorPurchaseOrders:
+    """An Epicor PO as a flow's source: its id, the full record with its lines (releases when
+    the pair asks: `with_releases`), its date and how the exceptions queue names it."""
+
+    entity = "purchase_orders"
+    noun = "PO"
+    with_releases = False
+
+    def source_id(self, row: Mapping[str, Any]) -> str:
+        return str(row["PONum"])
+
+    def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
+        return fetch_purchase_order(ctx, source_id, releases=self.with_releases)
+
+    def document_date(self, source: Any) -> Any:
+        return source.get("OrderDate")
+
+    def summarize(self, payload: dict[str, Any]) -> DocumentSummary:
+        return DocumentSummary(f"PO {payload.get('PONum')}", payload.get("VendorName") or "",
+                               str(payload.get("DocTotalOrder") or payload.get("TotalOrder") or ""))
+
+
+class EpicorApInvoices:
+    """An Epicor AP invoice as a flow's source: `VendorNum/InvoiceNum`, the full record with its
+    lines, its date and how the exceptions queue names it."""
+
+    entity = "ap_invoices"
+    noun = "AP invoice"
+
+    def source_id(self, row: Mapping[str, Any]) -> str:
+        return invoice_source_id(row)
+
+    def fetch(self, ctx: FlowContext, source_id: str) -> dict[str, Any] | None:
+        return fetch_ap_invoice(ctx, source_id)
+
+    def document_date(self, source: Any) -> Any:
+        return source.get("InvoiceDate")
+
+    def summarize(self, payload: dict[str, Any]) -> DocumentSummary:
+        return DocumentSummary(f"AP invoice {payload.get('InvoiceNum')}", payload.get("VendorNumName") or "",
+                               str(payload.get("DocInvoiceAmt") or payload.get("InvoiceAmt") or ""))
 
 # ---- the demo: an unmapped GL account ------------------------------------------------------------
 
