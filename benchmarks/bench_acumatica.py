@@ -112,18 +112,11 @@ class Baseline:
     """The same vendor calls from a plain thread pool: no ledger, no broker, no audit."""
 
     def __init__(self, s: Setup) -> None:
-        from connectors import connector_class
         from mappings import servicetitan_acumatica as m
-        from mlconnector.flows import get_pair
-        from mlconnector.harness import sandbox_integration_config
-        from mlconnector.http.runtime import get_runtime
 
-        sandboxes = pair_bench.sandbox_set(s.host, {"servicetitan": ST, "acumatica": ACU_BASE})
-        config = sandbox_integration_config(get_pair(PAIR), sandboxes, OVERRIDES)
-        runtime = get_runtime()  # what a worker process builds: Redis token cache (encrypted), limiter
-        st_creds, acu_creds = sandboxes.credentials("servicetitan"), sandboxes.credentials("acumatica")
-        self.st = connector_class("servicetitan").create(config["systems"]["servicetitan"], st_creds, runtime)
-        self.acu = connector_class("acumatica").create(config["systems"]["acumatica"], acu_creds, runtime)
+        config, connectors = pair_bench.baseline_connectors(s.host, PAIR, {"servicetitan": ST, "acumatica": ACU_BASE}, OVERRIDES)
+        self.st = connectors["servicetitan"]
+        self.acu = connectors["acumatica"]
         self.config = m.ServiceTitanAcumaticaConfig.model_validate(config)
         self.refs: dict[str, m.AcumaticaRef] = {}
         self.chart: m.GlReference | None = None

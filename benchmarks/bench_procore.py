@@ -99,18 +99,11 @@ class Baseline:
     """The same vendor calls from a plain thread pool: no ledger, no broker, no audit."""
 
     def __init__(self, s: Setup) -> None:
-        from connectors import connector_class
         from mappings import epicor_procore as m
-        from mlconnector.flows import get_pair
-        from mlconnector.harness import sandbox_integration_config
-        from mlconnector.http.runtime import get_runtime
 
-        sandboxes = pair_bench.sandbox_set(s.host, {"epicor": EP, "procore": PC_BASE})
-        config = sandbox_integration_config(get_pair(PAIR), sandboxes, OVERRIDES)
-        runtime = get_runtime()
-        self.epicor = connector_class("epicor").create(config["systems"]["epicor"], sandboxes.credentials("epicor"), runtime)
-        self.procore = connector_class("procore").create(config["systems"]["procore"], sandboxes.credentials("procore"),
-                                                         runtime)
+        config, connectors = pair_bench.baseline_connectors(s.host, PAIR, {"epicor": EP, "procore": PC_BASE}, OVERRIDES)
+        self.epicor = connectors["epicor"]
+        self.procore = connectors["procore"]
         self.config = m.EpicorProcoreConfig.model_validate(config)
         self.vendors: dict[str, int] = {}  # VendorNum -> Procore vendor id, as the vendors flow's ledger holds them
         self._lock = threading.Lock()

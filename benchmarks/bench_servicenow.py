@@ -119,18 +119,11 @@ class Baseline:
     """The same vendor calls from a plain thread pool: no ledger, no broker, no audit."""
 
     def __init__(self, s: Setup) -> None:
-        from connectors import connector_class
         from mappings import epicor_servicenow as m
-        from mlconnector.flows import get_pair
-        from mlconnector.harness import sandbox_integration_config
-        from mlconnector.http.runtime import get_runtime
 
-        sandboxes = pair_bench.sandbox_set(s.host, {"epicor": EP, "servicenow": SN_BASE})
-        config = sandbox_integration_config(get_pair(PAIR), sandboxes, OVERRIDES)
-        runtime = get_runtime()  # what a worker process builds: Redis token cache (encrypted), limiter
-        self.epicor = connector_class("epicor").create(config["systems"]["epicor"], sandboxes.credentials("epicor"), runtime)
-        self.sn = connector_class("servicenow").create(config["systems"]["servicenow"], sandboxes.credentials("servicenow"),
-                                                       runtime)
+        config, connectors = pair_bench.baseline_connectors(s.host, PAIR, {"epicor": EP, "servicenow": SN_BASE}, OVERRIDES)
+        self.epicor = connectors["epicor"]
+        self.sn = connectors["servicenow"]
         self.config = m.EpicorServiceNowConfig.model_validate(config)
         self.suppliers: dict[str, str] = {}  # VendorNum -> supplier sys_id, as the vendors flow's ledger holds them
         self.linked: dict[str, m.SupplierRef] = {}  # suppliers read once and kept, as the resolver's links

@@ -96,18 +96,11 @@ class Baseline:
     """The same vendor calls from a plain thread pool: no ledger, no broker, no audit."""
 
     def __init__(self, s: Setup) -> None:
-        from connectors import connector_class
         from mappings import servicetitan_syspro as m
-        from mlconnector.flows import get_pair
-        from mlconnector.harness import sandbox_integration_config
-        from mlconnector.http.runtime import get_runtime
 
-        sandboxes = pair_bench.sandbox_set(s.host, {"servicetitan": ST, "syspro": SY_BASE})
-        config = sandbox_integration_config(get_pair(PAIR), sandboxes, OVERRIDES)
-        runtime = get_runtime()
-        self.st = connector_class("servicetitan").create(config["systems"]["servicetitan"],
-                                                         sandboxes.credentials("servicetitan"), runtime)
-        self.sy = connector_class("syspro").create(config["systems"]["syspro"], sandboxes.credentials("syspro"), runtime)
+        config, connectors = pair_bench.baseline_connectors(s.host, PAIR, {"servicetitan": ST, "syspro": SY_BASE}, OVERRIDES)
+        self.st = connectors["servicetitan"]
+        self.sy = connectors["syspro"]
         self.config = m.ServiceTitanSysproConfig.model_validate(config)
         self.prepared = False
 

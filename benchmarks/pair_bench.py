@@ -227,3 +227,21 @@ def start(pair: str, sandboxes: dict[str, list[Any]], systems: dict[str, str], s
         host.stop()
         fleet.drop_database(database_url)
         raise
+
+
+def baseline_connectors(host: Any, pair: str, systems: dict[str, str], overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a baseline thread pool calls with: the pair's integration config against the
+    sandboxes (`systems`: system -> sandbox name on the host) and one connector per system,
+    built as a worker process builds them (Redis token cache, shared limiter). Returns
+    (config, connectors by system)."""
+    from connectors import connector_class
+    from mlconnector.flows import get_pair
+    from mlconnector.harness import sandbox_integration_config
+    from mlconnector.http.runtime import get_runtime
+
+    sandboxes = sandbox_set(host, systems)
+    config = sandbox_integration_config(get_pair(pair), sandboxes, overrides)
+    runtime = get_runtime()
+    connectors = {system: connector_class(system).create(config["systems"][system], sandboxes.credentials(system), runtime)
+                  for system in systems}
+    return config, connectors
