@@ -28,6 +28,7 @@ SIZES = {  # name: (quick size, full size)
     "memory": (1500, 10000),  # the small backfill; the large one is ten times it
     "chaos": (60, 300),  # received purchase orders under faults, kills, a broker flush and receiver fuzz
     "console": (20000, 100000),  # ledger rows behind the console's pages, timed against a bare Flask route
+    "idle": (200, 1000),  # enabled integrations with nothing new, measured against a tenth of them
 }
 
 
@@ -64,6 +65,14 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
         "console": ("rows", "bare_ms", "overview_ms", "overview_vs_bare", "queue_first_ms", "queue_first_vs_bare",
                     "queue_deep_ms", "queue_deep_vs_bare", "queue_deep_vs_first", "queue_filtered_vs_bare",
                     "queue_search_vs_bare", "record_ms", "record_vs_bare", "deep_page_uses_index"),
+        "idle": ("integrations", "integrations_small", "poll_interval_s", "polls_per_minute", "polls_done_vs_expected",
+                 "spread_max_vs_mean", "max_polls_in_one_second", "send_spread_max_vs_mean",
+                 "max_sends_in_one_second", "max_queue_depth", "beat_cpu_ms_per_integration_hour",
+                 "worker_cpu_ms_per_integration_hour", "worker_cpu_ms_per_poll", "db_commits_per_poll",
+                 "db_rows_written_per_poll", "redis_commands_per_poll", "worker_rss_mb_large_vs_small",
+                 "beat_cpu_per_integration_hour_large_vs_small",
+                 "worker_cpu_per_integration_hour_large_vs_small", "db_commits_per_integration_hour_large_vs_small",
+                 "redis_commands_per_integration_hour_large_vs_small"),
     }[name]
     return {f"{name}.{k}": figures[k] for k in keys if k in figures}
 
@@ -77,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from benchmarks import (bench_acumatica, bench_api_economy, bench_chaos, bench_console, bench_core, bench_freshness,
-                            bench_ingest, bench_memory, bench_pipeline, bench_procore, bench_ratelimit, bench_servicenow,
+                            bench_idle, bench_ingest, bench_memory, bench_pipeline, bench_procore, bench_ratelimit, bench_servicenow,
                             bench_syspro)
 
     runners: dict[str, Callable[[int], dict[str, Any]]] = {
@@ -85,6 +94,7 @@ def main() -> None:
         "ingest": bench_ingest.main, "api_economy": bench_api_economy.main, "acumatica": bench_acumatica.main,
         "servicenow": bench_servicenow.main, "procore": bench_procore.main, "syspro": bench_syspro.main, "ratelimit": bench_ratelimit.main, "freshness": bench_freshness.main,
         "memory": bench_memory.main, "chaos": bench_chaos.main, "console": bench_console.main,
+        "idle": bench_idle.main,
     }
     summary: dict[str, Any] = {}
     started = time.perf_counter()
@@ -96,7 +106,7 @@ def main() -> None:
         if name not in chosen:
             continue
         size = SIZES[name][0 if args.quick else 1]
-        if args.size and name not in ("core", "freshness", "memory", "chaos", "console"):  # freshness is sized in seconds
+        if args.size and name not in ("core", "freshness", "memory", "chaos", "console", "idle"):  # freshness is sized in seconds
             size = args.size
         began = time.perf_counter()
         try:

@@ -1,5 +1,5 @@
 """The Celery application: configured from celeryconfig.py, one queue per pair, and a
-beat schedule built from the enabled integrations.
+beat that sends the enabled integrations' polls (see poll_schedule.py).
 
 Worker:  celery -A mlconnector.celery_app worker --loglevel INFO
 Beat:    celery -A mlconnector.celery_app beat --loglevel INFO
@@ -14,6 +14,7 @@ import time
 from celery import Celery
 from celery.beat import Scheduler
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown, worker_ready
+from celery.utils.log import get_logger
 from celery.worker.control import inspect_command
 from kombu import Queue
 
@@ -24,44 +25,19 @@ SWEEP_EVERY_SECONDS = 30.0  # how soon lost work comes back after a broker failu
 ALERT_EVERY_SECONDS = 60.0  # alert summaries: one message per minute at most, per integration
 SCHEDULE_REFRESH_SECONDS = 60.0  # integrations added or disabled reach beat within a minute
 
+beat_log = get_logger("celery.beat")  # the logger (and the "Sending due task" line) beat's own entries use
+
 
 def _queues() -> list[Queue]:
     return [Queue(DEFAULT_QUEUE)] + [Queue(pair.queue) for pair in all_pairs().values()]
 
 
 def build_beat_schedule() -> dict[str, dict[str, Any]]:
-    """Sweeper and alerts always; one poll entry per enabled integration's polled flow."""
-    schedule: dict[str, dict[str, Any]] = {
+    """Beat's fixed entries; the polls are the PollPlan's (see IntegrationScheduler)."""
+    return {
         "sweep": {"task": "mlconnector.sweep", "schedule": SWEEP_EVERY_SECONDS},
         "alerts": {"task": "mlconnector.send_alerts", "schedule": ALERT_EVERY_SECONDS},
     }
-    try:
-        from mlconnector.db.session import session_scope
-        from mlconnector.integrations import list_integrations
-
-        with session_scope() as session:
-            integrations = list_integrations(session, enabled_only=True)
-    except Exception:  # no database yet (first start): sweeper only, polls on next beat start
-        return schedule
-    pairs = all_pairs()
-    for integration in integrations:
-        pair = pairs.get(integration.pair)
-        if pair is None:
-            continue
-        try:
-            overrides = pair.parse_config(integration.config or {}).poll_seconds
-        except ValueError:  # a config that no longer validates: its polls wait for `integrations set-config`
-            continue
-        for flow in pair.flows:
-            every = overrides.get(flow.name, flow.poll_seconds)
-            if every:
-                schedule[f"poll:{integration.id}:{flow.name}"] = {
-                    "task": "mlconnector.poll",
-                    "schedule": float(every),
-                    "args": (integration.id, flow.name),
-                    "options": {"queue": pair.queue},
-                }
-    return schedule
 
 
 def create_app() -> Celery:
@@ -75,22 +51,51 @@ def create_app() -> Celery:
 
 
 class IntegrationScheduler(Scheduler):
-    """Beat's schedule is the enabled integrations' flows, re-read every minute.
+    """Beat: the sweeper and alerts as Celery entries, and every enabled integration's polls
+    from a PollPlan (spread over each interval, refreshed incrementally every minute).
 
     Kept in memory: a missed tick is harmless (polls catch up from their watermark), and
     a poll takes a row lock on its watermark, so a duplicate tick does no harm either.
     """
 
     def setup_schedule(self) -> None:
+        from mlconnector.poll_schedule import PollPlan
+
         self.install_default_entries(self.data)
         self.merge_inplace(build_beat_schedule())
+        self.polls = PollPlan()
+        self._refresh_polls()
+
+    def _refresh_polls(self) -> None:
+        from mlconnector.db.session import session_scope
+
+        try:
+            with session_scope() as session:
+                self.polls.refresh(session)
+        except Exception as error:  # no database yet (first start), or it is away: the plan as it was
+            beat_log.warning("poll schedule not refreshed: %s", error)
         self._refreshed = time.monotonic()
+
+    def _send_polls(self) -> None:
+        due = self.polls.due()
+        if not due:
+            return
+        try:
+            producer = self.producer
+            for spec in due:
+                beat_log.info("Scheduler: Sending due task %s (mlconnector.poll)", spec.name)
+                self.app.send_task("mlconnector.poll", args=(spec.integration_id, spec.flow), queue=spec.queue,
+                                   producer=producer)
+        except Exception as error:  # the broker is away: these polls run at their next time
+            beat_log.error("could not send polls: %s", error)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         if time.monotonic() - getattr(self, "_refreshed", 0.0) > SCHEDULE_REFRESH_SECONDS:
-            self.merge_inplace(build_beat_schedule())
-            self._refreshed = time.monotonic()
-        return min(super().tick(*args, **kwargs), SCHEDULE_REFRESH_SECONDS)
+            self._refresh_polls()
+        self._send_polls()
+        wait = min(super().tick(*args, **kwargs), SCHEDULE_REFRESH_SECONDS)
+        until_poll = self.polls.seconds_until_next()
+        return wait if until_poll is None else min(wait, until_poll)
 
 
 app = create_app()

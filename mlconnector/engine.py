@@ -516,11 +516,7 @@ def _poll_flow(integration_id: str, flow_name: str, *, since: datetime | None,
     started = utcnow()
     result = PollResult(flow=flow_name)
     with session_scope() as session:
-        _ensure_watermark(session, integration_id, flow_name)
-        mark = session.scalars(
-            select(Watermark).where(Watermark.integration_id == integration_id, Watermark.flow == flow_name)
-            .with_for_update(skip_locked=True)
-        ).first()
+        mark = _lock_watermark(session, integration_id, flow_name)
         if mark is None:
             result.skipped_locked = True
             return result
@@ -567,9 +563,10 @@ def _poll_flow(integration_id: str, flow_name: str, *, since: datetime | None,
         mark.last_poll_error = None
         result.watermark = mark.value
         result.cursor = mark.cursor
-        audit.append(session, "polled", f"found {result.found}, queued {result.queued}"
-                     + (f", released {result.released} held" if result.released else ""),
-                     integration_id=integration_id, flow=flow_name)
+        if result.found or result.released:  # an empty poll is told by its watermark row, not a trail row
+            audit.append(session, "polled", f"found {result.found}, queued {result.queued}"
+                         + (f", released {result.released} held" if result.released else ""),
+                         integration_id=integration_id, flow=flow_name)
     return result
 
 
@@ -591,6 +588,20 @@ def _release_met_conditions(ctx: FlowContext, flow: Flow) -> int:
         return 0
     return releases.release(ctx.session, ctx.integration.id, sorted(met, key=lambda c: c.key),
                             "now " + ", ".join(f"{c.entity} {c.target_id} {c.condition}" for c in sorted(met, key=lambda c: c.key)))
+
+
+def _lock_watermark(session: Session, integration_id: str, flow: str) -> Watermark | None:
+    """The flow's watermark row, locked for this poll; None while another poll holds it.
+
+    Inserted on the flow's first poll only: an idle poll spends no write on it."""
+    locked = select(Watermark).where(Watermark.integration_id == integration_id, Watermark.flow == flow) \
+        .with_for_update(skip_locked=True)
+    mark = session.scalars(locked).first()
+    if mark is None and session.scalar(select(Watermark.flow).where(
+            Watermark.integration_id == integration_id, Watermark.flow == flow)) is None:
+        _ensure_watermark(session, integration_id, flow)
+        mark = session.scalars(locked).first()
+    return mark
 
 
 def _ensure_watermark(session: Session, integration_id: str, flow: str) -> None:

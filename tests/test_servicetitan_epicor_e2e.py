@@ -257,8 +257,16 @@ def test_worker_killed_mid_batch_writes_every_record_none_twice(fleet: Fleet) ->
 
     fleet.start_worker(fleet.env, queues="mlconnector,servicetitan-epicor", concurrency=2)
     time.sleep(3)
-    send(engine.sweep(older_than_seconds=0).enqueue)  # what the beat's sweeper does every 30 s
-    wait_until(lambda: all(len(_invoice_for(fleet, b)) >= 1 for b in bills), timeout=120,
+    swept = [0.0]
+
+    def written_with_sweeps() -> bool:
+        """The beat's sweeper runs every 30 s in production; here every 5 s, until all is written."""
+        if time.time() - swept[0] >= 5:
+            send(engine.sweep(older_than_seconds=0).enqueue)
+            swept[0] = time.time()
+        return all(len(_invoice_for(fleet, b)) >= 1 for b in bills)
+
+    wait_until(written_with_sweeps, timeout=120, interval=0.5,
                message=f"not every bill written after the kill: {fleet.statuses()}")
     time.sleep(1)
     assert all(len(_invoice_for(fleet, b)) == 1 for b in bills)
