@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from mlconnector.db.models import AuditEvent
+from mlconnector.db.models import AuditEvent, utcnow
 from mlconnector.redaction import redact, redact_text
 
 MAX_TEXT = 4000  # long vendor bodies are cut, the start is what a person reads
@@ -40,8 +40,8 @@ def append(
     target_id: str | None = None,
     duration_ms: float | None = None,
     actor: str | None = None,
-) -> AuditEvent:
-    row = AuditEvent(
+) -> None:
+    values = dict(
         kind=kind,
         message=redact_text(message)[:MAX_TEXT],
         integration_id=integration_id,
@@ -59,10 +59,10 @@ def append(
     )
     held = session.info.get(_HELD)
     if held is not None:
-        held.append(row)
+        values["at"] = utcnow()  # when the step happened, not when its batch is inserted
+        held.append(values)
     else:
-        session.add(row)
-    return row
+        session.add(AuditEvent(**values))
 
 
 _HELD = "mlconnector.audit.held"
@@ -73,19 +73,23 @@ def hold_until_commit(session: Session) -> None:
 
     A record's path appends several rows between queries; added one by one, each query's
     autoflush sends them as separate INSERTs. Held, they go as one batch in the commit that
-    makes the record's new state durable: same rows, same order, one round trip. A rollback
-    drops them, as it would have dropped rows already flushed.
+    makes the record's new state durable: same rows, same order, one round trip, and no
+    unit-of-work bookkeeping for rows nothing reads back. A rollback drops them, as it would
+    have dropped rows already flushed.
     """
-    if _HELD in session.info:
-        return
-    session.info[_HELD] = []
+    session.info.setdefault(_HELD, [])
 
-    def add_held(committing: Session) -> None:
-        rows = committing.info.get(_HELD) or []
-        committing.add_all(rows)
+
+@event.listens_for(Session, "before_commit")
+def _insert_held(committing: Session) -> None:
+    """One listener for every session (registered once, not per session): a session that
+    holds audit rows inserts them in the commit."""
+    rows = committing.info.get(_HELD)
+    if rows:
+        # The table's own INSERT (not the ORM's bulk path, which splits rows by their NULLs):
+        # one statement for all of them.
+        committing.execute(AuditEvent.__table__.insert(), list(rows))
         rows.clear()
-
-    event.listen(session, "before_commit", add_held)
 
 
 def trail(session: Session, sync_record_id: int) -> list[AuditEvent]:

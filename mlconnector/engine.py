@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import case, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from mlconnector import audit, ledger, metrics, releases, resolver
@@ -23,7 +23,7 @@ from mlconnector.errors import verdict
 from mlconnector.flows import Flow, FlowContext, MappedRecord, Nothing, Pair, Plan, SourceRecord, get_pair
 from mlconnector.holds import Hold
 from mlconnector.http.errors import AuthError, ConnectorError, RetriableError
-from mlconnector.integrations import connectors_for, get_integration
+from mlconnector.integrations import connectors_for, get_integration, load_for_work
 from mlconnector.locks import LockSpace, try_lock
 from mlconnector.logging import get_logger, log_context
 from mlconnector.outbox import Enqueue
@@ -140,7 +140,7 @@ def _process_record(record_id: int, bind: Callable[..., None]) -> RecordResult:
                 # than stand down and leave it to the next delivery (which then finds it written).
                 if record.status not in (RecordStatus.RUNNING.value, RecordStatus.PENDING.value):
                     return RecordResult(record_id, "skipped", f"already {record.status}")
-                integration = get_integration(session, record.integration_id)
+                integration = load_for_work(session, record.integration_id)
                 pair = get_pair(integration.pair)
                 flow = pair.flow(record.flow)
                 result = _run_flow(session, integration, pair, flow, record)
@@ -184,6 +184,11 @@ def _claim(session: Session, record_id: int, max_deliveries: int) -> tuple[int, 
     limit: one statement, so the counter and the terminal transition cannot race. None when
     the record is not waiting for work now (gone, finished, parked, not due yet, or being
     written by another worker, whose row lock this skips)."""
+    if session.get_bind().dialect.name == "postgresql":
+        # The count need not wait for its own disk flush: a server crash could only lose a
+        # delivery's increment (the record is delivered once more), and the write's own commit,
+        # which waits, flushes this one with it (the log is written in order).
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
     due_by = utcnow() + timedelta(seconds=1)
     free = select(SyncRecord.id).where(SyncRecord.id == record_id).with_for_update(skip_locked=True).scalar_subquery()
     row = session.execute(
@@ -230,6 +235,7 @@ class Prepared:
     """A record taken through fetch, counterparts, map and plan: what its write would do."""
 
     source: Any = None
+    payload: Any = None  # the source as the ledger stores it, kept on the record when the path ends
     version: str | None = None
     outcome: MappedRecord | Hold | Nothing | None = None
     plan: Plan | None = None
@@ -255,9 +261,11 @@ def prepare(ctx: FlowContext, flow: Flow, record: SyncRecord, base: dict[str, An
         if out.source is None:
             out.skipped = f"{flow.source} {flow.source_entity} {record.source_id} no longer exists"
             return out
-        record.payload = ledger.as_payload(out.source)
+        # Set on the record by the caller once the path ends, so the record's row is updated
+        # once, not also by the first query's autoflush (see keep_payload).
+        out.payload = ledger.as_payload(out.source)
         audit.append(session, "fetched", f"read {flow.source} {flow.source_entity} {record.source_id}",
-                     source_payload=record.payload, duration_ms=(time.perf_counter() - started) * 1000, **base)
+                     source_payload=out.payload, duration_ms=(time.perf_counter() - started) * 1000, **base)
         out.version = handler.version(out.source)
         if out.version and record.written_version == out.version and record.target_id:
             out.skipped = f"version {out.version} already written as {record.target_id}"
@@ -292,24 +300,36 @@ def _run_flow(session: Session, integration: Integration, pair: Pair, flow: Flow
     return result
 
 
+def keep_payload(record: SyncRecord, prepared: Prepared | None) -> None:
+    """The source as read this time becomes the record's payload (what replay and the console
+    show). Assigned at the end of the path, with the record's other changes, so one UPDATE
+    carries them all."""
+    if prepared is not None and prepared.payload is not None:
+        record.payload = prepared.payload
+
+
 def _run_flow_steps(session: Session, integration: Integration, pair: Pair, flow: Flow, record: SyncRecord) -> RecordResult:
     handler = flow.handler
     base = {"integration_id": integration.id, "flow": flow.name, "sync_record_id": record.id}
     mapped_payload: Any = None
+    prepared: Prepared | None = None
     try:
         ctx = _context(session, integration, pair, record=record)
         prepared = prepare(ctx, flow, record, base)
         if prepared.skipped:
+            keep_payload(record, prepared)
             record.status = RecordStatus.SKIPPED.value
             audit.append(session, "skipped", prepared.skipped, target_id=record.target_id, **base)
             return RecordResult(record.id, "skipped", prepared.skipped)
         outcome = prepared.outcome
         if isinstance(outcome, Hold):
+            keep_payload(record, prepared)
             releases.hold(session, record, outcome)
             audit.append(session, "held", outcome.reason, source_payload=record.payload,
                          decisions=outcome.decisions, **base)
             return RecordResult(record.id, "held", outcome.reason)
         if isinstance(outcome, Nothing):
+            keep_payload(record, prepared)
             record.status = RecordStatus.SKIPPED.value
             audit.append(session, "skipped", outcome.reason, decisions=outcome.decisions, **base)
             return RecordResult(record.id, "skipped", outcome.reason)
@@ -320,6 +340,7 @@ def _run_flow_steps(session: Session, integration: Integration, pair: Pair, flow
                      mapped_payload=mapped_payload, decisions=outcome.decisions, **base)
         write_started = time.perf_counter()
         written = handler.write(ctx, outcome, plan, record.target_id)
+        keep_payload(record, prepared)
         unchanged = written.action == "unchanged"
         record.status = RecordStatus.SKIPPED.value if unchanged else RecordStatus.WRITTEN.value
         record.target_id = written.target_id
@@ -340,6 +361,7 @@ def _run_flow_steps(session: Session, integration: Integration, pair: Pair, flow
         kind = verdict(error)
         if kind == "internal":
             raise  # ours: the transaction rolls back and process_record retries it (see _unexpected)
+        keep_payload(record, prepared)
         if kind == "transient":
             return _transient(session, record, error, mapped_payload, base)
         record.status = RecordStatus.FAILED.value

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from connectors import build_connector
 from connectors.base import Connector
 from mlconnector import vault
-from mlconnector.db.models import Integration
+from mlconnector.db.models import Credential, Integration
 from mlconnector.flows import Pair, get_pair
 
 
@@ -26,6 +26,29 @@ def get_integration(session: Session, integration_id: str) -> Integration:
     if integration is None:
         raise IntegrationNotFound(f"no integration {integration_id!r}; see: mlconnector integrations list")
     return integration
+
+
+_SEALED = "mlconnector.integrations.sealed"
+
+
+def load_for_work(session: Session, integration_id: str) -> Integration:
+    """The integration and its sealed credentials in one statement, for the record path: the
+    credentials are kept with the session, so building its connectors asks nothing more."""
+    rows = session.execute(
+        select(Integration, Credential.system, Credential.ciphertext)
+        .outerjoin(Credential, Credential.integration_id == Integration.id)
+        .where(Integration.id == integration_id)
+    ).all()
+    if not rows:
+        raise IntegrationNotFound(f"no integration {integration_id!r}; see: mlconnector integrations list")
+    sealed = {system: bytes(ciphertext) for _, system, ciphertext in rows if system is not None}
+    session.info.setdefault(_SEALED, {})[integration_id] = sealed
+    return rows[0][0]
+
+
+def _sealed(session: Session, integration_id: str) -> dict[str, bytes]:
+    kept = session.info.get(_SEALED, {}).get(integration_id)
+    return kept if kept is not None else vault.ciphertexts(session, integration_id)
 
 
 def list_integrations(session: Session, *, enabled_only: bool = False) -> list[Integration]:
@@ -76,12 +99,12 @@ def _connector(integration: Integration, system: str, ciphertext: bytes | None) 
 
 def connector_for(session: Session, integration: Integration, system: str) -> Connector:
     """A connector for one system of an integration, reused across records in this process."""
-    return _connector(integration, system, vault.ciphertexts(session, integration.id).get(system))
+    return _connector(integration, system, _sealed(session, integration.id).get(system))
 
 
 def connectors_for(session: Session, integration: Integration) -> dict[str, Connector]:
     pair: Pair = get_pair(integration.pair)
-    sealed = vault.ciphertexts(session, integration.id)
+    sealed = _sealed(session, integration.id)
     return {system: _connector(integration, system, sealed.get(system)) for system in pair.systems()}
 
 

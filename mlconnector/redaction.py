@@ -7,6 +7,7 @@ and every secret value the vault hands out is registered so it is scrubbed from 
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from typing import Any
@@ -25,6 +26,9 @@ INLINE_PATTERNS = [
     re.compile(r"((?:access|refresh)_token[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+", re.IGNORECASE),
     re.compile(r"((?:client_secret|password|Password|api_key)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}<]+"),
 ]
+# Every inline pattern needs one of these words: a text without any (nearly every field value
+# of a payload) skips the four substitutions. Kept beside the patterns it stands for.
+INLINE_HINT = re.compile(r"bearer|basic|_token|client_secret|password|api_key", re.IGNORECASE)
 # Keys that name where or how a secret is sent, not the secret: token_url, signature_header.
 NOT_SECRET_KEY = re.compile(r"(url|uri|header|encoding|path|format|field|ttl|seconds)$", re.IGNORECASE)
 MIN_SECRET_LENGTH = 4  # shorter values would scrub ordinary words
@@ -45,6 +49,8 @@ class _SecretRegistry:
                 self._pattern = None
 
     def scrub(self, text: str) -> str:
+        if len(text) < MIN_SECRET_LENGTH:  # no registered secret is this short
+            return text
         pattern = self._pattern
         if pattern is None:
             with self._lock:
@@ -63,9 +69,14 @@ def register_secret(value: str | None) -> None:
     _registry.add(value)
 
 
+def _keep_prefix(match: re.Match[str]) -> str:
+    return match.group(1) + MASK
+
+
 def redact_text(text: str) -> str:
-    for pattern in INLINE_PATTERNS:
-        text = pattern.sub(lambda m: m.group(1) + MASK, text)
+    if INLINE_HINT.search(text):
+        for pattern in INLINE_PATTERNS:
+            text = pattern.sub(_keep_prefix, text)
     return _registry.scrub(text)
 
 
@@ -82,20 +93,34 @@ def _masked(value: Any) -> Any:
 
 
 def _secret_name(name: Any) -> bool:
-    return isinstance(name, str) and bool(SECRET_KEY_PATTERN.search(name)) and not NOT_SECRET_KEY.search(name)
+    return isinstance(name, str) and _secret_key(name)
+
+
+@functools.lru_cache(maxsize=8192)
+def _secret_key(name: str) -> bool:
+    """Field names repeat across every record of a flow: each is judged once per process."""
+    return bool(SECRET_KEY_PATTERN.search(name)) and not NOT_SECRET_KEY.search(name)
+
+
+_SCALARS = (int, float, bool, type(None))
 
 
 def redact(value: Any) -> Any:
     """Return a copy of `value` with secret-named keys masked and secret values scrubbed. A
     field change ({"field": name, "value": ..., "reason": "was ..."}) of a secret-named field
-    has its value and reason masked too."""
-    if isinstance(value, dict) and _secret_name(value.get("field")):
-        return {k: (MASK if k in ("value", "reason") and v not in (None, "") else redact(v)) for k, v in value.items()}
+    has its value and reason masked too.
+
+    Every audit row of every record passes through here, so the common shapes are dispatched
+    on their exact type first (a payload is dicts, lists, strings and numbers)."""
+    kind = type(value)
+    if kind is str:
+        return redact_text(value)
+    if kind in _SCALARS:
+        return value
     if isinstance(value, dict):
-        return {
-            k: (_masked(v) if _secret_name(k) else redact(v))
-            for k, v in value.items()
-        }
+        if "field" in value and _secret_name(value["field"]):
+            return {k: (MASK if k in ("value", "reason") and v not in (None, "") else redact(v)) for k, v in value.items()}
+        return {k: (_masked(v) if isinstance(k, str) and _secret_key(k) else redact(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     if isinstance(value, str):

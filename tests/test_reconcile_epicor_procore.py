@@ -10,7 +10,7 @@ import pytest
 
 from tests.test_reconcile_support import by_kind, demo_harness, entity, put, record, report_via_cli, rows, sync_all
 
-PERIOD = "2026-11"
+PERIOD = "2019-11"  # years before anything a sandbox seeds (its last 180 days): only what a test plants is in it
 EPICOR, PROCORE = "epicor", "procore"
 
 
@@ -33,7 +33,7 @@ def test_a_synced_month_with_planted_differences(harness: Any) -> None:
     invoices = sorted(rows(epicor, "ap_invoices"), key=lambda i: (i["VendorNum"], i["InvoiceNum"]))
     for day, invoice in enumerate(invoices, start=2):  # the month's invoices
         put(epicor, "ap_invoices", {"VendorNum": invoice["VendorNum"], "InvoiceNum": invoice["InvoiceNum"],
-                                    "InvoiceDate": f"2026-11-{day:02d}"})
+                                    "InvoiceDate": f"2019-11-{day:02d}"})
     # One invoice's GL account is left out of the cost-code map: it is held naming the account.
     from mappings import epicor_values as ev
 
@@ -56,11 +56,11 @@ def test_a_synced_month_with_planted_differences(harness: Any) -> None:
                                                                      "quantity": "1", "unit_cost": "25.00", "amount": "25.00"}]})
     after = Decimal(str(next(c for c in rows(procore, "direct_costs") if c["id"] == cost["id"])["grand_total"]))
     by_hand = put(procore, "direct_costs", {"project_id": project, "direct_cost_type": "invoice", "invoice_number": "HAND-9",
-                                            "vendor_id": cost["vendor_id"], "direct_cost_date": "2026-11-18",
+                                            "vendor_id": cost["vendor_id"], "direct_cost_date": "2019-11-18",
                                             "status": cost["status"], "line_items": [{**line, "amount": "310.00",
                                                                                       "quantity": "1", "unit_cost": "310.00"}]})
     template = next(i for i in invoices if source_id(i) in written_ids)
-    late = put(epicor, "ap_invoices", {"VendorNum": template["VendorNum"], "InvoiceNum": "LATE-1", "InvoiceDate": "2026-11-29",
+    late = put(epicor, "ap_invoices", {"VendorNum": template["VendorNum"], "InvoiceNum": "LATE-1", "InvoiceDate": "2019-11-29",
                                        "GroupID": template.get("GroupID") or "", "InvoiceAmt": template["InvoiceAmt"],
                                        "APInvDtls": [{k: v for k, v in l.items() if k not in ("SysRevID", "SysRowID", "InvoiceNum")}
                                                      for l in template["APInvDtls"]]})

@@ -10,7 +10,7 @@ import pytest
 
 from tests.test_reconcile_support import by_kind, demo_harness, entity, put, record, report_via_cli, rows, sync_all
 
-PERIOD = "2026-11"
+PERIOD = "2019-11"  # years before anything a sandbox seeds (its last 180 days): only what a test plants is in it
 EPICOR, SN = "epicor", "servicenow"
 
 
@@ -32,7 +32,7 @@ def test_a_synced_month_with_planted_differences(harness: Any) -> None:
     invoices = sorted(rows(epicor, "ap_invoices"), key=lambda i: (i["VendorNum"], i["InvoiceNum"]))
     for day, invoice in enumerate(invoices, start=2):
         put(epicor, "ap_invoices", {"VendorNum": invoice["VendorNum"], "InvoiceNum": invoice["InvoiceNum"],
-                                    "InvoiceDate": f"2026-11-{day:02d}"})
+                                    "InvoiceDate": f"2019-11-{day:02d}"})
     unmapped = m.gl_account(invoices[0]["APInvDtls"][0]["GLAccount"])
     DemoStage(harness).change_config({"cost_centers": {"by_account": {unmapped: None}}}, "an account left unmapped")
     sync_all("acme", harness.pair)
@@ -47,10 +47,10 @@ def test_a_synced_month_with_planted_differences(harness: Any) -> None:
     put(sn, "sn_shop_invoice", {"sys_id": changed.target_id, "total_amount": "1.23"})
     stored = next(i for i in rows(sn, "sn_shop_invoice") if i["sys_id"] == changed.target_id)
     by_hand = put(sn, "sn_shop_invoice", {"external_invoice_number": "HAND-5", "erp_source": stored["erp_source"],
-                                          "supplier": stored["supplier"], "invoice_date": "2026-11-17",
+                                          "supplier": stored["supplier"], "invoice_date": "2019-11-17",
                                           "total_amount": "640.00"})
     template = next(i for i in invoices if source_id(i) in written_ids)
-    late = put(epicor, "ap_invoices", {"VendorNum": template["VendorNum"], "InvoiceNum": "LATE-2", "InvoiceDate": "2026-11-29",
+    late = put(epicor, "ap_invoices", {"VendorNum": template["VendorNum"], "InvoiceNum": "LATE-2", "InvoiceDate": "2019-11-29",
                                        "InvoiceAmt": "77.70"})
 
     report = report_via_cli("acme", PERIOD)
