@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import traceback
 from typing import Any, Callable
+
+from benchmarks import fleet
 
 SIZES = {  # name: (quick size, full size)
     "core": (2000, 20000),
@@ -29,6 +32,7 @@ SIZES = {  # name: (quick size, full size)
     "chaos": (60, 300),  # received purchase orders under faults, kills, a broker flush and receiver fuzz
     "console": (20000, 100000),  # ledger rows behind the console's pages, timed against a bare Flask route
     "idle": (200, 1000),  # enabled integrations with nothing new, measured against a tenth of them
+    "multihost": (20, 80),  # bills in the kill phase (half as many again with one host, then two); needs root
 }
 
 
@@ -73,6 +77,11 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
                  "beat_cpu_per_integration_hour_large_vs_small",
                  "worker_cpu_per_integration_hour_large_vs_small", "db_commits_per_integration_hour_large_vs_small",
                  "redis_commands_per_integration_hour_large_vs_small"),
+        "multihost": ("skipped", "records", "one_host_records_per_s", "two_hosts_records_per_s", "two_hosts_vs_one",
+                      "records_per_s_at_epicor_limit", "recovered_s", "written_exactly_once", "exactly_once_ratio",
+                      "lost", "duplicated", "wrong_amount_or_lines", "epicor_calls_per_record", "epicor_429s",
+                      "epicor_peak_vs_limit", "st_429s", "st_peak_vs_limit", "epicor_tokens_per_expiry",
+                      "epicor_early_token_requests", "st_tokens_per_expiry", "st_early_token_requests"),
     }[name]
     return {f"{name}.{k}": figures[k] for k in keys if k in figures}
 
@@ -82,19 +91,23 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes in all")
     parser.add_argument("--size", type=int,
                         help="records/events for pipeline, ingest, api_economy, acumatica, servicenow, procore, syspro and ratelimit")
+    parser.add_argument("--latency-ms", type=int, default=0,
+                        help="every sandboxed vendor call answers after this many ms (default 0: CPU-bound)")
     parser.add_argument("--only", help="comma-separated benchmark names to run (default: all): " + ", ".join(SIZES))
     args = parser.parse_args()
+    if args.latency_ms:
+        os.environ[fleet.LATENCY_ENV] = str(args.latency_ms)
 
     from benchmarks import (bench_acumatica, bench_api_economy, bench_chaos, bench_console, bench_core, bench_freshness,
-                            bench_idle, bench_ingest, bench_memory, bench_pipeline, bench_procore, bench_ratelimit, bench_servicenow,
-                            bench_syspro)
+                            bench_idle, bench_ingest, bench_memory, bench_multihost, bench_pipeline, bench_procore,
+                            bench_ratelimit, bench_servicenow, bench_syspro)
 
     runners: dict[str, Callable[[int], dict[str, Any]]] = {
         "core": bench_core.main, "pipeline": bench_pipeline.main,
         "ingest": bench_ingest.main, "api_economy": bench_api_economy.main, "acumatica": bench_acumatica.main,
         "servicenow": bench_servicenow.main, "procore": bench_procore.main, "syspro": bench_syspro.main, "ratelimit": bench_ratelimit.main, "freshness": bench_freshness.main,
         "memory": bench_memory.main, "chaos": bench_chaos.main, "console": bench_console.main,
-        "idle": bench_idle.main,
+        "idle": bench_idle.main, "multihost": bench_multihost.run,
     }
     summary: dict[str, Any] = {}
     started = time.perf_counter()
@@ -106,7 +119,7 @@ def main() -> None:
         if name not in chosen:
             continue
         size = SIZES[name][0 if args.quick else 1]
-        if args.size and name not in ("core", "freshness", "memory", "chaos", "console", "idle"):  # freshness is sized in seconds
+        if args.size and name not in ("core", "freshness", "memory", "chaos", "console", "idle", "multihost"):  # freshness is sized in seconds
             size = args.size
         began = time.perf_counter()
         try:
@@ -119,6 +132,7 @@ def main() -> None:
         print(f"{name} ({size}): {json.dumps(shown)}", flush=True)
         summary.update(_headline(name, figures))
         summary[f"{name}.seconds"] = round(time.perf_counter() - began, 1)
+    summary["vendor_latency_ms"] = args.latency_ms
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(summary))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography.fernet import Fernet
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_FILE = "mlconnector.db"
@@ -102,6 +102,16 @@ class Settings(BaseSettings):
         if value and not value.startswith(("redis://", "rediss://", "amqp://", "memory://")):
             raise ValueError("must start with redis://, rediss:// or amqp://")
         return value
+
+    @model_validator(mode="after")
+    def _fleet_shares_one_redis(self) -> "Settings":
+        """Workers on an AMQP broker still need one Redis between them: without it each
+        process would keep its own rate limiter and token cache, and the fleet would call a
+        vendor, and ask it for tokens, as many times over as it has processes."""
+        if self.celery_broker_url.startswith("amqp://") and not self.redis_url:
+            raise ValueError("CELERY_BROKER_URL is an AMQP broker, so REDIS_URL must be set too (redis://host:6379/0): "
+                             "the fleet's rate limiter and token cache are shared through it")
+        return self
 
     @property
     def embedded(self) -> bool:
@@ -203,7 +213,10 @@ def get_settings() -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else "?"
+            if not error["loc"]:  # a rule across settings: its message names them
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
+            name = str(error["loc"][0])
             field = Settings.model_fields.get(name)
             env_name = field.validation_alias if field and field.validation_alias else name
             problems.append(f"{env_name}: {error['msg']}")

@@ -29,6 +29,22 @@ def test_wrong_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
     reset_settings_cache()
 
 
+def test_an_amqp_broker_without_a_shared_redis_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process would otherwise keep its own rate limiter and token cache."""
+    from mlconnector.settings import SettingsError, get_settings, reset_settings_cache
+
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///x.db")
+    monkeypatch.setenv("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    reset_settings_cache()
+    with pytest.raises(SettingsError, match=r"^invalid settings: CELERY_BROKER_URL is an AMQP broker, so REDIS_URL must be set"):
+        get_settings()
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    reset_settings_cache()
+    assert get_settings().effective_redis_url == "redis://127.0.0.1:6379/0"
+    reset_settings_cache()
+
+
 def test_bad_secret_key_names_the_variable(configure) -> None:
     from mlconnector.settings import SettingsError, get_settings
 
