@@ -16,26 +16,43 @@ from sqlalchemy.orm import Session
 _OUTBOX = "mlconnector.outbox"
 
 
+LABELS_KEPT = 2000  # labels held in memory; a larger batch reads them back from the ledger when sent
+
+
 @dataclass
 class Enqueue:
-    """Records (per queue) and events to send to the broker."""
+    """Records (per queue) and events to send to the broker.
+
+    Each record's label (flow, source id: how Flower names its task) is kept with it while
+    the batch is small. A backfill's poll queues hundreds of thousands; their labels would
+    grow the poll's memory with the backfill (some 200 bytes a record), so past LABELS_KEPT
+    they are dropped and read back from the ledger, a page at a time, as they are sent.
+    """
 
     records: dict[str, list[int]] = field(default_factory=dict)  # queue -> record ids
     events: list[int] = field(default_factory=list)
     countdown: float | None = None
     labels: dict[int, tuple[str, str]] = field(default_factory=dict)  # record id -> (flow, source id), for Flower
+    labels_from_ledger: bool = False
 
     def add_records(self, queue: str, ids: list[int], labels: dict[int, tuple[str, str]] | None = None) -> None:
         if ids:
             self.records.setdefault(queue, []).extend(ids)
-        if labels:
+        if labels and not self.labels_from_ledger:
             self.labels.update(labels)
+            if len(self.labels) > LABELS_KEPT:
+                self.labels.clear()
+                self.labels_from_ledger = True
 
     def extend(self, other: "Enqueue") -> None:
         for queue, ids in other.records.items():
             self.add_records(queue, ids)
         self.events.extend(other.events)
-        self.labels.update(other.labels)
+        if other.labels_from_ledger:
+            self.labels.clear()
+            self.labels_from_ledger = True
+        elif not self.labels_from_ledger:
+            self.labels.update(other.labels)
 
     @property
     def empty(self) -> bool:

@@ -56,13 +56,29 @@ def send(work: engine.Enqueue) -> None:
 
 def _publish(work: engine.Enqueue, producer: Any) -> None:
     for queue, ids in work.records.items():
-        for record_id in ids:
-            label = work.labels.get(record_id)
-            # Flower lists the task as "<pair>.<flow>" with the source record it carries.
-            extra = {"shadow": f"{queue}.{label[0]}", "argsrepr": f"({record_id}, {label[1]!r})"} if label else {}
-            process_record.apply_async(args=(record_id,), queue=queue, countdown=work.countdown, producer=producer, **extra)
+        for start in range(0, len(ids), PUBLISH_BATCH):
+            page = ids[start:start + PUBLISH_BATCH]
+            labels = _ledger_labels(page) if work.labels_from_ledger else work.labels
+            for record_id in page:
+                label = labels.get(record_id)
+                # Flower lists the task as "<pair>.<flow>" with the source record it carries.
+                extra = {"shadow": f"{queue}.{label[0]}", "argsrepr": f"({record_id}, {label[1]!r})"} if label else {}
+                process_record.apply_async(args=(record_id,), queue=queue, countdown=work.countdown, producer=producer,
+                                           **extra)
     for event_id in work.events:
         process_event.apply_async(args=(event_id,), queue=DEFAULT_QUEUE, countdown=work.countdown, producer=producer)
+
+
+def _ledger_labels(ids: list[int]) -> dict[int, tuple[str, str]]:
+    """(flow, source id) of these records, read from the ledger (one statement)."""
+    from sqlalchemy import select
+
+    from mlconnector.db.models import SyncRecord
+    from mlconnector.db.session import session_scope
+
+    with session_scope() as session:
+        rows = session.execute(select(SyncRecord.id, SyncRecord.flow, SyncRecord.source_id).where(SyncRecord.id.in_(ids)))
+        return {record_id: (flow, source_id) for record_id, flow, source_id in rows}
 
 
 @app.task(base=EngineTask, bind=True, name="mlconnector.process_record")
