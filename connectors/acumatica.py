@@ -404,12 +404,6 @@ class Subaccount(AcumaticaRecord):
     Secured: bool | None = None
 
 
-class Branch(AcumaticaRecord):
-    BranchID: str | None = None
-    BranchName: str | None = None
-    Active: bool | None = None
-
-
 class StockItem(AcumaticaRecord):
     InventoryID: str | None = None
     Description: str | None = None
@@ -460,9 +454,10 @@ ENTITIES: dict[str, AcumaticaEntity[Any]] = {
         _entity("accounts", "Account", "LastModifiedDateTime", Account, ("AccountCD",)),
         # The Default endpoint's Subaccount carries no change field: each poll reads it whole.
         _entity("subaccounts", "Subaccount", None, Subaccount, ("SubaccountCD",)),
-        # (Round 2) The Default contract has no top-level Branch (a real instance answers 404);
-        # kept for endpoints extended with one, and never in the default `check`.
-        _entity("branches", "Branch", None, Branch, ("BranchID",)),
+        # (Round 2) No `branches`: the Default contract has no top-level Branch (a real instance
+        # answers 404). A branch is the `branch` setting, sent as PX-CbApiBranch and at sign-in,
+        # and carried in the documents' BranchID / LinkBranch / Branch fields, which the instance
+        # checks on save (an unknown branch is refused there and at sign-in).
         _entity("stock_items", "StockItem", "LastModified", StockItem, ("InventoryID",)),
     )
 }
@@ -614,13 +609,17 @@ def oauth_settings(config: AcumaticaConfig) -> OAuth2Settings:
 
 
 def login_limit_as_wait(error: ConnectorError) -> ConnectorError:
-    """A sign-in refused for the licence's API-user limit is a wait, not a failure: whatever
-    status it came with (a real instance does not answer 429), it becomes retriable."""
-    if LOGIN_LIMIT_TEXT.casefold() not in (error.message or "").casefold() or isinstance(error, RetriableError):
+    """A sign-in refused for the licence's API-user limit means too many sessions now: a wait,
+    retried like a rate limit (after LOGIN_LIMIT_WAIT_SECONDS, even for a write, which was never
+    sent), whatever status it came with (a real instance answers it with a 500, not a 429)."""
+    if LOGIN_LIMIT_TEXT.casefold() not in (error.message or "").casefold() or getattr(error, "login_limit", False):
         return error
-    wait = RetriableError(f"{error.message} (waiting for a session to end)", retry_after=LOGIN_LIMIT_WAIT_SECONDS,
-                          vendor=VENDOR, status=error.status, endpoint=error.endpoint)
+    text = " ".join((error.message or "").split())  # one line, whatever the vendor's text
+    wait = RetriableError(f"too many sessions now: {text} (waiting for a session to end)",
+                          retry_after=LOGIN_LIMIT_WAIT_SECONDS, vendor=VENDOR, status=error.status,
+                          endpoint=error.endpoint)
     wait.not_acted_on = True  # type: ignore[attr-defined]
+    wait.login_limit = True  # type: ignore[attr-defined]
     return wait
 
 
@@ -1106,7 +1105,7 @@ class AcumaticaConnector(Connector):
 
 __all__ = [
     "Account", "AcumaticaConfig", "AcumaticaConnector", "AcumaticaCredentials", "AcumaticaEntity",
-    "AcumaticaRecord", "Address", "Bill", "BillDetail", "Branch", "Contact",
+    "AcumaticaRecord", "Address", "Bill", "BillDetail", "Contact",
     "CookieSessionAuth", "Customer", "ENTITIES", "Invoice", "InvoiceDetail", "Payment", "PaymentDetail",
     "PreconditionFailedError", "StockItem", "Subaccount", "Vendor", "acumatica_error",
     "oauth_settings", "odata_literal", "replace_detail_rows", "to_value_objects", "unwrap",

@@ -218,8 +218,7 @@ class WriteResult(BaseModel):
     action: Literal["inserted", "updated", "ignored", "skipped", "unchanged"]
     via: Literal["import_set", "table_api"]
     correlation_id: str
-    import_set: str | None = None
-    staging_sys_id: str | None = None
+    import_set: str | None = None  # the import set's number; results name the target record only
     message: str = ""
     lines: list[WriteResult] = Field(default_factory=list)
 
@@ -920,7 +919,7 @@ class ServiceNowConnector(Connector):
             table=str(entry.get("table") or target.table), sys_id=str(entry.get("sys_id") or ""),
             action=status if status in ("inserted", "updated", "skipped") else "ignored", via="import_set",
             correlation_id=correlation_id, import_set=body.get("import_set"),
-            staging_sys_id=entry.get("staging_sys_id"), message=str(entry.get("status_message") or ""),
+            message=str(entry.get("status_message") or ""),
         )
 
     def _check_token(self) -> str:

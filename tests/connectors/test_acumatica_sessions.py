@@ -115,3 +115,28 @@ def test_a_slot_waited_for_too_long_is_retriable(running: Any) -> None:
         assert time.monotonic() - started >= 0.3
     assert "session slot" in str(caught.value)
     assert running.sandbox.active_sessions() == 0
+
+
+def test_the_default_login_limit_answer_is_a_500_the_connector_waits_out() -> None:
+    """Round 2: over the API-user limit a real instance answers "API Login Limit" with a status
+    that is not 429 (the sandbox's default: 500, the usual error body). The connector takes it
+    for "too many sessions now": even a write waits and retries, and if the limit persists the
+    error is retriable, says so on one line and carries the wait."""
+    with start_sandbox(AcumaticaSandbox(SandboxOptions(seed=2, records=5), limits=LicenseLimits(api_users=1))) as run:
+        assert LicenseLimits().login_limit_status == 500
+        squatter = _squat(run)
+        creds = run.info()["credentials"]
+        refused = requests.post(f"{run.url}/entity/auth/login", json={"name": creds["username"],
+                                                                      "password": creds["password"]}, timeout=5)
+        assert refused.status_code == 500 and "Retry-After" not in refused.headers
+        assert {"message", "exceptionMessage", "exceptionType"} <= set(refused.json())
+        assert refused.json()["exceptionMessage"].startswith("API Login Limit")
+        with pytest.raises(RetriableError) as caught:
+            connect(run).put("customers", {"CustomerName": "Waiting Customer"})
+        text = str(caught.value)
+        assert "too many sessions now" in text and "API Login Limit" in text and "\n" not in text
+        assert caught.value.retry_after and caught.value.not_acted_on  # type: ignore[attr-defined]
+        threading.Timer(0.5, lambda: squatter.post(f"{run.url}/entity/auth/logout", timeout=5)).start()
+        patient = connect(run, retry={"base": 0.2, "max_wait": 1, "max_tries": 8})
+        assert patient.put("customers", {"CustomerName": "Waiting Customer"}).CustomerName == "Waiting Customer"
+        assert run.sandbox.active_sessions() == 0

@@ -1000,3 +1000,42 @@ def test_a_lost_answer_on_create_is_recovered_by_looking_the_invoice_up() -> Non
         assert caught.value.details["ErrorType"] == "Ice.BLException"
         assert _stored(server, vendor["VendorNum"], "LOSTC-1")["SysRowID"] == stored["SysRowID"]
         assert _group(server.sandbox, "LOST01")["ActiveUserID"] == ""
+
+
+def test_every_method_call_sends_exactly_the_declared_inputs(running: Any, sandbox: EpicorSandbox,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against the sandbox's one declaration table: nothing missing, nothing undeclared."""
+    from sandboxes.epicor.methods import BoMethod
+
+    calls: list[tuple[str, set[str], set[str]]] = []
+    call = BoMethod.call
+
+    def spy(method: BoMethod, sb: Any, tables: tuple[str, ...], params: dict[str, Any]) -> dict[str, Any]:
+        calls.append((method.handler.__name__, set(method.inputs) - set(params), set(params) - set(method.inputs)))
+        return call(method, sb, tables, params)
+
+    monkeypatch.setattr(BoMethod, "call", spy)
+    connector = live(running)
+    vendor = a_vendor(sandbox, 26)
+    connector.ensure_ap_invoice("DECL01", *_bill(vendor, "DECL-1"))
+    sandbox.put_entity("ap_invoices", {"VendorNum": vendor["VendorNum"], "InvoiceNum": "DECL-PAY", "Posted": True,
+                                       "GroupID": "", "InvoiceDate": "2024-05-01",
+                                       "lines": [{"Description": "Parts", "ExtCost": 40, "GLAccount": "5100|100"}]})
+    connector.create_ap_payment(vendor["VendorNum"], "DECL-PAY", Decimal("40"), date(2024, 6, 1), "DECL-PMT")
+    names = {name for name, _, _ in calls}
+    assert {"m_update_master", "m_change_vendor_id", "m_change_invoice_date_ex", "m_get_new_ap_tran"} <= names
+    assert [(name, missing, extra) for name, missing, extra in calls if missing or extra] == []
+
+
+def test_an_update_master_whose_update_did_not_run_is_refused_with_its_message(running: Any,
+                                                                                sandbox: EpicorSandbox) -> None:
+    """`lUpdateRan` false alone (no question asked) is a refusal too, `opMessage` its reason."""
+    connector = live(running)
+    vendor = a_vendor(sandbox, 27)
+    requests.post(f"{running.url}/_sandbox/epicor/update-master-holds", json={
+        "invoice_num": "NORUN-1", "requires_user_input": False, "update_ran": False,
+        "op_message": "Legal number generation failed."}, timeout=5).raise_for_status()
+    with pytest.raises(FatalError, match="Legal number generation failed") as caught:
+        connector.ensure_ap_invoice("NORUN01", *_bill(vendor, "NORUN-1"))
+    assert caught.value.details["lUpdateRan"] is False and caught.value.details["requiresUserInput"] is False
+    assert _stored(running, vendor["VendorNum"], "NORUN-1") is None

@@ -3,7 +3,8 @@
 Facts the vendor notes mark unconfirmed and that these tests pin to the sandbox's defaults:
 the token lifetime (3600 s), the `datetimeoffset'...'` filter literal (a plain ISO literal is
 accepted too), 422 for validation errors, 412 for failed If-Match / If-None-Match, the
-Retry-After header on 429, and 429 for a sign-in over the API-user limit.
+Retry-After header on 429, and 500 for a sign-in over the API-user limit (Round 2: "API Login
+Limit", never a 429; the status is a licence setting). The Default contract has no Branch entity.
 """
 
 from __future__ import annotations
@@ -265,9 +266,9 @@ def test_short_token_ttl_expires_on_its_own():
         "username": creds["username"], "password": creds["password"], "scope": "api"}).get_json()
     assert body["expires_in"] == 1
     headers = {"Authorization": f"Bearer {body['access_token']}"}
-    assert client.get(f"/entity/Default/{VERSION}/Branch", headers=headers).status_code == 200
+    assert client.get(f"/entity/Default/{VERSION}/Subaccount", headers=headers).status_code == 200
     time.sleep(1.05)
-    assert client.get(f"/entity/Default/{VERSION}/Branch", headers=headers).status_code == 401
+    assert client.get(f"/entity/Default/{VERSION}/Subaccount", headers=headers).status_code == 401
 
 
 # ---- cookie sessions and the API-user limit ---------------------------------------------------------
@@ -285,11 +286,11 @@ def test_cookie_login_opens_a_session_until_logout(running, info):
     session = login(running, info, branch="HQ", locale="en-US")
     assert session.login_response.status_code == 204  # type: ignore[attr-defined]
     assert {".ASPXAUTH", "ASP.NET_SessionId"} <= set(session.cookies.keys())
-    assert session.get(f"{running.url}/entity/Default/{VERSION}/Branch", timeout=5).status_code == 200
+    assert session.get(f"{running.url}/entity/Default/{VERSION}/Subaccount", timeout=5).status_code == 200
     assert control(running, "sessions")["active"] == 1
     assert session.post(f"{running.url}/entity/auth/logout", timeout=5).status_code == 204
     assert control(running, "sessions")["active"] == 0
-    assert requests.get(f"{running.url}/entity/Default/{VERSION}/Branch", timeout=5,
+    assert requests.get(f"{running.url}/entity/Default/{VERSION}/Subaccount", timeout=5,
                         cookies={".ASPXAUTH": "stale"}).status_code == 401
 
 
@@ -306,11 +307,21 @@ def test_api_user_limit_refuses_a_third_sign_in(running, info):
     assert first.login_response.status_code == second.login_response.status_code == 204  # type: ignore[attr-defined]
     third = login(running, info)
     refused = third.login_response  # type: ignore[attr-defined]
-    assert refused.status_code == 429
-    assert "API Login Limit" in refused.json()["exceptionMessage"]
+    assert refused.status_code == 500 and "Retry-After" not in refused.headers
+    body = refused.json()
+    assert body["message"] == "An error has occurred." and body["exceptionType"] == "PX.Data.PXException"
+    assert body["exceptionMessage"].startswith("API Login Limit")
     first.post(f"{running.url}/entity/auth/logout", timeout=5)
     assert login(running, info).login_response.status_code == 204  # type: ignore[attr-defined]
     assert control(running, "stats")["login_limit_refused"] == 1
+
+
+def test_the_login_limit_status_is_a_licence_setting_and_never_counts_as_a_rate_limit(running, info):
+    control(running, "license", {"api_users": 1, "login_limit_status": 401})
+    assert login(running, info).login_response.status_code == 204  # type: ignore[attr-defined]
+    refused = login(running, info).login_response  # type: ignore[attr-defined]
+    assert refused.status_code == 401 and "API Login Limit" in refused.json()["exceptionMessage"]
+    assert control(running, "stats")["rate_limited"] == 0
 
 
 # ---- routing and the value-object shape -------------------------------------------------------------
@@ -325,6 +336,23 @@ def test_unknown_endpoint_version_entity_and_name_are_404(running, api):
     assert body["exceptionType"] == "PX.Data.PXException"
     assert api.session.get(f"{running.url}/entity/MyEndpoint/{VERSION}/Vendor", timeout=5).status_code == 404
     assert api.get("Purchase").status_code == 404
+
+
+def test_the_default_contract_has_no_branch_entity(running, info, api):
+    """Round 2: no top-level Branch (a real instance answers 404); a branch is a setting of the
+    tenant, named by PX-CbApiBranch, the sign-in's `branch` and the documents' branch fields."""
+    response = api.get("Branch")
+    assert response.status_code == 404 and "'Branch'" in response.json()["exceptionMessage"]
+    assert api.get("Branch/HQ").status_code == 404
+    assert requests.get(f"{running.url}/_sandbox/entities/branches", timeout=5).status_code == 404
+    assert api.session.get(api.base + "Subaccount", headers={"PX-CbApiBranch": "east"}, timeout=5).status_code == 200
+    assert login(running, info, branch="NOWHERE").login_response.status_code == 401  # type: ignore[attr-defined]
+    bill = api.put("Bill", {**vo(Vendor=active_vendor(running), VendorRef="BR-1", BranchID="MARS"),
+                            "Details": [vo(Account="51000", UnitCost=4, Branch="PLUTO")]})
+    assert bill.status_code == 422
+    assert bill.json()["BranchID"]["error"] == "Branch 'MARS' cannot be found in the system."
+    control(running, "settings", {"branches": {"HQ": "Headquarters", "MARS": "Mars Office"}})
+    assert new_bill(api, active_vendor(running), "BR-2", BranchID="MARS")["BranchID"]["value"] == "MARS"
 
 
 def test_records_are_value_objects_with_details_only_when_expanded(api):
@@ -645,7 +673,7 @@ def test_released_documents_keep_their_amounts(running, api):
     bill = new_bill(api, active_vendor(running), "LOCK-1")
     release(api, "Bill", "ReleaseBill", {"id": bill["id"]})
     control(running, "settings", {"action_seconds": 0})
-    api.get("Branch")  # any request lets the action finish
+    api.get("Subaccount")  # any request lets the action finish
     changed = api.put("Bill", {"id": bill["id"], **vo(VendorRef="LOCK-2")})
     assert changed.status_code == 422 and "released" in changed.json()["error"]
     described = api.put("Bill", {"id": bill["id"], **vo(Description="Paid by check 1001")})
@@ -657,8 +685,8 @@ def test_released_documents_keep_their_amounts(running, api):
 
 def test_requests_per_minute_limit_answers_429_with_retry_after(running, api):
     control(running, "license", {"requests_per_minute": 3})
-    assert [api.get("Branch").status_code for _ in range(3)] == [200, 200, 200]
-    refused = api.get("Branch")
+    assert [api.get("Subaccount").status_code for _ in range(3)] == [200, 200, 200]
+    refused = api.get("Subaccount")
     assert refused.status_code == 429
     assert int(refused.headers["Retry-After"]) >= 1
     assert refused.json()["exceptionMessage"] == "The number of API requests exceeds the limit set by the license."
@@ -676,7 +704,7 @@ def test_concurrent_request_limit_queues_then_refuses(running, info):
 
     def two_at_once() -> list[int]:
         statuses: list[int] = []
-        threads = [threading.Thread(target=lambda: statuses.append(Api(running.url, token).get("Branch").status_code))
+        threads = [threading.Thread(target=lambda: statuses.append(Api(running.url, token).get("Subaccount").status_code))
                    for _ in range(2)]
         for thread in threads:
             thread.start()
@@ -692,26 +720,26 @@ def test_concurrent_request_limit_queues_then_refuses(running, info):
 
 def test_faults_use_the_vendor_error_shape(running, api):
     control(running, "faults", {"error_rate": 1.0, "error_status": 503})
-    response = api.get("Branch")
+    response = api.get("Subaccount")
     assert response.status_code == 503
     assert response.json()["exceptionMessage"] == "Injected fault" and response.json()["message"] == "An error has occurred."
     control(running, "faults", {"replace": True, "fail_next": 2, "error_status": 500})
-    assert [api.get("Branch").status_code for _ in range(3)] == [500, 500, 200]
+    assert [api.get("Subaccount").status_code for _ in range(3)] == [500, 500, 200]
     control(running, "faults", {"replace": True, "burst_429": 1, "retry_after": 3})
-    limited = api.get("Branch")
+    limited = api.get("Subaccount")
     assert (limited.status_code, limited.headers["Retry-After"]) == (429, "3")
-    assert api.get("Branch").status_code == 200
-    control(running, "faults", {"replace": True, "latency_ms": 150, "path_contains": "/Branch"})
-    started = time.perf_counter()
-    api.get("Branch")
-    assert time.perf_counter() - started >= 0.15
+    assert api.get("Subaccount").status_code == 200
+    control(running, "faults", {"replace": True, "latency_ms": 150, "path_contains": "/Subaccount"})
     started = time.perf_counter()
     api.get("Subaccount")
+    assert time.perf_counter() - started >= 0.15
+    started = time.perf_counter()
+    api.get("Account")
     assert time.perf_counter() - started < 0.15
 
 
 def test_stats_reset_and_entities(running, api):
-    api.get("Branch")
+    api.get("Subaccount")
     api.get("Vendor/V000001")
     api.get("Vendor/V999999")
     stats = control(running, "stats")

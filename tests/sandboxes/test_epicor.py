@@ -495,6 +495,44 @@ def test_update_master_hold_answers_200_without_saving(api: Api) -> None:
     assert bad.status_code == 400
 
 
+
+def test_the_method_table_declares_the_confirmed_inputs_and_outputs() -> None:
+    from sandboxes.epicor.methods import METHODS
+
+    invoices = METHODS[INVOICES]
+    declared = {name: (set(invoices[name.casefold()].inputs), set(invoices[name.casefold()].outputs))
+                for name in ("ChangeVendorID", "ChangeRefPONum", "ChangeInvoiceDateEx", "UpdateMaster")}
+    assert declared["ChangeVendorID"] == ({"ds", "ProposedVendorID", "confirmCheck"}, {"ds", "confirmMsg"})
+    assert declared["ChangeRefPONum"] == ({"ds", "ProposedRefPONum", "confirmCheck"}, {"ds", "confirmMsg"})
+    assert declared["ChangeInvoiceDateEx"] == ({"ds", "ProposedInvoiceDate", "recalcAmts"}, {"ds", "cMessageText"})
+    assert declared["UpdateMaster"][1] == UPDATE_MASTER_OUTPUTS
+    by_id = invoices["getbyid"]
+    assert by_id.inputs == ("vendorNum", "invoiceNum") and by_id.read and by_id.returns and not by_id.outputs
+
+
+def test_an_undeclared_input_is_ignored_and_never_echoed(api: Api) -> None:
+    vendor = active_vendor(api)
+    ds = api.method(INVOICES, "GetNewAPInvHedInvoice", {"ds": {}, "cGroupID": "AP0101", "extra": 1})["parameters"]
+    assert set(ds) == {"ds"}
+    ds = api.method(INVOICES, "ChangeVendorID", {"ds": ds["ds"], "ProposedVendorID": vendor["VendorID"],
+                                                 "confirmCheck": False, "confirmMsg": "asked?"})["parameters"]
+    assert set(ds) == {"ds", "confirmMsg"} and ds["confirmMsg"] == ""  # an output, not the input sent
+    dated = api.method(INVOICES, "ChangeInvoiceDateEx", {"ds": ds["ds"], "ProposedInvoiceDate": "2024-05-01T00:00:00",
+                                                         "recalcAmts": "", "cMessageText": "sent"})["parameters"]
+    assert dated["cMessageText"] == "" and dated["ds"]["APInvHed"][-1]["InvoiceDate"] == "2024-05-01T00:00:00"
+    assert api.method("Erp.BO.APInvGrpSvc", "UnlockGroup", {"InGroupID": "AP0101", "force": True}) == {}
+
+
+def test_page_size_when_top_is_absent_is_a_setting_under_the_cap() -> None:
+    settings = EpicorSandboxSettings(page_size=30, max_top=60)
+    with start_sandbox(EpicorSandbox(SandboxOptions(seed=3, records=90), settings)) as server:
+        api = Api(server)
+        assert len(api.get("Erp.BO.VendorSvc/Vendors").json()["value"]) == 30  # no $top: the page size
+        assert len(api.get("Erp.BO.VendorSvc/Vendors", {"$top": 45}).json()["value"]) == 45
+        assert len(api.get("Erp.BO.VendorSvc/Vendors", {"$top": 500}).json()["value"]) == 60  # capped
+        assert EpicorSandboxSettings().page_size == 100 == EpicorSandboxSettings().max_top
+
+
 def test_get_by_id_answers_get_with_the_tableset(api: Api) -> None:
     invoice = next(r for r in api.entities("ap_invoices") if len(r["APInvDtls"]) > 1)
     url = f"{api.base}/{INVOICES}/GetByID"

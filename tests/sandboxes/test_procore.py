@@ -730,3 +730,64 @@ def test_settings_endpoint_rejects_unknown_names(api: Api) -> None:
     response = api.control("POST", "settings", {"hourly": 5})
     assert response.status_code == 400
     assert api.control("GET", "settings").json()["hourly_limit"] == 3600
+
+
+# ---- Round 2 facts -----------------------------------------------------------------------------
+
+BASE_TYPES = {"equipment", "materials", "commitment", "owner_cost", "professional_services", "other"}
+
+
+def test_line_item_types_have_documented_base_types_and_company_codes(api: Api) -> None:
+    listed = api.get(f"{API}/line_item_types", {"company_id": api.company}).json()
+    assert listed and {t["base_type"] for t in listed} <= BASE_TYPES
+    added = api.control("POST", "entities/line_item_types", {"code": "MAT-01", "name": "Field materials",
+                                                             "base_type": "Owner Cost"})
+    assert added.status_code == 200 and added.json()["base_type"] == "owner_cost"
+    kind = added.json()["id"]
+    shown = api.get(f"{API}/line_item_types", {"company_id": api.company}).json()
+    assert {"id": kind, "code": "MAT-01", "name": "Field materials", "base_type": "owner_cost",
+            "origin_id": None, "origin_data": None} in shown
+    assert api.control("POST", "entities/line_item_types", {"code": "X", "name": "X", "base_type": "labor"}).status_code == 400
+    assert api.control("POST", "entities/line_item_types", {"code": "MAT-01", "name": "Again",
+                                                            "base_type": "other"}).status_code == 400
+    project = api.projects()[0]["id"]
+    code = [c for c in api.get(f"{API}/cost_codes", {"project_id": project}).json() if c["parent"]][0]["id"]
+    base = f"{API}/projects/{project}/direct_costs"
+    dc = api.send("POST", base, {"item": {"direct_cost_type": "expense"}}).json()["id"]
+    lines = api.send("PATCH", f"{base}/line_items/sync", {"updates": [
+        {"direct_cost_id": dc, "origin_id": "R2-1", "amount": 3, "cost_code_id": code, "line_item_type_id": kind}]}).json()
+    assert lines["errors"] == [] and lines["entities"][0]["line_item_type"]["code"] == "MAT-01"
+
+
+def test_both_rate_windows_are_on_by_default() -> None:
+    sandbox = ProcoreSandbox(SandboxOptions(records=3))
+    assert (sandbox.hourly_limit, sandbox.spike_limit, sandbox.spike_window) == (3600, 25, 10.0)
+    with start_sandbox(sandbox) as run:
+        api = Api(run)
+        answers = [api.get(f"{API}/me") for _ in range(25)]
+        assert [a.status_code for a in answers] == [200] * 25
+        assert answers[0].headers["X-Rate-Limit-Limit"] == "25"  # the spike window is closer to exhaustion
+        assert [a.headers["X-Rate-Limit-Remaining"] for a in answers[:3]] == ["24", "23", "22"]
+        refused = api.get(f"{API}/me")
+        assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 11  # the window, rounded up
+
+
+def test_po_line_item_sync_takes_project_id_as_a_query_parameter(api: Api) -> None:
+    project = api.projects()[0]["id"]
+    po = api.get(f"{API}/purchase_order_contracts", {"project_id": project}).json()[0]["id"]
+    path = f"{API}/purchase_order_contracts/{po}/line_items/sync"
+    updates = {"updates": [{"origin_id": "R2-PO-1", "amount": 5}]}
+    missing = api.send("PATCH", path, updates)
+    assert missing.status_code == 400 and missing.json() == {"errors": {"project_id": ["is missing"]}}
+    synced = api.send("PATCH", path, updates, params={"project_id": project})
+    assert synced.status_code == 200 and synced.json()["errors"] == []
+    line = synced.json()["entities"][0]
+    assert line["purchase_order_contract_id"] == po and line["amount"] == "5.0"
+
+
+def test_v1_direct_cost_create_wraps_its_attributes_in_item(api: Api) -> None:
+    base = f"{API}/projects/{api.projects()[0]['id']}/direct_costs"
+    v11_shape = api.send("POST", base, {"direct_cost": {"direct_cost_type": "expense"}})
+    assert v11_shape.status_code == 400 and v11_shape.json() == {"errors": {"item": ["is missing"]}}
+    created = api.send("POST", base, {"item": {"direct_cost_type": "expense"}})
+    assert created.status_code == 201 and created.json()["direct_cost_type"] == "expense"

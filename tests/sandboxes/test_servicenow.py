@@ -3,7 +3,7 @@
 Facts the vendor notes mark (unconfirmed) and these tests rely on: refresh grants answer the
 same refresh token; the 401 wording "User is not authenticated"; a data-policy failure is a
 400 "Operation Failed"; import-set statuses other than "inserted" and their messages; the
-snake_case staging column names; the `staging_sys_id` custom response field.
+snake_case staging column names.
 """
 
 from __future__ import annotations
@@ -435,9 +435,9 @@ def test_import_inserts_then_coalesces_into_updated_and_ignored(api: Api) -> Non
     target = api("GET", f"/api/now/table/sn_fin_supplier/{result['sys_id']}").json()["result"]
     assert target["city"] == "Milwaukee" and target["u_correlation_id"] == "EPIC-V-1"
     staged = api("GET", "/api/now/table/sn_fcms_intg_imp_supplier",
-                 params={"sysparm_query": "ORDERBYsys_import_row", "sysparm_fields": "sys_import_state,sys_target_sys_id"})
+                 params={"sysparm_query": "ORDERBYsys_import_row", "sysparm_fields": "sys_id,sys_import_state,sys_target_sys_id"})
     assert [r["sys_import_state"] for r in staged.json()["result"]] == ["inserted", "updated", "ignored"]
-    again = api("GET", f"{path}/{result['staging_sys_id']}").json()
+    again = api("GET", f"{path}/{staged.json()['result'][0]['sys_id']}").json()
     assert again["import_set"] == body["import_set"] and again["result"][0]["sys_id"] == result["sys_id"]
     assert again["result"][0]["status"] == "inserted"
 
@@ -544,11 +544,125 @@ def test_a_custom_transform_map_from_the_control_api(running: RunningSandbox, ap
 def test_cleaned_up_staging_rows_answer_404(running: RunningSandbox, api: Api) -> None:
     result = api("POST", "/api/now/import/sn_fcms_intg_imp_supplier",
                  json={"name": "Short Lived", "u_correlation_id": "EPIC-V-3"}).json()["result"][0]
-    path = f"/api/now/import/sn_fcms_intg_imp_supplier/{result['staging_sys_id']}"
+    staged = api("GET", "/api/now/table/sn_fcms_intg_imp_supplier",
+                 params={"sysparm_query": f"sys_target_sys_id={result['sys_id']}"}).json()["result"][0]
+    path = f"/api/now/import/sn_fcms_intg_imp_supplier/{staged['sys_id']}"
     assert api("GET", path).status_code == 200
     assert requests.post(f"{running.url}/_sandbox/import-cleanup").json()["removed"] >= 1
     assert api("GET", path).status_code == 404
     assert api("GET", f"/api/now/table/sn_fin_supplier/{result['sys_id']}").status_code == 200
+
+
+# ---- a stock instance: unknown columns dropped, no customer columns, documented results ----------------
+
+DOCUMENTED_RESULT = {"transform_map", "table", "display_name", "display_value", "record_link", "status", "sys_id"}
+
+
+@pytest.fixture(scope="module")
+def stock_sandbox() -> Iterator[RunningSandbox]:
+    sandbox = start_sandbox(ServiceNowSandbox(SandboxOptions(records=5)))
+    yield sandbox
+    sandbox.stop()
+
+
+@pytest.fixture
+def stock(stock_sandbox: RunningSandbox) -> RunningSandbox:
+    assert requests.post(f"{stock_sandbox.url}/_sandbox/reset").status_code == 200
+    return stock_sandbox
+
+
+def columns_of(api: Api, table: str) -> set[str]:
+    """The table's columns as the instance's dictionary lists them."""
+    rows = api("GET", "/api/now/table/sys_dictionary", params={"sysparm_query": f"name={table}"}).json()["result"]
+    return {row["element"] for row in rows}
+
+
+def test_stock_table_api_drops_unknown_columns_silently(stock: RunningSandbox) -> None:
+    api = Api(stock.url, stock.info()["credentials"])
+    path = "/api/now/table/sn_fin_supplier"
+    created = api("POST", path, json={"name": "Stock Steel LLC", "u_correlation_id": "EPIC-V-1", "u_made_up": "x"})
+    row = created.json()["result"]
+    patched = api("PATCH", f"{path}/{row['sys_id']}", json={"city": "Chicago", "u_made_up": "y", "no_such": "z"})
+    stored = api("GET", f"{path}/{row['sys_id']}").json()["result"]
+    assert created.status_code == 201 and patched.status_code == 200
+    assert stored["city"] == "Chicago" and stored["sys_mod_count"] == "1"
+    for shown in (row, patched.json()["result"], stored):
+        assert not {"u_correlation_id", "u_made_up", "no_such"} & set(shown)
+    columns = columns_of(api, "sn_fin_supplier")
+    assert {"name", "city", "sys_id"} <= columns and not {"u_correlation_id", "u_made_up", "no_such"} & columns
+
+
+def test_stock_instance_has_no_customer_columns(stock: RunningSandbox) -> None:
+    api = Api(stock.url, stock.info()["credentials"])
+    dictionary = api("GET", "/api/now/table/sys_dictionary", params={"sysparm_query": "elementSTARTSWITHu_"}).json()
+    assert dictionary["result"] == []
+    for staging in ("sn_fcms_intg_imp_supplier", "sn_fcms_intg_imp_order", "sn_spend_intg_imp_invoice"):
+        columns = columns_of(api, staging)
+        assert "sys_import_set" in columns and "u_correlation_id" not in columns
+    maps = requests.get(f"{stock.url}/_sandbox/entities/transform_maps").json()
+    assert maps and all(m["coalesce"] == [] for m in maps)
+
+
+def test_stock_import_set_drops_unknown_columns_and_coalesces_on_nothing(stock: RunningSandbox) -> None:
+    api = Api(stock.url, stock.info()["credentials"])
+    path = "/api/now/import/sn_fcms_intg_imp_supplier"
+    row = {"name": "Twice Co.", "city": "Chicago", "u_correlation_id": "EPIC-V-2", "u_nope": "x"}
+    first, second = api("POST", path, json=row), api("POST", path, json=row)
+    results = [r.json()["result"][0] for r in (first, second)]
+    assert first.status_code == second.status_code == 201
+    assert [r["status"] for r in results] == ["inserted", "inserted"] and results[0]["sys_id"] != results[1]["sys_id"]
+    staged = api("GET", "/api/now/table/sn_fcms_intg_imp_supplier").json()["result"]
+    target = api("GET", f"/api/now/table/sn_fin_supplier/{results[0]['sys_id']}").json()["result"]
+    assert len(staged) == 2 and all(s["name"] == "Twice Co." for s in staged)
+    for shown in (*staged, target):
+        assert "u_correlation_id" not in shown and "u_nope" not in shown
+    assert target["city"] == "Chicago"
+    assert not {"u_correlation_id", "u_nope"} & columns_of(api, "sn_fcms_intg_imp_supplier")
+
+
+def test_import_set_results_carry_the_documented_fields_only(stock: RunningSandbox) -> None:
+    api = Api(stock.url, stock.info()["credentials"])
+    path = "/api/now/import/sn_fcms_intg_imp_supplier"
+    inserted = api("POST", path, json={"name": "Documented Inc."}).json()["result"][0]
+    failed = api("POST", path, json={"city": "Chicago"}).json()["result"][0]
+    staged = api("GET", "/api/now/table/sn_fcms_intg_imp_supplier", params={"sysparm_query": "ORDERBYsys_import_row"})
+    read = [api("GET", f"{path}/{row['sys_id']}").json()["result"][0] for row in staged.json()["result"]]
+    assert set(inserted) == DOCUMENTED_RESULT and "staging_sys_id" not in inserted
+    assert set(failed) == DOCUMENTED_RESULT | {"error_message", "status_message"} and failed["status"] == "error"
+    assert set(read[0]) == DOCUMENTED_RESULT and read[0]["sys_id"] == inserted["sys_id"]
+    assert read[0]["record_link"] == inserted["record_link"] and read[0]["display_value"] == "Documented Inc."
+    assert set(read[1]) == DOCUMENTED_RESULT | {"error_message"} and read[1]["status"] == "error"
+
+
+def test_a_control_route_adds_a_customer_column(stock: RunningSandbox) -> None:
+    creds = stock.info()["credentials"]
+    api = Api(stock.url, creds)
+    for table in ("sn_fin_supplier", "sn_fcms_intg_imp_supplier"):
+        entry = put(stock, "sys_dictionary", {"name": table, "element": "u_correlation_id"})
+        assert entry["name"] == table and entry["element"] == "u_correlation_id"
+        assert "u_correlation_id" in columns_of(api, table)
+    put(stock, "transform_maps", {"name": "Supplier Inbound", "source_table": "sn_fcms_intg_imp_supplier",
+                                  "target_table": "sn_fin_supplier", "coalesce": ["u_correlation_id"], "required": ["name"]})
+    path = "/api/now/import/sn_fcms_intg_imp_supplier"
+    first = api("POST", path, json={"name": "Custom Co.", "u_correlation_id": "EPIC-V-3"}).json()["result"][0]
+    second = api("POST", path, json={"name": "Custom Co.", "city": "Detroit", "u_correlation_id": "EPIC-V-3"}).json()["result"][0]
+    target = api("GET", f"/api/now/table/sn_fin_supplier/{first['sys_id']}").json()["result"]
+    assert (first["status"], second["status"]) == ("inserted", "updated") and first["sys_id"] == second["sys_id"]
+    assert target["u_correlation_id"] == "EPIC-V-3" and target["city"] == "Detroit"
+    assert requests.post(f"{stock.url}/_sandbox/entities/sys_dictionary", json={"name": "sn_fin_supplier"}).status_code == 400
+    requests.post(f"{stock.url}/_sandbox/reset")  # a reset restores the stock dictionary (and revokes tokens)
+    assert "u_correlation_id" not in columns_of(Api(stock.url, creds), "sn_fin_supplier")
+
+
+def test_auth_errors_are_the_documented_bodies(stock: RunningSandbox) -> None:
+    creds = stock.info()["credentials"]
+    for method, path in (("GET", "/api/now/table/sn_fin_supplier"), ("POST", "/api/now/import/sn_fcms_intg_imp_supplier")):
+        response = requests.request(method, f"{stock.url}{path}", json={"name": "X"} if method == "POST" else None)
+        assert response.status_code == 401 and response.headers["WWW-Authenticate"] == 'Basic realm="Service-now"'
+        assert response.json() == {"error": {"message": "User is not authenticated",
+                                             "detail": "Required to provide Auth information"}, "status": "failure"}
+    wrong = requests.post(f"{stock.url}/oauth_token.do", data={"grant_type": "password", **creds, "password": "wrong"})
+    assert wrong.status_code == 401 and wrong.json() == {"error_description": "access_denied", "error": "server_error"}
 
 
 # ---- rate-limit rules and faults ------------------------------------------------------------------------

@@ -742,6 +742,44 @@ def test_mark_as_exported(st: Client, specs: Specs, entity: str, module: str, pa
     assert st.sandbox.tables[entity].rows[target].view["syncStatus"] == "Exported"
 
 
+@pytest.mark.parametrize("entity, path, make_body, export", [
+    ("inventory_bills", "/inventory-bills", lambda ids: {"inventoryBillIds": ids}, "/export/inventory-bills"),
+    ("ap_bills", "/ap-bills", lambda ids: {"billIds": ids}, None),
+    ("invoices", "/invoices", lambda ids: [{"invoiceId": i} for i in ids], "/export/invoices"),
+    ("ap_payments", "/ap-payments", lambda ids: [{"apPaymentId": i} for i in ids], None),
+])
+def test_mark_as_exported_changes_the_export_status_only(st: Client, receiver: "Receiver", entity: str, path: str,
+                                                         make_body: Any, export: str | None) -> None:
+    """Round 2 [C1]: markasexported is how an integration tells ServiceTitan users a document reached
+    the ERP; it changes the export status only, not the document: the rest of the record, its
+    modifiedOn and the export feeds stay as they were, and no webhook announces a change."""
+    _subscribe(st, receiver.url, events=["*"])
+    before = {row["id"]: row for row in st.sandbox.get_entities(entity)}
+    target = next(rid for rid, row in before.items() if row["syncStatus"] != "Exported")
+    cursor = _drain_export(st, "accounting", export, None)[1] if export else None
+    answer = st.send("POST", "accounting", f"{path}/markasexported", make_body([target])).json()
+    assert [verdict["success"] for verdict in answer] == [True]
+    after = {row["id"]: row for row in st.sandbox.get_entities(entity)}
+    assert after[target] == {**before[target], "syncStatus": "Exported"}
+    assert {k: v for k, v in after.items() if k != target} == {k: v for k, v in before.items() if k != target}
+    if export:
+        assert st.get("accounting", export, {"from": cursor}).json()["data"] == []
+    assert _flush(st)["idle"] is True and receiver.calls == []
+
+
+def test_export_feeds_take_no_page_size(st: Client) -> None:
+    """Round 2: export feeds define only `from` and `includeRecentChanges`; a pageSize sent there is
+    not a parameter of the feed, so it is ignored (never honoured, never refused)."""
+    st.sandbox.export_page_size = 7
+    try:
+        for params in ({}, {"pageSize": 3}, {"pageSize": 5000}, {"pageSize": "ten"}, {"includeRecentChanges": "true"}):
+            body = st.get("crm", "/export/customers", params).json()
+            assert len(body["data"]) == 7 and body["hasMore"] is True, params
+        assert st.get("crm", "/export/customers", {"includeRecentChanges": "maybe"}).status_code == 400
+    finally:
+        st.sandbox.export_page_size = 500
+
+
 def test_gl_account_number_conflict_answers_409(st: Client, specs: Specs) -> None:
     created = st.send("POST", "accounting", "/gl-accounts", {"name": "Permits", "number": "6600", "type": "Expense"})
     assert created.status_code == 201

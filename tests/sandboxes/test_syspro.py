@@ -686,3 +686,62 @@ def test_odata_server_paging_next_link(running: Any, sb: SysproSandbox) -> None:
         body = requests.get(body["@odata.nextLink"], auth=(c["operator"], c["operator_password"]), timeout=5).json()
         collected += [r["Supplier"] for r in body["value"]]
     assert collected == [f"S{i:05d}" for i in range(1, 61)]
+
+
+# ---- Round 2 facts -----------------------------------------------------------------------------------
+
+
+def test_logon_profile_carries_what_clients_read(running: Any, sb: SysproSandbox, base: str) -> None:
+    """Round 2 [C1]: clients read //CompanyName, //OperatorCode, //OperatorGroup, //AccountingDate."""
+    response = requests.get(f"{base}/GetLogonProfile", params={"UserId": logon(base, sb)}, timeout=5)
+    assert response.headers["Content-Type"] == "application/octet-stream"
+    root = xml(response)
+    assert root.tag == "LogonProfile" and root.findtext(".//CompanyName") == sb.COMPANY_NAME
+    assert root.findtext(".//OperatorCode") == sb.info()["credentials"]["operator"]
+    assert root.findtext(".//OperatorGroup") == sb.OPERATOR_GROUP
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", root.findtext(".//AccountingDate") or "")
+    stale = requests.get(f"{base}/GetLogonProfile", params={"UserId": "0" * 34}, timeout=5)
+    assert stale.status_code == 200 and "is invalid or has expired" in stale.text
+
+
+def test_unconfirmed_business_objects_are_settings(running: Any, sb: SysproSandbox, base: str) -> None:
+    """Round 2: APSSSP (root SetupApSupplier) and INVTMA are unconfirmed, so a sandbox can be a
+    site that names them otherwise, and `check` can be tested against it."""
+    requests.post(f"{running.url}/_sandbox/syspro/settings", timeout=5, json={
+        "supplier_setup_object": "APSSS2", "supplier_setup_root": "SetupSupplier", "adjustment_object": "INVTMB"})
+    user_id = logon(base, sb)
+    supplier = "<Item><Key><Supplier>ACME9</Supplier></Key><SupplierName>Acme Nine</SupplierName></Item>"
+    count = adjustment("CAP-00001", "VAN1", "5"), INVTMA_PARAMS.format(pc="N")
+    for path, business_object, document, params in (
+            ("Setup/Add", "APSSSP", f"<SetupApSupplier>{supplier}</SetupApSupplier>", SETUP_PARAMS),
+            ("Transaction/Post", "INVTMA", *count)):
+        refused = call(base, user_id, path, business_object, document, params)
+        assert refused.text == f"ERROR: Business object '{business_object}' could not be found or is not licensed"
+    wrong_root = call(base, user_id, "Setup/Add", "APSSS2", f"<SetupApSupplier>{supplier}</SetupApSupplier>", SETUP_PARAMS)
+    assert wrong_root.text.startswith("ERROR:") and "'SetupSupplier'" in wrong_root.text
+    added = xml(call(base, user_id, "Setup/Add", "APSSS2", f"<SetupSupplier>{supplier}</SetupSupplier>", SETUP_PARAMS))
+    assert added.tag == "setupsupplier" and added.findtext("StatusOfItems/RecordsInvalid") == "0"
+    assert any(s["Supplier"] == "ACME9" for s in sb.get_entities("suppliers"))
+    adjusted = xml(call(base, user_id, "Transaction/Post", "INVTMB", *count))
+    assert adjusted.tag == "postinvadjustments" and adjusted.findtext("StatusOfItems/ItemsProcessed") == "000001"
+
+
+def test_change_column_is_a_setting(running: Any, sb: SysproSandbox, base: str) -> None:
+    """Round 2: `LastChangeDate` on ApSupplier, ApInvoice, PorMasterHdr and InvMaster is unconfirmed;
+    a site that calls it otherwise refuses queries naming it, over e.net and OData alike."""
+    assert requests.get(f"{running.url}/_sandbox/syspro/settings", timeout=5).json()["change_column"] == "LastChangeDate"
+    requests.post(f"{running.url}/_sandbox/syspro/settings", json={"change_column": "ChangeStamp"}, timeout=5)
+    user_id = logon(base, sb)
+    for table in ("ApSupplier", "ApInvoice", "PorMasterHdr", "InvMaster"):
+        refused = call(base, user_id, "Query/Query", "COMFND",
+                       comfnd(table, rows=1, where=expr("LastChangeDate", "GE", "2000-01-01")))
+        assert refused.text == f"ERROR: Column 'LastChangeDate' not found in table '{table}'"
+        root = xml(call(base, user_id, "Query/Query", "COMFND", comfnd(
+            table, rows=2, where=expr("ChangeStamp", "GE", "2000-01-01"), order=("ChangeStamp",))))
+        stamps = [r.findtext("ChangeStamp") or "" for r in root.findall("Row")]
+        assert len(stamps) == 2 and stamps == sorted(stamps) and root.find("Row/LastChangeDate") is None
+    other = xml(call(base, user_id, "Query/Query", "COMFND", comfnd("InvWarehouse", rows=1, columns=("LastChangeDate",))))
+    assert other.findtext("Row/LastChangeDate")  # tables outside the fact keep their column
+    assert odata(running, sb, "ApSupplier", **{"$filter": "LastChangeDate ge 2000-01-01"}).status_code == 400
+    rows = odata(running, sb, "ApSupplier", **{"$filter": "ChangeStamp ge 2000-01-01", "$top": "1"}).json()["value"]
+    assert "ChangeStamp" in rows[0] and "LastChangeDate" not in rows[0]
