@@ -31,6 +31,12 @@ worker_prefetch_multiplier = 1
 worker_pool = "prefork"
 task_soft_time_limit = TASK_SOFT_TIME_LIMIT
 task_time_limit = TASK_TIME_LIMIT
+# A poll is not a record: a backfill's first poll pages through every document of the period
+# and must not be killed at a record's limit and started again from the same position for
+# ever. A copy the broker re-delivers meanwhile (after VISIBILITY_TIMEOUT) finds the flow's
+# watermark row locked by the running poll and skips.
+task_annotations = {"mlconnector.poll": {"soft_time_limit": _settings.poll_time_limit_seconds,
+                                         "time_limit": _settings.poll_time_limit_seconds + 60}}
 task_ignore_result = True
 broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}
 broker_connection_retry_on_startup = True

@@ -215,7 +215,9 @@ def run_baseline(s: Setup) -> dict[str, Any]:
     s.extras["baseline_cpu"] = meter.per_record_ms(len(s.bill_ids))
     cpu_seconds = meter.seconds
     s.extras["baseline_stats"] = {name: sandbox_stats(s.host, name) for name in ("st", "ep_base")}
-    return {"records": len(s.bill_ids), "seconds": seconds, "statuses": outcomes, "cpu_seconds": cpu_seconds}
+    calls = sum(stats["total"] for stats in s.extras["baseline_stats"].values())
+    return {"records": len(s.bill_ids), "seconds": seconds, "statuses": outcomes, "cpu_seconds": cpu_seconds,
+            "sandbox_calls": calls}
 
 
 def _now():  # type: ignore[no-untyped-def]
@@ -286,6 +288,9 @@ def main(n: int = 200, concurrency: int = 4) -> dict[str, Any]:
             "epicor_invoices": {"engine": epicor_invoice_count(s.host, "ep_engine", ENGINE_GROUP),
                                 "baseline": epicor_invoice_count(s.host, "ep_base", BASE_GROUP)},
             "cpu_ms_per_record": {"engine": engine["cpu_ms"], "baseline": baseline["cpu_ms"]},
+            # What a vendor call costs the sandboxes (baseline rounds: nothing else calls them then).
+            "sandbox_cpu_ms_per_request": round(sum(r["cpu_seconds"].get("sandboxes", 0.0) for r in baseline_runs) * 1000
+                                                / max(sum(r["sandbox_calls"] for r in baseline_runs), 1), 3),
         }
     finally:
         s.close()

@@ -40,7 +40,8 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
     keys = {
         "core": ("rate_limit_acquire_vs_get", "token_read_vs_get", "token_shared_read_vs_get", "redis_get_us",
                  "rate_limit_acquire_us", "token_read_us", "token_shared_read_us"),
-        "pipeline": ("records", "concurrency", "engine_records_per_s", "baseline_records_per_s", "engine_vs_baseline"),
+        "pipeline": ("records", "concurrency", "engine_records_per_s", "baseline_records_per_s", "engine_vs_baseline",
+                     "sandbox_cpu_ms_per_request"),
         "ingest": ("events", "receiver_events_per_s", "bare_events_per_s", "receiver_vs_bare", "receiver_p50_ms",
                    "receiver_p99_ms", "bare_p50_ms", "bare_p99_ms", "receiver_p50_vs_bare", "receiver_p99_vs_bare",
                    "paced_rate_per_s", "paced_receiver_p99_ms", "paced_bare_p99_ms", "paced_receiver_p99_vs_bare"),

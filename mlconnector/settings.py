@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # long (backing off up to retry_ceiling_seconds) before it fails; crashes count deliveries.
     retry_window_hours: float = Field(default=24.0, gt=0, validation_alias="MLCONNECTOR_RETRY_WINDOW_HOURS")
     retry_ceiling_seconds: float = Field(default=3600.0, ge=1, validation_alias="MLCONNECTOR_RETRY_CEILING_SECONDS")
+    # A catch-up poll walks everything changed since its position, a year of documents on a
+    # first backfill: it may run far longer than a record's task (see celeryconfig).
+    poll_time_limit_seconds: int = Field(default=3600, ge=60, validation_alias="MLCONNECTOR_POLL_TIME_LIMIT_SECONDS")
     # A worker host with no receiver serves its processes' metrics here (0: not served).
     worker_metrics_port: int = Field(default=0, ge=0, le=65535, validation_alias="MLCONNECTOR_WORKER_METRICS_PORT")
     sweep_after_seconds: int = Field(

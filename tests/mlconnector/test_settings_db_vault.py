@@ -412,3 +412,15 @@ def test_a_webhook_key_in_the_config_is_refused_with_where_it_belongs() -> None:
                                                          "webhook": {"hmac_key": "k" * 20}})
     assert "webhook.hmac_key: webhook keys are secrets" in str(refused.value)
     assert "mlconnector credentials set <integration> webhook" in str(refused.value)
+
+
+def test_a_poll_may_run_longer_than_a_record_before_it_is_stopped() -> None:
+    """A backfill's first poll pages through a year of documents: killed at a record's limit,
+    it would start again from the same position for ever."""
+    import celeryconfig
+    from mlconnector import tasks
+
+    poll, record = tasks.poll, tasks.process_record
+    assert (poll.soft_time_limit, poll.time_limit) == (3600, 3660)
+    assert (record.soft_time_limit, record.time_limit) == (240, 300)  # the fleet-wide defaults
+    assert celeryconfig.task_soft_time_limit == 240 and poll.soft_time_limit > 10 * celeryconfig.task_soft_time_limit
