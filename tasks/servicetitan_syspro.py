@@ -764,15 +764,18 @@ def demo_summary(harness: Any, integration: str) -> str:
 
 def demo_plants(stage: Any) -> list[Any]:
     """What the seeded data brings up and a person decides: a job whose purchase orders name
-    several vendors, a SYSPRO stock code with no ServiceTitan SKU, and two SYSPRO suppliers of
-    one name (ServiceTitan refuses a second vendor of a name)."""
+    several vendors, a SYSPRO stock code with no ServiceTitan SKU, two SYSPRO suppliers of
+    one name (ServiceTitan refuses a second vendor of a name), and so the purchase orders of
+    the supplier so held, which wait until it is a ServiceTitan vendor."""
     from mlconnector.demo_stage import held_for_a_person
 
     return [held_for_a_person(stage, "a job whose purchase orders name several vendors", "invoices",
                               "name several vendors"),
             held_for_a_person(stage, "a SYSPRO stock code with no ServiceTitan SKU", "syspro_purchase_orders",
                               "have no ServiceTitan SKU"),
-            held_for_a_person(stage, "two SYSPRO suppliers of one name", "suppliers", "refuses a second of one name")]
+            held_for_a_person(stage, "two SYSPRO suppliers of one name", "suppliers", "refuses a second of one name"),
+            held_for_a_person(stage, "a SYSPRO purchase order of a supplier held for a person", "syspro_purchase_orders",
+                              "to be a ServiceTitan vendor")]
 
 
 PAIR = Pair(
