@@ -318,18 +318,20 @@ def _run_flow(pair: Any, integration_id: str, flow: Any, progress: Progress, exp
 
 
 def _wait_for_workers(integration_id: str, timeout: float = 120.0) -> None:
-    """With a broker, records run on the workers: wait until none is pending or running."""
+    """With a broker, records run on the workers: wait until none is pending or running.
+    Embedded, the receiver's thread may still be writing a record a webhook brought in (the
+    main thread's delivery of it stood down): wait until none is running; a pending one
+    waits for its retry time, as it would in the fleet."""
     from mlconnector import ledger
     from mlconnector.db.session import session_scope
     from mlconnector.settings import get_settings
 
-    if get_settings().embedded:
-        return
+    waiting = ("running",) if get_settings().embedded else ("pending", "running")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with session_scope() as session:
             busy = sum(count for integration, _, status, count in ledger.counts_by_status(session)
-                       if integration == integration_id and status in ("pending", "running"))
+                       if integration == integration_id and status in waiting)
         if not busy:
             return
         time.sleep(0.5)
