@@ -21,6 +21,10 @@ class EngineTask(Task):
     acks_late = True
     reject_on_worker_lost = True
     max_retries = None  # the delivery counter in the database is the real limit
+    # Celery's default keeps a result handle for every task a task sends, on the sender's
+    # request, until it ends: a backfill's poll sending 100,000 records held 90 MB of them.
+    # Nothing reads them (results are ignored), so none is kept.
+    trail = False
 
     def retry_later(self, error: engine.RetryLater) -> Any:
         """A short Celery countdown; long waits are left to the sweeper via next_attempt_at."""

@@ -45,3 +45,20 @@ def test_labels_read_back_from_the_ledger_name_every_task(configure: Any, fresh_
     assert [s["args"] for s in sent] == [(i,) for i in ids]
     assert {s["shadow"] for s in sent} == {"counter-test.items"}
     assert sent[0]["argsrepr"] == f"({ids[0]}, 'INV-0')" and sent[-1]["argsrepr"] == f"({ids[-1]}, 'INV-{count - 1}')"
+
+
+def test_a_task_that_sends_records_keeps_no_handle_for_each(configure: Any) -> None:
+    """Celery would otherwise append one result handle per task sent to the sender's request,
+    so a backfill's poll grew with every record it queued."""
+    from mlconnector import tasks
+    from mlconnector.celery_app import app
+
+    configure()
+    engine_tasks = [t for name, t in app.tasks.items() if name.startswith("mlconnector.")]
+    assert engine_tasks and all(t.trail is False for t in engine_tasks)
+    tasks.poll.push_request(id="a-poll")
+    try:
+        tasks.poll.add_trail(object())
+        assert tasks.poll.request.children == []
+    finally:
+        tasks.poll.pop_request()
