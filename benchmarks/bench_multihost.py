@@ -149,38 +149,20 @@ def serve_sandboxes(address: str, spec: dict[str, list[Any]]) -> None:
         r.stop()
 
 
-class Sandboxes:
-    """The sandbox host's process, started in its namespace."""
+class Sandboxes(fleet.SandboxHost):
+    """The sandbox host's process, started in its namespace and listening on its address."""
 
     def __init__(self, net: netns.Network, spec: dict[str, list[Any]]) -> None:
-        latency = fleet.vendor_latency_ms() if hasattr(fleet, "vendor_latency_ms") else 0
-        if latency:  # benchmarks.run --latency-ms: every vendor call answers after this long
-            spec = {name: [vendor, {"latency_ms": latency, **options}] for name, (vendor, options) in spec.items()}
-        args = net.command("sandboxes", [sys.executable, "-m", "benchmarks.bench_multihost", "serve-sandboxes",
-                                         net.address("sandboxes"), json.dumps(spec)])
+        self.net = net
         self.log_path = fleet.LOG_DIR / f"mlc-bench-mh-sandboxes-{uuid.uuid4().hex[:6]}.log"
-        self.process = subprocess.Popen(args, cwd=str(fleet.ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.log_path.open("w"), text=True, start_new_session=True,
-                                        env={**os.environ, "PYTHONPATH": str(fleet.ROOT)})
-        line = self.process.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            raise RuntimeError(f"sandbox host did not start: {self.log_path.read_text()[-2000:]}")
-        self.sandboxes: dict[str, dict[str, Any]] = json.loads(line)
+        super().__init__(spec, stderr=self.log_path.open("w"))
 
-    def url(self, name: str) -> str:
-        return self.sandboxes[name]["url"]
+    def command(self, spec_json: str) -> list[str]:
+        return self.net.command("sandboxes", [sys.executable, "-m", "benchmarks.bench_multihost", "serve-sandboxes",
+                                              self.net.address("sandboxes"), spec_json])
 
-    def info(self, name: str) -> dict[str, Any]:
-        return self.sandboxes[name]["info"]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                self.process.stdin.close()  # type: ignore[union-attr]
-                self.process.wait(timeout=15)
-            except (subprocess.TimeoutExpired, OSError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+    def started_badly(self) -> str:
+        return f": {self.log_path.read_text()[-2000:]}"
 
 
 # ---- the db host: PostgreSQL and Redis of the run's own -------------------------------------------

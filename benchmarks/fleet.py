@@ -216,17 +216,25 @@ def vendor_latency_ms() -> int:
 class SandboxHost:
     """Sandboxes served by `benchmarks.sandbox_host` in a child process."""
 
-    def __init__(self, spec: dict[str, list[Any]]) -> None:
+    def __init__(self, spec: dict[str, list[Any]], stderr: Any = None) -> None:
         latency = vendor_latency_ms()
         if latency:  # every vendor call answers after this long, as a vendor across the internet does
             spec = {name: [vendor, {"latency_ms": latency, **options}] for name, (vendor, options) in spec.items()}
-        self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.sandbox_host", json.dumps(spec)],
-                                        cwd=str(ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True, text=True)
+        self.process = subprocess.Popen(self.command(json.dumps(spec)), cwd=str(ROOT), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                        start_new_session=True, text=True)
         line = self.process.stdout.readline()  # type: ignore[union-attr]
         if not line:
-            raise RuntimeError("sandbox host did not start")
+            raise RuntimeError(f"sandbox host did not start{self.started_badly()}")
         self.sandboxes: dict[str, dict[str, Any]] = json.loads(line)
+
+    def command(self, spec_json: str) -> list[str]:
+        """The sandbox host's command line (a host elsewhere wraps it)."""
+        return [sys.executable, "-m", "benchmarks.sandbox_host", spec_json]
+
+    def started_badly(self) -> str:
+        """More to say when the host did not start (its log, where it keeps one)."""
+        return ""
 
     def url(self, name: str) -> str:
         return self.sandboxes[name]["url"]
@@ -239,7 +247,7 @@ class SandboxHost:
             try:
                 self.process.stdin.close()  # type: ignore[union-attr]
                 self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
+            except (subprocess.TimeoutExpired, OSError):
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
 

@@ -18,19 +18,10 @@ import requests
 from sqlalchemy import func, select
 
 from mlconnector.flows import SourceRecord
-from tests.conftest import serve_wsgi, wait_until
+from tests.conftest import wait_until
 from tests.fleet_pair import RecordServer
 
 pytestmark = pytest.mark.fleet
-
-
-@pytest.fixture
-def record_server() -> Any:
-    server = RecordServer()
-    url, wsgi = serve_wsgi(server.app)
-    server.url = url  # type: ignore[attr-defined]
-    yield server
-    wsgi.shutdown()
 
 
 @pytest.fixture

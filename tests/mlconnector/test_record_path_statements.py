@@ -5,22 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import requests
 from sqlalchemy import event
 
 from mlconnector.flows import SourceRecord
-from tests.conftest import serve_wsgi
 from tests.fleet_pair import RecordServer
-
-
-@pytest.fixture
-def record_server() -> Any:
-    server = RecordServer()
-    url, wsgi = serve_wsgi(server.app)
-    server.url = url  # type: ignore[attr-defined]
-    yield server
-    wsgi.shutdown()
 
 
 class Counted:
