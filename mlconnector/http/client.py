@@ -9,6 +9,7 @@ failure into one class of the error taxonomy with the vendor's own message.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -187,6 +188,9 @@ class HttpClient:
             jitter=None,
             on_backoff=on_backoff,
             giveup=giveup,
+            # Giving up here hands the error to the caller, which decides (a record is retried
+            # later and audited, a poll fails with its reason): not an error of its own.
+            giveup_log_level=logging.INFO,
             base=self.retry.base,
             factor=self.retry.factor,
             max_wait=self.retry.max_wait,

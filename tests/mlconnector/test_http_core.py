@@ -72,6 +72,23 @@ def test_backoff_honours_retry_after_then_succeeds() -> None:
 
 
 @responses.activate
+def test_a_retry_given_up_is_handed_on_without_an_error_log(caplog: pytest.LogCaptureFixture) -> None:
+    """The caller decides what a transient failure means (the engine retries the record later
+    and audits it): the retry layer's own give-up is not an error line in the operator's log."""
+    import logging
+
+    from mlconnector.http import NoAuth
+
+    responses.add(responses.GET, "https://api.example/x", status=429, headers={"Retry-After": "0"}, json={"message": "slow"})
+    client = HttpClient(vendor="v", base_url="https://api.example", auth=NoAuth(), session=requests.Session(),
+                        retry=RetryPolicy(max_tries=2, base=0.01, max_wait=0.05))
+    with caplog.at_level(logging.INFO, logger="backoff"), pytest.raises(RetriableError):
+        client.get_json("/x")
+    given_up = [r for r in caplog.records if r.name == "backoff" and "Giving up" in r.getMessage()]
+    assert given_up and all(r.levelno == logging.INFO for r in given_up)
+
+
+@responses.activate
 def test_error_taxonomy_keeps_vendor_message() -> None:
     from mlconnector.http import NoAuth
 
