@@ -55,6 +55,7 @@ from typing import Any
 
 import requests
 
+from benchmarks import bench_pipeline as pipeline
 from benchmarks import fleet, netns
 from benchmarks.common import write_result
 
@@ -248,34 +249,18 @@ def start_beat(net: netns.Network, env: dict[str, str]) -> fleet.Process:
 
 
 def create_integration(host: Sandboxes, client_share: float) -> None:
-    from mlconnector import vault
-    from mlconnector.db.session import session_scope
     from mlconnector.flows import all_pairs
-    from mlconnector.integrations import create_integration as create
 
-    st_config, st_creds, ep_config, ep_creds = fleet.system_settings(host.info("st"), host.info("ep"))
-    # the fleet's shared Redis limiter, just under each vendor's limit
-    st_config["rate_limit_per_second"] = int(ST_LIMIT * client_share)
-    ep_config["rate_limit_per_second"] = int(EP_LIMIT * client_share)
-    config = fleet.integration_config(st_config, ep_config, GROUP)
-    # Beat sends no polls during the run (the phases are sent by the benchmark); it sweeps.
-    config["poll_seconds"] = {flow.name: 0 for flow in all_pairs()[fleet.PAIR].flows if flow.poll_seconds}
-    with session_scope() as session:
-        create(session, fleet.INTEGRATION, fleet.PAIR, config)
-        session.flush()
-        vault.store(session, fleet.INTEGRATION, "servicetitan", st_creds)
-        vault.store(session, fleet.INTEGRATION, "epicor", ep_creds)
+    # The fleet's shared Redis limiter just under each vendor's limit; beat sends no polls
+    # during the run (the phases are sent by the benchmark), it sweeps.
+    no_polls = {flow.name: 0 for flow in all_pairs()[fleet.PAIR].flows if flow.poll_seconds}
+    fleet.create_bench_integration(host.info("st"), host.info("ep"), GROUP, extra_config={"poll_seconds": no_polls},
+                                   st_settings={"rate_limit_per_second": int(ST_LIMIT * client_share)},
+                                   ep_settings={"rate_limit_per_second": int(EP_LIMIT * client_share)})
 
 
 def _statuses() -> dict[str, int]:
-    from sqlalchemy import func, select
-
-    from mlconnector.db.models import SyncRecord
-    from mlconnector.db.session import session_scope
-
-    with session_scope() as session:
-        return dict(session.execute(select(SyncRecord.status, func.count()).where(SyncRecord.flow == FLOW)
-                                    .group_by(SyncRecord.status)).all())
+    return pipeline._statuses(FLOW)
 
 
 def _final() -> int:

@@ -25,6 +25,7 @@ from typing import Any
 
 import requests
 
+from benchmarks import bench_pipeline as pipeline
 from benchmarks import fleet
 from benchmarks.common import write_result
 
@@ -52,14 +53,7 @@ def _create_integration(host: fleet.SandboxHost) -> None:
 
 
 def _statuses() -> dict[str, int]:
-    from sqlalchemy import func, select
-
-    from mlconnector.db.models import SyncRecord
-    from mlconnector.db.session import session_scope
-
-    with session_scope() as session:
-        return dict(session.execute(select(SyncRecord.status, func.count()).where(SyncRecord.flow == FLOW)
-                                    .group_by(SyncRecord.status)).all())
+    return pipeline._statuses(FLOW)
 
 
 def _stats(url: str, reset: bool = False) -> dict[str, Any]:

@@ -274,15 +274,20 @@ def integration_config(st_config: dict[str, Any], ep_config: dict[str, Any], gro
 
 def create_bench_integration(st_info: dict[str, Any], ep_info: dict[str, Any], group: str,
                              integration_id: str = INTEGRATION,
-                             extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
+                             extra_config: dict[str, Any] | None = None,
+                             st_settings: dict[str, Any] | None = None,
+                             ep_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """The bench integration, its credentials and its webhook signing key (HMAC_KEY) sealed in
-    the vault; `extra_config` adds top-level config keys (e.g. `poll_seconds`)."""
+    the vault; `extra_config` adds top-level config keys (e.g. `poll_seconds`), `st_settings`
+    and `ep_settings` connector settings (e.g. `rate_limit_per_second`)."""
     from mlconnector import vault
     from mlconnector.config import WEBHOOK_SECRETS
     from mlconnector.db.session import session_scope
     from mlconnector.integrations import create_integration
 
     st_config, st_creds, ep_config, ep_creds = system_settings(st_info, ep_info)
+    st_config.update(st_settings or {})
+    ep_config.update(ep_settings or {})
     config = {**integration_config(st_config, ep_config, group), **(extra_config or {})}
     with session_scope() as session:
         create_integration(session, integration_id, PAIR, config)

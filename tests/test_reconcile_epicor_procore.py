@@ -6,20 +6,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import pytest
-
-from tests.test_reconcile_support import by_kind, demo_harness, entity, put, record, report_via_cli, rows, sync_all
+from tests.test_reconcile_support import by_kind, entity, harness_fixture, put, record, report_via_cli, rows, sync_all
 
 PERIOD = "2019-11"  # years before anything a sandbox seeds (its last 180 days): only what a test plants is in it
 EPICOR, PROCORE = "epicor", "procore"
 
 
-@pytest.fixture
-def harness(fresh_pg: str, configure: Any) -> Any:
-    configure(database_url=fresh_pg)
-    started = demo_harness("epicor-procore", "acme", seed=5, records=4)
-    yield started
-    started.stop()
+harness = harness_fixture("epicor-procore", as_demo=True)
 
 
 def _line_total(invoice: dict[str, Any]) -> Decimal:

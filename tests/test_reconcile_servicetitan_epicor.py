@@ -8,26 +8,17 @@ import json
 from decimal import Decimal
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 
-from sandboxes import SandboxOptions
-from tests.test_reconcile_support import (assert_totals_add_up, by_kind, entity, put, record, report_via_cli, rows,
-                                          sync_all)
+from tests.test_reconcile_support import (assert_totals_add_up, by_kind, entity, harness_fixture, put, record,
+                                          report_via_cli, rows, sync_all)
 
 PERIOD = "2026-11"
 DEMO_SEED, DEMO_RECORDS = 5, 4  # a seed whose data has AP payments, so the demo's payment plant has cases
 ST, EPICOR = "servicetitan", "epicor"
 
 
-@pytest.fixture
-def harness(fresh_pg: str, configure: Any) -> Any:
-    from mlconnector.harness import start_pair
-
-    configure(database_url=fresh_pg)
-    started = start_pair("servicetitan-epicor", "acme", options=SandboxOptions(seed=5, records=4))
-    yield started
-    started.stop()
+harness = harness_fixture("servicetitan-epicor")
 
 
 def _bill(st: str, template: dict[str, Any], reference: str, day: str, vendor: dict[str, Any]) -> dict[str, Any]:

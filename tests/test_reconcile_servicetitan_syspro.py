@@ -6,25 +6,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import pytest
-
-from sandboxes import SandboxOptions
-from tests.test_reconcile_support import by_kind, entity, put, record, report_via_cli, rows, sync_all
+from tests.test_reconcile_support import (ST_INVOICE_FIELDS, by_kind, entity, harness_fixture, put, record,
+                                          report_via_cli, rows, sync_all)
 
 PERIOD = "2026-11"
 ST, SY = "servicetitan", "syspro"
-INVOICE_FIELDS = ("items", "customer", "total", "subTotal", "salesTax", "businessUnit", "job", "invoiceType", "location",
-                  "customerAddress", "locationAddress", "termName")
 
 
-@pytest.fixture
-def harness(fresh_pg: str, configure: Any) -> Any:
-    from mlconnector.harness import start_pair
-
-    configure(database_url=fresh_pg)
-    started = start_pair("servicetitan-syspro", "acme", options=SandboxOptions(seed=5, records=4))
-    yield started
-    started.stop()
+harness = harness_fixture("servicetitan-syspro")
 
 
 def _cost(invoice: dict[str, Any]) -> Decimal:
@@ -32,7 +21,7 @@ def _cost(invoice: dict[str, Any]) -> Decimal:
 
 
 def _invoice(st: str, template: dict[str, Any], number: str, day: str) -> dict[str, Any]:
-    fields = {k: template[k] for k in INVOICE_FIELDS if k in template}
+    fields = {k: template[k] for k in ST_INVOICE_FIELDS if k in template}
     return put(st, "invoices", {**fields, "referenceNumber": number, "invoiceDate": f"{day}T16:00:00Z"})
 
 

@@ -10,6 +10,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import requests
 from click.testing import CliRunner
 from sqlalchemy import select
@@ -116,3 +117,26 @@ def demo_harness(pair_name: str, integration: str, seed: int, records: int) -> A
         sandboxes.stop()
         raise
     return PairHarness(pair, sandboxes, integration, config)
+
+
+# The ServiceTitan invoice fields a planted invoice copies from a seeded one.
+ST_INVOICE_FIELDS = ("items", "customer", "total", "subTotal", "salesTax", "businessUnit", "job", "invoiceType",
+                     "location", "customerAddress", "locationAddress", "termName")
+
+
+def harness_fixture(pair_name: str, *, as_demo: bool = False) -> Any:
+    """The `harness` fixture of a pair's reconciliation test: a fresh PostgreSQL database, the
+    pair's sandboxes (seed 5, 4 records, or as its demo starts them) and integration 'acme'."""
+
+    @pytest.fixture
+    def harness(fresh_pg: str, configure: Any) -> Any:
+        from mlconnector.harness import start_pair
+        from sandboxes import SandboxOptions
+
+        configure(database_url=fresh_pg)
+        started = (demo_harness(pair_name, "acme", seed=5, records=4) if as_demo
+                   else start_pair(pair_name, "acme", options=SandboxOptions(seed=5, records=4)))
+        yield started
+        started.stop()
+
+    return harness
