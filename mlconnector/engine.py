@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -91,9 +92,20 @@ class LazyConnectors(Mapping[str, Any]):
         return len(self._all())
 
 
-def record_lock(session: Session, record_id: int) -> Any:
-    """Only one worker writes a given record at a time, fleet-wide (see locks.py)."""
-    return try_lock(session, LockSpace.RECORD, record_id)
+@contextmanager
+def locked_record(session: Session, record_id: int) -> Iterator[SyncRecord | None]:
+    """The record, locked until this transaction ends, or None when another transaction
+    holds it: only one worker writes a given record at a time, fleet-wide.
+
+    On PostgreSQL the row lock is the lock (`FOR UPDATE SKIP LOCKED`, as the claim and the
+    sweeper take it), one statement instead of an advisory lock and then the row. The embedded
+    default has no row locks: there a process-wide lock per record stands in (see locks.py)."""
+    if session.get_bind().dialect.name == "postgresql":
+        yield session.scalars(select(SyncRecord).where(SyncRecord.id == record_id)
+                              .with_for_update(skip_locked=True)).first()
+        return
+    with try_lock(session, LockSpace.RECORD, record_id) as got:
+        yield session.get(SyncRecord, record_id, with_for_update=True, populate_existing=True) if got else None
 
 
 # ---- the record path ---------------------------------------------------------------------
@@ -128,12 +140,10 @@ def _process_record(record_id: int, bind: Callable[..., None]) -> RecordResult:
     try:
         with session_scope() as session:
             audit.hold_until_commit(session)
-            with record_lock(session, record_id) as got:
-                if not got:
-                    return RecordResult(record_id, "deferred", "another worker holds this record", retry_in=2.0)
+            with locked_record(session, record_id) as record:
                 # The row stays locked until this write commits: the sweeper and other deliveries skip it.
-                record = session.get(SyncRecord, record_id, with_for_update=True, populate_existing=True)
-                assert record is not None
+                if record is None:  # (or removed since the claim: the next delivery finds it gone)
+                    return RecordResult(record_id, "deferred", "another worker holds this record", retry_in=BUSY_RETRY_SECONDS)
                 bind(integration_id=record.integration_id, flow=record.flow)
                 # Pending again: a newer version re-opened it between the claim and this lock.
                 # This delivery reads the source now, so it writes that version itself rather

@@ -105,3 +105,33 @@ def test_a_delivery_that_finds_its_record_busy_or_due_soon_retries_itself(config
     assert result.outcome == "deferred" and 8 < (result.retry_in or 0) <= 10
     result = engine.process_record(later)
     assert result.outcome == "deferred" and result.retry_in is None  # the sweeper's, at next_attempt_at
+
+
+def test_a_record_locked_by_another_writer_after_the_claim_is_deferred_without_waiting(
+        configure, fresh_pg: str, monkeypatch) -> None:
+    """Between a delivery's claim and its write another transaction takes the row (a second
+    delivery already writing it): this one stands down at once rather than queue behind it."""
+    from mlconnector import engine
+    from mlconnector.db.models import SyncRecord
+
+    session_scope = _setup(configure, fresh_pg)
+    record_id = _record(session_scope, "raced")
+    real_claim = engine._claim
+    holder = session_scope()
+    writer = holder.__enter__()
+
+    def claim_then_lose_the_row(session: Any, rid: int, limit: int) -> Any:
+        claimed = real_claim(session, rid, limit)
+        session.commit()
+        writer.get(SyncRecord, rid, with_for_update=True)
+        return claimed
+
+    monkeypatch.setattr(engine, "_claim", claim_then_lose_the_row)
+    try:
+        result = engine.process_record(record_id)
+    finally:
+        holder.__exit__(None, None, None)
+    assert (result.outcome, result.retry_in) == ("deferred", engine.BUSY_RETRY_SECONDS)
+    with session_scope() as session:
+        record = session.get(SyncRecord, record_id)
+        assert record is not None and (record.status, record.deliveries) == ("running", 1)
