@@ -1,15 +1,20 @@
 """Acumatica's vocabulary: the Default endpoint's entities and their value kinds, the
-instance settings and licence limits, the error of an answer, and value conversion."""
+instance settings and licence limits, the error of an answer, value conversion, and
+`$filter` as the contract-based REST reads it (the kit's OData parser with Acumatica's
+dialect and wording, compiled against stored records)."""
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel, Field
+
+from sandboxes.kit import odata
 
 ENDPOINT_NAME = "Default"
 ENDPOINT_VERSION = "23.200.001"  # the version the connector pins; others answer 404
@@ -20,10 +25,12 @@ SCOPES = frozenset({"api", "offline_access", "api:concurrent_access"})
 FILTER_CACHE_SIZE = 64  # filtered key lists kept per table, so paging one filter is O(page)
 ERROR_TYPE = "PX.Data.PXException"
 NOT_AUTHORIZED = "Authorization has been denied for this request."
+NOT_BALANCED = "The document status is '{}'; only a Balanced document can be released."
 NON_STOCK_ITEMS = ("LABOR", "SERVICE", "NONSTOCK", "FREIGHT", "MISC")  # non-stock IDs a line may use
 MONEY = 2  # decimal places of amounts
 BRANCHES = (("HQ", "Headquarters"), ("EAST", "East Service Center"), ("WEST", "West Service Center"))
 
+Rec = dict[str, Any]  # a stored record, or a level of one
 S, D, I, B, T = "string", "decimal", "int", "bool", "datetime"
 _VALUE_TYPES = {S: "StringValue", D: "DecimalValue", I: "IntValue", B: "BooleanValue", T: "DateTimeValue"}
 
@@ -86,12 +93,11 @@ class Operation:
 class ApiError(Exception):
     """An answer other than success, in Acumatica's error shape unless `body` is given."""
 
-    def __init__(self, status: int, message: str, *, body: Any = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, *, body: Any = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.body = body
-        self.headers = headers or {}
 
 
 # ---- entity shapes --------------------------------------------------------------------------
@@ -227,7 +233,7 @@ CUSTOMER_STATUSES = ("Active", "On Hold", "Credit Hold", "Inactive", "One-Time")
 SUBACCOUNT_FORMAT = re.compile(r"^[A-Z0-9]{3}-[A-Z0-9]{3}$")  # two 3-character segments
 
 
-# ---- helpers --------------------------------------------------------------------------------
+# ---- values ---------------------------------------------------------------------------------
 
 
 def norm(value: Any) -> str:
@@ -272,16 +278,12 @@ def wrap_plain(shape: Shape, payload: dict[str, Any]) -> dict[str, Any]:
     for name, value in payload.items():
         if name in ("id", "delete", "custom", "rowNumber"):
             out[name] = value
-        elif name == "note":
-            out[name] = value if _is_value_object(value) else {"value": value}
         elif name in shape.details and isinstance(value, list):
             out[name] = [wrap_plain(shape.details[name], row) if isinstance(row, dict) else row for row in value]
         elif name in shape.linked and isinstance(value, dict) and not _is_value_object(value):
             out[name] = wrap_plain(shape.linked[name], value)
-        elif _is_value_object(value):
-            out[name] = value
         else:
-            out[name] = {"value": value}
+            out[name] = value if _is_value_object(value) else {"value": value}
     return out
 
 
@@ -290,37 +292,121 @@ def coerce(kind: str, value: Any) -> Any:
     if value is None:
         return None
     try:
-        if kind == S:
-            if isinstance(value, (dict, list)):
-                raise ValueError
+        if kind == S and not isinstance(value, (dict, list)):
             return str(value)
-        if kind == D:
-            if isinstance(value, bool):
-                raise ValueError
-            number = float(value)
-            if number != number or number in (float("inf"), float("-inf")):
-                raise ValueError
-            return round(number, 6)
-        if kind == I:
-            if isinstance(value, bool):
-                raise ValueError
-            number = float(value)
-            if not number.is_integer():
-                raise ValueError
-            return int(number)
-        if kind == B:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "false"):
-                return value.lower() == "true"
-            raise ValueError
-        if kind == T:
-            parsed = parse_dt(str(value)) if isinstance(value, str) else None
-            if parsed is None:
-                raise ValueError
+        if kind in (D, I) and not isinstance(value, bool) and math.isfinite(number := float(value)):
+            if kind == D:
+                return round(number, 6)
+            if number.is_integer():
+                return int(number)
+        if kind == B and isinstance(value, bool):
+            return value
+        if kind == B and isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if kind == T and isinstance(value, str) and (parsed := parse_dt(value)) is not None:
             return parsed.astimezone(timezone.utc).isoformat(timespec="milliseconds")
     except (TypeError, ValueError):
-        raise ValueError(f"The value '{value}' cannot be converted to {_VALUE_TYPES[kind][:-5]}.") from None
-    return value
+        pass
+    raise ValueError(f"The value '{value}' cannot be converted to {_VALUE_TYPES[kind][:-5]}.")
 
 
+# ---- $filter ----------------------------------------------------------------------------------
+
+
+def _datetime_literal(text: str) -> datetime:
+    parsed = parse_dt(text)
+    if parsed is None:
+        raise ValueError(text)
+    return parsed
+
+
+# Contract-based REST: typed `datetimeoffset'...'` and plain ISO literals, OData v3 functions.
+DIALECT = odata.Dialect(
+    typed={"datetimeoffset": _datetime_literal, "datetime": _datetime_literal, "guid": str.lower},
+    parse_datetime=_datetime_literal,
+    functions={"substringof": 2, "startswith": 2, "endswith": 2, "tolower": 1, "toupper": 1, "trim": 1},
+    number_suffixes=True,
+    fold_keywords=True,
+)
+
+
+FILTER_MESSAGES = {
+    "unexpected_text": "Unexpected text in $filter at position {position}: '{text}'.",
+    "empty": "The $filter expression is empty.",
+    "unexpected_end": "The $filter expression ends unexpectedly.",
+    "expected": "Missing ')' in $filter.",
+    "expected_in_call": "Unexpected '{token}' in the arguments of {function}.",
+    "bad_literal": "'{literal}' is not a valid {prefix} literal.",
+    "unknown_function": "The function '{name}' is not supported in $filter.",
+    "arity": "The function '{name}' takes {arity} arguments.",
+    "unexpected_token": "Unexpected '{token}' in $filter.",
+}
+
+
+def parse_filter(text: str, kinds: dict[str, str], entity: str) -> tuple:
+    """The filter's tree; a 400 ApiError says why not, as Acumatica does."""
+
+    def check(path: tuple[str, ...]) -> None:
+        if "/".join(path) not in kinds:
+            raise ApiError(400, f"The field '{'/'.join(path)}' is not found in the entity '{entity}'.")
+
+    try:
+        return odata.parse_filter(text, DIALECT, check)
+    except odata.FilterSyntaxError as exc:
+        raise ApiError(400, exc.message(FILTER_MESSAGES)) from None
+
+
+def _compare(op: str, left: Any, right: Any) -> bool:
+    if left is None or right is None:
+        return (left is None and right is None) == (op == "eq") if op in ("eq", "ne") else False
+    if isinstance(left, datetime) or isinstance(right, datetime):
+        left, right = (v if isinstance(v, datetime) else parse_dt(str(v)) for v in (left, right))
+        if left is None or right is None:
+            return False
+    elif isinstance(left, bool) or isinstance(right, bool):
+        left, right = str(left).lower() == "true", str(right).lower() == "true"
+    elif isinstance(left, (int, float)) or isinstance(right, (int, float)):
+        try:
+            left, right = float(left), float(right)
+        except (TypeError, ValueError):
+            left, right = norm(left), norm(right)
+    else:
+        left, right = norm(left), norm(right)
+    return odata.COMPARISONS[op](left, right)
+
+
+MATCHES = {"substringof": lambda a, b: a in b, "startswith": str.startswith, "endswith": str.endswith}
+CASES = {"tolower": str.lower, "toupper": str.upper, "trim": str.strip}
+
+
+def compile_filter(node: tuple, kinds: dict[str, str]) -> Callable[[dict[str, Any]], Any]:
+    """A record -> value function of the tree; a date field reads as a date, so dates compare as dates."""
+    kind = node[0]
+    if kind == "lit":
+        return lambda rec: node[1]
+    if kind == "field":
+        path, dated = node[1], kinds["/".join(node[1])] == T
+
+        def read(rec: dict[str, Any]) -> Any:
+            value: Any = rec
+            for part in path:
+                value = value.get(part) if isinstance(value, dict) else None
+            return parse_dt(value) if dated else value
+
+        return read
+    if kind == "not":
+        inner = compile_filter(node[1], kinds)
+        return lambda rec: inner(rec) is not True
+    if kind in ("and", "or", "cmp"):
+        left, right = compile_filter(node[-2], kinds), compile_filter(node[-1], kinds)
+        if kind == "and":
+            return lambda rec: left(rec) is True and right(rec) is True
+        if kind == "or":
+            return lambda rec: left(rec) is True or right(rec) is True
+        return lambda rec: _compare(node[1], left(rec), right(rec))
+    name, args = node[1], [compile_filter(a, kinds) for a in node[2]]
+    if name in MATCHES:  # false when the searched text is null
+        match, searched = MATCHES[name], args[1 if name == "substringof" else 0]
+        return lambda rec: searched(rec) is not None and match(norm(args[0](rec)), norm(args[1](rec)))
+    case = CASES[name]
+    return lambda rec: None if args[0](rec) is None else case(str(args[0](rec)))

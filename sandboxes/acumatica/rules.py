@@ -6,17 +6,63 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sandboxes.acumatica.model import (
-    ACCOUNT_TYPES, BILL_TYPES, CUSTOMER_STATUSES, ENTITIES, INVOICE_TYPES, NON_STOCK_ITEMS, PAYMENT_TYPES, RELEASED,
-    SUBACCOUNT_FORMAT, VENDOR_STATUSES, ApiError, EntityDef, Operation, Shape, _is_value_object, coerce, iso, money,
-    norm, parse_dt,
+    ACCOUNT_TYPES, BILL_TYPES, CUSTOMER_STATUSES, ENTITIES, INVOICE_TYPES, NON_STOCK_ITEMS, NOT_BALANCED, PAYMENT_TYPES,
+    RELEASED, SUBACCOUNT_FORMAT, VENDOR_STATUSES, ApiError, EntityDef, Operation, Rec, Shape, _is_value_object, coerce,
+    iso, money, norm, parse_dt,
 )
 
-Rec = dict[str, Any]
 Errors = list[tuple[tuple[Any, ...], str]]
+
+# What a new record of each screen starts with, where the body gives no value.
+NEW_DEFAULTS: dict[str, Rec] = {
+    "Vendor": {"Status": "Active", "VendorClass": "DEFAULT", "Terms": "30D", "CurrencyID": "USD",
+               "PaymentMethod": "CHECK", "CashAccount": "10100", "APAccount": "20000", "APSubaccount": "000-000",
+               "F1099Vendor": False},
+    "Customer": {"Status": "Active", "CustomerClass": "DEFAULT", "Terms": "30D", "CurrencyID": "USD",
+                 "CreditLimit": 0.0},
+    "Payment": {"PaymentMethod": "CHECK", "CashAccount": "10100", "CurrencyID": "USD", "CustomerLocationID": "MAIN"},
+    "Account": {"Active": True, "CashAccount": False, "CurrencyID": "USD", "PostOption": "Detail"},
+    "Subaccount": {"Active": True, "Secured": False},
+    "StockItem": {"ItemStatus": "Active", "ItemType": "Finished Good", "BaseUOM": "EA", "DefaultWarehouseID": "MAIN"},
+}
+REQUIRED_NAMES = {  # entity -> (field, its label): a blank name is refused
+    "Vendor": ("VendorName", "Vendor Name"),
+    "Customer": ("CustomerName", "Customer Name"),
+    "StockItem": ("Description", "Description"),
+}
+CHOICES = {  # entity -> (field, allowed values, what they are); a type's refusal lists the allowed ones
+    "Vendor": ("Status", VENDOR_STATUSES, "vendor status"),
+    "Customer": ("Status", CUSTOMER_STATUSES, "customer status"),
+    "Bill": ("Type", BILL_TYPES, "bill type"),
+    "Invoice": ("Type", INVOICE_TYPES, "invoice type"),
+    "Payment": ("Type", PAYMENT_TYPES, "payment type"),
+    "Account": ("Type", ACCOUNT_TYPES, "account type"),
+}
+
+
+@dataclass(frozen=True)
+class Document:
+    """How an AP/AR document names its partner and branch, and what may change once released."""
+
+    partner: str  # the partner's entity (also the word in messages)
+    partner_field: str
+    blocked: tuple[str, ...]  # partner statuses that refuse a new document
+    branch_field: str
+    editable: frozenset[str]
+
+
+DOCUMENTS = {
+    "Bill": Document("Vendor", "Vendor", ("Inactive", "On Hold"), "BranchID",
+                     frozenset({"Description", "note", "ApprovedForPayment", "DueDate"})),
+    "Invoice": Document("Customer", "Customer", ("Inactive",), "LinkBranch",
+                        frozenset({"Description", "note", "DueDate"})),
+    "Payment": Document("Customer", "CustomerID", (), "BranchID", frozenset({"Description", "note"})),
+}
 
 
 def fill(rec: Rec, **defaults: Any) -> None:
@@ -33,30 +79,21 @@ def _looks_like_id(part: Any) -> bool:
 class RulesMixin:
     """Saving, validating, releasing and deleting records of an `AcumaticaSandbox`."""
 
-    def _save(self, d: EntityDef, body: dict[str, Any], *, mode: str, branch: str | None,
-              business_date: str | None) -> dict[str, Any]:
+    def _save(self, d: EntityDef, body: Rec, *, mode: str, branch: str | None, business_date: str | None) -> Rec:
         """Upsert one record: locate, merge, default, validate, commit; raises ApiError."""
         table = self.tables[d.name]
         with self.lock:
-            existing = None
             rid = body.get("id")
-            if rid:
-                existing = table.by_id(rid)
-            key_values = []
-            for key in d.keys:
-                raw = body.get(key)
-                value = raw.get("value") if isinstance(raw, dict) else None
-                key_values.append(value if value not in (None, "") else d.key_defaults.get(key))
+            existing = table.by_id(rid) if rid else None
+            key_values = self._key_values(d, body)
             if existing is None and all(v not in (None, "") for v in key_values):
-                existing = table.find(tuple(key_values))
+                existing = table.get(*key_values)
             if mode == "insert" and existing is not None:
                 raise ApiError(self.settings.precondition_status, f"The {d.name} record already exists.")
             if mode == "update" and existing is None:
                 raise ApiError(self.settings.precondition_status, f"The {d.name} record to update cannot be found.")
             errors: Errors = []
-            candidate = copy.deepcopy(existing) if existing is not None else self._blank(d.shape)
-            if existing is None:
-                candidate.update({"note": "", "custom": {}, "files": []})
+            candidate = copy.deepcopy(existing) if existing is not None else self._blank(d.shape, top=True)
             touched = self._merge(d.shape, candidate, body, (), errors, d.readonly)
             for key, value in zip(d.keys, key_values):
                 if existing is not None:
@@ -68,11 +105,10 @@ class RulesMixin:
             numbered = d.numbering[0] if d.numbering else None
             if not errors:  # values that failed conversion stop the save before any business rule
                 context = {"branch": branch, "business_date": business_date, "touched": touched}
-                getattr(self, f"_rules_{d.name.lower()}")(candidate, existing, context, errors)
+                self._rules(d, candidate, existing, context, errors)
             if existing is None:
-                for key in d.keys:
-                    if candidate.get(key) in (None, "") and key != numbered:
-                        errors.append(((key,), f"'{key}' cannot be empty."))
+                errors += [((key,), f"'{key}' cannot be empty.") for key in d.keys
+                           if candidate.get(key) in (None, "") and key != numbered]
             if errors:
                 if existing is None and numbered and candidate.get(numbered) in (None, ""):
                     candidate[numbered] = "<NEW>"  # what the screen shows before a number is assigned
@@ -80,20 +116,30 @@ class RulesMixin:
             if existing is None and numbered and candidate.get(numbered) in (None, ""):
                 candidate[numbered] = table.next_number()
             self._clean(candidate)
-            now = iso(self._now())
+            now = iso(self.clock.now_seconds())
             if d.change_field:
                 candidate[d.change_field] = now
             if existing is None:
                 if d.created_field:
                     candidate[d.created_field] = now
-                if table.find(tuple(candidate.get(k) for k in d.keys)) is not None:
+                if table.get(*(candidate.get(k) for k in d.keys)) is not None:
                     raise ApiError(self.settings.precondition_status, f"The {d.name} record already exists.")
                 table.add(candidate)
             else:
                 table.put(candidate)
             return candidate
 
-    def _merge(self, shape: Shape, target: dict[str, Any], body: dict[str, Any], path: tuple[Any, ...],
+    @staticmethod
+    def _key_values(d: EntityDef, body: Rec, plain: bool = False) -> list[Any]:
+        """The key values a body names (value objects, or `plain` values too), else the keys' defaults."""
+        values = []
+        for key in d.keys:
+            raw = body.get(key)
+            value = raw.get("value") if isinstance(raw, dict) else raw if plain else None
+            values.append(value if value not in (None, "") else d.key_defaults.get(key))
+        return values
+
+    def _merge(self, shape: Shape, target: Rec, body: Rec, path: tuple[Any, ...],
                errors: Errors, readonly: frozenset[str] = frozenset()) -> set[str]:
         """Apply a value-object body onto a stored record; returns the names it set."""
         touched: set[str] = set()
@@ -131,12 +177,13 @@ class RulesMixin:
                 touched.add(name)
             elif name in shape.details:
                 if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
-                    raise ApiError(400, f"Cannot deserialize the detail collection '{name}': expected an array of objects.")
+                    raise ApiError(400, f"Cannot deserialize the detail collection '{name}': "
+                                        "expected an array of objects.")
                 self._merge_rows(shape.details[name], target.setdefault(name, []), raw, (*path, name), errors)
                 touched.add(name)
         return touched
 
-    def _merge_rows(self, shape: Shape, rows: list[dict[str, Any]], incoming: list[dict[str, Any]],
+    def _merge_rows(self, shape: Shape, rows: list[Rec], incoming: list[Rec],
                     path: tuple[Any, ...], errors: Errors) -> None:
         """Rows with a known id are updated (or removed with `delete: true`); rows without one are added."""
         by_id = {row["id"]: row for row in rows}
@@ -153,11 +200,9 @@ class RulesMixin:
                 by_id[row["id"]] = row
             row["_touched"] = self._merge(shape, row, raw, (*path, row["id"]), errors)
 
-    def _refuse(self, d: EntityDef, candidate: dict[str, Any], errors: Errors,
-                inserting: bool) -> None:
-        expand = {name: {} for name in d.shape.details}
-        expand.update({name: {} for name in d.shape.linked})
-        body = self._render(d, self._clean(candidate), expand, None, None, 1)
+    def _refuse(self, d: EntityDef, candidate: Rec, errors: Errors, inserting: bool) -> None:
+        expand: Rec = {name: {} for name in (*d.shape.details, *d.shape.linked)}
+        body = self._render(d, self._clean(candidate), 1, expand)
         for path, message in errors:
             self._place_error(body, path, message)
         verb = "Inserting" if inserting else "Updating"
@@ -167,14 +212,12 @@ class RulesMixin:
         raise ApiError(self.settings.validation_status, body["error"], body=body)
 
     @staticmethod
-    def _place_error(body: dict[str, Any], path: tuple[Any, ...], message: str) -> None:
+    def _place_error(body: Rec, path: tuple[Any, ...], message: str) -> None:
         node: Any = body
         if not path:
             return
         for part in path[:-1]:
-            if isinstance(node, dict) and isinstance(node.get(part), list):
-                node = node[part]
-            elif isinstance(node, list):
+            if isinstance(node, list):
                 node = next((row for row in node if row.get("id") == part), None)
             elif isinstance(node, dict):
                 node = node.get(part)
@@ -187,7 +230,7 @@ class RulesMixin:
             slot["error"] = message
 
     @staticmethod
-    def _clean(rec: dict[str, Any]) -> dict[str, Any]:
+    def _clean(rec: Rec) -> Rec:
         """Drop the merge bookkeeping keys from detail rows."""
         for value in rec.values():
             if isinstance(value, list):
@@ -199,12 +242,11 @@ class RulesMixin:
 
     # ---- business rules ---------------------------------------------------------------------------
 
-    def _check_ref(self, entity: str, value: Any, path: tuple[Any, ...], label: str,
-                   errors: Errors) -> dict[str, Any] | None:
+    def _check_ref(self, entity: str, value: Any, path: tuple[Any, ...], label: str, errors: Errors) -> Rec | None:
         """The referenced record, or None with an error when it is missing or inactive."""
         if value in (None, ""):
             return None
-        rec = self.tables[entity].find((value,))
+        rec = self.tables[entity].get(value)
         if rec is None:
             errors.append((path, f"{label} '{value}' cannot be found in the system."))
         elif rec.get("Active") is False:
@@ -220,71 +262,151 @@ class RulesMixin:
         if value not in (None, "") and not self._branch_known(value):
             errors.append((path, f"Branch '{value}' cannot be found in the system."))
 
-    def _business_day(self, context: dict[str, Any]) -> datetime:
+    def _business_day(self, context: Rec) -> datetime:
         stamp = parse_dt(context.get("business_date")) if context.get("business_date") else None
-        stamp = stamp or datetime.fromtimestamp(self._now(), timezone.utc)
+        stamp = stamp or datetime.fromtimestamp(self.clock.now_seconds(), timezone.utc)
         return stamp.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
 
-    def _rules_vendor(self, rec: Rec, existing: Rec | None, context: Rec, errors: Errors) -> None:
+    def _rules(self, d: EntityDef, rec: Rec, existing: Rec | None, context: Rec, errors: Errors) -> None:
+        """The screen's defaults and checks, in the order the screen raises its errors."""
         if existing is None:
-            fill(rec, Status="Active", VendorClass="DEFAULT", Terms="30D", CurrencyID="USD", PaymentMethod="CHECK",
-                 CashAccount="10100", APAccount="20000", APSubaccount="000-000", F1099Vendor=False)
-        if not (rec.get("VendorName") or "").strip():
-            errors.append((("VendorName",), "'Vendor Name' cannot be empty."))
-        fill(rec, LegalName=rec.get("VendorName"))
-        if rec.get("Status") not in VENDOR_STATUSES:
-            errors.append((("Status",), f"'{rec.get('Status')}' is not a valid vendor status."))
-        self._check_ref("Account", rec.get("APAccount"), ("APAccount",), "Account", errors)
-        self._check_ref("Subaccount", rec.get("APSubaccount"), ("APSubaccount",), "Subaccount", errors)
-        self._clean(rec)
+            fill(rec, **NEW_DEFAULTS.get(d.name, {}))
+        if d.name in REQUIRED_NAMES:
+            name, label = REQUIRED_NAMES[d.name]
+            if not (rec.get(name) or "").strip():
+                errors.append(((name,), f"'{label}' cannot be empty."))
+        if d.name in CHOICES:
+            name, allowed, what = CHOICES[d.name]
+            if rec.get(name) not in allowed:
+                listed = f" Use one of: {', '.join(allowed)}." if name == "Type" else ""
+                errors.append(((name,), f"'{rec.get(name)}' is not a valid {what}.{listed}"))
+        if d.name in DOCUMENTS:
+            self._rules_document(d.name, DOCUMENTS[d.name], rec, existing, context, errors)
+        elif d.name == "Vendor":
+            fill(rec, LegalName=rec.get("VendorName"))
+            self._check_ref("Account", rec.get("APAccount"), ("APAccount",), "Account", errors)
+            self._check_ref("Subaccount", rec.get("APSubaccount"), ("APSubaccount",), "Subaccount", errors)
+        elif d.name == "Customer":
+            if (rec.get("CreditLimit") or 0) < 0:
+                errors.append((("CreditLimit",), "The credit limit cannot be negative."))
+            if rec.get("Email") is None and (rec.get("MainContact") or {}).get("Email"):
+                rec["Email"] = rec["MainContact"]["Email"]
+        elif d.name == "Account" and existing is None:
+            rec["AccountID"] = self.tables["Account"].draw()
+            if rec.get("AccountClass") is None and rec.get("Type") in ACCOUNT_TYPES:
+                rec["AccountClass"] = rec["Type"].upper()
+        elif d.name == "Subaccount":
+            code = str(rec.get("SubaccountCD") or "")
+            if not SUBACCOUNT_FORMAT.match(code):
+                errors.append((("SubaccountCD",), f"'{code}' does not match the subaccount segment mask XXX-XXX."))
+            if existing is None:
+                rec["SubaccountID"] = self.tables["Subaccount"].draw()
 
-    def _rules_customer(self, rec: Rec, existing: Rec | None, context: Rec, errors: Errors) -> None:
-        if existing is None:
-            fill(rec, Status="Active", CustomerClass="DEFAULT", Terms="30D", CurrencyID="USD", CreditLimit=0.0)
-        if not (rec.get("CustomerName") or "").strip():
-            errors.append((("CustomerName",), "'Customer Name' cannot be empty."))
-        if rec.get("Status") not in CUSTOMER_STATUSES:
-            errors.append((("Status",), f"'{rec.get('Status')}' is not a valid customer status."))
-        if (rec.get("CreditLimit") or 0) < 0:
-            errors.append((("CreditLimit",), "The credit limit cannot be negative."))
-        if rec.get("Email") is None and (rec.get("MainContact") or {}).get("Email"):
-            rec["Email"] = rec["MainContact"]["Email"]
-        self._clean(rec)
-
-    def _document_defaults(self, rec: dict[str, Any], existing: dict[str, Any] | None, context: dict[str, Any],
-                           partner: dict[str, Any] | None) -> None:
-        """Date, hold, terms, due date and period of a new AP/AR document."""
-        if existing is not None:
+    def _rules_document(self, name: str, doc: Document, rec: Rec, existing: Rec | None, context: Rec,
+                        errors: Errors) -> None:
+        """A bill, invoice or payment: its partner, branch, dates, lines and balances."""
+        if existing is not None and existing.get("Status") in RELEASED:  # only a few fields may change
+            self._clean(rec)
+            changed = [n for n in context["touched"] - doc.editable if rec.get(n) != existing.get(n)]
+            if changed:
+                errors.append(((), f"The document has been released; '{changed[0]}' cannot be changed."))
             return
-        day = self._business_day(context)
-        fill(rec, Date=day.isoformat(), Hold=self.settings.hold_on_entry, Terms=(partner or {}).get("Terms") or "30D")
-        date = parse_dt(rec.get("Date")) or day
-        if rec.get("DueDate") is None:
-            days = int(re.sub(r"\D", "", str(rec.get("Terms"))) or 30)
-            rec["DueDate"] = (date + timedelta(days=days)).isoformat()
-        fill(rec, PostPeriod=f"{date.month:02d}{date.year}")
+        partner = None
+        if rec.get(doc.partner_field) in (None, ""):
+            errors.append(((doc.partner_field,), f"'{doc.partner}' cannot be empty."))
+        else:
+            partner = self._check_ref(doc.partner, rec[doc.partner_field], (doc.partner_field,), doc.partner, errors)
+            if partner is not None and partner.get("Status") in doc.blocked:
+                errors.append(((doc.partner_field,), f"The {doc.partner.lower()} status is '{partner['Status']}'."))
+        if name == "Payment":
+            self._rules_payment(rec, existing, context, partner, errors)
+            return
+        if partner is not None and existing is None and name == "Bill":
+            rec["CurrencyID"] = rec.get("CurrencyID") or partner.get("CurrencyID")
+        fill(rec, **{doc.branch_field: context.get("branch") or "HQ"})
+        if name == "Invoice":
+            fill(rec, LinkARAccount="11000")
+        self._check_branch(rec.get(doc.branch_field), (doc.branch_field,), errors)
+        if existing is None:  # the date, hold, terms, due date and period of a new document
+            day = self._business_day(context)
+            fill(rec, Date=day.isoformat(), Hold=self.settings.hold_on_entry,
+                 Terms=(partner or {}).get("Terms") or "30D")
+            date = parse_dt(rec.get("Date")) or day
+            if rec.get("DueDate") is None:
+                days = int(re.sub(r"\D", "", str(rec.get("Terms"))) or 30)
+                rec["DueDate"] = (date + timedelta(days=days)).isoformat()
+            fill(rec, PostPeriod=f"{date.month:02d}{date.year}")
+        if name == "Bill" and self.settings.duplicate_vendor_ref_error and rec.get("VendorRef") and rec.get("Vendor"):
+            for other in self.tables["Bill"].lookup("VendorRef", rec["VendorRef"]):
+                if norm(other.get("Vendor")) == norm(rec["Vendor"]) and other["id"] != rec["id"]:
+                    message = (f"The document {other['Type']} {other['ReferenceNbr']} with the same vendor reference "
+                               f"number '{rec['VendorRef']}' already exists.")
+                    errors.append((("VendorRef",), message))
+                    break
+        account = self.settings.default_expense_account if name == "Bill" else self.settings.default_income_account
+        total = self._lines(rec, doc.branch_field, name == "Bill", account, context, errors)
+        rec["Amount"] = money((total if rec.get("Details") else rec.get("Amount")) or 0)
+        if name == "Bill" and rec["Amount"] < 0:
+            errors.append((("Amount",), "The document amount cannot be negative."))
+        rec["TaxTotal"] = money(rec.get("TaxTotal") or 0)
+        rec["Balance"] = rec["Amount"]
+        rec["Status"] = "On Hold" if rec.get("Hold") else "Balanced"
+        if name == "Bill":
+            rec.setdefault("ApprovedForPayment", False)
 
-    def _released_edit(self, rec: dict[str, Any], existing: dict[str, Any] | None, context: dict[str, Any],
-                       editable: frozenset[str], errors: Errors) -> bool:
-        """A released document keeps its amounts and lines; only a few fields may change."""
-        if existing is None or existing.get("Status") not in RELEASED:
-            return False
-        self._clean(rec)
-        for name in context["touched"] - editable:
-            if rec.get(name) != existing.get(name):
-                errors.append(((), f"The document has been released; '{name}' cannot be changed."))
-                break
-        return True
+    def _rules_payment(self, rec: Rec, existing: Rec | None, context: Rec, customer: Rec | None,
+                       errors: Errors) -> None:
+        """A payment's cash account, amount and applications to open invoices of its customer."""
+        if existing is None:
+            fill(rec, BranchID=context.get("branch") or "HQ", ApplicationDate=self._business_day(context).isoformat(),
+                 Hold=self.settings.hold_on_entry)
+        cash = self._check_ref("Account", rec.get("CashAccount"), ("CashAccount",), "Cash account", errors)
+        if cash is not None and not cash.get("CashAccount"):
+            errors.append((("CashAccount",), f"Account '{rec['CashAccount']}' is not a cash account."))
+        amount = rec["PaymentAmount"] = money(rec.get("PaymentAmount") or 0)
+        if amount <= 0 and rec["Type"] in ("Payment", "Prepayment"):
+            errors.append((("PaymentAmount",), "The payment amount must be greater than zero."))
+        applied = 0.0
+        invoices = self.tables["Invoice"]
+        for row in rec.get("DocumentsToApply") or []:
+            path = ("DocumentsToApply", row["id"])
+            row["DocType"] = row.get("DocType") or "Invoice"
+            invoice = invoices.get(row["DocType"], row.get("ReferenceNbr"))
+            if invoice is None or (customer is not None
+                                   and norm(invoice.get("Customer")) != norm(rec.get("CustomerID"))):
+                errors.append(((*path, "ReferenceNbr"),
+                               f"{row['DocType']} '{row.get('ReferenceNbr')}' cannot be found in the system."))
+                continue
+            if invoice.get("Status") != "Open":
+                errors.append(((*path, "ReferenceNbr"),
+                               f"{row['DocType']} '{row.get('ReferenceNbr')}' is not released or is already closed "
+                               f"(status '{invoice.get('Status')}')."))
+                continue
+            balance, paid = float(invoice.get("Balance") or 0), row.get("AmountPaid")
+            row["AmountPaid"] = money(min(balance, max(0.0, amount - applied)) if paid is None else paid)
+            if row["AmountPaid"] > balance + 0.004:
+                errors.append(((*path, "AmountPaid"),
+                               f"The amount paid exceeds the balance {invoice.get('Balance'):.2f} of the document."))
+            row["Balance"] = invoice.get("Balance")
+            row["CustomerOrder"] = invoice.get("CustomerOrder")
+            row.setdefault("CashDiscountTaken", 0.0)
+            row.setdefault("BalanceWriteOff", 0.0)
+            applied += row["AmountPaid"]
+        applied = money(applied)
+        if applied > amount + 0.004:
+            errors.append(((), f"The application total {applied:.2f} exceeds the payment amount {amount:.2f}."))
+        rec["AppliedToDocuments"] = applied
+        rec["AvailableBalance"] = money(amount - applied)
+        rec["Status"] = "On Hold" if rec.get("Hold") else "Balanced"
 
-    def _lines(self, rec: dict[str, Any], branch_field: str, cost: bool, default_account: str, context: dict[str, Any],
+    def _lines(self, rec: Rec, branch_field: str, cost: bool, default_account: str, context: Rec,
                errors: Errors) -> float:
         price, extended = ("UnitCost", "ExtendedCost") if cost else ("UnitPrice", "ExtendedPrice")
         total = 0.0
         for row in rec.get("Details") or []:
             touched = row.pop("_touched", set())
-            is_new = row.pop("_new", False)
             path = ("Details", row["id"])
-            if is_new:
+            if row.pop("_new", False):
                 fill(row, Qty=1.0, Account=default_account, Subaccount="000-000",
                      Branch=rec.get(branch_field) or context.get("branch") or "HQ", UOM="EA")
             qty = float(row.get("Qty") or 0)
@@ -302,174 +424,22 @@ class RulesMixin:
             self._check_branch(row.get("Branch"), (*path, "Branch"), errors)
             item = row.get("InventoryID")
             if item not in (None, "") and str(item).upper() not in NON_STOCK_ITEMS:
-                if self.tables["StockItem"].find((item,)) is None:
+                if self.tables["StockItem"].get(item) is None:
                     errors.append(((*path, "InventoryID"), f"Inventory ID '{item}' cannot be found in the system."))
             if qty < 0:
                 errors.append(((*path, "Qty"), "The quantity cannot be negative."))
             total += float(row.get("Amount") or 0)
         return money(total)
 
-    def _rules_bill(self, rec: Rec, existing: Rec | None, context: Rec, errors: Errors) -> None:
-        rec["Type"] = rec.get("Type") or "Bill"
-        if rec["Type"] not in BILL_TYPES:
-            errors.append((("Type",), f"'{rec['Type']}' is not a valid bill type. Use one of: {', '.join(BILL_TYPES)}."))
-        if self._released_edit(rec, existing, context, frozenset({"Description", "note", "ApprovedForPayment", "DueDate"}), errors):
-            self._clean(rec)
-            return
-        vendor = None
-        if rec.get("Vendor") in (None, ""):
-            errors.append((("Vendor",), "'Vendor' cannot be empty."))
-        else:
-            vendor = self.tables["Vendor"].find((rec["Vendor"],))
-            if vendor is None:
-                errors.append((("Vendor",), f"Vendor '{rec['Vendor']}' cannot be found in the system."))
-            elif vendor.get("Status") in ("Inactive", "On Hold"):
-                errors.append((("Vendor",), f"The vendor status is '{vendor['Status']}'."))
-        if vendor is not None and existing is None:
-            rec["CurrencyID"] = rec.get("CurrencyID") or vendor.get("CurrencyID")
-        fill(rec, BranchID=context.get("branch") or "HQ")
-        self._check_branch(rec.get("BranchID"), ("BranchID",), errors)
-        self._document_defaults(rec, existing, context, vendor)
-        if self.settings.duplicate_vendor_ref_error and rec.get("VendorRef") and rec.get("Vendor"):
-            table = self.tables["Bill"]
-            for other in table.lookup("VendorRef", rec["VendorRef"]):
-                if norm(other.get("Vendor")) == norm(rec["Vendor"]) and other["id"] != rec["id"]:
-                    errors.append((("VendorRef",), f"The document {other['Type']} {other['ReferenceNbr']} with the same "
-                                                    f"vendor reference number '{rec['VendorRef']}' already exists."))
-                    break
-        details_total = self._lines(rec, "BranchID", True, self.settings.default_expense_account, context, errors)
-        if rec.get("Details"):
-            rec["Amount"] = details_total
-        rec["Amount"] = money(rec.get("Amount") or 0)
-        if rec["Amount"] < 0:
-            errors.append((("Amount",), "The document amount cannot be negative."))
-        rec["TaxTotal"] = money(rec.get("TaxTotal") or 0)
-        rec["Balance"] = rec["Amount"]
-        rec["Status"] = "On Hold" if rec.get("Hold") else "Balanced"
-        rec.setdefault("ApprovedForPayment", False)
-        self._clean(rec)
-
-    def _rules_invoice(self, rec: Rec, existing: Rec | None, context: Rec, errors: Errors) -> None:
-        rec["Type"] = rec.get("Type") or "Invoice"
-        if rec["Type"] not in INVOICE_TYPES:
-            errors.append((("Type",), f"'{rec['Type']}' is not a valid invoice type. Use one of: {', '.join(INVOICE_TYPES)}."))
-        if self._released_edit(rec, existing, context, frozenset({"Description", "note", "DueDate"}), errors):
-            self._clean(rec)
-            return
-        customer = None
-        if rec.get("Customer") in (None, ""):
-            errors.append((("Customer",), "'Customer' cannot be empty."))
-        else:
-            customer = self.tables["Customer"].find((rec["Customer"],))
-            if customer is None:
-                errors.append((("Customer",), f"Customer '{rec['Customer']}' cannot be found in the system."))
-            elif customer.get("Status") == "Inactive":
-                errors.append((("Customer",), "The customer status is 'Inactive'."))
-        fill(rec, LinkBranch=context.get("branch") or "HQ", LinkARAccount="11000")
-        self._check_branch(rec.get("LinkBranch"), ("LinkBranch",), errors)
-        self._document_defaults(rec, existing, context, customer)
-        total = self._lines(rec, "LinkBranch", False, self.settings.default_income_account, context, errors)
-        if rec.get("Details"):
-            rec["Amount"] = total
-        rec["Amount"] = money(rec.get("Amount") or 0)
-        rec["TaxTotal"] = money(rec.get("TaxTotal") or 0)
-        rec["Balance"] = rec["Amount"]
-        rec["Status"] = "On Hold" if rec.get("Hold") else "Balanced"
-        self._clean(rec)
-
-    def _rules_payment(self, rec: Rec, existing: Rec | None, context: Rec, errors: Errors) -> None:
-        rec["Type"] = rec.get("Type") or "Payment"
-        if rec["Type"] not in PAYMENT_TYPES:
-            errors.append((("Type",), f"'{rec['Type']}' is not a valid payment type. Use one of: {', '.join(PAYMENT_TYPES)}."))
-        if self._released_edit(rec, existing, context, frozenset({"Description", "note"}), errors):
-            self._clean(rec)
-            return
-        customer = None
-        if rec.get("CustomerID") in (None, ""):
-            errors.append((("CustomerID",), "'Customer' cannot be empty."))
-        else:
-            customer = self.tables["Customer"].find((rec["CustomerID"],))
-            if customer is None:
-                errors.append((("CustomerID",), f"Customer '{rec['CustomerID']}' cannot be found in the system."))
-        if existing is None:
-            fill(rec, PaymentMethod="CHECK", CashAccount="10100", CurrencyID="USD", CustomerLocationID="MAIN")
-            fill(rec, BranchID=context.get("branch") or "HQ", ApplicationDate=self._business_day(context).isoformat(),
-                 Hold=self.settings.hold_on_entry)
-        cash = self._check_ref("Account", rec.get("CashAccount"), ("CashAccount",), "Cash account", errors)
-        if cash is not None and not cash.get("CashAccount"):
-            errors.append((("CashAccount",), f"Account '{rec['CashAccount']}' is not a cash account."))
-        amount = money(rec.get("PaymentAmount") or 0)
-        rec["PaymentAmount"] = amount
-        if amount <= 0 and rec["Type"] in ("Payment", "Prepayment"):
-            errors.append((("PaymentAmount",), "The payment amount must be greater than zero."))
-        applied = 0.0
-        invoices = self.tables["Invoice"]
-        for row in rec.get("DocumentsToApply") or []:
-            row.pop("_touched", None)
-            row.pop("_new", None)
-            path = ("DocumentsToApply", row["id"])
-            row["DocType"] = row.get("DocType") or "Invoice"
-            invoice = invoices.find((row["DocType"], row.get("ReferenceNbr")))
-            if invoice is None or (customer is not None and norm(invoice.get("Customer")) != norm(rec.get("CustomerID"))):
-                errors.append(((*path, "ReferenceNbr"),
-                               f"{row['DocType']} '{row.get('ReferenceNbr')}' cannot be found in the system."))
-                continue
-            if invoice.get("Status") != "Open":
-                errors.append(((*path, "ReferenceNbr"),
-                               f"{row['DocType']} '{row.get('ReferenceNbr')}' is not released or is already closed "
-                               f"(status '{invoice.get('Status')}')."))
-                continue
-            if row.get("AmountPaid") is None:
-                row["AmountPaid"] = min(float(invoice.get("Balance") or 0), max(0.0, amount - applied))
-            row["AmountPaid"] = money(row["AmountPaid"])
-            if row["AmountPaid"] > float(invoice.get("Balance") or 0) + 0.004:
-                errors.append(((*path, "AmountPaid"),
-                               f"The amount paid exceeds the balance {invoice.get('Balance'):.2f} of the document."))
-            row["Balance"] = invoice.get("Balance")
-            row["CustomerOrder"] = invoice.get("CustomerOrder")
-            row.setdefault("CashDiscountTaken", 0.0)
-            row.setdefault("BalanceWriteOff", 0.0)
-            applied += row["AmountPaid"]
-        applied = money(applied)
-        if applied > amount + 0.004:
-            errors.append(((), f"The application total {applied:.2f} exceeds the payment amount {amount:.2f}."))
-        rec["AppliedToDocuments"] = applied
-        rec["AvailableBalance"] = money(amount - applied)
-        rec["Status"] = "On Hold" if rec.get("Hold") else "Balanced"
-        self._clean(rec)
-
-    def _rules_account(self, rec: Rec, existing: Rec | None, context: Rec, errors: Errors) -> None:
-        if rec.get("Type") not in ACCOUNT_TYPES:
-            errors.append((("Type",), f"'{rec.get('Type')}' is not a valid account type. Use one of: {', '.join(ACCOUNT_TYPES)}."))
-        if existing is None:
-            rec["AccountID"] = self.tables["Account"].draw()
-            fill(rec, Active=True, CashAccount=False, CurrencyID="USD", PostOption="Detail")
-            if rec.get("AccountClass") is None and rec.get("Type") in ACCOUNT_TYPES:
-                rec["AccountClass"] = rec["Type"].upper()
-
-    def _rules_subaccount(self, rec: Rec, existing: Rec | None, context: Rec, errors: Errors) -> None:
-        code = str(rec.get("SubaccountCD") or "")
-        if not SUBACCOUNT_FORMAT.match(code):
-            errors.append((("SubaccountCD",), f"'{code}' does not match the subaccount segment mask XXX-XXX."))
-        if existing is None:
-            rec["SubaccountID"] = self.tables["Subaccount"].draw()
-            fill(rec, Active=True, Secured=False)
-
-    def _rules_stockitem(self, rec: Rec, existing: Rec | None, context: Rec, errors: Errors) -> None:
-        if existing is None:
-            fill(rec, ItemStatus="Active", ItemType="Finished Good", BaseUOM="EA", DefaultWarehouseID="MAIN")
-        if not (rec.get("Description") or "").strip():
-            errors.append((("Description",), "'Description' cannot be empty."))
-
     def _remove(self, d: EntityDef, rec: Rec) -> None:
         """Delete a record, unless it is a released document or documents refer to it."""
-        if rec.get("Status") in RELEASED and d.name in ("Bill", "Invoice", "Payment"):
+        if rec.get("Status") in RELEASED and d.name in DOCUMENTS:
             raise ApiError(self.settings.validation_status, "The document has been released and cannot be deleted.")
         references = {"Vendor": ("Bill", "Vendor"), "Customer": ("Invoice", "Customer")}.get(d.name)
         if references and self.tables[references[0]].lookup(references[1], rec[d.keys[0]]):
             raise ApiError(self.settings.validation_status,
                            f"The {d.name.lower()} '{rec[d.keys[0]]}' cannot be deleted because documents refer to it.")
-        self.tables[d.name].drop(rec)
+        self.tables[d.name].purge(*(rec.get(k) for k in d.keys))
 
     def _complete(self, op: Operation) -> None:
         """Finish a release: statuses, and for a payment the balances of the invoices it pays."""
@@ -483,20 +453,20 @@ class RulesMixin:
             op.error = "The document was deleted before the process finished."
             return
         if old.get("Status") != "Balanced" or old.get("Hold"):
-            op.error = f"The document status is '{old.get('Status')}'; only a Balanced document can be released."
+            op.error = NOT_BALANCED.format(old.get("Status"))
             return
         rec = copy.deepcopy(old)
-        now = iso(self._now())
+        now = iso(self.clock.now_seconds())
         if op.entity == "Payment":
             invoices = self.tables["Invoice"]
             for row in rec.get("DocumentsToApply") or []:
-                invoice = invoices.find((row.get("DocType") or "Invoice", row.get("ReferenceNbr")))
+                invoice = invoices.get(row.get("DocType") or "Invoice", row.get("ReferenceNbr"))
                 if invoice is None or invoice.get("Status") != "Open" or invoice["Balance"] + 0.004 < row["AmountPaid"]:
                     op.error = (f"The application to {row.get('DocType')} {row.get('ReferenceNbr')} is no longer "
                                 "possible; the document balance changed.")
                     return
             for row in rec.get("DocumentsToApply") or []:
-                old_invoice = invoices.find((row.get("DocType") or "Invoice", row.get("ReferenceNbr")))
+                old_invoice = invoices.get(row.get("DocType") or "Invoice", row.get("ReferenceNbr"))
                 assert old_invoice is not None
                 invoice = copy.deepcopy(old_invoice)
                 invoice["Balance"] = money(invoice["Balance"] - row["AmountPaid"])
@@ -513,8 +483,7 @@ class RulesMixin:
             rec["Status"] = "Open" if (rec.get("Balance") or 0) > 0 else "Closed"
             if op.entity == "Bill":
                 rec["ApprovedForPayment"] = True
-        if ENTITIES[op.entity].change_field:
-            rec[ENTITIES[op.entity].change_field or ""] = now
+        rec[ENTITIES[op.entity].change_field or "LastModifiedDateTime"] = now  # documents all have one
         table.put(rec)
         self.stats.bump("actions_completed")
 

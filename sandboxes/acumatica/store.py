@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from sandboxes.acumatica.model import (
-    _BY_COLLECTION, _BY_LOWER, ENTITIES, FILTER_CACHE_SIZE, RELEASED, EntityDef, Shape, iso, money, norm,
+    _BY_COLLECTION, _BY_LOWER, ENTITIES, FILTER_CACHE_SIZE, RELEASED, EntityDef, Rec, Shape, iso, money, norm,
     parse_dt,
 )
 from sandboxes.kit import seed
@@ -29,14 +29,8 @@ class Records(Table):
         self.entity = entity
         self.counter = 0  # the last number drawn (auto-numbering, AccountID, SubaccountID)
 
-    def find(self, values: tuple[Any, ...]) -> dict[str, Any] | None:
-        return self.get(*values)
-
-    def by_id(self, rid: Any) -> dict[str, Any] | None:
+    def by_id(self, rid: Any) -> Rec | None:
         return self.one("id", str(rid).lower())
-
-    def drop(self, rec: dict[str, Any]) -> None:
-        self.purge(*(rec.get(k) for k in self.entity.keys))
 
     def draw(self) -> int:
         self.counter += 1
@@ -51,13 +45,13 @@ class Records(Table):
         return candidate
 
     def select(self, predicate: Callable[[dict[str, Any]], Any] | None, text: str,
-               terms: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+               terms: list[tuple[str, Any]]) -> list[Rec]:
         """Records matching `predicate` in key order, narrowed by an indexed `eq` term; one
         answer per filter text until the next write, so paging a filter costs its page."""
         if predicate is None:
             return self.rows()
 
-        def compute() -> list[dict[str, Any]]:
+        def compute() -> list[Rec]:
             narrowed = next((self.lookup(f, v) for f, v in terms if f in self.entity.indexed), None)
             return [rec for rec in (self.rows() if narrowed is None else narrowed) if predicate(rec)]
 
@@ -105,36 +99,41 @@ STOCK_BASES = (
     ("CONTACTOR-30", "Contactor 30A 2 pole", 29.0), ("DRAIN-PAN", "Condensate drain pan", 41.0),
 )
 
-def _deterministic_uuid(rng: random.Random) -> str:
-    """A version-4 GUID drawn from `rng` (string-built: seeding makes tens of thousands)."""
-    h = f"{rng.getrandbits(128):032x}"
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+SPAN_SECONDS = 120 * 86400  # seeded records were created and changed within this many days
 
 
 class StoreMixin:
     """Tables, record ids and the seed of an `AcumaticaSandbox`."""
 
     def _new_id(self) -> str:
-        return _deterministic_uuid(self._rng)
+        """A version-4 GUID drawn from the seeded stream (string-built: seeding makes tens of thousands)."""
+        h = f"{self._rng.getrandbits(128):032x}"
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
-    def _blank(self, shape: Shape) -> dict[str, Any]:
-        rec: dict[str, Any] = {"id": self._new_id()}
+    def _moments(self, rng: random.Random) -> tuple[str, str]:
+        """A seeded record's created and last-modified stamps."""
+        created = self._seed_now - SPAN_SECONDS + rng.uniform(0, SPAN_SECONDS - 7200)
+        modified = created + rng.uniform(0, (self._seed_now - 3600 - created))
+        return iso(created), iso(modified)
+
+    def _blank(self, shape: Shape, top: bool = False) -> Rec:
+        """An empty record (`top`: with its note, custom fields and files) or linked entity, ids drawn."""
+        rec: Rec = {"id": self._new_id()}
         for name, sub in shape.linked.items():
             rec[name] = self._blank(sub)
         for name in shape.details:
             rec[name] = []
-        return rec
+        return {**rec, "note": "", "custom": {}, "files": []} if top else rec
 
-    def _store(self, entity: str, values: dict[str, Any]) -> dict[str, Any]:
+    def _store(self, entity: str, values: Rec) -> Rec:
         """Seed one record directly (no validation): linked entities and detail ids filled in."""
         d = ENTITIES[entity]
-        rec = self._blank(d.shape)
-        rec.update({"note": "", "custom": {}, "files": []})
+        rec = self._blank(d.shape, top=True)
         for name, value in values.items():
             if name in d.shape.linked:
                 rec[name].update(value)
                 for sub_name, sub in d.shape.linked[name].linked.items():
-                    rec[name].setdefault(sub_name, self._blank(sub))
+                    rec[name].setdefault(sub_name, self._blank(sub))  # the blank's id is drawn either way
                     if isinstance(value.get(sub_name), dict):
                         rec[name][sub_name] = {"id": self._new_id(), **value[sub_name]}
             elif name in d.shape.details:
@@ -147,33 +146,21 @@ class StoreMixin:
     def seed(self, rng: random.Random, records: int) -> None:
         self._rng = random.Random(rng.getrandbits(64))
         self._tick_rng = random.Random(rng.getrandbits(64))
-        now = self.clock.now_seconds()
-        span = 120 * 86400
-
-        def moments_from(r: random.Random) -> Callable[[], tuple[str, str]]:
-            def moments() -> tuple[str, str]:
-                created = now - span + r.uniform(0, span - 7200)
-                modified = created + r.uniform(0, (now - 3600 - created))
-                return iso(created), iso(modified)
-            return moments
-
+        self._seed_now = self.clock.now_seconds()
         # Each kind of party and document draws from a stream of its own, so a change to how one
         # is made (its words, its fields) leaves the others as they were.
         streams = [random.Random(rng.getrandbits(64)) for _ in range(5)]
-        moments = moments_from(rng)
 
         for number, (code, desc) in enumerate(SUBACCOUNTS + (INACTIVE_SUBACCOUNT,), 1):
             self._store("Subaccount", {"SubaccountCD": code, "SubaccountID": number, "Description": desc,
                                        "Active": code != INACTIVE_SUBACCOUNT[0], "Secured": False})
-        self.tables["Subaccount"].counter = len(SUBACCOUNTS) + 1
         for number, (code, desc, kind, cash) in enumerate(ACCOUNTS + (INACTIVE_ACCOUNT,), 1000):
-            created, modified = moments()
+            created, modified = self._moments(rng)
             self._store("Account", {
                 "AccountCD": code, "AccountID": number, "Description": desc, "Type": kind,
                 "AccountClass": kind.upper(), "AccountGroup": None, "Active": code != INACTIVE_ACCOUNT[0],
                 "CashAccount": cash, "CurrencyID": "USD", "PostOption": "Detail", "TaxCategory": None,
                 "CreatedDateTime": created, "LastModifiedDateTime": modified})
-        self.tables["Account"].counter = 1000 + len(ACCOUNTS) + 1
         stock_ids = []
         for n in range(max(len(STOCK_BASES), records // 10)):
             code, desc, price = STOCK_BASES[n % len(STOCK_BASES)]
@@ -183,17 +170,18 @@ class StoreMixin:
             self._store("StockItem", {
                 "InventoryID": code, "Description": desc, "ItemClass": code.split("-")[0], "ItemStatus": "Active",
                 "ItemType": "Finished Good", "BaseUOM": "EA", "DefaultPrice": money(price * 1.6),
-                "CurrentStdCost": money(price), "DefaultWarehouseID": "MAIN", "LastModified": moments()[1]})
+                "CurrentStdCost": money(price), "DefaultWarehouseID": "MAIN", "LastModified": self._moments(rng)[1]})
         vendors, customers, bills, invoices, self._payments_rng = streams  # payments are made amid invoices
-        self._payments_moments = moments_from(self._payments_rng)
-        vendor_ids = self._seed_vendors(vendors, records, moments_from(vendors))
-        customer_ids = self._seed_customers(customers, records, moments_from(customers))
-        self._seed_bills(bills, records, moments_from(bills), vendor_ids, stock_ids)
-        self._seed_invoices_and_payments(invoices, records, moments_from(invoices), customer_ids, stock_ids)
+        vendor_ids = self._seed_vendors(vendors, records)
+        customer_ids = self._seed_customers(customers, records)
+        self._seed_bills(bills, records, vendor_ids, stock_ids)
+        self._seed_invoices_and_payments(invoices, records, customer_ids, stock_ids)
+        for name, table in self.tables.items():  # the last number drawn; account IDs count on from 1000
+            table.counter = len(table) + (1000 if name == "Account" else 0)
 
     @staticmethod
     def _address(city: seed.City, number: int, street: str, street_type: tuple[str, str], suite: int | None,
-                 variant: int) -> dict[str, Any]:
+                 variant: int) -> Rec:
         """One address written one of five ways (street type spelled out or not, suite apart or not)."""
         line1 = f"{number} {street} {(*street_type, street_type[1].rstrip('.'))[variant % 3]}"
         line2 = None
@@ -206,7 +194,7 @@ class StoreMixin:
         return {"AddressLine1": line1, "AddressLine2": line2, "City": city.name, "State": city.state,
                 "PostalCode": city.postcode, "Country": city.country}
 
-    def _seed_vendors(self, rng: random.Random, records: int, moments: Callable[[], tuple[str, str]]) -> list[str]:
+    def _seed_vendors(self, rng: random.Random, records: int) -> list[str]:
         """Each supplier again every len(VENDOR_BASES) records, its name typed another way."""
         homes = [(seed.pick(rng, seed.CITIES), rng.randint(100, 9999), seed.pick(rng, seed.STREET_NAMES),
                   seed.pick(rng, seed.STREET_TYPES), rng.choice((None, 100, 200, 310))) for _ in VENDOR_BASES]
@@ -220,7 +208,7 @@ class StoreMixin:
                 name = f"{base} - {city.name}"
             elif generation:
                 name = seed.near_duplicate(rng, base)
-            created, modified = moments()
+            created, modified = self._moments(rng)
             vendor_id = f"V{n + 1:06d}"
             status = "Active" if rng.random() > 0.06 else rng.choice(("Inactive", "On Hold"))
             contact = {"DisplayName": name, "CompanyName": name, "Email": seed.email_for(base),
@@ -235,10 +223,9 @@ class StoreMixin:
                 "LastModifiedDateTime": modified, "MainContact": contact, "RemittanceContact": dict(contact)})
             if status == "Active":
                 ids.append(vendor_id)
-        self.tables["Vendor"].counter = records
         return ids
 
-    def _seed_customers(self, rng: random.Random, records: int, moments: Callable[[], tuple[str, str]]) -> list[str]:
+    def _seed_customers(self, rng: random.Random, records: int) -> list[str]:
         """Homeowners (a few people, each written several ways) and commercial sites."""
         ids = []
         people = [seed.person(rng) for _ in range(max(1, records // 3))]
@@ -257,7 +244,7 @@ class StoreMixin:
             address = self._address(seed.pick(rng, seed.CITIES), rng.randint(10, 9999),
                                     seed.pick(rng, seed.STREET_NAMES), seed.pick(rng, seed.STREET_TYPES), None,
                                     rng.randrange(5))
-            created, modified = moments()
+            created, modified = self._moments(rng)
             customer_id = f"C{n + 1:06d}"
             email = f"{seed.slug(name)}@example.com"
             contact = {"DisplayName": name.strip(), "FirstName": first, "LastName": last, "Email": email,
@@ -270,7 +257,6 @@ class StoreMixin:
                 "MainContact": contact, "BillingContact": dict(contact)})
             if status == "Active":
                 ids.append(customer_id)
-        self.tables["Customer"].counter = records
         return ids
 
     @staticmethod
@@ -279,8 +265,7 @@ class StoreMixin:
         day = stamp.replace(hour=0, minute=0, second=0, microsecond=0)
         return day.isoformat(), (day + timedelta(days=30)).isoformat(), f"{day.month:02d}{day.year}"
 
-    def _seed_bills(self, rng: random.Random, records: int, moments: Callable[[], tuple[str, str]],
-                    vendor_ids: list[str], stock_ids: list[str]) -> None:
+    def _seed_bills(self, rng: random.Random, records: int, vendor_ids: list[str], stock_ids: list[str]) -> None:
         if not vendor_ids:
             return
         used_refs: set[tuple[str, str]] = set()
@@ -290,7 +275,7 @@ class StoreMixin:
             while (vendor, ref) in used_refs:
                 ref = f"INV-{rng.randint(10000, 99999)}"
             used_refs.add((vendor, ref))
-            created, modified = moments()
+            created, modified = self._moments(rng)
             date, due, period = self._doc_dates(created)
             branch = rng.choice(list(self.settings.branches))
             po = f"PO{rng.randint(1000, 9999):06d}" if rng.random() < 0.5 else None
@@ -321,17 +306,16 @@ class StoreMixin:
                 "BranchID": branch, "CashAccount": None, "Project": "X",
                 "Description": f"{seed.pick(rng, seed.EXPENSE_LINES)} - {ref}",
                 "LastModifiedDateTime": modified, "Details": lines})
-        self.tables["Bill"].counter = records
 
-    def _seed_invoices_and_payments(self, rng: random.Random, records: int, moments: Callable[[], tuple[str, str]],
-                                    customer_ids: list[str], stock_ids: list[str]) -> None:
+    def _seed_invoices_and_payments(self, rng: random.Random, records: int, customer_ids: list[str],
+                                    stock_ids: list[str]) -> None:
         if not customer_ids:
             return
         payments_wanted, payments = records // 2, 0
         orders: set[str] = set()
         for n in range(records):
             customer = rng.choice(customer_ids)
-            created, modified = moments()
+            created, modified = self._moments(rng)
             date, due, period = self._doc_dates(created)
             branch = rng.choice(list(self.settings.branches))
             order = None
@@ -366,10 +350,7 @@ class StoreMixin:
                 continue
             if status == "Closed" or (status == "Open" and rng.random() < 0.35):
                 paid = amount if status == "Closed" else money(amount * rng.choice((0.25, 0.5)))
-                if status == "Open":
-                    invoice["Balance"] = money(amount - paid)
-                else:
-                    invoice["Balance"] = 0.0
+                invoice["Balance"] = money(amount - paid)
                 payments += 1
                 self._seed_payment(payments, customer, branch, paid, invoice, released=True)
             elif status == "Open" and rng.random() < 0.2:
@@ -379,20 +360,18 @@ class StoreMixin:
             payments += 1
             self._seed_payment(payments, rng.choice(customer_ids), rng.choice(list(self.settings.branches)),
                                money(rng.uniform(50, 2000)), None, released=True)
-        self.tables["Invoice"].counter = records
-        self.tables["Payment"].counter = payments
 
-    def _seed_payment(self, n: int, customer: str, branch: str, amount: float, invoice: dict[str, Any] | None, *,
+    def _seed_payment(self, n: int, customer: str, branch: str, amount: float, invoice: Rec | None, *,
                       released: bool) -> None:
         rng = self._payments_rng
-        created, modified = self._payments_moments()
+        created, modified = self._moments(rng)
         date, _, _ = self._doc_dates(created)
         applications = []
         if invoice is not None:
             applications.append({"DocType": "Invoice", "ReferenceNbr": invoice["ReferenceNbr"], "AmountPaid": amount,
                                  "CashDiscountTaken": 0.0, "BalanceWriteOff": 0.0, "DocLineNbr": None,
-                                 "CustomerOrder": invoice.get("CustomerOrder"), "Description": invoice.get("Description"),
-                                 "Balance": invoice["Balance"]})
+                                 "CustomerOrder": invoice.get("CustomerOrder"),
+                                 "Description": invoice.get("Description"), "Balance": invoice["Balance"]})
         applied = money(sum(a["AmountPaid"] for a in applications))
         available = money(amount - applied)
         status = ("Closed" if available == 0 else "Open") if released else "Balanced"
@@ -404,9 +383,9 @@ class StoreMixin:
             "Hold": False, "Description": "Customer payment",
             "ExternalRef": f"ST-PAY-{rng.randint(100000, 999999)}" if rng.random() < 0.7 else None,
             "BranchID": branch, "CreatedDateTime": created, "LastModifiedDateTime": modified,
-            "DocumentsToApply": applications,
-            "ApplicationHistory": [{"DocType": a["DocType"], "ReferenceNbr": a["ReferenceNbr"],
-                                    "AmountPaid": a["AmountPaid"], "Date": date} for a in applications] if released else []})
+            "DocumentsToApply": applications, "ApplicationHistory": [
+                {"DocType": a["DocType"], "ReferenceNbr": a["ReferenceNbr"], "AmountPaid": a["AmountPaid"],
+                 "Date": date} for a in applications if released]})
 
     def _entity_for(self, name: str) -> EntityDef:
         d = _BY_COLLECTION.get(name) or _BY_LOWER.get(name.lower())
@@ -414,8 +393,5 @@ class StoreMixin:
             raise KeyError(name)
         return d
 
-    def get_entities(self, entity: str) -> list[dict[str, Any]]:
-        d = self._entity_for(entity)
-        table = self.tables[d.name]
-        return [copy.deepcopy(rec) for rec in table.rows()]
-
+    def get_entities(self, entity: str) -> list[Rec]:
+        return [copy.deepcopy(rec) for rec in self.tables[self._entity_for(entity).name].rows()]

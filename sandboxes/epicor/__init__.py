@@ -36,17 +36,16 @@ What a client can get wrong here, it gets wrong against Epicor too:
 
 Facts marked unconfirmed in the vendor notes are settings in `EpicorSandboxSettings`.
 
-Layout: `store` (tables on the kit store, wire forms, the control API), `seed` (the seeded
-company), `query` (OData reads), `methods` (business-object methods and their declaration),
-`rules` (business rules and OData writes), `routes` (the HTTP surface), `errors`, `settings`,
-and `sandbox`, which puts them together.
+Layout: `store` (settings, the error shape, tables on the kit store, wire forms, the control
+API), `seed` (the seeded company), `query` (OData reads), `rules` (business rules, OData writes
+and the entity sets), `methods` (business-object methods, each declared on its handler), and
+`sandbox`, which puts them together behind the HTTP surface.
 """
 
-from sandboxes.epicor.errors import EpicorError
 from sandboxes.epicor.sandbox import EpicorSandbox
 from sandboxes.epicor.seed import COST_CENTERS, NATURAL_ACCOUNTS
-from sandboxes.epicor.settings import EpicorSandboxSettings, LostAnswers, UpdateMasterHold
-from sandboxes.epicor.store import fmt_datetime, parse_datetime
+from sandboxes.epicor.store import (EpicorError, EpicorSandboxSettings, LostAnswers, UpdateMasterHold, fmt_datetime,
+                                   parse_datetime)
 
 __all__ = ["COST_CENTERS", "NATURAL_ACCOUNTS", "EpicorError", "EpicorSandbox", "EpicorSandboxSettings", "LostAnswers",
            "UpdateMasterHold", "fmt_datetime", "parse_datetime"]

@@ -4,14 +4,13 @@ table's columns, index-assisted narrowing, `$orderby`, `$select`, `$expand`, pag
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
 from flask import request
 
-from sandboxes.epicor.errors import EpicorError, odata_error
-from sandboxes.epicor.store import EntitySet, Table, fmt_date, fmt_datetime, parse_datetime
+from sandboxes.epicor.rules import EntitySet
+from sandboxes.epicor.store import EpicorError, Table, fmt_date, fmt_datetime, no_property, odata_error, parse_datetime
 from sandboxes.kit import odata
 from sandboxes.kit import store as kit
 
@@ -52,16 +51,7 @@ def parse_filter(text: str) -> tuple:
 
 
 Evaluator = Callable[[dict[str, Any], dict[str, dict[str, Any]]], Any]
-
-
-@dataclass
-class Scope:
-    """What names mean while compiling: the table of `$it`, and lambda variables."""
-
-    table: Table
-    navigation: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]]
-    child_tables: dict[str, Table]
-    variables: dict[str, Table] = field(default_factory=dict)
+Children = Callable[[dict[str, Any]], list[dict[str, Any]]]
 
 
 def _to_dt(value: Any) -> datetime | None:
@@ -89,8 +79,11 @@ class FilterCompiler:
     """Turns the AST into closures with types checked once, the way OData rejects
     `Name eq 5` before running anything."""
 
-    def __init__(self, scope: Scope) -> None:
-        self.scope = scope
+    def __init__(self, table: Table, navigation: dict[str, tuple[Children, Table]] | None = None,
+                 variables: dict[str, Table] | None = None) -> None:
+        self.table = table
+        self.navigation = navigation or {}  # navigation property -> (a row's children, their table)
+        self.variables = variables or {}  # lambda variable -> its table
 
     def predicate(self, node: tuple) -> Evaluator:
         fn, kind = self.value(node)
@@ -124,19 +117,15 @@ class FilterCompiler:
         raise odata_error("Unsupported $filter expression.")
 
     def path(self, segments: tuple[str, ...]) -> tuple[Evaluator, str]:
-        if len(segments) == 2 and segments[0] in self.scope.variables:
-            table = self.scope.variables[segments[0]]
-            name, var = segments[1], segments[0]
+        if len(segments) == 2 and segments[0] in self.variables:
+            table, variable, name = self.variables[segments[0]], segments[0], segments[1]
             if name not in table.fields:
-                raise odata_error(f"Could not find a property named '{name}' on type '{table.row_type}'.")
-            return (lambda row, env: env[var].get(name)), table.types[name]
-        if len(segments) != 1:
-            raise odata_error(f"Could not find a property named '{'/'.join(segments)}' on type "
-                              f"'{self.scope.table.row_type}'.")
-        name = segments[0]
-        if name not in self.scope.table.fields:
-            raise odata_error(f"Could not find a property named '{name}' on type '{self.scope.table.row_type}'.")
-        return (lambda row, env: row.get(name)), self.scope.table.types[name]
+                raise no_property(name, table.row_type)
+            return (lambda row, env: env[variable].get(name)), table.types[name]
+        name = "/".join(segments)
+        if len(segments) != 1 or name not in self.table.fields:
+            raise no_property(name, self.table.row_type)
+        return (lambda row, env: row.get(name)), self.table.types[name]
 
     def call(self, name: str, args: tuple[tuple, ...]) -> tuple[Evaluator, str]:
         compiled = [self.value(a) for a in args]
@@ -159,13 +148,11 @@ class FilterCompiler:
         return run, "bool"
 
     def lambda_(self, kind: str, path: tuple[str, ...], variable: str, body: tuple) -> Evaluator:
-        if len(path) != 1 or path[0] not in self.scope.navigation:
+        if len(path) != 1 or path[0] not in self.navigation:
             raise odata_error(f"Could not find a navigation property named '{'/'.join(path)}' on type "
-                              f"'{self.scope.table.row_type}'.")
-        children = self.scope.navigation[path[0]]
-        inner_scope = Scope(self.scope.table, self.scope.navigation, self.scope.child_tables,
-                            {**self.scope.variables, variable: self.scope.child_tables[path[0]]})
-        test = FilterCompiler(inner_scope).predicate(body)
+                              f"'{self.table.row_type}'.")
+        children, child_table = self.navigation[path[0]]
+        test = FilterCompiler(self.table, self.navigation, {**self.variables, variable: child_table}).predicate(body)
         combine = any if kind == "any" else all
 
         def run(row: dict[str, Any], env: dict[str, dict[str, Any]]) -> bool:
@@ -188,32 +175,21 @@ class FilterCompiler:
             for kind, node in ((lk, left), (rk, right)):
                 if kind not in ("datetime", "str") or (kind == "str" and node[0] != "lit"):
                     raise self._incompatible(lk, rk, op)
-            lit_left = left[0] == "lit"
-            lit_right = right[0] == "lit"
-            lv = _to_dt(left[1]) if lit_left else None
-            rv = _to_dt(right[1]) if lit_right else None
-            if lit_right and left[0] == "field" and len(left[1]) == 1 and rv is not None:
-                text = _canonical(left[1][0], rv)
-                if text is not None:
-                    return lambda row, env: (v := lf(row, env)) not in (None, "") and compare(v, text)
-            if lit_right:
+            lv = _to_dt(left[1]) if left[0] == "lit" else None
+            rv = _to_dt(right[1]) if right[0] == "lit" else None
+            text = _canonical(left[1][0], rv) if rv is not None and left[0] == "field" and len(left[1]) == 1 else None
+            if text is not None:
+                return lambda row, env: (v := lf(row, env)) not in (None, "") and compare(v, text)
+            if right[0] == "lit":
                 return lambda row, env: (v := lf(row, env)) not in (None, "") and compare(_to_dt(v), rv)
-            if lit_left:
+            if left[0] == "lit":
                 return lambda row, env: (v := rf(row, env)) not in (None, "") and compare(lv, _to_dt(v))
-            return lambda row, env: (a := lf(row, env)) not in (None, "") and (b := rf(row, env)) not in (
-                None, "") and compare(_to_dt(a), _to_dt(b))
-        numeric = {"int", "float"}
-        if kinds <= numeric:
-            if right[0] == "lit":
-                literal = right[1]
-                return lambda row, env: (v := lf(row, env)) is not None and compare(v, literal)
-            return lambda row, env: (a := lf(row, env)) is not None and (b := rf(row, env)) is not None and compare(a, b)
-        if kinds == {"str"}:
-            if right[0] == "lit":
-                folded = right[1].casefold()
-                return lambda row, env: (v := lf(row, env)) is not None and compare(v.casefold(), folded)
-            return lambda row, env: (a := lf(row, env)) is not None and (b := rf(row, env)) is not None and compare(
-                str(a).casefold(), str(b).casefold())
+            return lambda row, env: ((a := lf(row, env)) not in (None, "") and (b := rf(row, env)) not in (None, "")
+                                     and compare(_to_dt(a), _to_dt(b)))
+        if kinds <= {"int", "float"} or kinds == {"str"}:  # strings compare without case
+            fold = (lambda v: str(v).casefold()) if kinds == {"str"} else (lambda v: v)
+            return lambda row, env: ((a := lf(row, env)) is not None and (b := rf(row, env)) is not None
+                                     and compare(fold(a), fold(b)))
         if kinds == {"bool"}:
             return lambda row, env: compare(bool(lf(row, env)), bool(rf(row, env)))
         raise self._incompatible(lk, rk, op)
@@ -227,14 +203,13 @@ class FilterCompiler:
 
 
 class QueryMixin:
-    def _scope(self, entity_set: EntitySet, table: Table) -> Scope:
-        navigation = {nav: (lambda row, t=table.name, n=nav: self.nav_children(t, n, row)) for nav in entity_set.navigation}
-        child_tables = {nav: self.tables[child] for nav, child in entity_set.navigation.items()}
-        return Scope(table, navigation, child_tables)
+    def _navigation(self, entity_set: EntitySet) -> dict[str, tuple[Children, Table]]:
+        return {nav: ((lambda row, n=nav: self.nav_children(entity_set.table, n, row)), self.tables[child])
+                for nav, child in entity_set.navigation.items()}
 
     def query(self, service: str, entity_set: EntitySet, table: Table, args: Any) -> dict[str, Any]:
         """One OData page: filter (index-assisted), order, count, skip/top (capped), select, expand."""
-        scope = self._scope(entity_set, table)
+        navigation = self._navigation(entity_set)
         top = self._top(args)
         skip = self._int_option(args, "$skip", 0)
         select = self._select(table, args.get("$select"))
@@ -248,7 +223,7 @@ class QueryMixin:
                 rows = list(table.rows())
             else:
                 ast = parse_filter(text)
-                test = FilterCompiler(scope).predicate(ast)
+                test = FilterCompiler(table, navigation).predicate(ast)
                 candidates, ordered = self._narrow(table, ast)
                 rows = [row for row in candidates if test(row, {})]
                 if not order and not ordered:
@@ -297,7 +272,7 @@ class QueryMixin:
         try:
             value = int(raw)
         except ValueError:
-            raise odata_error(f"Invalid value '{raw}' for {name} query option found.") from None
+            value = -1
         if value < 0:
             raise odata_error(f"Invalid value '{raw}' for {name} query option found.")
         return value
@@ -308,7 +283,7 @@ class QueryMixin:
         names = odata.split_names(text)
         for name in names:
             if name not in known:
-                raise odata_error(f"Could not find a property named '{name}' on type '{table.row_type}'.")
+                raise no_property(name, table.row_type)
         return names
 
     def _select(self, table: Table, text: str | None) -> list[str] | None:
@@ -328,7 +303,7 @@ class QueryMixin:
             raise odata_error(f"Syntax error in $orderby '{text}'.") from None
         for name, _ in order:
             if name not in table.fields:
-                raise odata_error(f"Could not find a property named '{name}' on type '{table.row_type}'.")
+                raise no_property(name, table.row_type)
         return order
 
     @staticmethod
@@ -353,7 +328,8 @@ class QueryMixin:
             out[nav] = [dict(child) for child in self.nav_children(table_name, nav, row)]
         return out
 
-    def _single(self, service: str, entity_set: EntitySet, table: Table, row: dict[str, Any], args: Any) -> dict[str, Any]:
+    def _single(self, service: str, entity_set: EntitySet, table: Table, row: dict[str, Any],
+                args: Any) -> dict[str, Any]:
         select = self._select(table, args.get("$select"))
         expand = self._expand(entity_set, table, args.get("$expand"))
         return {"@odata.context": f"{self._root(service)}/$metadata#{entity_set.name}/$entity",
@@ -361,13 +337,13 @@ class QueryMixin:
 
     def _nav_query(self, service: str, entity_set: EntitySet, row: dict[str, Any], nav: str) -> dict[str, Any]:
         if nav not in entity_set.navigation:
-            raise odata_error(f"Could not find a property named '{nav}' on type 'Erp.Tablesets.{entity_set.table}Row'.")
+            raise no_property(nav, f"Erp.Tablesets.{entity_set.table}Row")
         child_table = self.tables[entity_set.navigation[nav]]
         children = self.nav_children(entity_set.table, nav, row)
         args = request.args
         text = args.get("$filter")
         if text:
-            test = FilterCompiler(Scope(child_table, {}, {})).predicate(parse_filter(text))
+            test = FilterCompiler(child_table).predicate(parse_filter(text))
             children = [c for c in children if test(c, {})]
         order = self._orderby(child_table, args.get("$orderby"))
         if order:

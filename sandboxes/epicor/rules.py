@@ -3,10 +3,11 @@ the invoice and payment tableset saves, and the OData writes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from sandboxes.epicor.errors import BL_EXCEPTION, BO_EXCEPTION, DUPLICATE_EXCEPTION, NOT_FOUND_EXCEPTION, EpicorError
-from sandboxes.epicor.store import APINV_TABLES, PAY_TABLES, as_date, tableset
+from sandboxes.epicor.store import (APINV_TABLES, BL_EXCEPTION, DUPLICATE_EXCEPTION, NAVIGATION, PAY_TABLES,
+                                    EpicorError, as_date, bo_error, not_found, tableset)
 
 if TYPE_CHECKING:
     from sandboxes.epicor.sandbox import EpicorSandbox
@@ -14,12 +15,20 @@ if TYPE_CHECKING:
 
 GROUP_MISSING = {"APInvGrp": "AP invoice group '{}' was not found. Create the group first.",
                  "APChkGrp": "AP payment group '{}' was not found."}
+POSTED = "The invoice has been posted and cannot be changed."
+# An OData write: (sandbox, body, the row addressed) -> the row written.
+Write = Callable[["EpicorSandbox", dict[str, Any], Any], dict[str, Any]]
+
+
+def unsaved_header(invoice_num: Any, vendor_num: Any) -> EpicorError:
+    return bo_error(f"AP invoice {invoice_num} for supplier {vendor_num} must be saved before lines are added.",
+                    "APInvDtl", "InvoiceNum")
 
 
 def check_revision(given: dict[str, Any], stored: dict[str, Any], table: str) -> None:
     """Optimistic concurrency: a row sent with another SysRevID than the stored one is refused."""
     if given.get("SysRevID") not in (None, 0) and int(given["SysRevID"]) != stored["SysRevID"]:
-        raise EpicorError(400, "Row has been modified by another user and couldn't be updated.", BO_EXCEPTION, table)
+        raise bo_error("Row has been modified by another user and couldn't be updated.", table)
 
 
 class RulesMixin:
@@ -34,22 +43,19 @@ class RulesMixin:
         """An invoice (or payment) group that exists and is not held by another user."""
         group = self.tables[groups].get(group_id or "")
         if group is None:
-            raise EpicorError(400, GROUP_MISSING[groups].format(group_id), BO_EXCEPTION, table, "GroupID")
+            raise bo_error(GROUP_MISSING[groups].format(group_id), table, "GroupID")
         holder = group["ActiveUserID"]
         if holder and holder.casefold() != self.user.casefold():
-            raise EpicorError(400, f"Group {group['GroupID']} is in use by {holder}.", BO_EXCEPTION, table, "GroupID")
+            raise bo_error(f"Group {group['GroupID']} is in use by {holder}.", table, "GroupID")
         return group
 
     def vendor_by_id(self, vendor_id: str) -> dict[str, Any]:
-        vendor = self._vendor_by_id(vendor_id or "")
+        vendor = self.tables["Vendor"].one("VendorID", vendor_id or "")
         if vendor is None:
-            raise EpicorError(400, f"Supplier '{vendor_id}' is not valid.", BO_EXCEPTION, "APInvHed", "VendorNumVendorID")
+            raise bo_error(f"Supplier '{vendor_id}' is not valid.", "APInvHed", "VendorNumVendorID")
         if vendor["Inactive"]:
-            raise EpicorError(400, f"Supplier '{vendor_id}' is inactive.", BO_EXCEPTION, "APInvHed", "VendorNumVendorID")
+            raise bo_error(f"Supplier '{vendor_id}' is inactive.", "APInvHed", "VendorNumVendorID")
         return vendor
-
-    def _vendor_by_id(self, vendor_id: str) -> dict[str, Any] | None:
-        return self.tables["Vendor"].one("VendorID", vendor_id)
 
     def _fill_invoice(self, row: dict[str, Any], *, recompute: bool, new: bool, explicit_balance: bool = False) -> None:
         """Header totals follow the lines; the balance follows the payments applied."""
@@ -67,21 +73,23 @@ class RulesMixin:
         row["OpenPayable"] = row["InvoiceBal"] != 0 or (new and row["InvoiceAmt"] == 0)
 
     def _paid(self, vendor_num: int, invoice_num: str) -> float:
-        total = 0.0
-        for head in self.tables["CheckHed"].lookup("VendorNum", vendor_num):
-            if head["Voided"]:
-                continue
-            for tran in self.tables["APTran"].children(head["HeadNum"]):
-                if tran["InvoiceNum"].casefold() == invoice_num.casefold():
-                    total += tran["TranAmt"]
-        return round(total, 2)
+        """What the invoice's payment lines (on checks not voided) applied to it."""
+        return round(sum(tran["TranAmt"] for head in self.tables["CheckHed"].lookup("VendorNum", vendor_num)
+                         if not head["Voided"] for tran in self.children_of("CheckHed", head)
+                         if tran["InvoiceNum"].casefold() == invoice_num.casefold()), 2)
+
+    def delete_invoice(self, header: dict[str, Any]) -> None:
+        """An invoice goes with its lines."""
+        for line in self.children_of("APInvHed", header):
+            self.tables["APInvDtl"].delete(line)
+        self.tables["APInvHed"].delete(header)
 
 
 def _valid_gl(sb: EpicorSandbox, account: str) -> str:
     normalized = account.replace("-", "|").strip()
     row = sb.tables["GLAccount"].get("MAIN", normalized)
     if row is None or not row["Active"]:
-        raise EpicorError(400, f"GL account {account} is not valid or is inactive.", BO_EXCEPTION, "APInvDtl", "GLAccount")
+        raise bo_error(f"GL account {account} is not valid or is inactive.", "APInvDtl", "GLAccount")
     return row["GLAccount1"]
 
 
@@ -104,15 +112,15 @@ def save_invoice_tableset(sb: EpicorSandbox, ds: dict[str, list[dict[str, Any]]]
         if mod == "A":
             assert row is not None
             if not vendor_num:
-                raise EpicorError(400, "A valid supplier is required.", BO_EXCEPTION, "APInvHed", "VendorNum")
+                raise bo_error("A valid supplier is required.", "APInvHed", "VendorNum")
             if not invoice_num:
-                raise EpicorError(400, "Invoice number is required.", BO_EXCEPTION, "APInvHed", "InvoiceNum")
+                raise bo_error("Invoice number is required.", "APInvHed", "InvoiceNum")
             sb.group_for_write(str(given.get("GroupID") or ""))
             vendor = sb.tables["Vendor"].get(vendor_num)
             if vendor is None:
-                raise EpicorError(400, f"Supplier {vendor_num} is not valid.", BO_EXCEPTION, "APInvHed", "VendorNum")
+                raise bo_error(f"Supplier {vendor_num} is not valid.", "APInvHed", "VendorNum")
             if not row["DebitMemo"] and not row["InvoiceVendorAmt"]:
-                raise EpicorError(400, "Invoice amount is required.", BO_EXCEPTION, "APInvHed", "InvoiceVendorAmt")
+                raise bo_error("Invoice amount is required.", "APInvHed", "InvoiceVendorAmt")
             if invoices.get(vendor_num, invoice_num) is not None or any(
                     w["VendorNum"] == vendor_num and w["InvoiceNum"].casefold() == invoice_num.casefold()
                     for w in header_writes):
@@ -121,14 +129,14 @@ def save_invoice_tableset(sb: EpicorSandbox, ds: dict[str, list[dict[str, Any]]]
             row["InvoiceNum"] = invoice_num
             row["EntryPerson"] = row["EntryPerson"] or user
             if not row["InvoiceDate"]:
-                raise EpicorError(400, "Invoice date is required.", BO_EXCEPTION, "APInvHed", "InvoiceDate")
+                raise bo_error("Invoice date is required.", "APInvHed", "InvoiceDate")
             header_writes.append(row)
         else:
             stored = invoices.get(vendor_num, invoice_num)
             if stored is None:
-                raise EpicorError(404, "Record not found.", NOT_FOUND_EXCEPTION, "APInvHed")
+                raise not_found("APInvHed")
             if stored["Posted"]:
-                raise EpicorError(400, "The invoice has been posted and cannot be changed.", BO_EXCEPTION, "APInvHed")
+                raise bo_error(POSTED, "APInvHed")
             sb.group_for_write(stored["GroupID"])
             check_revision(given, stored, "APInvHed")
             if mod == "D":
@@ -150,10 +158,9 @@ def save_invoice_tableset(sb: EpicorSandbox, ds: dict[str, list[dict[str, Any]]]
                                and w["InvoiceNum"].casefold() == invoice_num.casefold()), None)
         header = pending_header or invoices.get(vendor_num, invoice_num)
         if header is None:
-            raise EpicorError(400, f"AP invoice {invoice_num} for supplier {vendor_num} must be saved before "
-                                   "lines are added.", BO_EXCEPTION, "APInvDtl", "InvoiceNum")
+            raise unsaved_header(invoice_num, vendor_num)
         if header.get("Posted"):
-            raise EpicorError(400, "The invoice has been posted and cannot be changed.", BO_EXCEPTION, "APInvDtl")
+            raise bo_error(POSTED, "APInvDtl")
         sb.group_for_write(header["GroupID"], "APInvDtl")
         line_no = int(given.get("InvoiceLine") or 0)
         stored = lines.get(vendor_num, invoice_num, line_no)
@@ -166,15 +173,14 @@ def save_invoice_tableset(sb: EpicorSandbox, ds: dict[str, list[dict[str, Any]]]
             row["InvoiceNum"] = header["InvoiceNum"]
         else:
             if stored is None:
-                raise EpicorError(404, "Record not found.", NOT_FOUND_EXCEPTION, "APInvDtl")
+                raise not_found("APInvDtl")
             check_revision(given, stored, "APInvDtl")
             row = {**stored, **sb.coerce(lines, {k: v for k, v in given.items() if k not in lines.key})}
         if mod != "D":
             if not str(row["Description"]).strip():
-                raise EpicorError(400, "Line description is required.", BO_EXCEPTION, "APInvDtl", "Description")
+                raise bo_error("Line description is required.", "APInvDtl", "Description")
             if row["LineType"] == "MSC" and not row["GLAccount"]:
-                raise EpicorError(400, "A GL account is required on a miscellaneous line.", BO_EXCEPTION,
-                                  "APInvDtl", "GLAccount")
+                raise bo_error("A GL account is required on a miscellaneous line.", "APInvDtl", "GLAccount")
             if row["GLAccount"]:
                 row["GLAccount"] = _valid_gl(sb, row["GLAccount"])
         line_writes.append((mod, row))
@@ -182,9 +188,7 @@ def save_invoice_tableset(sb: EpicorSandbox, ds: dict[str, list[dict[str, Any]]]
 
     for row in header_writes:
         if row.get("RowMod") == "D":
-            for line in lines.children(row["VendorNum"], row["InvoiceNum"]):
-                lines.delete(line)
-            invoices.delete(row)
+            sb.delete_invoice(row)
             continue
         sb._fill_invoice(row, recompute=True, new=True)
         sb.write("APInvHed", row, user=user)
@@ -207,12 +211,11 @@ def save_invoice_tableset(sb: EpicorSandbox, ds: dict[str, list[dict[str, Any]]]
 def payable_invoice(sb: EpicorSandbox, vendor_num: int, invoice_num: str) -> dict[str, Any]:
     invoice = sb.tables["APInvHed"].get(vendor_num, invoice_num)
     if invoice is None:
-        raise EpicorError(400, f"Invoice {invoice_num} is not valid for this supplier.", BO_EXCEPTION,
-                          "APTran", "InvoiceNum")
+        raise bo_error(f"Invoice {invoice_num} is not valid for this supplier.", "APTran", "InvoiceNum")
     if sb.settings.payments_require_posted and not invoice["Posted"]:
-        raise EpicorError(400, f"Invoice {invoice_num} has not been posted.", BO_EXCEPTION, "APTran", "InvoiceNum")
+        raise bo_error(f"Invoice {invoice_num} has not been posted.", "APTran", "InvoiceNum")
     if not invoice["OpenPayable"] or invoice["InvoiceBal"] <= 0:
-        raise EpicorError(400, f"Invoice {invoice_num} is fully paid.", BO_EXCEPTION, "APTran", "InvoiceNum")
+        raise bo_error(f"Invoice {invoice_num} is fully paid.", "APTran", "InvoiceNum")
     return invoice
 
 
@@ -234,14 +237,14 @@ def save_payment_tableset(sb: EpicorSandbox, ds: dict[str, list[dict[str, Any]]]
         else:
             stored = heads.get(head["HeadNum"])
             if stored is None:
-                raise EpicorError(404, "Record not found.", NOT_FOUND_EXCEPTION, "CheckHed")
+                raise not_found("CheckHed")
             if stored["Posted"]:
-                raise EpicorError(400, "The payment has been posted and cannot be changed.", BO_EXCEPTION, "CheckHed")
+                raise bo_error("The payment has been posted and cannot be changed.", "CheckHed")
             head = {**stored, **sb.coerce(heads, {k: v for k, v in given.items() if k in (
                 "CheckDate", "XRefCheckNum", "BankAcctID", "CheckNum")})}
         group = sb.group_for_write(head["GroupID"], "CheckHed", "APChkGrp")
         if not head["VendorNum"]:
-            raise EpicorError(400, "A valid supplier is required.", BO_EXCEPTION, "CheckHed", "VendorNum")
+            raise bo_error("A valid supplier is required.", "CheckHed", "VendorNum")
         head["BankAcctID"] = head["BankAcctID"] or group["BankAcctID"]
         head_writes.append(head)
         touched.append(head["HeadNum"])
@@ -251,16 +254,16 @@ def save_payment_tableset(sb: EpicorSandbox, ds: dict[str, list[dict[str, Any]]]
         tran = sb.new_row("APTran", given)
         head = next((h for h in head_writes if h["HeadNum"] == tran["HeadNum"]), None) or heads.get(tran["HeadNum"])
         if head is None:
-            raise EpicorError(400, f"Payment {tran['HeadNum']} was not found.", BO_EXCEPTION, "APTran", "HeadNum")
+            raise bo_error(f"Payment {tran['HeadNum']} was not found.", "APTran", "HeadNum")
         if trans.get(tran["HeadNum"], tran["APTranNo"]) is not None:
             raise sb.duplicate(f"Payment line {tran['APTranNo']} already exists.", "APTran", "APTranNo")
         invoice = payable_invoice(sb, head["VendorNum"], tran["InvoiceNum"])
         key = (invoice["VendorNum"], invoice["InvoiceNum"].casefold())
         if tran["DocTranAmt"] <= 0:
-            raise EpicorError(400, "The payment amount must be greater than zero.", BO_EXCEPTION, "APTran", "DocTranAmt")
+            raise bo_error("The payment amount must be greater than zero.", "APTran", "DocTranAmt")
         if round(applied.get(key, 0.0) + tran["DocTranAmt"], 2) > invoice["InvoiceBal"]:
-            raise EpicorError(400, f"The payment amount exceeds the balance of invoice {invoice['InvoiceNum']} "
-                                   f"({invoice['InvoiceBal']:.2f}).", BO_EXCEPTION, "APTran", "DocTranAmt")
+            raise bo_error(f"The payment amount exceeds the balance of invoice {invoice['InvoiceNum']} "
+                           f"({invoice['InvoiceBal']:.2f}).", "APTran", "DocTranAmt")
         applied[key] = round(applied.get(key, 0.0) + tran["DocTranAmt"], 2)
         tran.update({"VendorNum": head["VendorNum"], "TranAmt": tran["DocTranAmt"], "GroupID": head["GroupID"],
                      "TranDate": tran["TranDate"] or head["CheckDate"]})
@@ -288,13 +291,13 @@ def save_payment_tableset(sb: EpicorSandbox, ds: dict[str, list[dict[str, Any]]]
 def w_create_vendor(sb: EpicorSandbox, body: dict[str, Any], _: dict[str, Any] | None) -> dict[str, Any]:
     vendor_id = str(body.get("VendorID") or "").strip()
     if not vendor_id:
-        raise EpicorError(400, "Supplier ID is required.", BO_EXCEPTION, "Vendor", "VendorID")
+        raise bo_error("Supplier ID is required.", "Vendor", "VendorID")
     if len(vendor_id) > sb.settings.vendor_id_max_length:
-        raise EpicorError(400, f"Supplier ID cannot be longer than {sb.settings.vendor_id_max_length} characters.",
-                          BO_EXCEPTION, "Vendor", "VendorID")
+        raise bo_error(f"Supplier ID cannot be longer than {sb.settings.vendor_id_max_length} characters.",
+                       "Vendor", "VendorID")
     if not str(body.get("Name") or "").strip():
-        raise EpicorError(400, "Supplier name is required.", BO_EXCEPTION, "Vendor", "Name")
-    existing = sb._vendor_by_id(vendor_id)
+        raise bo_error("Supplier name is required.", "Vendor", "Name")
+    existing = sb.tables["Vendor"].one("VendorID", vendor_id)
     if existing is not None:
         raise sb.duplicate(f"Supplier ID {existing['VendorID']} already exists.", "Vendor", "VendorID")
     values = {k: v for k, v in body.items() if k not in ("VendorNum", "SysRevID", "Company")}
@@ -305,55 +308,50 @@ def w_create_vendor(sb: EpicorSandbox, body: dict[str, Any], _: dict[str, Any] |
     return sb.write("Vendor", row, user=sb.user)
 
 
-def w_update_vendor(sb: EpicorSandbox, body: dict[str, Any], row: dict[str, Any] | None) -> dict[str, Any]:
-    assert row is not None
+def w_update_vendor(sb: EpicorSandbox, body: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     values = sb.coerce(sb.tables["Vendor"], {k: v for k, v in body.items()
                                              if k not in ("VendorNum", "Company", "SysRevID", "SysRowID")})
     if "VendorID" in values:
         new_id = values["VendorID"].strip()
-        other = sb._vendor_by_id(new_id)
+        other = sb.tables["Vendor"].one("VendorID", new_id)
         if not new_id:
-            raise EpicorError(400, "Supplier ID is required.", BO_EXCEPTION, "Vendor", "VendorID")
+            raise bo_error("Supplier ID is required.", "Vendor", "VendorID")
         if other is not None and other["VendorNum"] != row["VendorNum"]:
             raise sb.duplicate(f"Supplier ID {new_id} already exists.", "Vendor", "VendorID")
     if "Name" in values and not values["Name"].strip():
-        raise EpicorError(400, "Supplier name is required.", BO_EXCEPTION, "Vendor", "Name")
-    updated = {**row, **values}
-    return sb.write("Vendor", updated, user=sb.user)
+        raise bo_error("Supplier name is required.", "Vendor", "Name")
+    return sb.write("Vendor", {**row, **values}, user=sb.user)
 
 
-def _new_group(sb: EpicorSandbox, table: str, what: str, body: dict[str, Any],
-               values: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """A new invoice or payment group: an ID that is not taken, then the group's own values."""
-    group_id = str(body.get("GroupID") or "").strip()
-    if not group_id:
-        raise EpicorError(400, "Group ID is required.", BO_EXCEPTION, table, "GroupID")
-    if sb.tables[table].get(group_id) is not None:
-        raise sb.duplicate(f"{what} {group_id} already exists.", table, "GroupID")
-    row = sb.new_row(table, values())
-    row["GroupID"] = group_id
-    return sb.write(table, row, user=sb.user)
+def _group_writer(table: str, what: str, values: Callable[[EpicorSandbox, dict[str, Any]], dict[str, Any]]) -> Write:
+    """POST of a new invoice or payment group: an ID that is not taken, then the group's own values."""
+    def create(sb: EpicorSandbox, body: dict[str, Any], _: None) -> dict[str, Any]:
+        group_id = str(body.get("GroupID") or "").strip()
+        if not group_id:
+            raise bo_error("Group ID is required.", table, "GroupID")
+        if sb.tables[table].get(group_id) is not None:
+            raise sb.duplicate(f"{what} {group_id} already exists.", table, "GroupID")
+        row = sb.new_row(table, values(sb, body))
+        row["GroupID"] = group_id
+        return sb.write(table, row, user=sb.user)
+
+    return create
 
 
-def w_create_group(sb: EpicorSandbox, body: dict[str, Any], _: dict[str, Any] | None) -> dict[str, Any]:
-    def values() -> dict[str, Any]:
-        apply = as_date(body.get("ApplyDate")) or sb.clock.now_datetime().date()
-        return {"ApplyDate": apply, "FiscalYear": apply.year, "FiscalPeriod": apply.month,
-                **{k: v for k, v in body.items() if k in ("ActiveUserID", "FiscalCalendarID")}}
-
-    return _new_group(sb, "APInvGrp", "AP invoice group", body, values)
+def _invoice_group(sb: EpicorSandbox, body: dict[str, Any]) -> dict[str, Any]:
+    apply = as_date(body.get("ApplyDate")) or sb.clock.now_datetime().date()
+    return {"ApplyDate": apply, "FiscalYear": apply.year, "FiscalPeriod": apply.month,
+            **{k: v for k, v in body.items() if k in ("ActiveUserID", "FiscalCalendarID")}}
 
 
-def w_update_group(sb: EpicorSandbox, body: dict[str, Any], row: dict[str, Any] | None) -> dict[str, Any]:
-    assert row is not None
+w_create_group = _group_writer("APInvGrp", "AP invoice group", _invoice_group)
+w_create_check_group = _group_writer("APChkGrp", "AP payment group", lambda sb, body: {
+    "BankAcctID": body.get("BankAcctID") or "OPER", "CheckDate": sb.clock.now_datetime().date()})
+
+
+def w_update_group(sb: EpicorSandbox, body: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     values = sb.coerce(sb.tables["APInvGrp"], {k: v for k, v in body.items() if k in ("ActiveUserID", "ApplyDate")})
     return sb.write("APInvGrp", {**row, **values}, user=sb.user)
-
-
-def w_create_check_group(sb: EpicorSandbox, body: dict[str, Any], _: dict[str, Any] | None) -> dict[str, Any]:
-    return _new_group(sb, "APChkGrp", "AP payment group", body,
-                      lambda: {"BankAcctID": body.get("BankAcctID") or "OPER",
-                               "CheckDate": sb.clock.now_datetime().date()})
 
 
 def w_create_invoice(sb: EpicorSandbox, body: dict[str, Any], _: dict[str, Any] | None) -> dict[str, Any]:
@@ -361,24 +359,37 @@ def w_create_invoice(sb: EpicorSandbox, body: dict[str, Any], _: dict[str, Any] 
     return save_invoice_tableset(sb, {"APInvHed": [{**body, "RowMod": "A"}], "APInvDtl": []})["APInvHed"][0]
 
 
-def w_delete_invoice(sb: EpicorSandbox, _: dict[str, Any], row: dict[str, Any] | None) -> dict[str, Any]:
-    assert row is not None
+def w_delete_invoice(sb: EpicorSandbox, _: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     if row["Posted"]:
-        raise EpicorError(400, "The invoice has been posted and cannot be deleted.", BO_EXCEPTION, "APInvHed")
+        raise bo_error("The invoice has been posted and cannot be deleted.", "APInvHed")
     sb.group_for_write(row["GroupID"])
-    for line in sb.tables["APInvDtl"].children(row["VendorNum"], row["InvoiceNum"]):
-        sb.tables["APInvDtl"].delete(line)
-    sb.tables["APInvHed"].delete(row)
+    sb.delete_invoice(row)
     return row
 
 
-ODATA_WRITES: dict[tuple[str, str], Callable[["EpicorSandbox", dict[str, Any], dict[str, Any] | None], dict[str, Any]]] = {
-    ("Vendor", "POST"): w_create_vendor,
-    ("Vendor", "PATCH"): w_update_vendor,
-    ("APInvGrp", "POST"): w_create_group,
-    ("APInvGrp", "PATCH"): w_update_group,
-    ("APChkGrp", "POST"): w_create_check_group,
-    ("APInvHed", "POST"): w_create_invoice,
-    ("APInvHed", "DELETE"): w_delete_invoice,
-}
+# ---- entity sets ---------------------------------------------------------------------------------
 
+@dataclass
+class EntitySet:
+    name: str
+    table: str
+    writes: dict[str, Write] = field(default_factory=dict)  # POST / PATCH / DELETE the sandbox implements
+
+    @property
+    def navigation(self) -> dict[str, str]:
+        """Navigation property -> child table."""
+        return {nav: child for nav, (child, _) in NAVIGATION.get(self.table, {}).items()}
+
+
+SERVICES: dict[str, dict[str, EntitySet]] = {
+    "Erp.BO.VendorSvc": {"Vendors": EntitySet("Vendors", "Vendor", {"POST": w_create_vendor,
+                                                                     "PATCH": w_update_vendor})},
+    "Erp.BO.APInvoiceSvc": {"APInvoices": EntitySet("APInvoices", "APInvHed", {"POST": w_create_invoice,
+                                                                               "DELETE": w_delete_invoice})},
+    "Erp.BO.APInvGrpSvc": {"APInvGrps": EntitySet("APInvGrps", "APInvGrp", {"POST": w_create_group,
+                                                                           "PATCH": w_update_group})},
+    "Erp.BO.POSvc": {"POes": EntitySet("POes", "POHeader")},
+    "Erp.BO.GLAccountSvc": {"GLAccounts": EntitySet("GLAccounts", "GLAccount")},
+    "Erp.BO.PaymentEntrySvc": {"PaymentEntries": EntitySet("PaymentEntries", "CheckHed")},
+    "Erp.BO.APChkGrpSvc": {"APChkGrps": EntitySet("APChkGrps", "APChkGrp", {"POST": w_create_check_group})},
+}

@@ -77,7 +77,8 @@ class SeedMixin:
             header = self.new_row("POHeader", {
                 "PONum": po_num, "VendorNum": vendor["VendorNum"], "VendorVendorID": vendor["VendorID"],
                 "VendorName": vendor["Name"], "OrderDate": order_date, "DueDate": order_date + timedelta(days=14),
-                "PromiseDate": order_date + timedelta(days=rng.randint(7, 21)), "BuyerID": rng.choice(["BUY01", "BUY02"]),
+                "PromiseDate": order_date + timedelta(days=rng.randint(7, 21)),
+                "BuyerID": rng.choice(["BUY01", "BUY02"]),
                 "ShipViaCode": rng.choice(["UPS", "FDX", "BEST"]), "TermsCode": vendor["TermsCode"],
                 "OpenOrder": rng.random() < 0.7, "EntryPerson": "purch01",
                 "CommentText": rng.choice(["", "Deliver to warehouse dock 2", "Call before delivery"]),
@@ -124,7 +125,8 @@ class SeedMixin:
                 total += ext
                 self.write("APInvDtl", self.new_row("APInvDtl", {
                     "VendorNum": vendor["VendorNum"], "InvoiceNum": invoice_num, "InvoiceLine": line,
-                    "Description": words.pick(rng, words.EXPENSE_LINES), "VendorQty": qty, "OurQty": qty, "UnitCost": unit,
+                    "Description": words.pick(rng, words.EXPENSE_LINES), "VendorQty": qty, "OurQty": qty,
+                    "UnitCost": unit,
                     "DocUnitCost": unit, "ExtCost": ext, "DocExtCost": ext, "GLAccount": rng.choice(gl_accounts)}))
             total = round(total, 2)
             paid = 0.0

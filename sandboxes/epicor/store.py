@@ -1,5 +1,5 @@
-"""Epicor's tables: columns and their defaults, keyed rows, the wire forms of dates, and
-the state a sandbox keeps (writes, SysRevID, the control API's view of the rows)."""
+"""Epicor's tables: columns and their defaults, keyed rows, the wire forms of dates, the error
+shape, the settings, and the state a sandbox keeps (writes, SysRevID, the control API's view)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,133 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
-from sandboxes.epicor.errors import API_EXCEPTION, EpicorError
-from sandboxes.epicor.settings import LostAnswers, UpdateMasterHold
+from flask import Response
+from pydantic import BaseModel, Field
+
 from sandboxes.kit import seed as words
 from sandboxes.kit import store as kit
+from sandboxes.kit.routes import json_response
+
+# ---- settings: what a deployment decides, and what a test makes happen (holds, lost answers) --
+
+
+class EpicorSandboxSettings(BaseModel):
+    """Per-deployment facts; the defaults follow the vendor notes (unconfirmed ones say so)."""
+
+    company: str = "EPIC06"
+    instance: str = "KineticLive"
+    token_ttl: int = 3600  # unconfirmed: "about 1 hour", admin-configurable
+    page_size: int = Field(100, ge=1)  # rows of an OData page when $top is absent [C1]
+    max_top: int = Field(100, ge=1)  # unconfirmed whether a larger $top is honoured: capped here
+    token_requires_api_key: bool = False  # unconfirmed whether TokenResource wants the key
+    missing_api_key_status: int = 401  # unconfirmed: "v2 returns 401 even with a valid user"
+    vendor_id_max_length: int = 8  # unconfirmed: Vendor.VendorID is x(8)
+    payments_require_posted: bool = True  # unconfirmed: AP Payment Entry pays posted invoices only
+    # unconfirmed: no public trace shows Epicor answering 409; 400 is its business-rule refusal
+    duplicate_status: int = Field(409, ge=400, le=499)
+    username: str = "mlconnector"
+    password: str = "Kinetic-Sandbox-Pass-1"
+    other_users: dict[str, str] = Field(default_factory=lambda: {"jsmith": "jsmith-pass-2"})
+
+
+class UpdateMasterHold(BaseModel):
+    """`POST /_sandbox/epicor/update-master-holds`: the next `count` UpdateMaster calls (on
+    `invoice_num` only, when given) answer 200 without saving, as Epicor does when a check
+    stops for a person."""
+
+    count: int = Field(1, ge=0)
+    invoice_num: str = ""  # "" holds any invoice
+    requires_user_input: bool = True
+    update_ran: bool = False
+    op_message: str = "The invoice total does not match the total of its lines. Continue?"
+
+
+class LostAnswers(BaseModel):
+    """`POST /_sandbox/epicor/lost-answers`: after `skip` matching calls, the next `count`
+    calls whose path contains `path_contains` are carried out, then answered `status` after
+    `delay_seconds`, as when a gateway gives up on a server that already acted."""
+
+    count: int = Field(1, ge=0)
+    skip: int = Field(0, ge=0)
+    path_contains: str = "UpdateMaster"
+    status: int = Field(504, ge=500, le=599)
+    delay_seconds: float = Field(0.0, ge=0, le=60)
+
+
+# ---- errors ----------------------------------------------------------------------------------
+
+BO_EXCEPTION = "Ice.Common.BusinessObjectException"
+ODATA_EXCEPTION = "ODataException"
+API_EXCEPTION = "Epicor.RESTApi.ErrorHandling.ApiException"
+NOT_FOUND_EXCEPTION = "Ice.Common.RecordNotFoundException"
+DUPLICATE_EXCEPTION = "Ice.Common.DuplicateRecordException"
+BL_EXCEPTION = "Ice.BLException"
+REASONS = {
+    400: "REST API Exception", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 409: "Conflict", 410: "Gone", 429: "Too Many Requests",
+    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+}
+
+
+@dataclass
+class EpicorError(Exception):
+    """An answer in Epicor's error shape: status, message, ErrorType and the failing field."""
+
+    status: int
+    message: str
+    error_type: str | None = BO_EXCEPTION
+    table: str = ""
+    field_name: str = ""
+
+    def __str__(self) -> str:
+        return self.message
+
+    def body(self) -> dict[str, Any]:
+        detail: dict[str, Any] = {"Message": self.message, "Type": "Error"}
+        if self.table:
+            detail["Table"] = self.table
+        if self.field_name:
+            detail["Field"] = self.field_name
+        return {
+            "HttpStatus": self.status,
+            "ReasonPhrase": REASONS.get(self.status, "REST API Exception"),
+            "ErrorMessage": self.message,
+            "ErrorType": self.error_type,
+            "ErrorDetails": [detail],
+            "CorrelationId": str(uuid.uuid4()),
+        }
+
+    def response(self, headers: dict[str, str] | None = None) -> Response:
+        return epicor_json(self.body(), self.status, headers)
+
+
+def bo_error(message: str, table: str = "", field_name: str = "") -> EpicorError:
+    """A business rule's refusal: 400, BusinessObjectException, naming the table and field."""
+    return EpicorError(400, message, BO_EXCEPTION, table, field_name)
+
+
+def api_error(status: int, message: str) -> EpicorError:
+    """A refusal of the REST layer (routing, deserializing), before any business object runs."""
+    return EpicorError(status, message, API_EXCEPTION)
+
+
+def not_found(table: str = "") -> EpicorError:
+    return EpicorError(404, "Record not found.", NOT_FOUND_EXCEPTION, table)
+
+
+def odata_error(message: str) -> EpicorError:
+    return EpicorError(400, message, ODATA_EXCEPTION)
+
+
+def no_property(name: str, row_type: str) -> EpicorError:
+    return odata_error(f"Could not find a property named '{name}' on type '{row_type}'.")
+
+
+def epicor_json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return json_response(data, status, headers, default=str)  # dates and decimals as text
+
 
 # ---- time ------------------------------------------------------------------------------------
 
@@ -137,6 +258,14 @@ MONEY_FIELDS = frozenset({
 })
 
 
+# How a value sent for a column of the type is read (dates and amounts are read by `coerce`).
+CONVERT: dict[str, Callable[[Any], Any]] = {
+    "bool": lambda value: value if isinstance(value, bool) else str(value).lower() in ("true", "1"),
+    "int": int,
+    "str": str,
+}
+
+
 class Table(kit.Table):
     """A kit table (keys without case, SysRevID from the database-wide counter) that knows its
     Epicor columns: their defaults, their types and the tableset row type's name."""
@@ -184,34 +313,22 @@ NAVIGATION: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
     "POHeader": {"PODetails": ("PODetail", ("PONum",)), "PORels": ("PORel", ("PONum",))},
     "CheckHed": {"APTrans": ("APTran", ("HeadNum",))},
 }
-
-
-@dataclass
-class EntitySet:
-    name: str
-    table: str
-    writable: tuple[str, ...] = ()  # POST / PATCH / DELETE the sandbox implements
-
-    @property
-    def navigation(self) -> dict[str, str]:
-        """Navigation property -> child table."""
-        return {nav: child for nav, (child, _) in NAVIGATION.get(self.table, {}).items()}
-
-
-SERVICES: dict[str, dict[str, EntitySet]] = {
-    "Erp.BO.VendorSvc": {"Vendors": EntitySet("Vendors", "Vendor", ("POST", "PATCH"))},
-    "Erp.BO.APInvoiceSvc": {"APInvoices": EntitySet("APInvoices", "APInvHed", ("POST", "DELETE"))},
-    "Erp.BO.APInvGrpSvc": {"APInvGrps": EntitySet("APInvGrps", "APInvGrp", ("POST", "PATCH"))},
-    "Erp.BO.POSvc": {"POes": EntitySet("POes", "POHeader")},
-    "Erp.BO.GLAccountSvc": {"GLAccounts": EntitySet("GLAccounts", "GLAccount")},
-    "Erp.BO.PaymentEntrySvc": {"PaymentEntries": EntitySet("PaymentEntries", "CheckHed")},
-    "Erp.BO.APChkGrpSvc": {"APChkGrps": EntitySet("APChkGrps", "APChkGrp", ("POST",))},
+# A child row the control API stores under a parent: what it takes from the parent (child field:
+# parent field) and the field numbering the children 1, 2, ... (banks are BANK1, BANK2, ...).
+LINKS: dict[str, tuple[dict[str, str], str]] = {
+    "VendBank": ({"VendorNum": "VendorNum", "Company": "Company"}, "BankID"),
+    "APInvDtl": ({"VendorNum": "VendorNum", "InvoiceNum": "InvoiceNum"}, "InvoiceLine"),
+    "PODetail": ({"PONUM": "PONum", "VendorNum": "VendorNum"}, "POLine"),
+    "PORel": ({"PONum": "PONum"}, "PORelNum"),
+    "APTran": ({"HeadNum": "HeadNum", "VendorNum": "VendorNum", "GroupID": "GroupID"}, "APTranNo"),
 }
-TABLESET_TABLES = {
-    "Erp.BO.APInvoiceSvc": ("APInvHed", "APInvDtl", "APInvMsc", "APInvTax", "APInvExp"),
-    "Erp.BO.PaymentEntrySvc": ("CheckHed", "APTran", "BankTran", "TaxDtl"),
-    "Erp.BO.VendorSvc": ("Vendor", "VendCnt", "VendBank", "VendRemitTo"),
-}
+
+
+APINV_TABLES = ("APInvHed", "APInvDtl", "APInvMsc", "APInvTax", "APInvExp")
+PAY_TABLES = ("CheckHed", "APTran", "BankTran", "TaxDtl")
+VENDOR_TABLES = ("Vendor", "VendCnt", "VendBank", "VendRemitTo")
+TABLESET_TABLES = {"Erp.BO.APInvoiceSvc": APINV_TABLES, "Erp.BO.PaymentEntrySvc": PAY_TABLES,
+                   "Erp.BO.VendorSvc": VENDOR_TABLES}
 # Control-API entity names (put_entity / get_entities) -> table
 CONTROL_ENTITIES = {
     "vendors": "Vendor", "ap_invoices": "APInvHed", "ap_invoice_lines": "APInvDtl",
@@ -223,9 +340,6 @@ CONTROL_ENTITIES = {
 TICKS = (("vendors", "Vendor", "PhoneNum", None), ("ap_invoices", "APInvHed", "Description", "Updated"),
          ("purchase_orders", "POHeader", "CommentText", "Revised"))
 TERMS_DAYS = {"N15": 15, "N30": 30, "N45": 45, "N60": 60, "COD": 0, "2/10N30": 30}
-APINV_TABLES = TABLESET_TABLES["Erp.BO.APInvoiceSvc"]
-PAY_TABLES = TABLESET_TABLES["Erp.BO.PaymentEntrySvc"]
-VENDOR_TABLES = TABLESET_TABLES["Erp.BO.VendorSvc"]
 
 
 def tableset(names: tuple[str, ...], **rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -278,25 +392,18 @@ class StoreMixin:
                 if value is None:
                     out[name] = None if kind == "datetime" else table.fields[name]
                 elif kind == "datetime":
-                    out[name] = self._fmt_datetime_field(name, value)
-                elif kind == "bool":
-                    out[name] = value if isinstance(value, bool) else str(value).lower() in ("true", "1")
-                elif kind == "int":
-                    out[name] = int(value)
+                    out[name] = None if value == "" else self._wire_date(name, value)
                 elif kind == "float":
-                    number = float(value)
-                    out[name] = round(number, 2) if name in MONEY_FIELDS else round(number, 5)
+                    out[name] = round(float(value), 2 if name in MONEY_FIELDS else 5)
                 else:
-                    out[name] = str(value)
+                    out[name] = CONVERT[kind](value)
             except (TypeError, ValueError):
                 raise EpicorError(400, f"Unable to deserialize entity. Field {name} has an invalid value.",
                                   API_EXCEPTION, table.name, name) from None
         return out
 
     @staticmethod
-    def _fmt_datetime_field(name: str, value: Any) -> str | None:
-        if value in ("", None):
-            return None
+    def _wire_date(name: str, value: Any) -> str:
         parsed = value if isinstance(value, datetime) else parse_datetime(str(value))
         return fmt_datetime(parsed) if name == "ChangeDate" else fmt_date(parsed)
 
@@ -337,16 +444,16 @@ class StoreMixin:
         return self.nav_children(table_name, next(iter(navigation)), row) if navigation else []
 
     def put_entity(self, entity: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace a row; children given under a navigation property (the first one
+        also as `lines`) replace the row's children."""
         table_name = CONTROL_ENTITIES[entity]
         table = self.tables[table_name]
         values = dict(payload)
-        nav_children = None
-        if table_name in NAVIGATION:
-            nav_children = values.pop(next(iter(NAVIGATION[table_name])), values.pop("lines", None))
-        releases = values.pop("PORels", None) if table_name == "POHeader" else None
+        children = {nav: values.pop(nav, values.pop("lines", None) if first == 0 else None)
+                    for first, nav in enumerate(NAVIGATION.get(table_name, {}))}
         keep_date = "ChangeDate" in values and "ChangeDate" in table.fields
         if table_name == "Vendor" and "VendorNum" not in values:
-            existing = self._vendor_by_id(str(values.get("VendorID", "")))
+            existing = self.tables["Vendor"].one("VendorID", str(values.get("VendorID", "")))
             values["VendorNum"] = existing["VendorNum"] if existing else table.new_id()
         if table_name in ("POHeader", "CheckHed") and table.id_field not in values:
             values[table.id_field] = table.new_id()
@@ -355,42 +462,30 @@ class StoreMixin:
             raise ValueError(f"{entity} needs {', '.join(missing)}")
         if table_name == "GLAccount":
             values.setdefault("COACode", "MAIN")
-        key = tuple(values[k] for k in table.key)
-        current = table.get(*key)
+        current = table.get(*(values[k] for k in table.key))
         row = dict(current) if current else self.new_row(table_name)
         row.update(self.coerce(table, values))
-        if nav_children is not None:
-            self._replace_children(table_name, row, nav_children)
-        if releases is not None:
-            self._replace_releases(row, releases)
+        for nav, given in children.items():
+            if given is not None:
+                self._replace_children(table_name, nav, row, given)
         if table_name == "APInvHed":
             self._fill_invoice(row, recompute=("InvoiceAmt" not in values), new=current is None,
                                explicit_balance="InvoiceBal" in values)
         self.write(table_name, row, user="sandbox", keep_change_date=keep_date)
         return self.export(table_name, row)
 
-    def _replace_releases(self, po: dict[str, Any], releases: list[dict[str, Any]]) -> None:
-        table = self.tables["PORel"]
-        for old in table.children(po["PONum"]):
-            table.delete(old)
-        for n, release in enumerate(releases, start=1):
-            values = {"POLine": 1, "PORelNum": n, **release, "PONum": po["PONum"]}
-            self.write("PORel", self.new_row("PORel", values), user="sandbox")
-
-    def _replace_children(self, table_name: str, row: dict[str, Any], children: list[dict[str, Any]]) -> None:
-        child_name = next(iter(NAVIGATION[table_name].values()))[0]
-        child_table = self.tables[child_name]
-        for old in self.children_of(table_name, row):
-            child_table.delete(old)
-        link_fields = {"VendBank": {"VendorNum": "VendorNum", "Company": "Company"},
-                       "APInvDtl": {"VendorNum": "VendorNum", "InvoiceNum": "InvoiceNum"},
-                       "PODetail": {"PONUM": "PONum", "VendorNum": "VendorNum"},
-                       "APTran": {"HeadNum": "HeadNum", "VendorNum": "VendorNum", "GroupID": "GroupID"}}[child_name]
-        link = {child_field: row[parent_field] for child_field, parent_field in link_fields.items()}
-        line_key = {"VendBank": "BankID", "APInvDtl": "InvoiceLine", "PODetail": "POLine", "APTran": "APTranNo"}[child_name]
+    def _replace_children(self, table_name: str, nav: str, row: dict[str, Any],
+                          children: list[dict[str, Any]]) -> None:
+        child_name = NAVIGATION[table_name][nav][0]
+        for old in self.nav_children(table_name, nav, row):
+            self.tables[child_name].delete(old)
+        link, line_key = LINKS[child_name]
         for n, child in enumerate(children, start=1):
-            values = {line_key: n if child_name != "VendBank" else f"BANK{n}", **child, **link}
+            values = {"POLine": 1} if child_name == "PORel" else {}  # a release of the PO's first line
+            values.update({line_key: n if child_name != "VendBank" else f"BANK{n}", **child})
+            values.update({child_field: row[parent_field] for child_field, parent_field in link.items()})
             child_row = self.new_row(child_name, values)
             if child_name == "APInvDtl" and "ExtCost" not in child:
-                child_row["ExtCost"] = child_row["DocExtCost"] = round(child_row["VendorQty"] * child_row["UnitCost"], 2)
+                ext = round(child_row["VendorQty"] * child_row["UnitCost"], 2)
+                child_row["ExtCost"] = child_row["DocExtCost"] = ext
             self.write(child_name, child_row, user="sandbox")

@@ -15,9 +15,9 @@ codes per project, line item types, purchase order contracts with line items, an
 costs with line items.
 
 Layout: `values` (facts, error wording, value forms, writable attributes), `store` (tables on
-the kit store, seed and tick), `rules` (business rules), `render` (JSON shapes), `listing`
-(filters, sort and pages), `auth` (rate windows, OAuth, the per-call guard), `routes` (the HTTP
-surface) and `sandbox` (settings, control API, parameters, writes and syncs).
+the kit store, seed and tick), `rules` (each resource's business rules and JSON shape), `auth`
+(rate windows, OAuth, the per-call guard), `routes` (the HTTP surface, filters, sort and pages)
+and `sandbox` (settings, control API, parameters, writes and syncs).
 """
 
 from .sandbox import ProcoreSandbox, Settings

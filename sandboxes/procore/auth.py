@@ -19,14 +19,13 @@ from flask import Flask, Response, g, request
 from sandboxes.kit.routes import json_response
 from sandboxes.kit.tokens import IssuedToken, bearer_token
 
-from .values import (API, AUTH_CODE_TTL, INVALID_CLIENT_DESCRIPTION, INVALID_GRANT_DESCRIPTION,
+from .values import (API, AUTH_CODE_TTL, HOURLY_WINDOW, INVALID_CLIENT_DESCRIPTION, INVALID_GRANT_DESCRIPTION,
                      INVALID_REFRESH_DESCRIPTION, INVALID_TOKEN_MESSAGE, MISSING_COMPANY_MESSAGE,
                      NOT_CONNECTED_MESSAGE, OOB_REDIRECT, RATE_LIMIT_MESSAGE)
 
 if TYPE_CHECKING:
-    from .sandbox import ProcoreSandbox
+    from .sandbox import ProcoreSandbox, Settings
 
-Window = tuple[str, int, float]  # name, limit, seconds
 State = tuple[bool, int, int, int]  # allowed, limit, remaining, reset (epoch seconds)
 
 
@@ -41,8 +40,11 @@ class Windows:
         with self._lock:
             self._calls.clear()
 
-    def hit(self, key: str, windows: list[Window], *, count: bool = True) -> State | None:
-        """The state of the window closest to exhaustion; the call counts in all when allowed."""
+    def hit(self, key: str, settings: "Settings", *, count: bool = True) -> State | None:
+        """The state of the window closest to exhaustion (None: no window is on); the call counts
+        in all when allowed."""
+        windows = ([("hourly", int(settings.hourly_limit), HOURLY_WINDOW)] if settings.hourly_limit else []) + (
+            [("spike", int(settings.spike_limit), float(settings.spike_window))] if settings.spike_limit else [])
         if not windows:
             return None
         now = time.time()
@@ -66,23 +68,21 @@ GRANTS = ("client_credentials", "authorization_code", "refresh_token")
 COMPANYLESS = (f"{API}/me", f"{API}/companies")  # the calls that need no Procore-Company-Id
 
 
-def token_record(sb: "ProcoreSandbox", token: str | None = None) -> IssuedToken | None:
-    """The live token of `token` (default: the request's bearer token), unless revoked."""
-    if token is None:
-        token = bearer_token(request.headers.get("Authorization", "")) or ""
+def token_record(sb: "ProcoreSandbox") -> IssuedToken | None:
+    """The live token of the request's bearer token, unless revoked."""
+    token = bearer_token(request.headers.get("Authorization", "")) or ""
     return None if not token or token in sb._revoked else sb.tokens.check(token)
 
 
 def register_guard(sb: "ProcoreSandbox", app: Flask) -> None:
     def rate_key(issued: IssuedToken | None) -> str:
         return issued.subject if issued else f"anonymous:{request.remote_addr}"
-
     @app.before_request
     def _guard() -> Response | None:
         if not request.path.startswith("/rest/"):
             return None
         issued = token_record(sb)
-        g.rate_state = state = sb._windows.hit(rate_key(issued), sb.rate_windows())
+        g.rate_state = state = sb._windows.hit(rate_key(issued), sb.settings)
         if state is not None and not state[0]:
             wait = {"Retry-After": str(max(1, state[3] - int(time.time())))} if sb.settings.send_retry_after else {}
             return Response(RATE_LIMIT_MESSAGE, status=429, mimetype="text/plain", headers=wait)
@@ -103,8 +103,8 @@ def register_guard(sb: "ProcoreSandbox", app: Flask) -> None:
         if not request.path.startswith("/rest/") or "X-Rate-Limit-Limit" in response.headers:
             return response
         state = getattr(g, "rate_state", None)
-        if state is None and sb.rate_windows():
-            state = sb._windows.hit(rate_key(token_record(sb)), sb.rate_windows(), count=False)
+        if state is None:
+            state = sb._windows.hit(rate_key(token_record(sb)), sb.settings, count=False)
         if state is not None:
             _, limit, remaining, reset = state
             response.headers.update({"X-Rate-Limit-Limit": str(limit), "X-Rate-Limit-Remaining": str(remaining),
@@ -141,7 +141,8 @@ def register_oauth(sb: "ProcoreSandbox", app: Flask) -> None:
         if not grant:
             return oauth_error(400, "invalid_request", "The request is missing a required parameter: grant_type.")
         if grant not in GRANTS:
-            return oauth_error(400, "unsupported_grant_type", "The authorization grant type is not supported by the authorization server.")
+            return oauth_error(400, "unsupported_grant_type",
+                               "The authorization grant type is not supported by the authorization server.")
         if form.get("client_id") != sb.client_id or not secrets.compare_digest(
                 form.get("client_secret", "").encode(), sb.client_secret.encode()):
             return oauth_error(401, "invalid_client", INVALID_CLIENT_DESCRIPTION)
@@ -164,7 +165,8 @@ def register_oauth(sb: "ProcoreSandbox", app: Flask) -> None:
         if request.args.get("client_id") != sb.client_id:
             return oauth_error(401, "invalid_client", INVALID_CLIENT_DESCRIPTION)
         if request.args.get("response_type") != "code":
-            return oauth_error(400, "unsupported_response_type", "The authorization server does not support this response type.")
+            return oauth_error(400, "unsupported_response_type",
+                               "The authorization server does not support this response type.")
         redirect_uri = request.args.get("redirect_uri", "")
         if not redirect_uri:
             return oauth_error(400, "invalid_request", "The request is missing a required parameter: redirect_uri.")

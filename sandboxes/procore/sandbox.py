@@ -4,13 +4,13 @@ sync machinery the routes share."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
-import random
 import time
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
 
-from flask import Flask, Response, request
+from flask import Response, request
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sandboxes.base import Sandbox, SandboxOptions
@@ -19,11 +19,10 @@ from sandboxes.kit.routes import json_response
 
 from . import routes, store
 from .auth import Windows
-from .render import Renderer
-from .rules import CONTROL_ENTITIES, KINDS, Errors, Row
-from .values import (ACCESS_TOKEN_TTL, DEFAULT_PER_PAGE, DIRECT_COST_BUSY_MESSAGE, HOURLY_LIMIT, HOURLY_WINDOW,
-                     IDEMPOTENCY_KEEP, MAX_PER_PAGE, NOT_CONNECTED_MESSAGE, RATE_LIMIT_MESSAGE, SCOPE_KEYS, SPIKE_LIMIT,
-                     SPIKE_WINDOW, SYNC_MAX_ITEMS, ApiError, error, field_errors, iso, parse_instant, safe_int)
+from .rules import CONTROL_ENTITIES, KINDS, Errors, Renderer, Row
+from .values import (ACCESS_TOKEN_TTL, DEFAULT_PER_PAGE, DIRECT_COST_BUSY_MESSAGE, HOURLY_LIMIT, IDEMPOTENCY_KEEP,
+                     MAX_PER_PAGE, NOT_CONNECTED_MESSAGE, RATE_LIMIT_MESSAGE, SCOPE_KEYS, SPIKE_LIMIT, SPIKE_WINDOW,
+                     SYNC_MAX_ITEMS, ApiError, error, field_errors, not_found, parse_instant, safe_int)
 
 class Settings(BaseModel):
     """Facts marked "(unconfirmed)" in the vendor notes, with the documented default; set at
@@ -66,7 +65,7 @@ class ProcoreSandbox(Sandbox):
         self._revoked: set[str] = set()
         self._pairs: dict[str, str] = {}  # access token -> refresh token issued with it
         self._codes: dict[str, tuple[str, str, float]] = {}  # auth code -> (client, redirect, expiry)
-        self._idempotent: collections.OrderedDict[tuple[str, str], tuple[int, Any]] = collections.OrderedDict()
+        self._idempotent: collections.OrderedDict[tuple[str, str], tuple[Any, int]] = collections.OrderedDict()
         self._busy_direct_costs: set[int] = set()
         super().__init__(options)
 
@@ -88,41 +87,46 @@ class ProcoreSandbox(Sandbox):
 
     def clear_state(self) -> None:
         self.clock = Clock(SECOND_US)
-        self.tables = store.new_tables()
+        self.tables = {name: store.Records(name, first_id) for name, first_id in store.FIRST_IDS.items()}
         for held in (self._windows, self._revoked, self._pairs, self._codes, self._idempotent,
                      self._busy_direct_costs):
             held.clear()
 
-    def seed(self, rng: random.Random, records: int) -> None:
-        store.seed(self, rng, records)
-
-    def tick(self, count: int) -> list[dict[str, Any]]:
-        return [{"entity": table, "id": row["id"], "updated_at": iso(row["_updated"])}
-                for table, row in store.tick(self, count)]
+    register_vendor_routes = routes.register
+    seed = store.seed
+    tick = store.tick
 
     def put_entity(self, entity: str, payload: dict[str, Any]) -> dict[str, Any]:
         kind_name = CONTROL_ENTITIES.get(entity)
         if kind_name is None:
             raise KeyError(entity)
-        attrs = dict(payload)
+        kind, attrs = KINDS[kind_name], dict(payload)
         stamps = {k: attrs.pop(k) for k in ("created_at", "updated_at", "deleted_at") if k in attrs}
         lines = attrs.pop("line_items", None)
         rid = attrs.pop("id", None)
-        scope = self._control_scope(kind_name, attrs)
+        scope = None
+        if kind.in_project:
+            raw = attrs.pop("project_id", None)
+            scope = int(raw) if raw is not None else self.tables["projects"].rows("with")[0]["id"]
+            if self.tables["projects"].row(scope) is None:
+                raise ValueError(f"project {scope} not found")
+        elif kind.parent_key:
+            scope = int(attrs.pop(kind.parent_key))
         current = self.tables[entity].row(int(rid)) if rid is not None else None
         if rid is not None and current is None:
             raise ValueError(f"{entity} {rid} not found")
-        row, errors = self.write(kind_name, attrs, current, current["_scope"] if current is not None else scope)
-        if errors:
-            raise ValueError(json.dumps({"errors": errors}))
-        assert row is not None
+        row = self._control_write(kind_name, attrs, current, current["_scope"] if current is not None else scope)
         self.tables[entity].write(row, {"_" + key.split("_")[0]: None if value is None else
                                          int(parse_instant(str(value), end=False)) for key, value in stamps.items()})
         for line in lines or []:
-            _, line_errors = self.write("po_line" if kind_name == "po" else "dc_line", dict(line), None, row["id"])
-            if line_errors:
-                raise ValueError(json.dumps({"errors": line_errors}))
+            self._control_write(kind.lines or "dc_line", dict(line), None, row["id"])
         return self.render.control(entity, row)
+
+    def _control_write(self, kind_name: str, attrs: Mapping[str, Any], current: Row | None, scope: int | None) -> Row:
+        row, errors = self.write(kind_name, attrs, current, scope)
+        if errors or row is None:
+            raise ValueError(json.dumps({"errors": errors}))
+        return row
 
     def get_entities(self, entity: str) -> list[dict[str, Any]]:
         if entity == "companies":
@@ -130,17 +134,6 @@ class ProcoreSandbox(Sandbox):
         if entity not in CONTROL_ENTITIES:
             raise KeyError(entity)
         return [self.render.control(entity, row) for row in self.tables[entity].rows("with")]
-
-    def _control_scope(self, kind_name: str, attrs: dict[str, Any]) -> int | None:
-        if kind_name in ("po", "dc", "cost_code"):
-            raw = attrs.pop("project_id", None)
-            project_id = int(raw) if raw is not None else self.tables["projects"].rows("with")[0]["id"]
-            if self.tables["projects"].row(project_id) is None:
-                raise ValueError(f"project {project_id} not found")
-            return project_id
-        if kind_name in ("po_line", "dc_line"):
-            return int(attrs.pop("purchase_order_contract_id" if kind_name == "po_line" else "direct_cost_id"))
-        return None
 
     # ---- vendor error shapes -----------------------------------------------------------------
 
@@ -157,15 +150,7 @@ class ProcoreSandbox(Sandbox):
         return json_response({"error": message}, status,
                              {"Retry-After": str(max(1, self.faults.retry_after))} if status == 503 else None)
 
-    def register_vendor_routes(self, app: Flask) -> None:
-        routes.register(self, app)
-
     # ---- request pieces ----------------------------------------------------------------------
-
-    def rate_windows(self) -> list[tuple[str, int, float]]:
-        settings = self.settings
-        return ([("hourly", int(settings.hourly_limit), HOURLY_WINDOW)] if settings.hourly_limit else []) + (
-            [("spike", int(settings.spike_limit), float(settings.spike_window))] if settings.spike_limit else [])
 
     def company_param(self, body: Mapping[str, Any] | None = None) -> int:
         company = self._id_param("company_id", request.args.get("company_id") or (body or {}).get("company_id"))
@@ -177,7 +162,7 @@ class ProcoreSandbox(Sandbox):
         raw = path_value if path_value is not None else request.args.get("project_id") or (body or {}).get("project_id")
         project_id = self._id_param("project_id", raw)
         if self.tables["projects"].live(project_id) is None:
-            raise error(404, f"Couldn't find Project with 'id'={project_id}")
+            raise not_found("Project", project_id)
         return project_id
 
     @staticmethod
@@ -188,22 +173,6 @@ class ProcoreSandbox(Sandbox):
             return int(raw)
         except (TypeError, ValueError):
             raise field_errors(400, {name: ["is invalid"]}) from None
-
-    def remember(self, status: int, body: Any) -> Response:
-        token = request.headers.get("Idempotency-Token")
-        if token:
-            self._idempotent[(token, request.path)] = (status, body)
-            while len(self._idempotent) > IDEMPOTENCY_KEEP:
-                self._idempotent.popitem(last=False)
-        return json_response(body, status)
-
-    def replayed(self) -> Response | None:
-        """The stored answer for a repeated Idempotency-Token (the vendor's Ruby client sends it)."""
-        token = request.headers.get("Idempotency-Token")
-        if token and (token, request.path) in self._idempotent:
-            status, body = self._idempotent[(token, request.path)]
-            return json_response(body, status)
-        return None
 
     # ---- writing -------------------------------------------------------------------------------
 
@@ -226,9 +195,10 @@ class ProcoreSandbox(Sandbox):
                 errors.setdefault(name, []).append(str(exc))
         if kind_name == "dc" and current is not None:
             clean.pop("direct_cost_type", None)  # the type can only be set when the item is created
-        merged = {**(current or {**{k: None for k in kind.fields}, **kind.defaults}), **clean, "_changed": set(clean)}
+        merged = {**(current or {**dict.fromkeys(kind.fields), **kind.defaults}), **clean, "_changed": set(clean)}
         if not errors:
             kind.validate(self, merged, current, scope, errors)
+            merged.update({name: value for name, value in kind.filled.items() if merged.get(name) is None})
         merged.pop("_changed", None)
         holder = self.tables[kind.table].holder(merged.get("origin_id"))
         if holder is not None and (current is None or holder != current["id"]):
@@ -249,21 +219,22 @@ class ProcoreSandbox(Sandbox):
                 self.tables[kind.parent_table].write(parent, {"_updated": now})
         return row, {}
 
-    def create(self, kind_name: str, attrs: Mapping[str, Any], scope: int | None) -> Response:
-        """The single-create path: 201, or 406 / 422 (409 or 422 for a duplicate origin_id)."""
-        replay = self.replayed()
-        if replay is not None:
-            return replay
-        row, errors = self.write(kind_name, attrs, None, scope)
-        if errors:
-            raise self._write_error(errors)
-        return self.remember(201, self.render.kind(kind_name, row))
+    def save(self, kind_name: str, attrs: Mapping[str, Any], current: Row | None, scope: int | None) -> Response:
+        """The single create (201) or update (200) path, or 406 / 422 (409 or 422 for a duplicate origin_id).
 
-    def update(self, kind_name: str, attrs: Mapping[str, Any], current: Row) -> Response:
-        row, errors = self.write(kind_name, attrs, current, current["_scope"])
+        A create repeating an Idempotency-Token (the vendor's Ruby client sends it) gets the stored answer."""
+        token = request.headers.get("Idempotency-Token") if current is None else None
+        if token and (token, request.path) in self._idempotent:
+            return json_response(*self._idempotent[(token, request.path)])
+        row, errors = self.write(kind_name, attrs, current, scope)
         if errors:
             raise self._write_error(errors)
-        return json_response(self.render.kind(kind_name, row), 200)
+        answer = (self.render.answer(kind_name, row), 201 if current is None else 200)
+        if token:
+            self._idempotent[(token, request.path)] = answer
+            while len(self._idempotent) > IDEMPOTENCY_KEEP:
+                self._idempotent.popitem(last=False)
+        return json_response(*answer)
 
     def _write_error(self, errors: Errors) -> ApiError:
         unknown = sorted(k for k, msgs in errors.items() if "is not a valid attribute" in msgs)
@@ -274,35 +245,29 @@ class ProcoreSandbox(Sandbox):
         return field_errors(422, errors)
 
     def sync(self, kind_name: str, items: Any, scope_of: Callable[[Row], tuple[int | None, str | None]],
-             lookup_scope: int | None = None, accept: Callable[[Row], bool] | None = None) -> Response:
-        """The sync action: always 200 with `entities` and `errors`, id before origin_id."""
+             accept: Callable[[Row], bool]) -> Response:
+        """The sync action: always 200 with `entities` and `errors`, id before origin_id. `accept`
+        tells the records an item may change; `scope_of` where a new one goes (or what is wrong)."""
         if not isinstance(items, list):
             raise field_errors(400, {"updates": ["is missing"]})
         if len(items) > SYNC_MAX_ITEMS:
             raise field_errors(400, {"updates": [f"must contain at most {SYNC_MAX_ITEMS} items"]})
-        table = KINDS[kind_name].table
-
-        def visible(row: Row | None) -> Row | None:
-            if row is None or (lookup_scope is not None and row["_scope"] != lookup_scope):
-                return None
-            return row if accept is None or accept(row) else None
-
+        table = self.tables[KINDS[kind_name].table]
         entities: list[dict[str, Any]] = []
         failures: list[dict[str, Any]] = []
         for item in items:
             if not isinstance(item, dict):
                 failures.append({"errors": {"base": ["must be an object"]}})
                 continue
-            current = None
-            if item.get("id") is not None:
-                current = visible(self.tables[table].live(safe_int(item["id"])))
-                if current is None:
-                    failures.append({**item, "errors": {"id": ["Entity with this ID not found"]}})
-                    continue
-            elif item.get("origin_id"):
-                # Found elsewhere in the company: not this scope's record, so the create below
-                # meets the company-wide uniqueness rule.
-                current = visible(self.tables[table].live(self.tables[table].holder(str(item["origin_id"]))))
+            # By id, else by origin_id; one found elsewhere in the company is not this scope's record,
+            # so the create below meets the company-wide uniqueness rule.
+            by_id = item.get("id") is not None
+            current = table.live(safe_int(item["id"]) if by_id else table.holder(str(item.get("origin_id") or "")))
+            if current is not None and not accept(current):
+                current = None
+            if by_id and current is None:
+                failures.append({**item, "errors": {"id": ["Entity with this ID not found"]}})
+                continue
             scope, problem = (current["_scope"], None) if current is not None else scope_of(item)
             if problem:
                 field, message = problem.split(" ", 1)
@@ -312,11 +277,12 @@ class ProcoreSandbox(Sandbox):
             if errors:
                 failures.append({**item, "errors": errors})
             else:
-                entities.append(self.render.kind(kind_name, row))
+                entities.append(self.render.answer(kind_name, row))
         return json_response({"entities": entities, "errors": failures}, 200)
 
-    def hold_direct_costs(self, ids: Iterable[int | None]) -> set[int]:
-        """Mark direct costs as being written; a second writer meanwhile gets 409."""
+    @contextlib.contextmanager
+    def holding(self, ids: Iterable[int | None]) -> Iterator[None]:
+        """Mark direct costs as being written while the body runs; a second writer meanwhile gets 409."""
         wanted = {i for i in ids if i is not None}
         with self.lock:
             if wanted & self._busy_direct_costs:
@@ -324,11 +290,11 @@ class ProcoreSandbox(Sandbox):
             self._busy_direct_costs |= wanted
         if self.settings.direct_cost_write_seconds:
             time.sleep(float(self.settings.direct_cost_write_seconds))
-        return wanted
-
-    def release_direct_costs(self, held: set[int]) -> None:
-        with self.lock:
-            self._busy_direct_costs -= held
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._busy_direct_costs -= wanted
 
     def soft_delete(self, table: str, row: Row) -> None:
         row["_updated"] = now = self.clock.now_whole_seconds()

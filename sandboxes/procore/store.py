@@ -14,13 +14,14 @@ import string
 import time
 from decimal import Decimal
 from random import Random
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from sandboxes.kit import seed as words
 from sandboxes.kit.store import Table, exact
 
-from .values import (COST_CODE_FIELDS, DC_FIELDS, DC_STATUSES, DEFAULT_LINE_ITEM_TYPES, LINE_FIELDS, PO_FIELDS,
-                     PO_LOCKED_FROM_DRAFT, PO_STATUSES, PROJECT_FIELDS, QUERY_CACHE_SIZE, VENDOR_FIELDS)
+from .values import (COST_CODE_FIELDS, DC_FIELDS, DC_STATUSES, DEFAULT_LINE_ITEM_TYPES, LINE_FIELDS,
+                     LINE_ITEM_TYPE_FIELDS, PO_FIELDS, PO_LOCKED_FROM_DRAFT, PO_STATUSES, PROJECT_FIELDS,
+                     QUERY_CACHE_SIZE, VENDOR_FIELDS, iso)
 
 if TYPE_CHECKING:
     from .sandbox import ProcoreSandbox
@@ -34,7 +35,11 @@ FIRST_IDS = {  # where each resource's ids start, in Procore's ranges
 }
 SECRET_ALPHABET = string.ascii_letters + string.digits + "-_"
 UNITS = ("ea", "lf", "sf", "ls")
-TICKED = ("vendors", "purchase_order_contracts", "direct_costs")
+TICKED: dict[str, Callable[[Random], Row]] = {  # what a tick changes, table by table in turn
+    "vendors": lambda rng: {"business_phone": words.phone(rng)},
+    "purchase_order_contracts": lambda rng: {"description": f"Revised scope {rng.randint(1, 999)}"},
+    "direct_costs": lambda rng: {"terms": words.pick(rng, words.PAYMENT_TERMS)},
+}
 
 
 class Records(Table):
@@ -70,10 +75,6 @@ class Records(Table):
         return self.put(row)
 
 
-def new_tables() -> dict[str, Records]:
-    return {name: Records(name, first_id) for name, first_id in FIRST_IDS.items()}
-
-
 def seed(sb: "ProcoreSandbox", rng: Random, records: int) -> None:
     """A company with projects, cost codes per project, vendors (some spelled twice), and
     purchase order contracts and direct costs with their lines; the same seed, the same data."""
@@ -86,38 +87,46 @@ def seed(sb: "ProcoreSandbox", rng: Random, records: int) -> None:
     now, times = int(time.time()), Random(sb.options.seed + 3)  # times drawn apart from the words
     start = now - 180 * 86400
 
-    def stamped(row: Row) -> Row:
+    def add(table: str, fields: Iterable[str], scope: int | None, dated: str = "", **values: Any) -> Row:
+        """A new record with every field, stamped at a drawn time (`dated`: a date field set to its day)."""
         created = times.randint(start, now - 2 * 86400)
-        return {**row, "_created": created, "_updated": times.randint(created, now - 86400), "_deleted": None}
+        row = {**dict.fromkeys(fields), **values, "_created": created,
+               "_updated": times.randint(created, now - 86400), "_deleted": None}
+        if dated:
+            row[dated] = time.strftime("%Y-%m-%d", time.gmtime(created))
+        return tables[table].insert(row, scope)
+
+    def add_lines(table: str, holder: Row, count: int, line: Callable[[], Row]) -> None:
+        """`count` line items of `holder`, stamped with it, each on a leaf cost code of its project."""
+        for position in range(count):
+            tables[table].insert({
+                **dict.fromkeys(LINE_FIELDS), **line(), "cost_code_id": words.pick(rng, leaf_codes[holder["_scope"]]),
+                "line_item_type_id": words.pick(rng, types), "position": position + 1,
+                "_created": holder["_created"], "_updated": holder["_updated"], "_deleted": None}, holder["id"])
 
     for code, name, base in DEFAULT_LINE_ITEM_TYPES:
-        tables["line_item_types"].insert(stamped({"code": code, "name": name, "base_type": base,
-                                                 "origin_id": None, "origin_data": None}), None)
+        add("line_item_types", LINE_ITEM_TYPE_FIELDS, None, code=code, name=name, base_type=base)
+    types = [t["id"] for t in tables["line_item_types"].rows("with")]
     project_count = max(2, min(8, records // 25))
     for n in range(project_count):
         city = words.pick(rng, words.CITIES)
-        tables["projects"].insert(stamped({
-            **dict.fromkeys(PROJECT_FIELDS),
-            "name": f"{words.pick(rng, words.PROJECT_NAMES)} {['Phase', 'Building', 'Wing'][n % 3]} {n + 1}",
-            "project_number": f"{24 + n // 4:02d}-{100 + n:03d}", "address": words.street(rng), "city": city.name,
-            "state_code": city.state, "zip": city.postcode, "country_code": "US",
-            "active": n < project_count - 1 or project_count == 2, "origin_id": f"JOB-{1000 + n}",
-        }), None)
+        add("projects", PROJECT_FIELDS, None,
+            name=f"{words.pick(rng, words.PROJECT_NAMES)} {['Phase', 'Building', 'Wing'][n % 3]} {n + 1}",
+            project_number=f"{24 + n // 4:02d}-{100 + n:03d}", address=words.street(rng), city=city.name,
+            state_code=city.state, zip=city.postcode, country_code="US",
+            active=n < project_count - 1 or project_count == 2, origin_id=f"JOB-{1000 + n}")
     project_ids = [p["id"] for p in tables["projects"].rows("with")]
 
     leaf_codes: dict[int, list[int]] = {}
-    divisions = itertools.groupby(words.COST_CODES, key=lambda c: (c.division, c.division_name))
-    divisions = [(head, list(sections)) for head, sections in divisions]
+    divisions = [(head, list(sections)) for head, sections in
+                 itertools.groupby(words.COST_CODES, key=lambda c: (c.division, c.division_name))]
     for pid in project_ids:
         leaf_codes[pid] = []
         for position, ((division, division_name), sections) in enumerate(divisions):
-            parent = tables["cost_codes"].insert(stamped({**dict.fromkeys(COST_CODE_FIELDS), "name": division_name,
-                                                         "code": division, "position": position}), pid)
+            parent = add("cost_codes", COST_CODE_FIELDS, pid, name=division_name, code=division, position=position)
             for child_position, section in enumerate(sections):
-                leaf = tables["cost_codes"].insert(stamped({
-                    **dict.fromkeys(COST_CODE_FIELDS), "name": section.name, "code": section.code,
-                    "parent_id": parent["id"], "position": child_position}), pid)
-                leaf_codes[pid].append(leaf["id"])
+                leaf_codes[pid].append(add("cost_codes", COST_CODE_FIELDS, pid, name=section.name, code=section.code,
+                                           parent_id=parent["id"], position=child_position)["id"])
 
     vendors: list[Row] = []
     for n in range(records):
@@ -129,81 +138,59 @@ def seed(sb: "ProcoreSandbox", rng: Random, records: int) -> None:
             name, street = words.company_name(rng), words.street(rng)
             where = words.pick(rng, words.CITIES)
             city, state, zip_code = where.name, where.state, where.postcode
-        vendors.append(tables["vendors"].insert(stamped({
-            **dict.fromkeys(VENDOR_FIELDS),
-            "name": name, "abbreviated_name": re.sub(r"[^A-Z]", "", name.upper())[:6] or None,
-            "address": street, "city": city, "state_code": state, "zip": zip_code, "country_code": "US",
-            "business_phone": words.phone(rng), "email_address": words.email_for(name),
-            "is_active": rng.random() > 0.08, "authorized_bidder": rng.random() > 0.5,
-            "prequalified": rng.random() > 0.7, "union_member": False, "non_union_prevailing_wage": False,
-            "trade_ids": [], "standard_cost_code_ids": [],
-            "origin_id": f"ERP-V{10000 + n}" if rng.random() < 0.6 else None,
-        }), None))
+        vendors.append(add(
+            "vendors", VENDOR_FIELDS, None, name=name, abbreviated_name=re.sub(r"[^A-Z]", "", name.upper())[:6] or None,
+            address=street, city=city, state_code=state, zip=zip_code, country_code="US",
+            business_phone=words.phone(rng), email_address=words.email_for(name),
+            is_active=rng.random() > 0.08, authorized_bidder=rng.random() > 0.5,
+            prequalified=rng.random() > 0.7, union_member=False, non_union_prevailing_wage=False,
+            trade_ids=[], standard_cost_code_ids=[], origin_id=f"ERP-V{10000 + n}" if rng.random() < 0.6 else None))
     vendor_ids = [v["id"] for v in vendors]
 
-    types = [t["id"] for t in tables["line_item_types"].rows("with")]
     for n in range(records):
         pid = project_ids[n % len(project_ids)]
         status = words.pick(rng, PO_STATUSES)
-        po = stamped({
-            **dict.fromkeys(PO_FIELDS),
-            "number": f"PO-{len(tables['purchase_order_contracts'].scan(pid)) + 1:04d}",
-            "title": f"{words.pick(rng, words.TRADES)} materials", "vendor_id": words.pick(rng, vendor_ids),
-            "status": status, "executed": status in PO_LOCKED_FROM_DRAFT, "private": False,
-            "accounting_method": "amount", "retainage_percent": Decimal(words.pick(rng, (0, 5, 10))),
-            "payment_terms": words.pick(rng, words.PAYMENT_TERMS),
-            "origin_id": f"ERP-PO{50000 + n}" if rng.random() < 0.5 else None,
-        })
-        po["contract_date"] = time.strftime("%Y-%m-%d", time.gmtime(po["_created"]))
-        tables["purchase_order_contracts"].insert(po, pid)
-        for position in range(rng.randint(1, 4)):
-            part = words.item(rng)
-            quantity = Decimal(rng.randint(1, 40))
-            tables["purchase_order_line_items"].insert({
-                **dict.fromkeys(LINE_FIELDS), "description": part.description, "quantity": quantity,
-                "unit_cost": part.cost, "amount": quantity * part.cost, "uom": words.pick(rng, UNITS),
-                "extended_type": "calculated", "cost_code_id": words.pick(rng, leaf_codes[pid]),
-                "line_item_type_id": words.pick(rng, types), "position": position + 1,
-                "_created": po["_created"], "_updated": po["_updated"], "_deleted": None}, po["id"])
+        po = add("purchase_order_contracts", PO_FIELDS, pid, "contract_date",
+                 number=f"PO-{len(tables['purchase_order_contracts'].scan(pid)) + 1:04d}",
+                 title=f"{words.pick(rng, words.TRADES)} materials", vendor_id=words.pick(rng, vendor_ids),
+                 status=status, executed=status in PO_LOCKED_FROM_DRAFT, private=False,
+                 accounting_method="amount", retainage_percent=Decimal(words.pick(rng, (0, 5, 10))),
+                 payment_terms=words.pick(rng, words.PAYMENT_TERMS),
+                 origin_id=f"ERP-PO{50000 + n}" if rng.random() < 0.5 else None)
+
+        def po_line() -> Row:
+            part, quantity = words.item(rng), Decimal(rng.randint(1, 40))
+            return {"description": part.description, "quantity": quantity, "unit_cost": part.cost,
+                    "amount": quantity * part.cost, "uom": words.pick(rng, UNITS), "extended_type": "calculated"}
+
+        add_lines("purchase_order_line_items", po, rng.randint(1, 4), po_line)
 
     for n in range(records):
         pid = project_ids[n % len(project_ids)]
         kind = "invoice" if rng.random() < 0.8 else words.pick(rng, ("expense", "payroll"))
-        dc = stamped({
-            **dict.fromkeys(DC_FIELDS), "direct_cost_type": kind,
-            "vendor_id": words.pick(rng, vendor_ids) if kind == "invoice" else None,
-            "invoice_number": f"INV-{rng.randint(10000, 99999)}-{n}" if kind == "invoice" else None,
-            "status": words.pick(rng, DC_STATUSES), "terms": "Net 30",
-            "origin_id": f"ERP-AP{70000 + n}" if rng.random() < 0.5 else None,
-        })
-        dc["direct_cost_date"] = time.strftime("%Y-%m-%d", time.gmtime(dc["_created"]))
-        tables["direct_costs"].insert(dc, pid)
-        for position in range(rng.randint(1, 3)):
+        dc = add("direct_costs", DC_FIELDS, pid, "direct_cost_date", direct_cost_type=kind,
+                 vendor_id=words.pick(rng, vendor_ids) if kind == "invoice" else None,
+                 invoice_number=f"INV-{rng.randint(10000, 99999)}-{n}" if kind == "invoice" else None,
+                 status=words.pick(rng, DC_STATUSES), terms="Net 30",
+                 origin_id=f"ERP-AP{70000 + n}" if rng.random() < 0.5 else None)
+
+        def dc_line() -> Row:
             amount = words.amount(rng, 10, 9000)
-            tables["direct_cost_line_items"].insert({
-                **dict.fromkeys(LINE_FIELDS), "description": words.item(rng).description, "amount": amount,
-                "quantity": Decimal(1), "unit_cost": amount, "uom": "ls", "extended_type": "manual",
-                "cost_code_id": words.pick(rng, leaf_codes[pid]), "line_item_type_id": words.pick(rng, types),
-                "position": position + 1, "_created": dc["_created"], "_updated": dc["_updated"], "_deleted": None,
-            }, dc["id"])
+            return {"description": words.item(rng).description, "amount": amount, "quantity": Decimal(1),
+                    "unit_cost": amount, "uom": "ls", "extended_type": "manual"}
+
+        add_lines("direct_cost_line_items", dc, rng.randint(1, 3), dc_line)
 
 
-def tick(sb: "ProcoreSandbox", count: int) -> list[tuple[str, Row]]:
+def tick(sb: "ProcoreSandbox", count: int) -> list[dict[str, Any]]:
     """Change `count` live records in turn (a vendor's phone, a commitment's scope, a cost's terms)."""
-    rng, changed = sb._tick_rng, []
+    rng, changed, tables = sb._tick_rng, [], list(TICKED)
     candidates = {name: sb.tables[name].rows("with")[:] for name in TICKED}
     for n in range(max(0, count)):
-        table = TICKED[n % len(TICKED)]
+        table = tables[n % len(tables)]
         picks = (rng.choice(candidates[table]) if candidates[table] else None for _ in range(20))
         row = next((pick for pick in picks if pick is not None and pick["_deleted"] is None), None)
-        if row is None:
-            continue
-        if table == "vendors":
-            change = {"business_phone": words.phone(rng)}
-        elif table == "purchase_order_contracts":
-            change = {"description": f"Revised scope {rng.randint(1, 999)}"}
-        else:
-            change = {"terms": words.pick(rng, words.PAYMENT_TERMS)}
-        sb.tables[table].write(row, {**change, "_updated": sb.clock.now_whole_seconds()})
-        changed.append((table, row))
-    return changed
+        if row is not None:
+            sb.tables[table].write(row, {**TICKED[table](rng), "_updated": sb.clock.now_whole_seconds()})
+            changed.append((table, row))
+    return [{"entity": table, "id": row["id"], "updated_at": iso(row["_updated"])} for table, row in changed]

@@ -10,6 +10,8 @@ from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterable, Mapping
 
+Fields = dict[str, Callable[[Any], Any]]
+
 API = "/rest/v1.0"
 ACCESS_TOKEN_TTL = 5400  # Procore access tokens live 90 minutes
 AUTH_CODE_TTL = 600  # authorization codes live 10 minutes
@@ -125,14 +127,6 @@ def safe_int(value: Any) -> int | None:
 # ---- attribute coercion: what a create/update body may carry ---------------------------------
 
 
-def wrapped(body: dict[str, Any], key: str) -> dict[str, Any]:
-    """The one object a write wraps its attributes in (`{"vendor": {...}}`); missing is a field error."""
-    attrs = body.get(key)
-    if not isinstance(attrs, dict):
-        raise field_errors(400, {key: ["is missing"]})
-    return attrs
-
-
 def _as_str(value: Any) -> str | None:
     if isinstance(value, (bool, dict, list)):
         raise ValueError("is invalid")
@@ -194,47 +188,34 @@ def _enum(choices: Iterable[str]) -> Callable[[Any], str | None]:
     return coerce
 
 
-S, B, I, N, D, L = _as_str, _as_bool, _as_int, _as_number, _as_date, _as_int_list
-Fields = dict[str, Callable[[Any], Any]]
+def _fields(spec: str, **enums: Callable[[Any], Any]) -> Fields:
+    """A resource's writable attributes in order: `name` is text, `name:X` is coerced as X
+    (B bool, I int, N number, D date, L list of ints, E one of `enums[name]`)."""
+    kinds = {"S": _as_str, "B": _as_bool, "I": _as_int, "N": _as_number, "D": _as_date, "L": _as_int_list}
+    named = (word.partition(":") for word in spec.split())
+    return {name: enums[name] if kind == "E" else kinds[kind or "S"] for name, _, kind in named}
 
-VENDOR_FIELDS: Fields = {
-    "name": S, "abbreviated_name": S, "origin_id": S, "origin_code": S, "origin_data": S,
-    "address": S, "city": S, "state_code": S, "zip": S, "country_code": S,
-    "business_phone": S, "mobile_phone": S, "fax_number": S, "email_address": S, "website": S,
-    "primary_contact_id": I, "is_active": B, "authorized_bidder": B, "prequalified": B,
-    "labor_union": S, "union_member": B, "non_union_prevailing_wage": B, "license_number": S,
-    "notes": S, "vendor_group_id": I, "parent_id": I, "trade_name": S, "trade_ids": L,
-    "standard_cost_code_ids": L, "bidding": S,
-}
-PROJECT_FIELDS: Fields = {
-    "name": S, "project_number": S, "description": S, "address": S, "city": S, "state_code": S,
-    "zip": S, "country_code": S, "phone": S, "active": B, "origin_id": S, "origin_data": S,
-    "origin_code": S, "estimated_start_date": D, "estimated_completion_date": D, "square_feet": I,
-}
-PO_FIELDS: Fields = {
-    "number": S, "title": S, "vendor_id": I, "description": S, "status": _enum(PO_STATUSES),
-    "executed": B, "execution_date": D, "contract_date": D, "delivery_date": D, "issued_on_date": D,
-    "letter_of_intent_date": D, "approval_letter_date": D, "returned_date": D,
-    "signed_contract_received_date": D, "payment_terms": S, "retainage_percent": N,
-    "accounting_method": _enum(ACCOUNTING_METHODS), "bill_to_address": S, "ship_to_address": S,
-    "ship_via": S, "private": B, "assignee_id": I, "origin_id": S, "origin_code": S,
-    "origin_data": S, "currency_iso_code": S, "currency_exchange_rate": N,
-}
-LINE_FIELDS: Fields = {
-    "amount": N, "cost_code_id": I, "wbs_code_id": I, "line_item_type_id": I, "description": S,
-    "quantity": N, "unit_cost": N, "uom": S, "extended_type": _enum(EXTENDED_TYPES),
-    "tax_code_id": I, "origin_id": S, "origin_data": S,
-}
-DC_FIELDS: Fields = {
-    "direct_cost_type": S, "invoice_number": S, "vendor_id": I, "employee_id": I,
-    "direct_cost_date": D, "received_date": D, "payment_date": D, "status": _enum(DC_STATUSES),
-    "terms": S, "description": S, "origin_id": S, "origin_data": S, "currency_iso_code": S,
-    "currency_exchange_rate": N,
-}
-LINE_ITEM_TYPE_FIELDS: Fields = {
-    "code": S, "name": S, "base_type": _enum(LINE_ITEM_BASE_TYPES), "origin_id": S, "origin_data": S,
-}
-COST_CODE_FIELDS: Fields = {
-    "name": S, "code": S, "parent_id": I, "standard_cost_code_id": I, "origin_id": S,
-    "origin_data": S, "position": I,
-}
+
+VENDOR_FIELDS = _fields("""
+    name abbreviated_name origin_id origin_code origin_data address city state_code zip country_code
+    business_phone mobile_phone fax_number email_address website primary_contact_id:I is_active:B
+    authorized_bidder:B prequalified:B labor_union union_member:B non_union_prevailing_wage:B license_number
+    notes vendor_group_id:I parent_id:I trade_name trade_ids:L standard_cost_code_ids:L bidding""")
+PROJECT_FIELDS = _fields("""
+    name project_number description address city state_code zip country_code phone active:B origin_id
+    origin_data origin_code estimated_start_date:D estimated_completion_date:D square_feet:I""")
+PO_FIELDS = _fields("""
+    number title vendor_id:I description status:E executed:B execution_date:D contract_date:D delivery_date:D
+    issued_on_date:D letter_of_intent_date:D approval_letter_date:D returned_date:D
+    signed_contract_received_date:D payment_terms retainage_percent:N accounting_method:E bill_to_address
+    ship_to_address ship_via private:B assignee_id:I origin_id origin_code origin_data currency_iso_code
+    currency_exchange_rate:N""", status=_enum(PO_STATUSES), accounting_method=_enum(ACCOUNTING_METHODS))
+LINE_FIELDS = _fields("""
+    amount:N cost_code_id:I wbs_code_id:I line_item_type_id:I description quantity:N unit_cost:N uom
+    extended_type:E tax_code_id:I origin_id origin_data""", extended_type=_enum(EXTENDED_TYPES))
+DC_FIELDS = _fields("""
+    direct_cost_type invoice_number vendor_id:I employee_id:I direct_cost_date:D received_date:D
+    payment_date:D status:E terms description origin_id origin_data currency_iso_code
+    currency_exchange_rate:N""", status=_enum(DC_STATUSES))
+LINE_ITEM_TYPE_FIELDS = _fields("code name base_type:E origin_id origin_data", base_type=_enum(LINE_ITEM_BASE_TYPES))
+COST_CODE_FIELDS = _fields("name code parent_id:I standard_cost_code_id:I origin_id origin_data position:I")

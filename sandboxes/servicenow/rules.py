@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from .store import IMPORT_ROW_FIELDS, SYS_FIELDS, TABLES, Table, TableDef
+from .store import IMPORT_ROW_FIELDS, SYS_FIELDS, TABLES, Row, Table, TableDef
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _SYS_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -65,7 +65,8 @@ def default_transform_maps(coalesce_column: str | None = None) -> list[Transform
         dict(name="Supplier Payment Inbound", source_table="sn_fcms_intg_supplier_payment_inbound_stage",
              target_table="sn_fin_supplier_payment", required=["supplier", "bank_account_number"],
              references={"supplier": supplier}),
-        dict(name="Purchase Order Inbound", source_table="sn_fcms_intg_imp_order", target_table="sn_shop_purchase_order",
+        dict(name="Purchase Order Inbound", source_table="sn_fcms_intg_imp_order",
+             target_table="sn_shop_purchase_order",
              field_map={"erp_po_number": "erp_number", "po_amount": "total_amount", "po_amount_currency": "currency",
                         "po_status": "status", "supplier_company_name": "supplier"},
              required=["erp_po_number", "supplier_company_name"], date_fields=["order_date"],
@@ -77,7 +78,8 @@ def default_transform_maps(coalesce_column: str | None = None) -> list[Transform
              references={"purchase_order": order, "cost_center": cost_center}),
         dict(name="Invoice Inbound", source_table="sn_spend_intg_imp_invoice", target_table="sn_shop_invoice",
              field_map={"amount_invoiced": "total_amount", "final_tax": "tax_amount"},
-             required=["external_invoice_number", "external_invoice_source", "erp_source", "invoice_date", "other_charges"],
+             required=["external_invoice_number", "external_invoice_source", "erp_source", "invoice_date",
+                       "other_charges"],
              date_fields=["invoice_date", "due_date"],
              references={"supplier": supplier, "purchase_order": order.model_copy(update={"on_missing": "ignore"})},
              defaults={"status": "pending"}),
@@ -92,7 +94,6 @@ class ImportSet:
     sys_id: str
     number: str
     staging_table: str
-    mode: str
     pending: list[str] = field(default_factory=list)  # staging row ids awaiting an async transform
 
 
@@ -105,6 +106,11 @@ def as_string(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, separators=(",", ":")).replace(":", "=")
     return str(value)
+
+
+def _listed(problem: str, columns: list[str]) -> str | None:
+    """`problem: a, b` when any columns are named, else None."""
+    return f"{problem}: {', '.join(columns)}" if columns else None
 
 
 class InstanceRules:
@@ -123,22 +129,18 @@ class InstanceRules:
         return f"{prefix}{value:0{width}d}"
 
     def _table(self, name: str, create: bool = False) -> Table:
+        """The table, made on first use; the dictionary's definition keeps customer-made `u_`
+        columns only when the instance was given them (a stock instance has none)."""
         table = self._tables.get(name)
         if table is None:
-            definition = self._definition(name)
+            definition = TABLES.get(name)
             if definition is None and not create:
                 raise KeyError(name)
+            if definition is not None:
+                columns = tuple(c for c in definition.columns if not c.startswith("u_") or c in self.custom_columns)
+                definition = replace(definition, columns=columns)
             table = self._tables[name] = Table(name, definition)
         return table
-
-    def _definition(self, name: str) -> TableDef | None:
-        """The table as this instance's dictionary has it: customer-made `u_` columns only
-        when the instance was given them (a stock instance has none)."""
-        definition = TABLES.get(name)
-        if definition is None:
-            return None
-        columns = tuple(c for c in definition.columns if not c.startswith("u_") or c in self.custom_columns)
-        return replace(definition, columns=columns)
 
     def _add_column(self, table_name: str, column: str) -> None:
         """A column created through the dictionary, as a customer adds a `u_` column."""
@@ -168,7 +170,7 @@ class InstanceRules:
 
     # ---- writes ----
 
-    def _insert(self, table: Table, values: dict[str, str], *, user: str, honour_sys: bool = False) -> dict[str, str]:
+    def _insert(self, table: Table, values: Row, *, user: str, honour_sys: bool = False) -> Row:
         now = self._clock()
         row = {column: "" for column in table.definition.columns}
         row.update({k: v for k, v in values.items() if k not in SYS_FIELDS})
@@ -182,11 +184,10 @@ class InstanceRules:
         prefix = table.definition.number_prefix
         if prefix and not row.get("number"):
             row["number"] = self._next_number(prefix)
-        table.put(row)
-        return row
+        return table.put(row)
 
-    def _update(self, table: Table, sys_id: str, values: dict[str, str], *, user: str,
-                honour_sys: bool = False, force: bool = False) -> dict[str, str]:
+    def _update(self, table: Table, sys_id: str, values: Row, *, user: str,
+                honour_sys: bool = False, force: bool = False) -> Row:
         """Apply changes; like GlideRecord, an update that changes nothing touches nothing."""
         old = table.get(sys_id)
         assert old is not None
@@ -194,33 +195,34 @@ class InstanceRules:
         system = {k: v for k, v in values.items() if honour_sys and k in SYS_FIELDS and k != "sys_id" and v}
         if not changes and not system and not force:
             return old
-        new = {**old, **changes, "sys_updated_on": self._clock(), "sys_updated_by": user,
-               "sys_mod_count": str(int(old["sys_mod_count"] or 0) + 1), **system}
-        table.put(new)
-        return new
+        return table.put({**old, **changes, "sys_updated_on": self._clock(), "sys_updated_by": user,
+                          "sys_mod_count": str(int(old["sys_mod_count"] or 0) + 1), **system})
 
-    def _writable(self, table: Table, body: dict[str, Any], *, input_display: bool) -> dict[str, str]:
-        """Request values as strings, silently dropping columns the table does not have."""
-        values: dict[str, str] = {}
+    def _writable(self, table: Table, body: dict[str, Any], *, input_display: bool) -> Row:
+        """Request values as strings, silently dropping columns the table does not have; with
+        `input_display` a reference given by its display value is resolved to the sys_id."""
+        values: Row = {}
         for key, raw in body.items():
             if (key in SYS_FIELDS and key != "sys_id") or (table.declared and key not in table.columns):
                 continue
             value = as_string(raw)
             ref_table = table.definition.references.get(key)
-            if input_display and ref_table and value:
-                value = self._resolve_display(ref_table, value)
+            target = self._tables.get(ref_table) if ref_table else None
+            if input_display and target is not None and value:
+                value = self._find_id(target, value, [target.definition.display]) or value
             values[key] = value
         return values
 
-    def _resolve_display(self, table_name: str, value: str) -> str:
-        target = self._tables.get(table_name)
-        if target is None or value in target:
+    @staticmethod
+    def _find_id(table: Table, value: str, columns: list[str]) -> str | None:
+        """`value` itself if it is a sys_id of `table`, else the first row's whose columns (in
+        turn) equal it."""
+        if value in table:
             return value
-        found = target.find(target.definition.display, value)
-        return found[0]["sys_id"] if found else value
+        return next((found[0]["sys_id"] for column in columns if (found := table.find(column, value))), None)
 
     @staticmethod
-    def _missing_mandatory(table: Table, row: dict[str, str]) -> list[str]:
+    def _missing_mandatory(table: Table, row: Row) -> list[str]:
         return [c for c in table.definition.mandatory if not row.get(c)]
 
     # ---- reads ----
@@ -233,25 +235,23 @@ class InstanceRules:
     def _link(self, table_name: str, sys_id: str) -> str:
         return f"{self.base_url}/api/now/table/{table_name}/{sys_id}"
 
-    def _render(self, table: Table, row: dict[str, str], fields: list[str] | None, display: str, links: bool) -> dict[str, Any]:
+    def _render(self, table: Table, row: Row, fields: list[str] | None, display: str, links: bool) -> dict[str, Any]:
+        """A row as the Table API answers it: `display` is "false", "true" or "all"; references
+        carry their link unless `links` is off."""
         out: dict[str, Any] = {}
-        references = table.definition.references
-        for column in fields if fields is not None else row:
-            if column not in row:
-                continue
-            value = row[column]
-            ref_table = references.get(column)
-            if ref_table and value:
-                link = self._link(ref_table, value)
-                shown = self._display_of(ref_table, value) if display != "false" else ""
-                if display == "true":
-                    out[column] = {"link": link, "display_value": shown} if links else shown
-                elif display == "all":
-                    out[column] = {"display_value": shown, **({"link": link} if links else {}), "value": value}
-                else:
-                    out[column] = {"link": link, "value": value} if links else value
-            else:
+        for column in (c for c in (fields if fields is not None else row) if c in row):
+            value, ref_table = row[column], table.definition.references.get(column)
+            if not (ref_table and value):
                 out[column] = {"display_value": value, "value": value} if display == "all" else value
+                continue
+            link = {"link": self._link(ref_table, value)} if links else {}
+            shown = self._display_of(ref_table, value) if display != "false" else ""
+            if display == "true":
+                out[column] = {**link, "display_value": shown} if links else shown
+            elif display == "all":
+                out[column] = {"display_value": shown, **link, "value": value}
+            else:
+                out[column] = {**link, "value": value} if links else value
         return out
 
     # ---- import sets ----
@@ -262,19 +262,20 @@ class InstanceRules:
         row = self._insert(self._table("sys_import_set"), {
             "number": self._next_number("ISET"), "table_name": staging, "state": "loading", "mode": mode,
             "multi_import_set": multi}, user=self.username)
-        iset = self._import_sets[row["sys_id"]] = ImportSet(row["sys_id"], row["number"], staging, mode)
+        iset = self._import_sets[row["sys_id"]] = ImportSet(row["sys_id"], row["number"], staging)
         if mode == "synchronous":
             self._open_sets[staging] = iset.sys_id
         return iset
 
-    def _stage(self, staging: Table, iset: ImportSet, body: dict[str, Any], user: str) -> dict[str, str]:
+    def _stage(self, staging: Table, iset: ImportSet, body: dict[str, Any], user: str) -> Row:
         """A staging row: columns the staging table lacks are dropped, as on the instance."""
         values = self._writable(staging, body, input_display=False)
         values.pop("sys_id", None)
         values.update(sys_import_set=iset.sys_id, sys_import_state="pending", sys_import_row=str(len(staging)))
         return self._insert(staging, values, user=user)
 
-    def _result(self, tmap_name: str, table: str, status: str, sys_id: str, shown: str = "", **extra: str) -> dict[str, Any]:
+    def _result(self, tmap_name: str, table: str, status: str, sys_id: str, shown: str = "",
+                **extra: str) -> dict[str, Any]:
         """One Import Set result: transform_map, table, display_name, display_value, record_link,
         status and sys_id (the target's; the staging row's when the transform failed)."""
         target = self._tables.get(table)
@@ -283,7 +284,7 @@ class InstanceRules:
         return {"transform_map": tmap_name, "table": table, "display_name": display, "display_value": shown,
                 "record_link": link, "status": status, "sys_id": sys_id, **extra}
 
-    def _run_transforms(self, staging: Table, row: dict[str, str], user: str) -> list[dict[str, Any]]:
+    def _run_transforms(self, staging: Table, row: Row, user: str) -> list[dict[str, Any]]:
         results = [self._transform(tmap, row, user) for tmap in self._maps.get(staging.name, [])]
         first = results[0] if results else self._result("", "", "error", row["sys_id"],
                                                        error_message="No transform map found")
@@ -296,71 +297,64 @@ class InstanceRules:
         }, user=user)
         return results or [first]
 
-    def _transform(self, tmap: TransformMap, staged: dict[str, str], user: str) -> dict[str, Any]:
+    def _transform(self, tmap: TransformMap, staged: Row, user: str) -> dict[str, Any]:
+        """One map applied to a staged row: the script's checks, the field map, references,
+        choices and defaults, then an update of the coalesced row or an insert."""
         target = self._table(tmap.target_table, create=True)
-
-        def error(message: str) -> dict[str, Any]:
-            return self._result(tmap.name, tmap.target_table, "error", staged["sys_id"],
-                                error_message=message, status_message=message)
-
-        missing = [c for c in tmap.required if not staged.get(c)]
-        if missing:
-            return error(f"Mandatory field(s) missing: {', '.join(missing)}")
-        bad_dates = [c for c in tmap.date_fields if staged.get(c) and not _DATE.match(staged[c])]
-        if bad_dates:
-            return error(f"Invalid date (expected yyyy-mm-dd): {', '.join(bad_dates)}")
-        values: dict[str, str] = {}
+        values: Row = {}
         for column, value in staged.items():
             if column in SYS_FIELDS or column in IMPORT_ROW_FIELDS or (value == "" and not tmap.copy_empty):
                 continue
             target_column = tmap.field_map.get(column) or (column if tmap.auto_map else None)
             if target_column and (not target.declared or target_column in target.columns):
                 values[target_column] = value
+        error = _listed("Mandatory field(s) missing", [c for c in tmap.required if not staged.get(c)]) or _listed(
+            "Invalid date (expected yyyy-mm-dd)",
+            [c for c in tmap.date_fields if staged.get(c) and not _DATE.match(staged[c])])
         for column, rule in tmap.references.items():
-            if not values.get(column):
+            if error or not values.get(column):
                 continue
             resolved = self._resolve_reference(rule, values[column], user)
             if resolved is not None:
                 values[column] = resolved
             elif rule.on_missing == "reject":
-                return error(f"Reference field value rejected: {column} '{values[column]}' not found in {rule.table}")
+                error = f"Reference field value rejected: {column} '{values[column]}' not found in {rule.table}"
             else:
                 values.pop(column)
-        for column, allowed in tmap.choices.items():
-            if values.get(column) and values[column] not in allowed:
-                return error(f"Choice field value rejected: {column} '{values[column]}'")
+        error = error or next((f"Choice field value rejected: {column} '{values[column]}'"
+                               for column, allowed in tmap.choices.items()
+                               if values.get(column) and values[column] not in allowed), None)
         values.update(tmap.defaults)
-        existing = self._coalesce(target, tmap, values)
+        existing = None if error else self._coalesce(target, tmap, values)
+        if existing is None and not error:
+            error = _listed("Data Policy Exception: The following fields are mandatory",
+                            self._missing_mandatory(target, values))
+        if error:
+            return self._result(tmap.name, tmap.target_table, "error", staged["sys_id"],
+                                error_message=error, status_message=error)
         if existing is not None:
             row = self._update(target, existing["sys_id"], values, user=user)
             status = "updated" if row is not existing else "ignored"
         else:
-            missing = self._missing_mandatory(target, values)
-            if missing:
-                return error(f"Data Policy Exception: The following fields are mandatory: {', '.join(missing)}")
             row, status = self._insert(target, values, user=user), "inserted"
         extra = {"status_message": "No field values changed"} if status == "ignored" else {}
         return self._result(tmap.name, tmap.target_table, status, row["sys_id"],
                             row.get(target.definition.display, ""), **extra)
 
     @staticmethod
-    def _coalesce(target: Table, tmap: TransformMap, values: dict[str, str]) -> dict[str, str] | None:
+    def _coalesce(target: Table, tmap: TransformMap, values: Row) -> Row | None:
         if not tmap.coalesce or any(not values.get(c) for c in tmap.coalesce):
             return None
         first, *rest = tmap.coalesce
-        return next((row for row in target.find(first, values[first]) if all(row.get(c, "") == values[c] for c in rest)), None)
+        found = target.find(first, values[first])
+        return next((row for row in found if all(row.get(c, "") == values[c] for c in rest)), None)
 
     def _resolve_reference(self, rule: ReferenceRule, value: str, user: str) -> str | None:
         table = self._table(rule.table, create=True)
-        if value in table:
-            return value
-        for column in rule.match_fields:
-            found = table.find(column, value)
-            if found:
-                return found[0]["sys_id"]
-        if rule.on_missing == "create":
+        found = self._find_id(table, value, rule.match_fields)
+        if found is None and rule.on_missing == "create":
             return self._insert(table, {table.definition.display: value}, user=user)["sys_id"]
-        return None
+        return found
 
     def _process_pending(self, iset_id: str, generation: int) -> None:
         with self.lock:
@@ -373,7 +367,7 @@ class InstanceRules:
             iset.pending.clear()
             self._update(self._tables["sys_import_set"], iset.sys_id, {"state": "processed"}, user=self.username)
 
-    def _staged_result(self, row: dict[str, str]) -> dict[str, Any]:
+    def _staged_result(self, row: Row) -> dict[str, Any]:
         """A staging row's result as `GET /import/<staging>/<sys_id>` answers it."""
         table, target_id = row.get("sys_target_table", ""), row.get("sys_target_sys_id", "")
         result = self._result(row.get("sys_transform_map", ""), table, row.get("sys_import_state", ""), target_id,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 from sandboxes.kit import seed as words
 
 from .rules import TIME_FORMAT
-from .store import TABLES
+from .store import TABLES, Row
 
 if TYPE_CHECKING:
     from .sandbox import ServiceNowSandbox
@@ -25,7 +25,6 @@ DEPARTMENTS = words.DEPARTMENTS[:8]  # cost centre account numbers are 6000 + 10
 ERP_SOURCE = "Epicor Kinetic"
 LEGAL_ENTITY = "ML Manufacturing US"
 GL_ACCOUNTS = ("Materials expense", "Freight in", "Repairs and maintenance", "Utilities")
-Row = dict[str, str]
 
 
 def _next_in(cycle: tuple[str, ...]) -> Callable[[random.Random, str], str]:
@@ -45,6 +44,10 @@ def _day(at: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(at))
 
 
+def _stamp(at: int) -> str:
+    return time.strftime(TIME_FORMAT, time.gmtime(at))
+
+
 class Seeder:
     """Fills a sandbox deterministically: suppliers with near-duplicates, multi-line POs, invoices."""
 
@@ -62,21 +65,18 @@ class Seeder:
         self._procurement_pos(companies)
 
     def _add(self, table_name: str, values: Row) -> Row:
-        table = self.sb._tables[table_name]
-        created = SEED_EPOCH + self.rng.randrange(SEED_SPAN)
+        """A row created at a seeded moment of the history, by seeded system fields."""
+        created = self._when()
         updated = min(SEED_EPOCH + SEED_SPAN, created + self.rng.randrange(30 * 86400))
-        row = {column: "" for column in table.definition.columns}
-        row.update(values)
-        if table.definition.number_prefix and not row.get("number"):
-            row["number"] = self.sb._next_number(table.definition.number_prefix)
-        row.update(sys_id=f"{self.rng.getrandbits(128):032x}", sys_created_on=time.strftime(TIME_FORMAT, time.gmtime(created)),
-                   sys_created_by="admin", sys_updated_on=time.strftime(TIME_FORMAT, time.gmtime(updated)),
-                   sys_updated_by=self.rng.choice(("admin", "system", "ml.integration")),
-                   sys_mod_count=str(self.rng.randint(0, 6) if updated > created else 0))
-        return self.sb._tables[table_name].put(row)
+        return self.sb._insert(self.sb._tables[table_name], {
+            **values, "sys_id": f"{self.rng.getrandbits(128):032x}", "sys_created_on": _stamp(created),
+            "sys_created_by": "admin", "sys_updated_on": _stamp(updated),
+            "sys_updated_by": self.rng.choice(("admin", "system", "ml.integration")),
+            "sys_mod_count": str(self.rng.randint(0, 6) if updated > created else 0)}, user="admin", honour_sys=True)
 
-    def _money(self, low: float, high: float) -> Decimal:
-        return words.amount(self.rng, low, high)
+    def _when(self) -> int:
+        """A seeded moment of the seeded history."""
+        return SEED_EPOCH + self.rng.randrange(SEED_SPAN)
 
     def _users(self) -> list[Row]:
         people = {"ml.integration": words.Person("Integration", "User")}
@@ -92,9 +92,11 @@ class Seeder:
         for i in range(max(8, min(60, self.n // 20))):
             department, plant = i % len(DEPARTMENTS), i // len(DEPARTMENTS) + 1
             centers.append(self._add("cmn_cost_center", {
-                "name": f"{DEPARTMENTS[department]} - Plant {plant}", "account_number": f"{6000 + department * 100}-{plant:02d}",
-                "manager": self.rng.choice(users[1:])["sys_id"], "parent": centers[department]["sys_id"] if plant > 1 else "",
-                "valid_from": "2024-01-01", "valid_to": "", "location": words.pick(self.rng, words.CITIES).name}))
+                "name": f"{DEPARTMENTS[department]} - Plant {plant}",
+                "account_number": f"{6000 + department * 100}-{plant:02d}",
+                "manager": self.rng.choice(users[1:])["sys_id"],
+                "parent": centers[department]["sys_id"] if plant > 1 else "", "valid_from": "2024-01-01",
+                "valid_to": "", "location": words.pick(self.rng, words.CITIES).name}))
         for i, name in enumerate(GL_ACCOUNTS):
             self._add("sn_fin_gl_account", {"name": name, "account_number": f"{6000 + i * 100}",
                                             "account_type": "expense", "active": "true"})
@@ -116,8 +118,9 @@ class Seeder:
                 "name": name, "vendor": "true", "customer": "false", "manufacturer": "false", "vendor_type": "Supplier",
                 "phone": words.phone(self.rng), "website": f"https://www.{words.domain_for(name)}", **self._address()}))
         for i in range(max(1, self.n // 10)):
-            self._add("core_company", {"name": f"{words.pick(self.rng, words.COMPANY_STEMS)} Holdings {i + 1}",
-                                       "vendor": "false", "customer": "true", "manufacturer": "false", **self._address()})
+            self._add("core_company", {
+                "name": f"{words.pick(self.rng, words.COMPANY_STEMS)} Holdings {i + 1}", "vendor": "false",
+                "customer": "true", "manufacturer": "false", **self._address()})
         return vendors
 
     def _address(self) -> Row:
@@ -139,7 +142,7 @@ class Seeder:
         orders: list[Row] = []
         for i in range(self.n if suppliers else 0):
             supplier, center = self.rng.choice(suppliers), self.rng.choice(centers)
-            lines = [(words.item(self.rng).description, self.rng.randint(1, 200), self._money(1, 450))
+            lines = [(words.item(self.rng).description, self.rng.randint(1, 200), words.amount(self.rng, 1, 450))
                      for _ in range(self.rng.randint(1, 4))]
             order = self._add("sn_shop_purchase_order", {
                 "erp_number": str(4000 + i), "supplier": supplier["sys_id"], "legal_entity": LEGAL_ENTITY,
@@ -147,7 +150,7 @@ class Seeder:
                 "total_amount": f"{sum(q * p for _, q, p in lines):.2f}", "currency": supplier["currency"],
                 "status": self.rng.choice(PO_STATUSES), "payment_term": supplier["payment_term"],
                 "cost_center": center["sys_id"], "erp_source": ERP_SOURCE,
-                "order_date": _day(SEED_EPOCH + self.rng.randrange(SEED_SPAN))})
+                "order_date": _day(self._when())})
             for number, (description, quantity, price) in enumerate(lines, start=1):
                 self._add("sn_shop_purchase_order_line", {
                     "purchase_order": order["sys_id"], "line_number": str(number), "description": description,
@@ -159,31 +162,33 @@ class Seeder:
     def _invoices(self, orders: list[Row], suppliers: list[Row], centers: list[Row]) -> None:
         for i in range(self.n // 2 if orders else 0):
             order = self.rng.choice(orders) if self.rng.random() < 0.8 else None
-            amounts = [self._money(20, 4000) for _ in range(self.rng.randint(1, 3))]
+            amounts = [words.amount(self.rng, 20, 4000) for _ in range(self.rng.randint(1, 3))]
             tax = (sum(amounts) * Decimal("0.07")).quantize(Decimal("0.01"))
-            day = SEED_EPOCH + self.rng.randrange(SEED_SPAN)
+            day = self._when()
             invoice = self._add("sn_shop_invoice", {
                 "external_invoice_number": f"V{self.rng.randint(10000, 99999)}-{i + 1}",
                 "external_invoice_source": ERP_SOURCE, "erp_source": ERP_SOURCE, "invoice_date": _day(day),
-                "due_date": _day(day + 30 * 86400), "other_charges": "0.00", "total_amount": f"{sum(amounts) + tax:.2f}",
-                "currency": "USD", "discounts": "0.00", "tax_amount": f"{tax:.2f}", "invoice_type": "PO" if order else "Non-PO",
+                "due_date": _day(day + 30 * 86400), "other_charges": "0.00",
+                "total_amount": f"{sum(amounts) + tax:.2f}", "currency": "USD", "discounts": "0.00",
+                "tax_amount": f"{tax:.2f}", "invoice_type": "PO" if order else "Non-PO",
                 "legal_entity": LEGAL_ENTITY, "purchase_order": order["sys_id"] if order else "",
                 "supplier": order["supplier"] if order else self.rng.choice(suppliers)["sys_id"],
                 "erp_number": str(9000 + i), "payment_terms": "Net 30", "status": self.rng.choice(INVOICE_STATUSES)})
             for number, amount in enumerate(amounts, start=1):
                 self._add("sn_shop_invoice_line", {
-                    "invoice": invoice["sys_id"], "line_number": str(number), "description": words.item(self.rng).description,
-                    "quantity": "1", "unit_price": f"{amount:.2f}", "amount": f"{amount:.2f}",
-                    "cost_center": self.rng.choice(centers)["sys_id"], "gl_account": f"{6000 + self.rng.randrange(4) * 100}"})
+                    "invoice": invoice["sys_id"], "line_number": str(number),
+                    "description": words.item(self.rng).description, "quantity": "1", "unit_price": f"{amount:.2f}",
+                    "amount": f"{amount:.2f}", "cost_center": self.rng.choice(centers)["sys_id"],
+                    "gl_account": f"{6000 + self.rng.randrange(4) * 100}"})
 
     def _procurement_pos(self, companies: list[Row]) -> None:
         for _ in range(self.n // 5 if companies else 0):
-            items = [(words.item(self.rng).description, self.rng.randint(1, 50), self._money(5, 300))
+            items = [(words.item(self.rng).description, self.rng.randint(1, 50), words.amount(self.rng, 5, 300))
                      for _ in range(self.rng.randint(1, 3))]
             po = self._add("proc_po", {
                 "vendor": self.rng.choice(companies)["sys_id"], "short_description": items[0][0],
                 "status": self.rng.choice(("requested", "ordered", "received")),
-                "total_cost": f"{sum(q * c for _, q, c in items):.2f}", "po_date": _day(SEED_EPOCH + self.rng.randrange(SEED_SPAN))})
+                "total_cost": f"{sum(q * c for _, q, c in items):.2f}", "po_date": _day(self._when())})
             for description, quantity, cost in items:
                 self._add("proc_po_item", {"purchase_order": po["sys_id"], "short_description": description,
                                            "ordered_quantity": str(quantity), "cost": f"{cost:.2f}",

@@ -7,8 +7,8 @@ and RFC 7807 errors, shaped exactly as the vendor's OpenAPI specs describe the r
 webhooks with the vendor's retry schedule. Facts marked (unconfirmed) in
 shared/vendor-apis/servicetitan.md are settings here, defaulting to the documented guess.
 
-Layout: `vendor` (facts, value formats, errors), `store` (tables and the seeded tenant),
-`rules` (business rules), `routes` (the HTTP surface), `params` (request reading),
+Layout: `vendor` (facts, value formats, errors, read views), `store` (tables and the seeded
+tenant), `rules` (business rules), `routes` (the HTTP surface), `params` (reading and checking requests),
 `webhooks` (signed deliveries and retries).
 """
 
@@ -30,25 +30,11 @@ from sandboxes.servicetitan.vendor import (
 )
 from sandboxes.servicetitan.webhooks import WebhookHub
 
-# ---- the sandbox -------------------------------------------------------------------------------
 
 class ServiceTitanSandbox(RoutesMixin, RulesMixin, StoreMixin, Sandbox):
     """ServiceTitan's auth and API hosts. State lives in `self.tables` under `self.lock`."""
 
     vendor = "servicetitan"
-
-    # Event names are (unconfirmed); each entity maps to (created, updated) event types.
-    event_types: dict[str, tuple[str | None, str | None]] = {
-        "purchase_orders": ("purchase-order.created", "purchase-order.updated"),
-        "inventory_bills": ("inventory-bill.created", "inventory-bill.updated"),
-        "ap_bills": ("ap-bill.created", None),
-        "invoices": ("invoice.created", "invoice.updated"),
-        "payments": ("payment.created", None),
-        "ap_payments": ("ap-payment.created", None),
-        "customers": ("customer.created", "customer.updated"),
-        "vendors": ("vendor.created", "vendor.updated"),
-        "jobs": ("job.created", None),
-    }
 
     def __init__(
         self,
@@ -68,14 +54,12 @@ class ServiceTitanSandbox(RoutesMixin, RulesMixin, StoreMixin, Sandbox):
         # inventory bill, and nothing else; large backfills without a tenant's whole history.
         self.seed_scope = seed_scope
         creds = random.Random(f"servicetitan-credentials-{options.seed}")
+        alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+        self.client_id, self.client_secret, self.app_key = (f"{prefix}.{''.join(creds.choices(alphabet, k=k))}"
+                                                            for prefix, k in (("cid", 24), ("cs1", 48), ("ak1", 36)))
         self.tenant_id = tenant_id
-        self.client_id = f"cid.{''.join(creds.choices('abcdefghijklmnopqrstuvwxyz0123456789', k=24))}"
-        self.client_secret = f"cs1.{''.join(creds.choices('abcdefghijklmnopqrstuvwxyz0123456789', k=48))}"
-        self.app_key = f"ak1.{''.join(creds.choices('abcdefghijklmnopqrstuvwxyz0123456789', k=36))}"
         self.token_ttl = options.token_ttl or DEFAULT_TOKEN_TTL
-        limit = DEFAULT_RATE_LIMIT if options.rate_limit is None else options.rate_limit
-        self.rate = RateWindow(limit or None)
-        self.app_scopes: set[str] = set(ALL_SCOPES)
+        self.rate = RateWindow(None)  # its limit is set by clear_state
         self.webhook_retry_scale = webhook_retry_scale
         self.webhook_retry_schedule = tuple(webhook_retry_schedule)
         self.webhook_timeout = webhook_timeout
@@ -83,14 +67,8 @@ class ServiceTitanSandbox(RoutesMixin, RulesMixin, StoreMixin, Sandbox):
         self.export_page_size = export_page_size
         self.unique_vendor_names = unique_vendor_names
         self.clock = Clock(MILLISECOND_US)
-        self.tables: dict[str, Table] = {}
-        self._item_ids = itertools.count(1_000_001)
-        self._location_ids = itertools.count(110_001)
-        self._tick_rng = random.Random(options.seed + 2)
-        self._gl_cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
-        self.webhooks: WebhookHub | None = None  # built once the base class has set options
+        self.webhooks = WebhookHub(self, options.seed)
         super().__init__(options)
-        self.webhooks = WebhookHub(self)
 
     # ---- Sandbox contract ----------------------------------------------------------------
 
@@ -112,17 +90,11 @@ class ServiceTitanSandbox(RoutesMixin, RulesMixin, StoreMixin, Sandbox):
         self.rate.limit = DEFAULT_RATE_LIMIT if self.options.rate_limit is None else (self.options.rate_limit or None)
         self.rate.reset()
         self.app_scopes = set(ALL_SCOPES)
-        if getattr(self, "webhooks", None) is not None:
-            self.webhooks.clear()
+        self.webhooks.clear()
 
     def get_entities(self, entity: str) -> list[dict[str, Any]]:
         table = self.tables[self._entity_name(entity)]
         return [json.loads(json.dumps(row.view)) for row in table.rows.values()]
-
-    def wait_for_deliveries(self, timeout: float = 10.0) -> bool:
-        """True once no webhook delivery is queued, in flight or waiting for a retry."""
-        assert self.webhooks is not None
-        return self.webhooks.wait_idle(timeout)
 
 __all__ = ["ALL_SCOPES", "APP_KEY_MISSING", "BUSINESS_UNITS", "GL_ACCOUNTS", "RESOURCES", "SKUS", "ServiceTitanSandbox",
            "sign_webhook"]

@@ -1,12 +1,24 @@
-"""Reading ServiceTitan requests: JSON bodies, query parameters and continuation tokens, with
-the vendor's validation messages."""
+"""Reading ServiceTitan requests: JSON bodies and their field checks with the vendor's
+validation messages, query parameters, continuation tokens, and the PATCH field maps."""
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+import uuid
+from typing import Any, Callable
 
-from sandboxes.servicetitan.vendor import VALIDATION_TITLE, ApiError, _address, invalid, iso, parse_when
+from flask import request
+
+from sandboxes.servicetitan.store import Row
+from sandboxes.servicetitan.vendor import VALIDATION_TITLE, ApiError, _address, invalid, iso, num, parse_when
+
+Errors = dict[str, list[str]]
+
+NUMBER = (int, float)
+ADDRESS_FIELDS = ("street", "unit", "city", "state", "zip", "country")
+_TOKEN_PREFIX = "c1"
+
+# ---- reading requests ------------------------------------------------------------------------
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -25,23 +37,23 @@ def _type_ok(value: Any, expected: type | tuple[type, ...]) -> bool:
     return isinstance(value, expected)
 
 
-def _required(body: dict[str, Any], fields: dict[str, Any], prefix: str = "") -> dict[str, list[str]]:
-    errors: dict[str, list[str]] = {}
+def _fields(body: dict[str, Any], fields: dict[str, Any], prefix: str = "", required: bool = True) -> Errors:
+    """A field error for each field that is missing (when `required`) or not of its type."""
+    errors: Errors = {}
     for name, expected in fields.items():
-        label = prefix + _pascal(name)
         if body.get(name) is None:
-            errors[label] = [f"The {_pascal(name)} field is required."]
+            if required:
+                errors[prefix + _pascal(name)] = [f"The {_pascal(name)} field is required."]
         elif not _type_ok(body[name], expected):
-            errors[label] = [f"The value for {_pascal(name)} is not valid."]
+            errors[prefix + _pascal(name)] = [f"The value for {_pascal(name)} is not valid."]
     return errors
 
 
-def _types(body: dict[str, Any], fields: dict[str, Any]) -> dict[str, list[str]]:
-    return {_pascal(name): [f"The value for {_pascal(name)} is not valid."]
-            for name, expected in fields.items() if body.get(name) is not None and not _type_ok(body[name], expected)}
+def _types(body: dict[str, Any], fields: dict[str, Any]) -> Errors:
+    return _fields(body, fields, required=False)
 
 
-def _contact_errors(contacts: Any, label: str) -> dict[str, list[str]]:
+def _contact_errors(contacts: Any, label: str) -> Errors:
     if contacts is None:
         return {}
     if not isinstance(contacts, list):
@@ -53,6 +65,37 @@ def _contact_errors(contacts: Any, label: str) -> dict[str, list[str]]:
         elif not isinstance(contact.get("value"), str) or not contact["value"]:
             errors[f"{label}[{index}].Value"] = ["The Value field is required."]
     return errors
+
+
+def _date_errors(body: dict[str, Any], names: tuple[str, ...]) -> Errors:
+    errors = {}
+    for name in names:
+        if isinstance(body.get(name), str):
+            try:
+                parse_when(body[name])
+            except ValueError:
+                errors[_pascal(name)] = [f"The value '{body[name]}' is not a valid date-time."]
+    return errors
+
+
+def _choice_error(body: dict[str, Any], name: str, choices: Any) -> Errors:
+    """The vendor's answer to a value outside an enumeration (absent or null is no error)."""
+    if body.get(name) is not None and body[name] not in choices:
+        return {_pascal(name): [f"The value '{body[name]}' is not valid."]}
+    return {}
+
+
+def _customer_rules(body: dict[str, Any]) -> Errors:
+    errors = _choice_error(body, "type", ("Residential", "Commercial"))
+    if isinstance(body.get("name"), str) and not body["name"].strip():
+        errors["Name"] = ["The Name field is required."]
+    return errors
+
+
+def _refuse(errors: Errors) -> None:
+    """Answer the vendor's 400 with every field error found, if any."""
+    if errors:
+        raise ApiError(400, VALIDATION_TITLE, errors)
 
 
 def _int_value(name: str, raw: str) -> int:
@@ -86,22 +129,11 @@ def _list_arg(args: Any, name: str) -> list[str]:
     return [part.strip() for raw in args.getlist(name) for part in raw.split(",") if part.strip()]
 
 
-def _is_when(text: str) -> bool:
-    try:
-        parse_when(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _when_arg(name: str, raw: str) -> int:
     try:
         return parse_when(raw)
     except ValueError:
         raise invalid(name, f"The value '{raw}' is not valid.") from None
-
-
-_TOKEN_PREFIX = "c1"
 
 
 def _encode_token(entity: str, position: int) -> str:
@@ -128,10 +160,19 @@ def _at(view: dict[str, Any], path: Any) -> Any:
     return value
 
 
-def _refuse(errors: dict[str, list[str]]) -> None:
-    """Answer the vendor's 400 with every field error found, if any."""
-    if errors:
-        raise ApiError(400, VALIDATION_TITLE, errors)
+def _filter_test(kind: str, spec: tuple[str, ...], wanted: Any) -> Callable[[Row], bool]:
+    """The check of one list filter (kinds: see vendor._BILL_FILTERS) for its parsed value."""
+    if kind in ("eq", "int"):
+        return lambda r: _at(r.view, spec) == wanted
+    if kind == "ieq":
+        return lambda r: r.view[spec[0]].lower() == wanted
+    if kind == "contains":
+        return lambda r: wanted in r.view[spec[0]].lower()
+    if kind == "in":
+        return lambda r: str(r.view.get(spec[0]) or "").lower() in wanted
+    if kind == "ints":
+        return lambda r: _at(r.view, spec) in wanted
+    return lambda r: any(a[spec[1]] in wanted for a in r.view[spec[0]] or ())  # any
 
 
 def _when_iso(text: str) -> str:
@@ -142,7 +183,15 @@ def _when_iso(text: str) -> str:
 def _ship_address(ship_to: dict[str, Any]) -> dict[str, Any]:
     """The read view's shipTo from a request's `shipTo{description, address}`."""
     ship = ship_to.get("address") or {}
-    return _address(*(ship.get(key, "") for key in ("street", "unit", "city", "state", "zip", "country")))
+    return _address(*(ship.get(key, "") for key in ADDRESS_FIELDS))
+
+
+def _pick_address(raw: dict[str, Any], geo: bool = False) -> dict[str, Any]:
+    """Only the address fields the read view has (request bodies may carry others)."""
+    address = {key: raw.get(key) if key != "unit" else raw.get(key) or "" for key in ADDRESS_FIELDS}
+    if geo:
+        address.update(latitude=raw.get("latitude"), longitude=raw.get("longitude"))
+    return address
 
 
 def _patch(view: dict[str, Any], body: dict[str, Any], fields: dict[str, Any]) -> None:
@@ -155,3 +204,60 @@ def _patch(view: dict[str, Any], body: dict[str, Any], fields: dict[str, Any]) -
             for parent in parents:
                 place = place[parent]
             place[last] = convert(body[name]) if convert else body[name]
+
+
+External = tuple[str, list[tuple[str, str | None]], str]
+
+
+def _parse_external(external: Any) -> External | None:
+    """Validate an externalData patch: (application guid, key/value pairs, patch mode)."""
+    if not external:
+        return None
+    if not isinstance(external, dict) or not external.get("applicationGuid"):
+        raise invalid("ExternalData.ApplicationGuid", "The ApplicationGuid field is required.")
+    try:
+        guid = str(uuid.UUID(str(external["applicationGuid"])))
+    except ValueError:
+        raise invalid("ExternalData.ApplicationGuid", "The value is not a valid GUID.") from None
+    pairs = external.get("externalData")
+    if not isinstance(pairs, list) or not all(isinstance(p, dict) and isinstance(p.get("key"), str) for p in pairs):
+        raise invalid("ExternalData.ExternalData", "A list of {key, value} pairs is required.")
+    mode = external.get("patchMode") or "Replace"
+    if mode not in ("Replace", "Merge"):
+        raise invalid("ExternalData.PatchMode", f"The value '{mode}' is not valid.")
+    return guid, [(p["key"], None if p.get("value") is None else str(p["value"])) for p in pairs], mode
+
+
+def _apply_external(row: Row, parsed: External | None) -> None:
+    if parsed is None:
+        return
+    guid, pairs, mode = parsed
+    store = row.external.setdefault(guid, {})
+    if mode == "Replace":
+        store.clear()
+    for key, value in pairs:
+        if value is None:
+            store.pop(key, None)
+        else:
+            store[key] = value
+
+
+# PATCH bodies laid over read views: request field -> view field, or (view field, conversion).
+VENDOR_PATCH = {"name": ("name", str.strip), "active": "active", "memo": "memo",
+                "isTruckReplenishment": "isTruckReplenishment", "deliveryOption": "deliveryOption",
+                **{key: (f"contactInfo.{key}", lambda value: value or "")
+                   for key in ("firstName", "lastName", "phone", "email", "fax")},
+                "taxRate": ("defaultTaxRate", float), "restrictedMobileCreation": "isMobileCreationRestricted",
+                "address": ("address", _pick_address)}
+PO_PATCH = {**{key: key for key in ("vendorId", "typeId", "businessUnitId", "inventoryLocationId", "jobId",
+                                    "technicianId", "projectId")},
+            "memo": "summary", "vendorInvoiceNumber": "vendorDocumentNumber", "date": ("date", _when_iso),
+            "requiredOn": ("requiredOn", _when_iso), "tax": ("tax", num), "shipping": ("shipping", num),
+            "shipTo": ("shipTo", _ship_address)}
+CUSTOMER_PATCH = {"name": ("name", str.strip), **{key: key for key in (
+    "type", "doNotMail", "doNotService", "nationalAccount", "active", "tagTypeIds", "taxExempt", "paymentTermId",
+    "creditLimit", "creditLimitBalance")}, "address": ("address", lambda address: _pick_address(address, geo=True))}
+PAYMENT_PATCH = {"active": "active", "authCode": "authCode", "checkNumber": "checkNumber", "memo": "memo",
+                 "status": "syncStatus", "paidOn": ("date", _when_iso)}
+# The request fields of a PO item (an update also names the item's id).
+PO_ITEM_FIELDS = {"skuId": int, "description": str, "vendorPartNumber": str, "quantity": NUMBER, "cost": NUMBER}

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import json
 import random
-import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 
 from sandboxes.kit import seed as words
 from sandboxes.servicetitan.store import ADJUSTMENT_TYPES, SKUS, Row, _random_row
 from sandboxes.servicetitan.vendor import (
-    PAYMENT_TYPES, PO_STATUSES, RESOURCES, _CENT, _address, dec, invalid, iso, money, num,
+    ADJUSTMENT, AP_BILL, AP_BILL_ITEM, AP_PAYMENT, BILL_ITEM, GL_ACCOUNT, INVENTORY_BILL, JOB, PAYMENT, PAYMENT_TYPES,
+    PO_STATUSES, RESOURCES, VENDOR, WAREHOUSE, _address, dec, fresh, iso, money, num,
 )
-from sandboxes.servicetitan.views import (
-    ADJUSTMENT, AP_BILL, AP_BILL_ITEM, AP_PAYMENT, BILL_ITEM, GL_ACCOUNT, INVENTORY_BILL, JOB, PAYMENT, VENDOR, WAREHOUSE,
-    fresh,
-)
+
+
+# Control-API entity names also answer without separators ("purchaseorders" for purchase_orders).
+_ALIASES = {entity.replace("_", ""): entity for entity in RESOURCES if "_" in entity}
 
 
 class RulesMixin:
@@ -63,18 +63,16 @@ class RulesMixin:
 
     # ---- changes and events ------------------------------------------------------------------
 
-    def _touch(self, entity: str, row: Row, now_us: int | None = None) -> None:
-        now = now_us if now_us is not None else self.clock.now_us()
-        row.modified_us = now
+    def _touch(self, entity: str, row: Row) -> None:
+        now = row.modified_us = self.clock.now_us()
         row.view["modifiedOn"] = iso(now)
         if "active" in row.view:
             row.active = bool(row.view["active"])
-        self.tables[entity].stamp(row)
+        self.tables[entity].store.touch(row.id)
 
     def _emit(self, entity: str, kind: str, row: Row) -> None:
-        created, updated = self.event_types.get(entity, (None, None))
-        event_type = created if kind == "created" else updated
-        if event_type and self.webhooks is not None:
+        event_type = RESOURCES[entity].event_type(kind)
+        if event_type:
             self.webhooks.emit(event_type, self.tenant_id, row.view)  # serialized at once, under the lock
 
     def _create(self, entity: str, view: dict[str, Any], extra: dict[str, Any] | None = None) -> Row:
@@ -138,60 +136,47 @@ class RulesMixin:
                     self._receive(row)
                 return
             v["summary"] = f"{v['summary'].split(' (')[0]} (rev {rng.randint(2, 99)})"
-        elif entity == "customers":
-            v["doNotMail"] = not v["doNotMail"]
-        elif entity == "invoices":
-            v["reviewStatus"] = rng.choice(("Reviewed", "Invoiced", "ReadyForBilling", "OnHold"))
-        elif entity == "vendors":
-            v["contactInfo"]["phone"] = words.phone(rng, "digits")
-        elif entity == "inventory_bills":
-            v["summary"] = f"{(v['summary'] or '').split(' (')[0]} (rev {rng.randint(2, 99)})"
-        elif entity == "payments":
-            v["memo"] = f"Reviewed {rng.randint(1, 999)}"
-        elif entity == "ap_bills":
-            v["status"] = rng.choice(("Unreconciled", "Reconciled", "Discrepancy"))
-        else:
-            if "memo" in v:
-                v["memo"] = f"Updated {rng.randint(1, 999)}"
-            elif "summary" in v:
-                v["summary"] = f"Updated {rng.randint(1, 999)}"
+        edits: dict[str, Callable[[], Any]] = {  # one routine change per collection, drawn from `rng`
+            "customers": lambda: v.update(doNotMail=not v["doNotMail"]),
+            "invoices": lambda: v.update(reviewStatus=rng.choice(("Reviewed", "Invoiced", "ReadyForBilling",
+                                                                  "OnHold"))),
+            "vendors": lambda: v["contactInfo"].update(phone=words.phone(rng, "digits")),
+            "inventory_bills": lambda: v.update(summary=f"{(v['summary'] or '').split(' (')[0]} "
+                                                        f"(rev {rng.randint(2, 99)})"),
+            "payments": lambda: v.update(memo=f"Reviewed {rng.randint(1, 999)}"),
+            "ap_bills": lambda: v.update(status=rng.choice(("Unreconciled", "Reconciled", "Discrepancy"))),
+        }
+        if entity in edits:
+            edits[entity]()
+        elif entity != "purchase_orders" and ("memo" in v or "summary" in v):
+            v["memo" if "memo" in v else "summary"] = f"Updated {rng.randint(1, 999)}"
         self._changed(entity, row)
 
     def put_entity(self, entity: str, payload: dict[str, Any]) -> dict[str, Any]:
         name = self._entity_name(entity)
-        table = self.tables[name]
         payload = dict(payload)
         if "externalData" in payload:
             raise ValueError("externalData is per application: set it with the vendor PATCH endpoint")
         if name == "purchase_orders" and payload.get("status", "Pending") not in PO_STATUSES:
             raise ValueError(f"status must be one of {', '.join(PO_STATUSES)}")
         rid = payload.pop("id", None)
-        existing = table.rows.get(int(rid)) if rid is not None else None
-        if existing is not None:
-            before = existing.view.get("status")
-            self._apply(name, existing.view, payload)
-            self._recompute_if(name, existing.view, payload)
-            self._changed(name, existing)
-            if name == "purchase_orders" and before != "Received" and existing.view["status"] == "Received":
-                self._receive(existing)
-            return json.loads(json.dumps(existing.view))
-        view = self._template(name)
-        if rid is not None:
+        row = self.tables[name].rows.get(int(rid)) if rid is not None else None
+        before = row.view.get("status") if row is not None else None
+        view = row.view if row is not None else self._template(name)
+        if row is None and rid is not None:
             view["id"] = int(rid)
         self._apply(name, view, payload)
-        self._recompute_if(name, view, payload)
-        extra = {"paid": Decimal(0)} if name == "invoices" else {}
-        row = self._create(name, view, extra)
-        if name == "customers" and not row.extra.get("locations"):
-            self._attach_location(row, view["name"], view["address"], [])
-        if name == "purchase_orders" and view["status"] == "Received":
+        if not {"total", "billAmount", "subTotal", "balance", "vendorInvoiceTotal"} & set(payload):
+            self._recompute(name, view)  # totals given in the payload are kept as given
+        if row is not None:
+            self._changed(name, row)
+        else:
+            row = self._create(name, view, {"paid": Decimal(0)} if name == "invoices" else {})
+            if name == "customers" and not row.extra.get("locations"):
+                self._attach_location(row, view["name"], view["address"], [])
+        if name == "purchase_orders" and before != "Received" and view["status"] == "Received":
             self._receive(row)
         return json.loads(json.dumps(row.view))
-
-    def _recompute_if(self, entity: str, view: dict[str, Any], payload: dict[str, Any]) -> None:
-        totals = {"total", "billAmount", "subTotal", "balance", "vendorInvoiceTotal"}
-        if not totals & set(payload):
-            self._recompute(entity, view)
 
     def _apply(self, entity: str, view: dict[str, Any], payload: dict[str, Any]) -> None:
         for key, value in payload.items():
@@ -226,11 +211,10 @@ class RulesMixin:
             return self._invoice_item("Service", 1, 0, "Service", "4000", None, stamp, 1)
         if entity in ("inventory_bills", "ap_bills"):
             code, name, type_, cost = SKUS[0]
+            line = {"skuName": name, "description": name, "cost": cost, "skuId": 8_801, "skuType": type_,
+                    "skuCode": code}
             extra = {"vendorPartNumber": code} if entity == "ap_bills" else {}
-            return fresh(AP_BILL_ITEM if extra else BILL_ITEM, name=name, description=name, cost=money(cost),
-                         generalLedgerAccount=self._gl_ref("1200"), costOfSaleAccount=self._gl_ref("5000"),
-                         assetAccount=self._gl_ref("1200"), id=next(self._item_ids), skuId=8_801, skuType=type_,
-                         skuCode=code, **extra)
+            return self._bill_item(AP_BILL_ITEM if extra else BILL_ITEM, 1, line, 1, **extra)
         raise ValueError(f"{entity} has no items")
 
     def _template(self, entity: str) -> dict[str, Any]:
@@ -238,8 +222,9 @@ class RulesMixin:
         now = self.clock.now_us()
         first = lambda name: next(iter(self.tables[name].rows), None)  # noqa: E731
         allocate = self.tables[entity].allocate
-        if entity == "vendors":
-            return fresh(VENDOR, id=allocate())
+        plain = {"vendors": VENDOR, "gl_accounts": GL_ACCOUNT, "warehouses": WAREHOUSE}
+        if entity in plain:
+            return fresh(plain[entity], id=allocate())
         if entity == "customers":
             return self._customer_view("New Customer", "Residential",
                                        {**_address("1 Main St", "", "Fresno", "CA", "93721"), "latitude": None,
@@ -278,8 +263,6 @@ class RulesMixin:
             view = json.loads(json.dumps(self.tables[entity].rows[first(entity)].view))
             view.update({"id": allocate(), "name": "New Business Unit", "externalData": []})
             return view
-        if entity in ("gl_accounts", "warehouses"):
-            return fresh(GL_ACCOUNT if entity == "gl_accounts" else WAREHOUSE, id=allocate())
         if entity == "jobs":
             jid = allocate()
             return fresh(JOB, id=jid, jobNumber=str(jid), customerId=first("customers"),
@@ -289,68 +272,10 @@ class RulesMixin:
     @staticmethod
     def _entity_name(entity: str) -> str:
         name = entity.replace("-", "_")
-        aliases = {"purchaseorders": "purchase_orders", "inventorybills": "inventory_bills", "apbills": "ap_bills",
-                   "appayments": "ap_payments", "glaccounts": "gl_accounts", "businessunits": "business_units"}
-        name = aliases.get(name.replace("_", ""), name)
+        name = _ALIASES.get(name.replace("_", ""), name)
         if name not in RESOURCES:
             raise KeyError(entity)
         return name
-
-    def _vendor_named(self, name: str, exclude: int | None = None) -> Row | None:
-        wanted = name.strip().lower()
-        for row in self.tables["vendors"].rows.values():
-            if row.view["name"].strip().lower() == wanted and row.view["id"] != exclude:
-                return row
-        return None
-
-    def _po_reference_errors(self, body: dict[str, Any]) -> dict[str, list[str]]:
-        errors: dict[str, list[str]] = {}
-        if "vendorId" in body and body["vendorId"] not in self.tables["vendors"].rows:
-            errors["VendorId"] = ["Vendor not found."]
-        if "businessUnitId" in body and body["businessUnitId"] not in self.tables["business_units"].rows:
-            errors["BusinessUnitId"] = ["Business unit not found."]
-        if "inventoryLocationId" in body and body["inventoryLocationId"] not in self.tables["warehouses"].rows:
-            errors["InventoryLocationId"] = ["Inventory location not found."]
-        for index, item in enumerate(body.get("items") or []):
-            if isinstance(item, dict) and isinstance(item.get("skuId"), int) and not 8_801 <= item["skuId"] < 8_801 + len(SKUS):
-                errors[f"Items[{index}].SkuId"] = ["Sku not found."]
-        return errors
-
-    def _po_item_from_request(self, item: dict[str, Any], current: dict[str, Any] | None = None) -> dict[str, Any]:
-        stamp = iso(self.clock.now_us())
-        base = dict(current) if current else self._po_item(item["skuId"] - 8_801, item["quantity"], stamp)
-        base.update({"skuId": item["skuId"], "description": item["description"],
-                     "vendorPartNumber": item["vendorPartNumber"], "quantity": float(item["quantity"]),
-                     "cost": num(item["cost"]), "budgetCodeId": item.get("budgetCodeId"), "modifiedOn": stamp})
-        if not current:
-            code, name, type_, _cost = SKUS[(item["skuId"] - 8_801) % len(SKUS)]
-            base.update({"skuCode": code, "skuName": name, "skuType": type_})
-        return base
-
-    def _split_errors(self, splits: Any, customer_id: int | None) -> tuple[dict[str, list[str]], list[tuple[Row, Decimal]]]:
-        errors: dict[str, list[str]] = {}
-        applied: list[tuple[Row, Decimal]] = []
-        if splits is None:
-            return errors, applied
-        if not isinstance(splits, list):
-            return {"Splits": ["The Splits field must be a list."]}, applied
-        for index, split in enumerate(splits):
-            if not isinstance(split, dict) or not isinstance(split.get("invoiceId"), int):
-                errors[f"Splits[{index}].InvoiceId"] = ["The InvoiceId field is required."]
-                continue
-            invoice = self.tables["invoices"].rows.get(split["invoiceId"])
-            if invoice is None:
-                errors[f"Splits[{index}].InvoiceId"] = [f"Invoice {split['invoiceId']} not found."]
-                continue
-            if customer_id is not None and (invoice.view["customer"] or {}).get("id") != customer_id:
-                errors[f"Splits[{index}].InvoiceId"] = [f"Invoice {split['invoiceId']} belongs to another customer."]
-                continue
-            amount = dec(split.get("amount"))
-            if amount <= 0:
-                errors[f"Splits[{index}].Amount"] = ["The split amount must be greater than 0."]
-                continue
-            applied.append((invoice, amount.quantize(_CENT)))
-        return errors, applied
 
     def _new_payment(self, type_id: int, applied: list[tuple[Row, Decimal]], amount: Decimal, customer_id: int,
                      paid_on: int, *, memo: str | None, check: str | None, sync: str, auth_code: str | None = None,
@@ -389,53 +314,3 @@ class RulesMixin:
             if emit:
                 self._changed("invoices", invoice)
         row.view["unappliedAmount"] = money(amount - sum((s for _, s in applied), Decimal(0)))
-
-    def _payment_response(self, row: Row) -> dict[str, Any]:
-        v = row.view
-        return {"active": v["active"], "authCode": v["authCode"], "checkNumber": v["checkNumber"],
-                "customerId": (v["customer"] or {}).get("id"), "exportId": row.extra.get("exportId"),
-                "id": v["id"], "memo": v["memo"], "paidOn": v["date"], "splits": list(row.extra.get("splits", [])),
-                "status": v["syncStatus"], "transactionStatus": "Success", "typeId": row.extra.get("typeId", int(v["typeId"]))}
-
-
-def _pick_address(raw: dict[str, Any], geo: bool = False) -> dict[str, Any]:
-    """Only the address fields the read view has (request bodies may carry others)."""
-    address = {key: raw.get(key) if key != "unit" else raw.get(key) or "" for key in
-               ("street", "unit", "city", "state", "zip", "country")}
-    if geo:
-        address.update(latitude=raw.get("latitude"), longitude=raw.get("longitude"))
-    return address
-
-
-def _parse_external(external: Any) -> tuple[str, list[tuple[str, str | None]], str] | None:
-    """Validate an externalData patch: (application guid, key/value pairs, patch mode)."""
-    if not external:
-        return None
-    if not isinstance(external, dict) or not external.get("applicationGuid"):
-        raise invalid("ExternalData.ApplicationGuid", "The ApplicationGuid field is required.")
-    try:
-        guid = str(uuid.UUID(str(external["applicationGuid"])))
-    except ValueError:
-        raise invalid("ExternalData.ApplicationGuid", "The value is not a valid GUID.") from None
-    pairs = external.get("externalData")
-    if not isinstance(pairs, list) or not all(isinstance(p, dict) and isinstance(p.get("key"), str) for p in pairs):
-        raise invalid("ExternalData.ExternalData", "A list of {key, value} pairs is required.")
-    mode = external.get("patchMode") or "Replace"
-    if mode not in ("Replace", "Merge"):
-        raise invalid("ExternalData.PatchMode", f"The value '{mode}' is not valid.")
-    return guid, [(p["key"], None if p.get("value") is None else str(p["value"])) for p in pairs], mode
-
-
-def _apply_external(row: Row, parsed: tuple[str, list[tuple[str, str | None]], str] | None) -> None:
-    if parsed is None:
-        return
-    guid, pairs, mode = parsed
-    store = row.external.setdefault(guid, {})
-    if mode == "Replace":
-        store.clear()
-    for key, value in pairs:
-        if value is None:
-            store.pop(key, None)
-        else:
-            store[key] = value
-

@@ -11,11 +11,9 @@ from typing import Any, Callable, Iterator
 from sandboxes.kit import seed as words
 from sandboxes.kit import store as kit
 from sandboxes.servicetitan.vendor import (
-    DELIVERY_OPTIONS, PAYMENT_TYPES, QUERY_CACHE_SIZE, SEED_PO_STATUSES, SEED_SPAN_US, SEED_START_US, SYNC_STATUSES,
-    _CENT, _address, dec, iso, money, num, parse_when,
-)
-from sandboxes.servicetitan.views import (
-    ADJUSTMENT, AP_BILL, AP_BILL_ITEM, AP_PAYMENT, BILL_ITEM, GL_ACCOUNT, INVENTORY_BILL, JOB, VENDOR, WAREHOUSE, fresh,
+    ADJUSTMENT, AP_BILL, AP_BILL_ITEM, AP_PAYMENT, BILL_ITEM, DELIVERY_OPTIONS, GL_ACCOUNT, INVENTORY_BILL, JOB,
+    PAYMENT_TYPES, QUERY_CACHE_SIZE, SEED_PO_STATUSES, SEED_SPAN_US, SEED_START_US, SYNC_STATUSES, VENDOR, WAREHOUSE,
+    _CENT, _address, dec, fresh, iso, money, num, parse_when,
 )
 
 # ---- storage -----------------------------------------------------------------------------------
@@ -27,10 +25,10 @@ class Row(dict):
 
     __slots__ = ()
 
-    def __init__(self, view: dict[str, Any], created_us: int, modified_us: int, active: bool = True,
-                 external: dict[str, dict[str, str]] | None = None, extra: dict[str, Any] | None = None) -> None:
-        super().__init__(id=view["id"], view=view, created_us=created_us, modified_us=modified_us, active=active,
-                         external={} if external is None else external, extra={} if extra is None else extra)
+    def __init__(self, view: dict[str, Any], created_us: int, modified_us: int,
+                 extra: dict[str, Any] | None = None) -> None:
+        super().__init__(id=view["id"], view=view, created_us=created_us, modified_us=modified_us,
+                         active=bool(view.get("active", True)), external={}, extra={} if extra is None else extra)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -46,10 +44,9 @@ class Table(Mapping[int, Row]):
     itself), a query cache per version, and the change log (stamps) the export feeds walk."""
 
     def __init__(self, name: str, first_id: int) -> None:
-        self.name = name
         self.store = kit.Table("id", ids=first_id, normalise=kit.exact, name=name, cache_size=QUERY_CACHE_SIZE)
         self.rows = self
-        self.first_id, self.last_id, self.count = first_id, first_id - 1, 0  # ids are dense: tick probes them
+        self.first_id, self.last_id = first_id, first_id - 1  # ids are dense: tick probes them
 
     def __getitem__(self, rid: Any) -> Row:
         row = self.store.get(rid)
@@ -57,21 +54,14 @@ class Table(Mapping[int, Row]):
             raise KeyError(rid)
         return row  # type: ignore[return-value]
 
-    def __contains__(self, rid: object) -> bool:
-        return rid in self.store
-
     def __iter__(self) -> Iterator[int]:
         return (row["id"] for row in self.store.rows())
 
     def __len__(self) -> int:
-        return self.count
+        return len(self.store)
 
     def values(self) -> list[Row]:  # type: ignore[override]
         return self.store.rows()  # type: ignore[return-value]
-
-    @property
-    def version(self) -> int:
-        return self.store.version
 
     def allocate(self) -> int:
         rid = int(self.store.new_id())
@@ -79,13 +69,8 @@ class Table(Mapping[int, Row]):
         return rid
 
     def put(self, row: Row) -> None:
-        self.count += row.id not in self.store
         self.last_id = max(self.last_id, row.id)
         self.store.put(row)
-
-    def stamp(self, row: Row) -> None:
-        """Record a change: a new stamp for the export feed, caches invalidated."""
-        self.store.touch(row.id)
 
     def query(self, key: Any, predicate: Callable[[Row], bool] | None, sort: tuple[str, bool]) -> list[int]:
         """Ids matching `predicate`, by id or by (`sort` attribute, id); cached until the next write."""
@@ -105,7 +90,7 @@ class Table(Mapping[int, Row]):
         """Up to `limit` rows changed after `after_seq`, in change order, and the new position."""
         rows = self.store.changed_since(after_seq, limit=limit + 1)
         found = rows[:limit]
-        return found, self.store.stamp_of(found[-1]) if found else after_seq, len(rows) > limit  # type: ignore[return-value]
+        return found, self.store.stamp_of(found[-1]) if found else after_seq, len(rows) > limit  # type: ignore
 
 
 # ---- seed reference data ---------------------------------------------------------------------
@@ -193,37 +178,29 @@ class StoreMixin:
         self._seed_settings(rng, stamps)
         vendors = self._seed_vendors(rng, stamps, max(20, n // 10))
         if self.seed_scope == "purchasing":
-            pos = self._seed_purchase_orders(rng, stamps, n, vendors, statuses=("Received",))
-            for po in pos:
+            for po in self._seed_purchase_orders(rng, stamps, n, vendors, statuses=("Received",)):
                 self._bill_from_po(po, stamps.after(po.modified_us))
-            for table in self.tables.values():
-                self._restamp_in_time_order(table)
-            return
-        customers = self._seed_customers(rng, stamps, n)
-        pos = self._seed_purchase_orders(rng, stamps, n, vendors)
-        bills = [self._bill_from_po(po, stamps.after(po.modified_us)) for po in pos
-                 if po.view["status"] in ("Received", "Exported")]
-        self._seed_ap_bills(rng, stamps, max(4, n // 4), vendors, pos)
-        self._seed_ap_payments(rng, stamps, bills)
-        invoices = self._seed_invoices(rng, stamps, n, customers)
-        self._seed_payments(rng, stamps, invoices)
-        self._seed_adjustments(rng, stamps, max(4, n // 4))
-        for table in self.tables.values():
-            self._restamp_in_time_order(table)
+        else:
+            customers = self._seed_customers(rng, stamps, n)
+            pos = self._seed_purchase_orders(rng, stamps, n, vendors)
+            bills = [self._bill_from_po(po, stamps.after(po.modified_us)) for po in pos
+                     if po.view["status"] in ("Received", "Exported")]
+            self._seed_ap_bills(rng, stamps, max(4, n // 4), vendors, pos)
+            self._seed_ap_payments(rng, stamps, bills)
+            invoices = self._seed_invoices(rng, stamps, n, customers)
+            self._seed_payments(rng, stamps, invoices)
+            self._seed_adjustments(rng, stamps, max(4, n // 4))
+        for table in self.tables.values():  # seeded rows enter the change log in modification order
+            for row in sorted(table.values(), key=lambda r: (r.modified_us, r.id)):
+                table.store.touch(row.id)
 
-    def _restamp_in_time_order(self, table: Table) -> None:
-        """Seeded rows enter the change log in modification order, as history would have."""
-        for row in sorted(table.rows.values(), key=lambda r: (r.modified_us, r.id)):
-            table.stamp(row)
-
-    def _insert(self, entity: str, view: dict[str, Any], created_us: int, modified_us: int, **meta: Any) -> Row:
+    def _insert(self, entity: str, view: dict[str, Any], created_us: int, modified_us: int,
+                extra: dict[str, Any] | None = None) -> Row:
         if "createdOn" in view:
             view["createdOn"] = iso(created_us)
         if "modifiedOn" in view:
             view["modifiedOn"] = iso(modified_us)
-        row = Row(view, created_us, modified_us, **meta)
-        if "active" in view:
-            row.active = bool(view["active"])
+        row = Row(view, created_us, modified_us, extra)
         self.tables[entity].put(row)
         return row
 
@@ -253,8 +230,8 @@ class StoreMixin:
         for number, name, type_, subtype, default in GL_ACCOUNTS:
             created = stamps.early()
             view = fresh(GL_ACCOUNT, id=self.tables["gl_accounts"].allocate(), name=name, number=number,
-                         description=f"{number} {name}", type=type_, subtype=subtype, isIntacctBankAccount=type_ == "Bank",
-                         source="AccountingSystem", defaultAccountType=default)
+                         description=f"{number} {name}", type=type_, subtype=subtype,
+                         isIntacctBankAccount=type_ == "Bank", source="AccountingSystem", defaultAccountType=default)
             self._insert("gl_accounts", view, created, stamps.after(created))
         for name, street, city in (("Main Warehouse", "2900 S Chestnut Ave", "Fresno"),
                                    ("Clovis Yard", "700 Pollasky Ave", "Clovis"),
@@ -276,7 +253,8 @@ class StoreMixin:
                 branch += 1
                 place = LOCAL_CITIES[branch % len(LOCAL_CITIES)]
                 name = f"{family[0]} - {place.name} #{100 + branch}"
-                street, unit, city, state, zip_ = words.street(rng, short=True), "", place.name, place.state, place.postcode
+                street, unit, city, state = words.street(rng, short=True), "", place.name, place.state
+                zip_ = place.postcode
             created = stamps.early()
             who = words.person(rng)
             view = self._vendor_view(name, rng.random() > 0.05, _address(street, unit, city, state, zip_),
@@ -299,12 +277,12 @@ class StoreMixin:
             commercial = rng.random() < 0.25
             name = words.customer_name(rng) if commercial else words.person(rng).name
             city = words.pick(rng, LOCAL_CITIES)
-            address = {**_address(words.street(rng, short=True), rng.choice(("", "", "", "Apt 4", "Unit B", "Suite 120")),
-                                  city.name, city.state, city.postcode),
+            street = words.street(rng, short=True)  # drawn before the unit: the seed's order
+            unit = rng.choice(("", "", "", "Apt 4", "Unit B", "Suite 120"))
+            address = {**_address(street, unit, city.name, city.state, city.postcode),
                        "latitude": round(36.7 + rng.random() * 0.2, 6),
                        "longitude": round(-119.9 + rng.random() * 0.3, 6)}
             view = self._customer_view(name, "Commercial" if commercial else "Residential", address)
-            view["balance"] = 0.0
             row = self._insert("customers", view, created, stamps.after(created))
             phone = words.phone(rng, "digits")
             email = f"{name.split()[0].lower()}.{view['id']}@mail.example"
@@ -338,7 +316,8 @@ class StoreMixin:
         return {"id": next(self._item_ids), "skuId": 8_801 + sku_index % len(SKUS), "description": name,
                 "createdOn": created, "modifiedOn": created, "skuName": name, "skuCode": code, "skuType": type_,
                 "vendorPartNumber": code.replace("-", ""), "quantity": float(quantity),
-                "quantityReceived": float(received), "cost": num(cost), "total": num(Decimal(str(cost)) * Decimal(str(quantity))),
+                "quantityReceived": float(received), "cost": num(cost),
+                "total": num(Decimal(str(cost)) * Decimal(str(quantity))),
                 "serialNumbers": [], "status": status, "chargeable": True, "budgetCodeId": None}
 
     def _seed_purchase_orders(self, rng: random.Random, stamps: "_SeedClock", count: int,
@@ -389,10 +368,10 @@ class StoreMixin:
     def _gl_ref(self, number: str) -> dict[str, Any] | None:
         """The GL reference lines carry; looked up by account number, cached per GL version."""
         table = self.tables["gl_accounts"]
-        if self._gl_cache[0] != table.version:
+        if self._gl_cache[0] != table.store.version:
             refs = {v["number"]: {"id": v["id"], "name": v["name"], "number": v["number"], "type": v["type"],
                                   "detailType": v["subtype"]} for v in (r.view for r in table.rows.values())}
-            self._gl_cache = (table.version, refs)
+            self._gl_cache = (table.store.version, refs)
         return self._gl_cache[1].get(number)  # shared: GL references are never edited in place
 
     def _named(self, entity: str, rid: int | None, field_name: str = "name") -> dict[str, Any] | None:
@@ -405,17 +384,15 @@ class StoreMixin:
         bill_id = self.tables["inventory_bills"].allocate()
         vendor = self.tables["vendors"].rows.get(v["vendorId"])
         warehouse = self.tables["warehouses"].rows.get(v["inventoryLocationId"])
-        asset, cogs = self._gl_ref("1200"), self._gl_ref("5000")
-        items = [fresh(BILL_ITEM, order=order, name=item["skuName"], description=item["description"],
-                       quantity=money(item["quantityReceived"] or item["quantity"]), cost=money(item["cost"]),
-                       inventoryLocation=warehouse.view["name"] if warehouse else None,
-                       generalLedgerAccount=cogs if v["jobId"] else asset, costOfSaleAccount=cogs, assetAccount=asset,
-                       id=next(self._item_ids), skuId=item["skuId"], skuType=item["skuType"], skuCode=item["skuCode"])
+        items = [self._bill_item(BILL_ITEM, order, item, item["quantityReceived"] or item["quantity"],
+                                 self._gl_ref("5000" if v["jobId"] else "1200"),
+                                 inventoryLocation=warehouse.view["name"] if warehouse else None)
                  for order, item in enumerate(v["items"], start=1)]
         received_us = parse_when(v["receivedOn"]) if v["receivedOn"] else modified_us
         view = fresh(INVENTORY_BILL, id=bill_id, purchaseOrderId=v["id"],
                      syncStatus="Exported" if v["status"] == "Exported" else "Pending",
-                     referenceNumber=f"INV-{(bill_id * 7919) % 900_000 + 100_000}", vendorNumber=f"ACCT-{v['vendorId']:05d}",
+                     referenceNumber=f"INV-{(bill_id * 7919) % 900_000 + 100_000}",
+                     vendorNumber=f"ACCT-{v['vendorId']:05d}",
                      summary=v["summary"], billDate=iso(received_us), taxAmount=money(v["tax"]),
                      shippingAmount=money(v["shipping"]), createdBy="Receiving",
                      dueDate=iso(received_us + 30 * 86_400_000_000), shipToDescription="Warehouse",
@@ -425,6 +402,16 @@ class StoreMixin:
                      jobNumber=str(v["jobId"]) if v["jobId"] else None)
         self._recompute("inventory_bills", view)
         return self._insert("inventory_bills", view, modified_us, modified_us, extra={"billType": "Procurement"})
+
+    def _bill_item(self, template: dict[str, Any], order: int, line: dict[str, Any], quantity: Any,
+                   account: dict[str, Any] | None = None, **values: Any) -> dict[str, Any]:
+        """A bill line priced from a PO line (`skuName`, `description`, `cost`, `skuId`, `skuType`,
+        `skuCode`), posted to `account` (default: inventory asset)."""
+        return fresh(template, order=order, name=line["skuName"], description=line["description"],
+                     quantity=money(quantity), cost=money(line["cost"]),
+                     generalLedgerAccount=account or self._gl_ref("1200"), costOfSaleAccount=self._gl_ref("5000"),
+                     assetAccount=self._gl_ref("1200"), id=next(self._item_ids), skuId=line["skuId"],
+                     skuType=line["skuType"], skuCode=line["skuCode"], **values)
 
     def _seed_ap_bills(self, rng: random.Random, stamps: "_SeedClock", count: int, vendors: list[Row],
                        pos: list[Row]) -> None:
@@ -447,12 +434,8 @@ class StoreMixin:
                          businessUnit=self._named("business_units", rng.choice(units)),
                          vendor={"id": vendor["id"], "name": vendor["name"]})
             if po:
-                view["items"] = [fresh(AP_BILL_ITEM, order=order, name=item["skuName"], description=item["description"],
-                                       quantity=money(item["quantity"]), cost=money(item["cost"]),
-                                       vendorPartNumber=item["vendorPartNumber"], generalLedgerAccount=self._gl_ref("1200"),
-                                       costOfSaleAccount=self._gl_ref("5000"), assetAccount=self._gl_ref("1200"),
-                                       id=next(self._item_ids), skuId=item["skuId"], skuType=item["skuType"],
-                                       skuCode=item["skuCode"])
+                view["items"] = [self._bill_item(AP_BILL_ITEM, order, item, item["quantity"],
+                                                 vendorPartNumber=item["vendorPartNumber"])
                                  for order, item in enumerate(po["items"], start=1)]
             else:
                 for _line in range(rng.randint(1, 3)):
@@ -472,8 +455,9 @@ class StoreMixin:
             b = bill.view
             created = stamps.after(bill.modified_us)
             amount = num(dec(b["billAmount"]))
-            view = fresh(AP_PAYMENT, id=self.tables["ap_payments"].allocate(), date=iso(created), approvedDate=iso(created),
-                         method=rng.choice(("AccountingSystem", "ServiceTitan")), name=f"Check {rng.randint(10000, 99999)}",
+            view = fresh(AP_PAYMENT, id=self.tables["ap_payments"].allocate(), date=iso(created),
+                         approvedDate=iso(created), method=rng.choice(("AccountingSystem", "ServiceTitan")),
+                         name=f"Check {rng.randint(10000, 99999)}",
                          amount=amount, status="Paid", syncStatus=rng.choice(SYNC_STATUSES), glAccount=checking,
                          businessUnit=b["businessUnit"], vendor=dict(b["vendor"]),
                          splits=[{"id": next(self._item_ids), "active": True, "createdOn": iso(created),
@@ -486,7 +470,11 @@ class StoreMixin:
         for _ in range(count):
             customer = rng.choice(customers)
             created = stamps.after(customer.created_us)
-            job = self._make_job(customer, rng.choice(units), created)
+            jid = self.tables["jobs"].allocate()
+            location = (customer.extra.get("locations") or [{"id": None}])[0]
+            job = self._insert("jobs", fresh(JOB, id=jid, jobNumber=str(jid), customerId=customer.view["id"],
+                                             locationId=location["id"], businessUnitId=rng.choice(units),
+                                             jobStatus="Completed", completedOn=iso(created)), created, created)
             view = self._invoice_view(customer, job, created)
             view["reviewStatus"] = rng.choice(("Reviewed", "Invoiced", "NeedsReview", "ReadyForBilling"))
             view["sentStatus"] = rng.choice(("Sent", "Sent", "NotSent", "Opened"))
@@ -503,13 +491,6 @@ class StoreMixin:
             rows.append(self._insert("invoices", view, created, stamps.after(created), extra={"paid": Decimal(0)}))
             job.view["invoiceId"] = view["id"]
         return rows
-
-    def _make_job(self, customer: Row, unit_id: int, created: int) -> Row:
-        jid = self.tables["jobs"].allocate()
-        location = (customer.extra.get("locations") or [{"id": None}])[0]
-        view = fresh(JOB, id=jid, jobNumber=str(jid), customerId=customer.view["id"], locationId=location["id"],
-                     businessUnitId=unit_id, jobStatus="Completed", completedOn=iso(created))
-        return self._insert("jobs", view, created, created)
 
     def _invoice_view(self, customer: Row, job: Row | None, created: int) -> dict[str, Any]:
         table = self.tables["invoices"]

@@ -1,7 +1,7 @@
 """ServiceTitan facts the sandbox follows: limits, messages and enumerations, the collections
-it serves, the vendor's value formats (ISO stamps, string and number amounts) and its RFC 7807
-errors. Facts marked (unconfirmed) in shared/vendor-apis/servicetitan.md are settings of the
-sandbox, defaulting to the documented guess."""
+it serves, the vendor's value formats (ISO stamps, string and number amounts), its RFC 7807
+errors and the read views of its records. Facts marked (unconfirmed) in
+shared/vendor-apis/servicetitan.md are settings of the sandbox, defaulting to the documented guess."""
 
 from __future__ import annotations
 
@@ -118,8 +118,6 @@ def _address(street: str = "", unit: str = "", city: str = "", state: str = "", 
     return {"street": street, "unit": unit, "city": city, "state": state, "zip": zip_, "country": country}
 
 
-
-
 class ApiError(Exception):
     """Answered as the vendor's RFC 7807 problem body."""
 
@@ -132,14 +130,14 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-class RateLimited(Exception):
-    def __init__(self, wait: float) -> None:
-        super().__init__("rate limited")
-        self.wait = wait
+def retry_after_header(wait: float) -> dict[str, str]:
+    """The Retry-After header of a 429: whole seconds, rounded up, at least one."""
+    return {"Retry-After": str(max(1, int(-(-wait // 1))))}
 
 
 def invalid(field_name: str, message: str) -> ApiError:
     return ApiError(400, VALIDATION_TITLE, {field_name: [message]})
+
 
 @dataclass(frozen=True)
 class Resource:
@@ -157,6 +155,12 @@ class Resource:
     export_adds_active: bool = False  # the export schema carries `active`, the read view not
     filters: tuple[tuple[str, ...], ...] = ()  # the list's own filters, kinds below
     external: bool = False  # the list finds records by an application's externalData
+    # Webhook events the collection raises, "created" and/or "updated"; the event type is the
+    # singular path and the kind, e.g. "purchase-order.created" (the names are unconfirmed).
+    events: tuple[str, ...] = ()
+
+    def event_type(self, kind: str) -> str | None:
+        return f"{self.path[:-1]}.{kind}" if kind in self.events else None
 
 
 # (kind, query parameter, field path...) of a list filter:
@@ -177,39 +181,43 @@ ACTIVE_MODES = {  # parameter -> (default, mode -> wanted `active` or None for a
 
 RESOURCES: dict[str, Resource] = {r.entity: r for r in (
     Resource("purchase_orders", "inventory", "purchase-orders", "tn.inv.purchaseorders", 90_001,
-             sorts=("Id",), by_id=True, export="export/purchase-orders",
+             sorts=("Id",), by_id=True, export="export/purchase-orders", events=("created", "updated"),
              filters=(("eq", "status", "status"), ("eq", "number", "number"), ("int", "jobId", "jobId"),
                       ("dates", "dateOnOrAfter", "dateBefore", "date"))),
     Resource("vendors", "inventory", "vendors", "tn.inv.vendors", 501, active_param="active", sorts=_BY_TIME,
-             by_id=True, external=True),
+             by_id=True, external=True, events=("created", "updated")),
     Resource("adjustments", "inventory", "adjustments", "tn.inv.adjustments", 30_001, active_param="active",
              sorts=_BY_TIME, export="export/adjustments", external=True,
              filters=(("eq", "number", "number"), ("in", "syncStatuses", "syncStatus"))),
     Resource("warehouses", "inventory", "warehouses", "tn.inv.warehouses", 11, active_param="active", sorts=_BY_TIME,
              external=True),
     Resource("inventory_bills", "accounting", "inventory-bills", "tn.acc.inventorybills", 70_001,
-             export="export/inventory-bills", export_adds_active=True, filters=_BILL_FILTERS),
+             export="export/inventory-bills", export_adds_active=True, filters=_BILL_FILTERS,
+             events=("created", "updated")),
     Resource("ap_bills", "accounting", "ap-bills", "tn.acc.apbills", 75_001, by_id=True,
-             filters=(*_BILL_FILTERS, ("eq", "billType", "billType"))),
+             filters=(*_BILL_FILTERS, ("eq", "billType", "billType")), events=("created",)),
     Resource("ap_payments", "accounting", "ap-payments", "tn.acc.appayments", 78_001, sorts=_BY_TIME,
-             filters=(("in", "syncStatuses", "syncStatus"),)),
+             filters=(("in", "syncStatuses", "syncStatus"),), events=("created",)),
     Resource("invoices", "accounting", "invoices", "tn.acc.invoices", 40_001, active_param="activeState",
              sorts=_BY_TIME, export="export/invoices",
              filters=(("eq", "number", "referenceNumber"), ("int", "customerId", "customer", "id"),
                       ("int", "jobId", "job", "id"), ("in", "statuses", "syncStatus"),
-                      ("dates", "invoicedOnOrAfter", "invoicedOnBefore", "invoiceDate"))),
+                      ("dates", "invoicedOnOrAfter", "invoicedOnBefore", "invoiceDate")),
+             events=("created", "updated")),
     Resource("payments", "accounting", "payments", "tn.acc.payments", 60_001, active_param="activeState",
              sorts=_BY_TIME, export="export/payments",
              filters=(("int", "customerId", "customer", "id"), ("any", "appliedToInvoiceIds", "appliedTo", "appliedTo"),
-                      ("in", "statuses", "syncStatus"), ("dates", "paidOnAfter", "paidOnBefore", "date"))),
+                      ("in", "statuses", "syncStatus"), ("dates", "paidOnAfter", "paidOnBefore", "date")),
+             events=("created",)),
     Resource("gl_accounts", "accounting", "gl-accounts", "tn.acc.glaccounts", 2_001, active_param="active",
              sorts=_BY_TIME, by_id=True,
              filters=(("in", "names", "name"), ("in", "numbers", "number"), ("in", "types", "type"))),
     Resource("customers", "crm", "customers", "tn.crm.customers", 10_001, active_param="active", sorts=_BY_TIME,
-             by_id=True, export="export/customers", external=True, filters=(("contains", "name", "name"),)),
+             by_id=True, export="export/customers", external=True, filters=(("contains", "name", "name"),),
+             events=("created", "updated")),
     Resource("business_units", "settings", "business-units", "tn.stt.businessunits", 1, active_param="active",
              by_id=True, export="export/business-units", filters=(("ieq", "name", "name"),)),
-    Resource("jobs", "jpm", "jobs", "tn.jpm.jobs", 20_001, sorts=_BY_TIME, by_id=True),
+    Resource("jobs", "jpm", "jobs", "tn.jpm.jobs", 20_001, sorts=_BY_TIME, by_id=True, events=("created",)),
 )}
 
 # markasexported per collection: (id field of the answer, label in its message, list field of an
@@ -220,3 +228,65 @@ MARKS = {"inventory_bills": ("inventoryBillId", "Inventory bill", "inventoryBill
 ALL_SCOPES = tuple(sorted(f"{r.scope}:{mode}" for r in RESOURCES.values() for mode in ("r", "w")))
 SORT_FIELDS = {"id": "id", "modifiedon": "modified_us", "modified": "modified_us",
                "createdon": "created_us", "created": "created_us"}
+
+
+# ---- read views: every field of a record, in the vendor's order, with the value a new record
+# starts with. A record is `fresh(VIEW, ...)`: a copy with its own values laid over.
+
+ADDRESS = _address()
+VENDOR = {"id": None, "name": "New Vendor", "active": True, "isTruckReplenishment": False,
+          "isMobileCreationRestricted": False, "memo": "", "deliveryOption": "Manual", "defaultTaxRate": 0.0,
+          "contactInfo": {"firstName": "", "lastName": "", "phone": "", "email": "", "fax": ""}, "address": ADDRESS,
+          "createdOn": None, "modifiedOn": None, "externalData": [], "customFields": []}
+BILL_ITEM = {"order": 1, "name": None, "description": None, "quantity": "1.00", "cost": "0.00",
+             "inventoryLocation": None, "serialNumber": None, "generalLedgerAccount": None, "costOfSaleAccount": None,
+             "assetAccount": None, "id": None, "skuId": None, "receiptItemId": None, "skuType": None, "skuCode": None,
+             "budgetCodeId": None}
+AP_BILL_ITEM = {**{k: BILL_ITEM[k] for k in list(BILL_ITEM)[:6]}, "vendorPartNumber": None,
+                **{k: BILL_ITEM[k] for k in list(BILL_ITEM)[6:]}}
+INVENTORY_BILL = {"id": None, "purchaseOrderId": None, "syncStatus": "Pending", "referenceNumber": None,
+                  "vendorNumber": None, "summary": None, "billDate": None, "billAmount": "0.00", "taxAmount": "0.00",
+                  "shippingAmount": "0.00", "createdBy": "Sandbox", "createdOn": None, "modifiedOn": None,
+                  "termName": "Net 30", "dueDate": None, "shipToDescription": None, "postDate": None, "batch": None,
+                  "businessUnit": None, "taxZone": None, "vendor": None, "shipTo": None, "budgetCodeId": None,
+                  "items": [], "customFields": [], "jobId": None, "jobNumber": None}
+AP_BILL = {"id": None, "purchaseOrderId": None, "syncStatus": "Pending", "status": "Unreconciled",
+           "source": "Standalone", "billType": "ApBill", "postDate": None, "referenceNumber": None,
+           "vendorNumber": None,
+           "summary": None, "billDate": None, "earlyDiscountDate": None, "billAmount": "0.00",
+           "vendorInvoiceTotal": "0.00", "taxAmount": "0.00", "shippingAmount": "0.00", "createdBy": "Sandbox",
+           "createdOn": None, "modifiedOn": None, "termName": "Net 30", "dueDate": None, "doNotPay": False,
+           "dateCanceled": None, "canceledBy": None, "shipToDescription": None, "batch": None, "businessUnit": None,
+           "taxZone": None, "vendor": None, "remittanceVendorInfo": None, "shipTo": None, "budgetCodeId": None,
+           "items": [], "expenseItems": [], "customFields": [], "jobId": None, "jobNumber": None}
+PAYMENT = {"active": True, "appliedTo": [], "authCode": None, "batch": None, "businessUnit": None, "checkNumber": None,
+           "createdBy": "Sandbox", "createdOn": None, "customer": None, "customFields": [], "date": None,
+           "deposit": None, "generalLedgerAccount": None, "id": None, "memo": None, "modifiedOn": None,
+           "referenceNumber": None, "refundedPaymentId": None, "syncStatus": "Pending", "total": "0.00",
+           "type": "Check", "typeId": "2", "unappliedAmount": "0.00"}
+AP_PAYMENT = {"id": None, "active": True, "createdOn": None, "modifiedOn": None, "date": None, "approvedDate": None,
+              "method": "AccountingSystem", "name": None, "printCheck": False, "amount": 0.0, "errorMessage": None,
+              "status": "Unpaid", "syncStatus": "Pending", "batch": None, "glAccount": None, "businessUnit": None,
+              "vendor": None, "remittanceVendor": None, "splits": [], "customFields": []}
+ADJUSTMENT = {"id": None, "active": True, "number": None, "referenceNumber": "", "type": "Cycle Count",
+              "inventoryLocationId": None, "businessUnitId": None, "projectId": None, "invoiceId": None,
+              "createdById": 1, "memo": "", "date": None, "createdOn": None, "modifiedOn": None, "batchId": None,
+              "batch": None, "syncStatus": "Pending", "canceledReason": None, "canceledById": None,
+              "dateCanceled": None, "externalData": [], "items": [], "customFields": []}
+GL_ACCOUNT = {"id": None, "name": "New Account", "number": None, "description": None, "type": "Expense",
+              "subtype": None, "active": True, "isIntacctGroup": False, "isIntacctBankAccount": False,
+              "source": "ManuallyCreated", "defaultAccountType": None, "createdOn": None, "modifiedOn": None}
+WAREHOUSE = {"id": None, "name": "New Warehouse", "active": True, "address": ADDRESS, "inventoryTemplateId": None,
+             "createdOn": None, "modifiedOn": None, "externalData": []}
+JOB = {"id": None, "jobNumber": None, "customerId": None, "locationId": None, "businessUnitId": None, "jobTypeId": 1,
+       "jobStatus": "Scheduled", "priority": "Normal", "summary": "", "completedOn": None, "invoiceId": None,
+       "total": 0.0, "createdOn": None, "modifiedOn": None}
+
+
+def fresh(view: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """A new record of `view`'s shape: its fields in order, lists and objects copied, `values` laid over."""
+    if not values.keys() <= view.keys():
+        raise KeyError(sorted(values.keys() - view.keys()))
+    record = {key: value.copy() if isinstance(value, (list, dict)) else value for key, value in view.items()}
+    record.update(values)
+    return record

@@ -60,7 +60,7 @@ class Delivery:
 class WebhookHub:
     """Signed deliveries on a thread pool, retried on the vendor's schedule, never blocking."""
 
-    def __init__(self, sandbox: "ServiceTitanSandbox") -> None:
+    def __init__(self, sandbox: "ServiceTitanSandbox", seed: int) -> None:
         self._sandbox = sandbox
         self._cond = threading.Condition()
         self._subs: dict[str, Subscription] = {}
@@ -69,8 +69,9 @@ class WebhookHub:
         self._pending = 0
         self._generation = 0
         self._ids = itertools.count(1)
-        self._rng = random.Random(sandbox.options.seed + 3)
-        self._executor: ThreadPoolExecutor | None = None
+        self._rng = random.Random(seed + 3)
+        # Threads start on the first delivery, not here.
+        self._pool = ThreadPoolExecutor(max_workers=WEBHOOK_WORKERS, thread_name_prefix="st-webhook")
         self._scheduler: threading.Thread | None = None
         self._local = threading.local()
 
@@ -103,23 +104,21 @@ class WebhookHub:
             faults = self._sandbox.faults
             stats = self._sandbox.stats
             for sub in subs:
-                delivery = Delivery(next(self._ids), sub, envelope["eventId"], event_type, body, self._generation)
-                self._log.append(delivery)
+                copies = [Delivery(next(self._ids), sub, envelope["eventId"], event_type, body, self._generation)]
+                self._log.append(copies[0])
                 if faults.webhook_drop_rate and self._rng.random() < faults.webhook_drop_rate:
-                    delivery.state = "dropped"
+                    copies[0].state = "dropped"
                     stats.bump("webhooks_dropped")
                     continue
-                copies = [delivery]
                 if faults.webhook_duplicate_rate and self._rng.random() < faults.webhook_duplicate_rate:
-                    twin = Delivery(next(self._ids), sub, delivery.event_id, event_type, body, self._generation,
-                                    duplicate=True)
-                    self._log.append(twin)
-                    copies.append(twin)
+                    copies.append(Delivery(next(self._ids), sub, envelope["eventId"], event_type, body,
+                                           self._generation, duplicate=True))
+                    self._log.append(copies[1])
                     stats.bump("webhooks_duplicated")
                 for item in copies:
                     self._pending += 1
                     stats.bump("webhooks_emitted")
-                    self._pool().submit(self._attempt, item)
+                    self._pool.submit(self._attempt, item)
 
     def wait_idle(self, timeout: float) -> bool:
         with self._cond:
@@ -142,11 +141,6 @@ class WebhookHub:
             self._cond.notify_all()
 
     # -- delivery machinery
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=WEBHOOK_WORKERS, thread_name_prefix="st-webhook")
-        return self._executor
-
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
@@ -168,13 +162,12 @@ class WebhookHub:
             response.close()
         except requests.RequestException as exc:
             error = type(exc).__name__
-        ok = status is not None and 200 <= status < 300
         stats = self._sandbox.stats
         with self._cond:
             if delivery.generation != self._generation:
                 return
             delivery.attempts.append({"at": iso(started), "status": status, "error": error})
-            if ok:
+            if status is not None and 200 <= status < 300:
                 delivery.state = "delivered"
                 stats.bump("webhooks_sent")
                 self._finish()
@@ -215,5 +208,5 @@ class WebhookHub:
                 heapq.heappop(self._retries)
                 if delivery.generation != self._generation:
                     continue
-            self._pool().submit(self._attempt, delivery)
+            self._pool.submit(self._attempt, delivery)
 

@@ -9,6 +9,7 @@ Columns in the tree are the stored names; `names` maps the names a query may use
 from __future__ import annotations
 
 import re
+from itertools import islice
 import xml.etree.ElementTree as ET
 from datetime import date, datetime
 from typing import Any, Callable, Mapping
@@ -18,12 +19,8 @@ from sandboxes.kit import odata
 from .tables import Table, coerce, norm, parse_datetime_text, sort_key
 
 Node = tuple
-OPERATORS = {"EQ", "NE", "LT", "LE", "GT", "GE", "LIKE"}
-_ODATA_OPS = {"eq": "EQ", "ne": "NE", "lt": "LT", "le": "LE", "gt": "GT", "ge": "GE"}
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "EQ": lambda a, b: a == b, "NE": lambda a, b: a != b, "LT": lambda a, b: a < b,
-    "LE": lambda a, b: a <= b, "GT": lambda a, b: a > b, "GE": lambda a, b: a >= b,
-}
+_COMPARE = {op.upper(): compare for op, compare in odata.COMPARISONS.items()}  # COMFND's EQ ... GE
+OPERATORS = {*_COMPARE, "LIKE"}
 # SYSPRO's OData service: `column op literal` joined by and/or; plain ISO dates, no functions.
 DIALECT = odata.Dialect(
     bare_datetime=r"\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?|\d{4}-\d{2}-\d{2}",
@@ -39,6 +36,10 @@ FILTER_MESSAGES = {
     "unexpected_end": "Malformed query expression",
     "unexpected_token": "Malformed query expression",
 }
+
+
+UNKNOWN_COLUMN = "Column '{column}' not found in table '{table}'"  # COMFND's wording
+UNKNOWN_PROPERTY = "Could not find a property named '{column}' on type '{table}'"  # OData's
 
 
 class QueryError(ValueError):
@@ -106,21 +107,14 @@ def run_query(table: Table, node: Node, order_by: list[tuple[str, bool]], *, lim
     wanted = None if limit is None else skip + limit
     first = pinned_values(node, table.key[0])
     if first is not None:  # keyed look-up: the first key column pinned (index bucket)
-        rows = _ordered([row for value in first for row in table.with_first_key(value) if predicate(row)], order_by)
+        rows = _ordered([row for value in first for row in table.children(value) if predicate(row)], order_by)
         return rows[skip:wanted], len(rows)
     natural = [(table.change, False)] + [(k, False) for k in table.key]
     if table.change and order_by and order_by == natural[: len(order_by)]:
         # keyset page: ordered by (change, key...) ascending, walk the change order from its bound
-        out: list[dict[str, Any]] = []
-        matched = 0
-        for row in table.changed_since(lower_bound(node, table.change)):
-            if predicate(row):
-                matched += 1
-                if matched > skip:
-                    out.append(row)
-                if wanted is not None and matched >= wanted:
-                    break
-        return out, None
+        # (as ever here, a page of 0 rows from the start still holds the first match)
+        matches = filter(predicate, table.changed_since(lower_bound(node, table.change)))
+        return list(islice(matches, skip, None if wanted is None else max(wanted, 1))), None
     rows = _ordered([row for row in table.store.rows() if predicate(row)], order_by or [(k, False) for k in table.key])
     return rows[skip:wanted], len(rows)
 
@@ -134,7 +128,8 @@ def _ordered(rows: list[dict[str, Any]], order_by: list[tuple[str, bool]]) -> li
 # ---- COMFND `Where` and OData `$filter`: both read by the kit's OData parser ----------------------
 
 
-def _resolve(names: Mapping[str, str], column: str, table: Table, message: str) -> str:
+def resolve(names: Mapping[str, str], column: str, table: Table, message: str) -> str:
+    """The stored name of a column a query names; QueryError(`message`) when the table lacks it."""
     if column not in names:
         raise QueryError(message.format(column=column, table=table.name))
     return names[column]
@@ -152,8 +147,8 @@ def parse_comfnd_where(where: ET.Element | None, table: Table, names: Mapping[st
         if index:
             words.append((expression.findtext("AndOr") or "").strip().lower() or "and")
         words.extend("(" for _ in (expression.findtext("OpenBracket") or "").strip())
-        column = _resolve(names, (expression.findtext("Column") or "").strip(), table,
-                          "Column '{column}' not found in table '{table}'")
+        name = (expression.findtext("Column") or "").strip()
+        column = resolve(names, name, table, UNKNOWN_COLUMN)
         condition = (expression.findtext("Condition") or "EQ").strip().upper()
         if condition not in OPERATORS:
             raise QueryError(f"Invalid condition '{condition}'")
@@ -161,7 +156,7 @@ def parse_comfnd_where(where: ET.Element | None, table: Table, names: Mapping[st
         try:
             value = raw if condition == "LIKE" else coerce(table.columns[column], raw)
         except ValueError:
-            raise QueryError(f"Invalid value '{raw}' for column '{(expression.findtext('Column') or '').strip()}'") from None
+            raise QueryError(f"Invalid value '{raw}' for column '{name}'") from None
         words.append(f"x{index}")
         atoms[f"x{index}"] = ("cmp", column, condition, value)
         words.extend(")" for _ in (expression.findtext("CloseBracket") or "").strip())
@@ -182,7 +177,8 @@ def parse_odata_filter(text: str, table: Table, names: Mapping[str, str]) -> Nod
         raise QueryError(exc.message(FILTER_MESSAGES, filter=text.strip())) from None
 
 
-def _as_where(node: odata.Node, table: Table, names: Mapping[str, str], atoms: Mapping[str, Node] | None = None) -> Node:
+def _as_where(node: odata.Node, table: Table, names: Mapping[str, str],
+              atoms: Mapping[str, Node] | None = None) -> Node:
     tag = node[0]
     if tag in ("and", "or"):
         parts: list[Node] = []
@@ -193,12 +189,12 @@ def _as_where(node: odata.Node, table: Table, names: Mapping[str, str], atoms: M
         return atoms[node[1][0]]  # a placeholder: the grammar admits nothing else here
     if tag == "cmp" and node[2][0] == "field" and node[3][0] == "lit":
         name, literal = "/".join(node[2][1]), node[3][1]
-        column = _resolve(names, name, table, "Could not find a property named '{column}' on type '{table}'")
+        column = resolve(names, name, table, UNKNOWN_PROPERTY)
         try:
             value = coerce(table.columns[column], literal) if literal is not None else None
         except (ValueError, TypeError):
             raise QueryError(f"Invalid literal for '{name}'") from None
-        return ("cmp", column, _ODATA_OPS[node[1]], value)
+        return ("cmp", column, node[1].upper(), value)
     left = node[2] if tag == "cmp" else node
     if left[0] == "field":
         raise QueryError(f"Expected a comparison after '{'/'.join(left[1])}'")

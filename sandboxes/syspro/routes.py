@@ -3,7 +3,8 @@ text at HTTP 200 even for errors), the read-only OData service, and the sandbox'
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 from urllib.parse import urlencode
 from xml.sax.saxutils import escape
 
@@ -12,8 +13,8 @@ from flask import Flask, Response, jsonify, request
 from sandboxes.kit import odata
 from sandboxes.kit.routes import model_route
 
-from .query import QueryError, parse_odata_filter, run_query
-from .rules import ROOT_ATTRIBUTES, XML_DECLARATION
+from .query import UNKNOWN_PROPERTY, QueryError, parse_odata_filter, resolve, run_query
+from .rules import ROOT_ATTRIBUTES, XML_DECLARATION, tags
 from .tables import to_json
 
 if TYPE_CHECKING:
@@ -23,22 +24,19 @@ REST_BASE = "/SYSPROWCFService/Rest"
 ODATA_SITE = "/SYSPROOData"  # (unconfirmed) IIS site name of the OData service
 BUSINESS_PATHS = ("Query/Query", "Query/Browse", "Query/Fetch", "Transaction/Post", "Transaction/Build",
                   "Setup/Add", "Setup/Update", "Setup/Delete")
-# Canonical spellings of the REST paths; requests in any letter case are folded onto these.
-REST_PATHS = ("Logon", "Logoff", "GetLogonProfile", "GetVersion", *BUSINESS_PATHS)
 
 
-class CaseFoldPaths:
-    """WSGI middleware: the WCF host matches paths case-insensitively (`/logon` works)."""
+def case_fold_paths(app: Callable[..., Any], paths: Iterable[str]) -> Callable[..., Any]:
+    """WSGI middleware: the WCF host matches paths case-insensitively (`/logon` works), so a
+    request for one of the REST `paths` in any letter case is folded onto its canonical spelling."""
+    canonical = {f"{REST_BASE}/{p}".lower(): f"{REST_BASE}/{p}" for p in paths}
 
-    def __init__(self, app: Callable[..., Any]) -> None:
-        self.app = app
-        self.canonical = {f"{REST_BASE}/{p}".lower(): f"{REST_BASE}/{p}" for p in REST_PATHS}
+    def folded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        environ["PATH_INFO"] = canonical.get(path.rstrip("/").lower(), path)
+        return app(environ, start_response)
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        folded = self.canonical.get(environ.get("PATH_INFO", "").rstrip("/").lower())
-        if folded is not None:
-            environ["PATH_INFO"] = folded
-        return self.app(environ, start_response)
+    return folded
 
 
 def text(body: str) -> Response:
@@ -57,20 +55,19 @@ class Routes:
 
     def register_vendor_routes(self: SysproSandbox, app: Flask) -> None:
         app.before_request(self._rate_gate)
-        app.wsgi_app = CaseFoldPaths(app.wsgi_app)  # type: ignore[method-assign]
-        app.add_url_rule(f"{REST_BASE}/Logon", "logon", lambda: text(self.logon(request.args)))
-        app.add_url_rule(f"{REST_BASE}/Logoff", "logoff", lambda: text(self.logoff(request.args.get("UserId", ""))))
-        app.add_url_rule(f"{REST_BASE}/GetVersion", "get_version", lambda: text(self.settings.host_version))
-        app.add_url_rule(f"{REST_BASE}/GetLogonProfile", "logon_profile",
-                         lambda: text(self.logon_profile(request.args.get("UserId", ""))))
-        for kind in BUSINESS_PATHS:
-            app.add_url_rule(f"{REST_BASE}/{kind}", f"bo_{kind.replace('/', '_').lower()}",
-                             lambda kind=kind: text(self.business_call(kind, request.args)))
+        answers: dict[str, Callable[[Any], str]] = {  # REST path -> its answer to the query string
+            "Logon": self.logon, "Logoff": lambda args: self.logoff(args.get("UserId", "")),
+            "GetLogonProfile": lambda args: self.logon_profile(args.get("UserId", "")),
+            "GetVersion": lambda args: self.settings.host_version,
+            **{kind: partial(self.business_call, kind) for kind in BUSINESS_PATHS},
+        }
+        for path, answer in answers.items():
+            app.add_url_rule(f"{REST_BASE}/{path}", path, lambda answer=answer: text(answer(request.args)))
+        app.wsgi_app = case_fold_paths(app.wsgi_app, answers)  # type: ignore[method-assign]
         app.add_url_rule(f"{ODATA_SITE}/<company>/", "odata_service", self._odata_service)
         app.add_url_rule(f"{ODATA_SITE}/<company>/<entity_set>", "odata_entity_set", self._odata_query)
         model_route(app, "/_sandbox/syspro/settings", type(self.settings), lambda: self.settings, self.apply_settings)
-        app.add_url_rule("/_sandbox/syspro/sessions", "list_sessions", lambda: jsonify({
-            "open": self.sessions.open_count(), "peak": self.sessions.peak_open, "sessions": self.sessions.describe()}))
+        app.add_url_rule("/_sandbox/syspro/sessions", "list_sessions", lambda: jsonify(self.sessions.describe()))
 
     def _rate_gate(self: SysproSandbox) -> Response | None:
         if request.path.startswith("/_sandbox/"):
@@ -124,11 +121,11 @@ class Routes:
         session = self.sessions.use(user_id)
         if session is None:
             return self.stale_message(user_id)
-        today = self.clock.now_datetime().date().isoformat()
-        return (f"{XML_DECLARATION}\n<LogonProfile {ROOT_ATTRIBUTES}><CompanyId>{escape(session.company)}</CompanyId>"
-                f"<CompanyName>{escape(self.COMPANY_NAME)}</CompanyName><OperatorCode>{escape(session.operator)}</OperatorCode>"
-                f"<OperatorGroup>{escape(self.OPERATOR_GROUP)}</OperatorGroup><AccountingDate>{today}</AccountingDate>"
-                f"<SystemDate>{today}</SystemDate></LogonProfile>")
+        today = self.clock.now_datetime().date()
+        profile = tags([("CompanyId", session.company), ("CompanyName", self.COMPANY_NAME),
+                        ("OperatorCode", session.operator), ("OperatorGroup", self.OPERATOR_GROUP),
+                        ("AccountingDate", today), ("SystemDate", today)])
+        return f"{XML_DECLARATION}\n<LogonProfile {ROOT_ATTRIBUTES}>{profile}</LogonProfile>"
 
     def stale_message(self: SysproSandbox, user_id: str) -> str:
         self.stats.bump("stale_session_calls")
@@ -161,18 +158,16 @@ class Routes:
         args = request.args
         names = table.names(self.settings.change_column)
         try:
-            node = parse_odata_filter(args.get("$filter", ""), table, names) if args.get("$filter") else ("true",)
+            node = parse_odata_filter(args.get("$filter", ""), table, names)
             try:
                 order = odata.parse_orderby(args.get("$orderby", ""), fold_direction=True, skip_empty=True)
             except ValueError as exc:
                 raise QueryError(f"Invalid $orderby '{exc}'") from None
             for column, _ in order:
-                if column not in names:
-                    raise QueryError(f"Invalid $orderby '{column}'")
+                resolve(names, column, table, "Invalid $orderby '{column}'")
             select = odata.split_names(args.get("$select"))
             for column in select:
-                if column not in names:
-                    raise QueryError(f"Could not find a property named '{column}' on type '{table.name}'")
+                resolve(names, column, table, UNKNOWN_PROPERTY)
             top = int(args["$top"]) if "$top" in args else None
             skip = int(args.get("$skip", 0))
             if (top is not None and top < 0) or skip < 0:

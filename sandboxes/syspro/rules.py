@@ -4,13 +4,12 @@ APSSSP supplier maintenance; their validation rules, error numbers and output XM
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 from xml.sax.saxutils import escape
 
-from .query import QueryError, parse_comfnd_where, run_query
+from .query import UNKNOWN_COLUMN, QueryError, parse_comfnd_where, resolve, run_query
 from .tables import COST, MONEY, QTY, norm, render
 
 if TYPE_CHECKING:
@@ -49,19 +48,6 @@ METHODS = {"Query": ("Query/Query",), "Transaction": ("Transaction/Post",),
            "Setup": ("Setup/Add", "Setup/Update", "Setup/Delete")}
 
 
-@dataclass
-class FieldError:
-    field: str
-    value: str
-    number: int
-    description: str
-
-    def xml(self, lowercase: bool = False) -> str:
-        tag = self.field.lower() if lowercase else self.field
-        return (f"<{tag}><Value>{escape(self.value)}</Value><ErrorNumber>{self.number}</ErrorNumber>"
-                f"<ErrorDescription>{escape(self.description)}</ErrorDescription></{tag}>")
-
-
 class BusinessError(Exception):
     """A failure the REST host reports as `ERROR: ...` text (exceptions inside e.net)."""
 
@@ -80,38 +66,61 @@ def _flag(element: ET.Element | None, name: str, default: str) -> str:
     return (_text(element, name, default) or default).upper()[:1]
 
 
-def _decimal(text: str) -> Decimal | None:
-    try:
-        value = Decimal(text.strip())
-    except (InvalidOperation, AttributeError):
-        return None
-    return value if value.is_finite() else None
+Rule = tuple[Any, str, str, int, str]  # (breached?, field, value, error number, description)
 
 
-class Errors(list[FieldError]):
-    """One item's field errors, in the order SYSPRO reports them."""
+class Errors(list[tuple[str, str, int, str]]):
+    """One item's field errors (field, value, number, description), in the order SYSPRO reports them."""
 
     def add(self, field: str, value: str, number: int, description: str) -> None:
-        self.append(FieldError(field, value, number, description))
+        self.append((field, value, number, description))
+
+    def check(self, *rules: Rule, first: bool = False) -> bool:
+        """Record every breached rule (with `first`, only the first: an if/elif chain); True if any."""
+        breached = [rule[1:] for rule in rules if rule[0]]
+        for error in breached[:1] if first else breached:
+            self.add(*error)
+        return bool(breached)
 
     def xml(self, lowercase: bool = False) -> str:
-        return "".join(error.xml(lowercase) for error in self)
+        parts = []
+        for field, value, number, description in self:
+            tag = field.lower() if lowercase else field
+            parts.append(f"<{tag}><Value>{escape(value)}</Value><ErrorNumber>{number}</ErrorNumber>"
+                         f"<ErrorDescription>{escape(description)}</ErrorDescription></{tag}>")
+        return "".join(parts)
 
     def number(self, field: str, raw: str, message: str, valid: Callable[[Decimal], bool] = lambda v: True,
                code: int = E_BAD_VALUE) -> Decimal | None:
-        """`raw` as a number, or None with the error `message` (given `raw`) recorded."""
-        value = _decimal(raw)
-        if value is None or not valid(value):
+        """`raw` as a finite number, or None with the error `message` (given `raw`) recorded."""
+        try:
+            value: Decimal | None = Decimal(raw.strip())
+        except (InvalidOperation, AttributeError):
+            value = None
+        if value is None or not value.is_finite() or not valid(value):
             self.add(field, raw, code, message.format(raw))
             return None
         return value
 
-    def date(self, field: str, raw: str, message: str) -> date | None:
+    def date(self, field: str, raw: str, message: str, default: date | None = None) -> date | None:
+        """`raw` as a date; `default` when it is empty, or not a date (the error `message` recorded)."""
+        if not raw:
+            return default
         try:
             return datetime.strptime(raw, "%Y-%m-%d").date()
         except ValueError:
             self.add(field, raw, E_BAD_DATE, message.format(raw))
-            return None
+            return default
+
+
+def tags(pairs: Iterable[tuple[str, Any]]) -> str:
+    """`<name>value</name>` for each pair, the value written as SYSPRO writes it in XML."""
+    return "".join(f"<{name}>{escape(render(value))}</{name}>" for name, value in pairs)
+
+
+def line_error(tag: str, line: str, errors: Errors) -> str:
+    """A purchase order line's errors, under its line number ("" when it has none)."""
+    return f"<{tag}><PurchaseOrderLine>{escape(line)}</PurchaseOrderLine>{errors.xml()}</{tag}>" if errors else ""
 
 
 def envelope(root: str, body: str) -> str:
@@ -153,14 +162,15 @@ class BusinessObjects:
         try:
             xml_in = parse_xml(args.get("XmlIn", ""), "XmlIn")
             params = parse_xml(args.get("XmlParameters", ""), "XmlParameters", optional=True)
+            parameters = params.find("Parameters") if params is not None else None
             with self.lock:
-                return handler(kind.split("/")[1], params, xml_in)
+                return handler(kind.split("/")[1], parameters, xml_in)
         except (BusinessError, QueryError) as exc:
             return f"ERROR: {exc}"
 
     # ---- queries ------------------------------------------------------------------------------
 
-    def _comfnd(self: SysproSandbox, _method: str, _params: Any, query: ET.Element) -> str:
+    def _comfnd(self: SysproSandbox, _method: str, _parameters: Any, query: ET.Element) -> str:
         table_name = _text(query, "TableName")
         table = self.tables.get(table_name)
         if table is None:
@@ -170,8 +180,7 @@ class BusinessObjects:
         def listed(path: str) -> list[str]:
             found = [c.text.strip() for c in query.findall(path) if c.text and c.text.strip()]
             for column in found:
-                if column not in names:
-                    raise QueryError(f"Column '{column}' not found in table '{table.name}'")
+                resolve(names, column, table, UNKNOWN_COLUMN)
             return found
 
         columns, order = listed("Columns/Column") or list(names), listed("OrderBy/Column")
@@ -183,44 +192,40 @@ class BusinessObjects:
         node = parse_comfnd_where(query.find("Where"), table, names)
         by = [(names[c], False) for c in order] or [(k, False) for k in table.key]
         rows, _ = run_query(table, node, by, limit=max(limit, 0))
-        parts = [f"<HeaderDetails><TableName>{table.name}</TableName><Columns>"
-                 + "".join(f"<Column>{c}</Column>" for c in columns) + "</Columns><OrderBy>"
-                 + "".join(f"<Column>{c}</Column>" for c in order) + "</OrderBy></HeaderDetails>\n"]
-        for row in rows:
-            parts.append("<Row>" + "".join(f"<{c}>{escape(render(row.get(names[c])))}</{c}>" for c in columns) + "</Row>\n")
+        column_list, order_list = ("".join(f"<Column>{c}</Column>" for c in chosen) for chosen in (columns, order))
+        parts = [f"<HeaderDetails><TableName>{table.name}</TableName><Columns>{column_list}</Columns>"
+                 f"<OrderBy>{order_list}</OrderBy></HeaderDetails>\n"]
+        parts.extend(f"<Row>{tags((c, row.get(names[c])) for c in columns)}</Row>\n" for row in rows)
         parts.append(f"<RowsReturned>{len(rows):>7}</RowsReturned>\n")
         return envelope(table.name, "".join(parts))
 
-    def _invqry(self: SysproSandbox, _method: str, _params: Any, query: ET.Element) -> str:
+    def _invqry(self: SysproSandbox, _method: str, _parameters: Any, query: ET.Element) -> str:
         stock_code = _text(query.find("Key"), "StockCode")
         item = self.tables["InvMaster"].get(stock_code)
         if item is None:
             raise BusinessError(f"Stock code '{stock_code}' not found")
         selector = query.find("Filter/Warehouse")
         filter_type = (selector.get("FilterType", "A") if selector is not None else "A").upper()
-        wanted = {w.strip().upper() for w in (selector.get("FilterValue", "") if selector is not None else "").split(",")}
-        body = [f"<QueryOptions><StockCode>{escape(item['StockCode'])}</StockCode></QueryOptions>\n<StockItem>"
-                + "".join(f"<{c}>{escape(render(item.get(c)))}</{c}>" for c in STOCK_ITEM_FIELDS) + "</StockItem>\n"]
-        for row in self.tables["InvWarehouse"].with_first_key(stock_code):
+        listed = selector.get("FilterValue", "") if selector is not None else ""
+        wanted = {w.strip().upper() for w in listed.split(",")}
+        body = [f"<QueryOptions>{tags([('StockCode', item['StockCode'])])}</QueryOptions>\n"
+                f"<StockItem>{tags((c, item.get(c)) for c in STOCK_ITEM_FIELDS)}</StockItem>\n"]
+        for row in self.tables["InvWarehouse"].children(stock_code):
             if filter_type in ("S", "L") and row["Warehouse"].upper() not in wanted:
                 continue
             body.append(
                 f"<WarehouseItem><Warehouse>{escape(row['Warehouse'])}</Warehouse>"
                 f"<Description>{escape(WAREHOUSES.get(row['Warehouse'], ''))}</Description>"
-                f"<QtyOnHand>{row['QtyOnHand']}</QtyOnHand><AvailableQty>{row['QtyOnHand'] - row['QtyAllocated']}</AvailableQty>"
+                f"<QtyOnHand>{row['QtyOnHand']}</QtyOnHand>"
+                f"<AvailableQty>{row['QtyOnHand'] - row['QtyAllocated']}</AvailableQty>"
                 f"<QtyOnOrder>{row['QtyOnOrder']}</QtyOnOrder><UnitCost>{row['UnitCost']}</UnitCost></WarehouseItem>\n")
         return envelope("InvQuery", "".join(body))
 
     # ---- posting: validate every item, apply per ValidateOnly / ApplyIfEntireDocumentValid --------
 
-    @staticmethod
-    def _parameters(params: ET.Element | None) -> ET.Element | None:
-        return params.find("Parameters") if params is not None else None
-
-    def _post(self: SysproSandbox, root: str, tag: str, params: ET.Element | None, plans: list[Plan],
+    def _post(self: SysproSandbox, root: str, tag: str, parameters: ET.Element | None, plans: list[Plan],
               journal: str | None = None, setup: bool = False) -> str:
         """Setup objects answer lowercase items without numbers and count records read."""
-        parameters = self._parameters(params)
         validate_only = _flag(parameters, "ValidateOnly", "N") == "Y"
         whole_document = _flag(parameters, "ApplyIfEntireDocumentValid", "Y") == "Y"
         invalid = sum(1 for plan in plans if plan[1])
@@ -237,7 +242,8 @@ class BusinessObjects:
             body.append(f"<item><key>{key()}</key>{errors}</item>\n" if setup else
                         f"<{tag}><Key>{key()}</Key>{errors}{extra}<ItemNumber>{number:06d}</ItemNumber></{tag}>\n")
         body.append(f"<StatusOfItems><RecordsRead>{len(plans)}</RecordsRead><RecordsInvalid>{invalid}</RecordsInvalid>"
-                    "</StatusOfItems>\n" if setup else f"<StatusOfItems><ItemsProcessed>{processed:06d}</ItemsProcessed>"
+                    "</StatusOfItems>\n" if setup else
+                    f"<StatusOfItems><ItemsProcessed>{processed:06d}</ItemsProcessed>"
                     f"<ItemsInvalid>{invalid:06d}</ItemsInvalid></StatusOfItems>\n")
         return envelope(root, "".join(body))
 
@@ -265,26 +271,25 @@ class BusinessObjects:
 
     # ---- APSTIN: post AP invoices -------------------------------------------------------------------
 
-    def _apstin(self: SysproSandbox, _method: str, params: ET.Element | None, document: ET.Element) -> str:
-        automatic_tax = _flag(self._parameters(params), "AutomaticTaxCalculation", "Y") == "Y"
+    def _apstin(self: SysproSandbox, _method: str, parameters: ET.Element | None, document: ET.Element) -> str:
+        automatic_tax = _flag(parameters, "AutomaticTaxCalculation", "Y") == "Y"
         seen: set[tuple[Any, ...]] = set()
         plans: list[Plan] = []
         for item in self._items(document):
             errors = Errors()
             record = self._validate_ap_invoice(item, errors, seen, automatic_tax)
-            key = (f"<Supplier>{escape(_text(item, 'Supplier'))}</Supplier>"
-                   f"<Invoice>{escape(_text(item, 'Invoice'))}</Invoice>")
+            key = tags((name, _text(item, name)) for name in ("Supplier", "Invoice"))
             plans.append((lambda key=key: key, bool(errors), errors.xml(),
                           lambda entry, record=record: self._post_ap_invoice(record, entry)))
-        return self._post("postapinvoice", "Item", params, plans, journal="ap_journal")
+        return self._post("postapinvoice", "Item", parameters, plans, journal="ap_journal")
 
     def _post_ap_invoice(self: SysproSandbox, record: dict[str, Any], entry: int) -> str:
         journal = self.counters["ap_journal"]
         record.update({"Journal": journal, "EntryNumber": entry, "PostDate": self.clock.now_datetime().date(),
                        "LastChangeDate": self.clock.now_datetime()})
         distribution = record.pop("_distribution")
-        self.tables["ApInvoice"].upsert(record)
-        self.ledger_distribution[self.tables["ApInvoice"].pk(record)] = distribution
+        self.tables["ApInvoice"].put(record)
+        self.ledger_distribution[self.tables["ApInvoice"].key_of(record)] = distribution
         return f"<Journal>{journal}</Journal><EntryNumber>{entry}</EntryNumber>"
 
     def _validate_ap_invoice(self: SysproSandbox, item: ET.Element, errors: Errors,
@@ -309,11 +314,9 @@ class BusinessObjects:
         raw_value = _text(item, "TransactionValue")
         value = errors.number("TransactionValue", raw_value, "Invalid transaction value '{}'",
                               lambda v: v > 0 and v == v.quantize(MONEY))
-        raw_date, raw_due = _text(item, "InvoiceDate"), _text(item, "DueDate")
-        invoice_date = self.clock.now_datetime().date()
-        if raw_date:
-            invoice_date = errors.date("InvoiceDate", raw_date, "Invalid invoice date '{}'") or invoice_date
-        due_date = errors.date("DueDate", raw_due, "Invalid due date '{}'") if raw_due else None
+        invoice_date = errors.date("InvoiceDate", _text(item, "InvoiceDate"), "Invalid invoice date '{}'",
+                                   self.clock.now_datetime().date())
+        due_date = errors.date("DueDate", _text(item, "DueDate"), "Invalid due date '{}'")
         distribution: list[dict[str, Any]] = []
         for line in item.findall("LedgerDistribution"):
             ledger = _text(line, "LedgerCode")
@@ -348,60 +351,54 @@ class BusinessObjects:
 
     # ---- PORTOI: purchase orders --------------------------------------------------------------------
 
-    def _portoi(self: SysproSandbox, _method: str, params: ET.Element | None, document: ET.Element) -> str:
-        parameters = self._parameters(params)
+    def _portoi(self: SysproSandbox, _method: str, parameters: ET.Element | None, document: ET.Element) -> str:
         allow_non_stock = _flag(parameters, "AllowNonStockItems", "N") == "Y"
         allow_zero_price = _flag(parameters, "AllowZeroPrice", "N") == "Y"
         status = _text(parameters, "Status", "1") or "1"
-        plans: list[Plan] = []
-        for order in self._items(document, "Orders", "orders"):
-            plan = self._plan_order(order, allow_non_stock, allow_zero_price, status)
-            plans.append((lambda plan=plan: f"<PurchaseOrder>{escape(plan['number'])}</PurchaseOrder>",
-                          bool(plan["errors"] or plan["line_errors"]),
-                          plan["errors"].xml() + "".join(plan["line_errors"]),
-                          lambda _entry, plan=plan: plan["commit"]() or ""))
-        return self._post("postpurchaseorders", "Order", params, plans)
+        plans = [self._plan_order(order, allow_non_stock, allow_zero_price, status)
+                 for order in self._items(document, "Orders", "orders")]
+        return self._post("postpurchaseorders", "Order", parameters, plans)
 
     def _plan_order(self: SysproSandbox, order: ET.Element, allow_non_stock: bool, allow_zero_price: bool,
-                    status: str) -> dict[str, Any]:
+                    status: str) -> Plan:
         header = order.find("OrderHeader")
         errors = Errors()
         line_errors: list[str] = []
         action = _flag(header, "OrderActionType", "A")
         number = _text(header, "PurchaseOrder")
+        chosen = [number]  # a new order's number is drawn when it is committed
         headers = self.tables["PorMasterHdr"]
         existing = headers.get(number) if number else None
-        plan: dict[str, Any] = {"errors": errors, "line_errors": line_errors, "number": number, "commit": lambda: None}
-        if action not in ("A", "C", "D"):
-            errors.add("OrderActionType", action, E_ACTION, f"Invalid order action type '{action}'")
-            return plan
-        if action == "A" and existing is not None:
-            errors.add("PurchaseOrder", number, E_PO_EXISTS, f"Purchase order '{number}' already exists")
-            return plan
-        if action in ("C", "D"):
-            if existing is None:
-                errors.add("PurchaseOrder", number, E_PO_NOT_FOUND, f"Purchase order '{number}' not found")
-                return plan
-            if existing["OrderStatus"] in ("9", "*"):
-                state = "complete" if existing["OrderStatus"] == "9" else "cancelled"
-                errors.add("PurchaseOrder", number, E_PO_CLOSED,
-                           f"Purchase order '{number}' is {state} and cannot be maintained")
-                return plan
+
+        def plan(commit: Callable[[], Any] = lambda: None) -> Plan:
+            def apply(_entry: Any) -> str:
+                commit()  # (what a commit returns is not part of the answer)
+                return ""
+
+            return (lambda: f"<PurchaseOrder>{escape(chosen[0])}</PurchaseOrder>", bool(errors or line_errors),
+                    errors.xml() + "".join(line_errors), apply)
+
+        state = {"9": "complete", "*": "cancelled"}.get(existing["OrderStatus"]) if existing else None
+        if errors.check((action not in ("A", "C", "D"), "OrderActionType", action, E_ACTION,
+                         f"Invalid order action type '{action}'"),
+                        (action == "A" and existing is not None, "PurchaseOrder", number, E_PO_EXISTS,
+                         f"Purchase order '{number}' already exists"),
+                        (action != "A" and existing is None, "PurchaseOrder", number, E_PO_NOT_FOUND,
+                         f"Purchase order '{number}' not found"),
+                        (action != "A" and state, "PurchaseOrder", number, E_PO_CLOSED,
+                         f"Purchase order '{number}' is {state} and cannot be maintained"), first=True):
+            return plan()
         row = dict(existing) if existing else {c: None for c in headers.columns}
         if action == "D":
-            plan["commit"] = lambda: headers.upsert({**row, "OrderStatus": "*", "LastChangeDate": self.clock.now_datetime()})
-            return plan
+            return plan(lambda: headers.put({**row, "OrderStatus": "*", "LastChangeDate": self.clock.now_datetime()}))
         supplier_code = _text(header, "Supplier") or (row.get("Supplier") or "")
         supplier = self._supplier(supplier_code, errors, on_hold=action == "A")
         warehouse = (_text(header, "Warehouse") or row.get("Warehouse") or "WH01").upper()
         if warehouse not in WAREHOUSES:
             errors.add("Warehouse", warehouse, E_WAREHOUSE_NOT_FOUND, f"Warehouse '{warehouse}' not found")
-        order_date = row.get("OrderEntryDate") or self.clock.now_datetime().date()
-        due_date = row.get("OrderDueDate")
-        if _text(header, "OrderDate"):
-            order_date = errors.date("OrderDate", _text(header, "OrderDate"), "Invalid date '{}'") or order_date
-        if _text(header, "DueDate"):
-            due_date = errors.date("DueDate", _text(header, "DueDate"), "Invalid date '{}'") or due_date
+        order_date = errors.date("OrderDate", _text(header, "OrderDate"), "Invalid date '{}'",
+                                 row.get("OrderEntryDate") or self.clock.now_datetime().date())
+        due_date = errors.date("DueDate", _text(header, "DueDate"), "Invalid date '{}'", row.get("OrderDueDate"))
         current_lines = {line["Line"]: dict(line) for line in self.po_lines(number)} if existing else {}
         next_line = max(current_lines, default=0)
         new_lines = dict(current_lines)
@@ -415,17 +412,19 @@ class BusinessObjects:
                     line_number = int(raw_line)
                 except ValueError:
                     line_number = -1
-                if line_number not in current_lines:
-                    line_errs.add("PurchaseOrderLine", raw_line, E_PO_LINE, f"Line '{raw_line}' not found on purchase order")
-                elif line_action == "D":
-                    if (current_lines[line_number].get("MReceivedQty") or 0) > 0:
-                        line_errs.add("PurchaseOrderLine", raw_line, E_PO_LINE, f"Line '{raw_line}' has receipts and cannot be deleted")
-                    else:
-                        new_lines.pop(line_number, None)
-                if line_errs or line_action == "D":
-                    line_errors.append(self._line_error_xml(element.tag, raw_line, line_errs))
+                current = current_lines.get(line_number)
+                received = (current or {}).get("MReceivedQty") or 0
+                line_errs.check((current is None, "PurchaseOrderLine", raw_line, E_PO_LINE,
+                                 f"Line '{raw_line}' not found on purchase order"),
+                                (line_action == "D" and received > 0, "PurchaseOrderLine", raw_line, E_PO_LINE,
+                                 f"Line '{raw_line}' has receipts and cannot be deleted"), first=True)
+                if line_errs:
+                    line_errors.append(line_error(element.tag, raw_line, line_errs))
                     continue
-                line = dict(current_lines[line_number])
+                if line_action == "D":
+                    new_lines.pop(line_number)
+                    continue
+                line = dict(current)  # type: ignore[arg-type]
             else:
                 next_line += 1
                 line_number = next_line
@@ -433,14 +432,14 @@ class BusinessObjects:
                 line.update({"PurchaseOrder": number, "Line": line_number, "MReceivedQty": Decimal(0).quantize(QTY)})
             self._apply_po_line(element, line, warehouse, due_date, allow_non_stock, allow_zero_price, line_errs)
             if line_errs:
-                line_errors.append(self._line_error_xml(element.tag, str(line_number), line_errs))
+                line_errors.append(line_error(element.tag, str(line_number), line_errs))
             else:
                 new_lines[line_number] = line
         if action == "A" and not new_lines and not line_errors:
             errors.add("OrderDetails", "", E_REQUIRED, "At least one order line is required")
 
         def commit() -> None:
-            po = plan["number"] = number or self.next_po_number()
+            po = chosen[0] = number or self.next_po_number()
             row.update({
                 "PurchaseOrder": po, "Supplier": supplier["Supplier"] if supplier else supplier_code,
                 "OrderStatus": row.get("OrderStatus") or status, "OrderEntryDate": order_date,
@@ -450,17 +449,16 @@ class BusinessObjects:
                 "CustomerPoNumber": _text(header, "CustomerPoNumber") or row.get("CustomerPoNumber") or "",
                 "LastChangeDate": self.clock.now_datetime(),
             })
-            headers.upsert(row)
+            headers.put(row)
             detail = self.tables["PorMasterDetail"]
             for old in current_lines:
                 if old not in new_lines:
-                    detail.delete(po, old)
+                    detail.purge(po, old)
             for line in new_lines.values():
                 line["PurchaseOrder"] = po
-                detail.upsert(line)
+                detail.put(line)
 
-        plan["commit"] = commit
-        return plan
+        return plan(commit)
 
     def _apply_po_line(self: SysproSandbox, element: ET.Element, line: dict[str, Any], warehouse: str,
                        due_date: date | None, allow_non_stock: bool, allow_zero_price: bool,
@@ -476,7 +474,8 @@ class BusinessObjects:
                 return
             line.update({"LineType": "4" if tag == "FreightLine" else "5", "MPrice": value.quantize(COST),
                          "MOrderQty": Decimal(1).quantize(QTY),
-                         "MStockDes": _text(element, "MiscDescription") or ("Freight" if tag == "FreightLine" else "Miscellaneous")})
+                         "MStockDes": _text(element, "MiscDescription")
+                         or ("Freight" if tag == "FreightLine" else "Miscellaneous")})
             return
         if tag != "StockLine":
             errors.add(tag, "", E_ACTION, f"Unknown order line type '{tag}'")
@@ -500,52 +499,44 @@ class BusinessObjects:
             errors.add("Price", raw_price, E_ZERO_PRICE, "Price may not be zero")
         if errors:
             return
-        raw_due = _text(element, "LatestDueDate")
-        line_due = line.get("MLatestDueDate") or due_date
-        if raw_due:
-            line_due = errors.date("LatestDueDate", raw_due, "Invalid date '{}'")
-            if line_due is None:
-                return
+        line_due = errors.date("LatestDueDate", _text(element, "LatestDueDate"), "Invalid date '{}'",
+                               line.get("MLatestDueDate") or due_date)
+        if errors:
+            return
         line.update({
             "LineType": "1" if item is not None else "7", "MStockCode": item["StockCode"] if item else stock_code,
-            "MStockDes": _text(element, "StockDescription") or (item["Description"] if item else line.get("MStockDes") or ""),
+            "MStockDes": _text(element, "StockDescription")
+            or (item["Description"] if item else line.get("MStockDes") or ""),
             "MWarehouse": line_warehouse, "MOrderQty": qty.quantize(QTY),  # type: ignore[union-attr]
             "MPrice": price.quantize(COST),  # type: ignore[union-attr]
             "MOrderUom": _text(element, "OrderUom") or (item["StockUom"] if item else line.get("MOrderUom") or "EA"),
-            "MGlCode": _text(element, "LedgerCode") or line.get("MGlCode") or "", "MLatestDueDate": line_due, "MComment": "",
+            "MGlCode": _text(element, "LedgerCode") or line.get("MGlCode") or "", "MLatestDueDate": line_due,
+            "MComment": "",
         })
-
-    @staticmethod
-    def _line_error_xml(tag: str, line: str, errors: Errors) -> str:
-        if not errors:
-            return ""
-        return f"<{tag}><PurchaseOrderLine>{escape(line)}</PurchaseOrderLine>{errors.xml()}</{tag}>"
 
     # ---- INVTMA (unconfirmed name, a setting): inventory adjustments -----------------------------------
 
-    def _invtma(self: SysproSandbox, _method: str, params: ET.Element | None, document: ET.Element) -> str:
-        physical = _flag(self._parameters(params), "PhysicalCount", "N") == "Y"
+    def _invtma(self: SysproSandbox, _method: str, parameters: ET.Element | None, document: ET.Element) -> str:
+        physical = _flag(parameters, "PhysicalCount", "N") == "Y"
         holdings = self.tables["InvWarehouse"]
         pending: dict[tuple[Any, ...], Decimal] = {}
         plans: list[Plan] = []
         for item in self._items(document):
             errors = Errors()
             warehouse, stock_code = _text(item, "Warehouse").upper(), _text(item, "StockCode")
-            holding = None
-            if not warehouse:
-                errors.add("Warehouse", "", E_REQUIRED, "Warehouse is required")
-            elif warehouse not in WAREHOUSES:
-                errors.add("Warehouse", warehouse, E_WAREHOUSE_NOT_FOUND, f"Warehouse '{warehouse}' not found")
-            if self.tables["InvMaster"].get(stock_code) is None:
-                errors.add("StockCode", stock_code, E_STOCK_NOT_FOUND, f"Stock code '{stock_code}' not found")
-            elif warehouse in WAREHOUSES:
-                holding = self._holding(stock_code, warehouse, errors)
+            errors.check((not warehouse, "Warehouse", "", E_REQUIRED, "Warehouse is required"),
+                         (warehouse not in WAREHOUSES, "Warehouse", warehouse, E_WAREHOUSE_NOT_FOUND,
+                          f"Warehouse '{warehouse}' not found"), first=True)
+            known = self.tables["InvMaster"].get(stock_code) is not None
+            errors.check((not known, "StockCode", stock_code, E_STOCK_NOT_FOUND,
+                          f"Stock code '{stock_code}' not found"))
+            holding = self._holding(stock_code, warehouse, errors) if known and warehouse in WAREHOUSES else None
             raw_qty = _text(item, "Quantity")
             qty = errors.number("Quantity", raw_qty, "Invalid quantity '{}'",
                                 lambda v: v >= 0 if physical else v != 0, E_BAD_QUANTITY)
             delta = Decimal(0)
             if qty is not None and holding is not None:
-                pk = holdings.pk(holding)
+                pk = holdings.key_of(holding)
                 on_hand = pending.get(pk, holding["QtyOnHand"])
                 delta = (qty - on_hand) if physical else qty
                 if on_hand + delta < 0 and not self.settings.allow_negative_stock:
@@ -553,20 +544,19 @@ class BusinessObjects:
                                f"for stock code '{stock_code}' in warehouse '{warehouse}'")
                 else:
                     pending[pk] = on_hand + delta
-            key = (f"<Warehouse>{escape(_text(item, 'Warehouse'))}</Warehouse>"
-                   f"<StockCode>{escape(_text(item, 'StockCode'))}</StockCode>")
+            key = tags((name, _text(item, name)) for name in ("Warehouse", "StockCode"))
             plans.append((lambda key=key: key, bool(errors), errors.xml(),
                           lambda entry, item=item, holding=holding, delta=delta:
                           self._adjust(item, holding, delta, entry, physical)))
-        return self._post("postinvadjustments", "Item", params, plans, journal="inv_journal")
+        return self._post("postinvadjustments", "Item", parameters, plans, journal="inv_journal")
 
     def _adjust(self: SysproSandbox, item: ET.Element, holding: dict[str, Any], delta: Decimal, entry: int,
                 physical: bool) -> str:
         now = self.clock.now_datetime()
-        self.tables["InvWarehouse"].upsert({**holding, "QtyOnHand": (holding["QtyOnHand"] + delta).quantize(QTY),
+        self.tables["InvWarehouse"].put({**holding, "QtyOnHand": (holding["QtyOnHand"] + delta).quantize(QTY),
                                             "LastChangeDate": now})
         journal = self.counters["inv_journal"]
-        self.tables["InvMovements"].upsert({
+        self.tables["InvMovements"].put({
             "Journal": journal, "JournalEntry": entry, "StockCode": holding["StockCode"],
             "Warehouse": holding["Warehouse"], "TrnYear": now.year, "TrnMonth": now.month, "MovementType": "I",
             "TrnType": "P" if physical else "A", "TrnQty": delta.quantize(QTY),
@@ -577,59 +567,54 @@ class BusinessObjects:
 
     # ---- APSSSP (unconfirmed name and root, settings): supplier maintenance ---------------------------
 
-    def _apsssp(self: SysproSandbox, method: str, params: ET.Element | None, document: ET.Element) -> str:
+    def _apsssp(self: SysproSandbox, method: str, parameters: ET.Element | None, document: ET.Element) -> str:
         root = self.settings.supplier_setup_root
         if document.tag != root:  # (unconfirmed) wording
             raise BusinessError(f"XmlIn root element '{document.tag}' is not valid - expected '{root}'")
-        suppliers = self.tables["ApSupplier"]
         plans: list[Plan] = []
         seen: set[Any] = set()
         for item in self._items(document):
             errors = Errors()
             code = _text(item.find("Key"), "Supplier")
-            existing = suppliers.get(code) if code else None
-            if not code:
-                errors.add("Supplier", "", E_REQUIRED, "Supplier code is required")
-            elif len(code) > 15:
-                errors.add("Supplier", code, E_TOO_LONG, "Supplier code may not exceed 15 characters")
-            elif method == "Add" and (existing is not None or norm(code) in seen):
-                errors.add("Supplier", code, E_SUPPLIER_EXISTS, f"Supplier '{code}' already exists")
-            elif method in ("Update", "Delete") and existing is None:
-                errors.add("Supplier", code, E_SUPPLIER_NOT_FOUND, f"Supplier '{code}' not found")
+            existing = self.tables["ApSupplier"].get(code) if code else None
+            errors.check((not code, "Supplier", "", E_REQUIRED, "Supplier code is required"),
+                         (len(code) > 15, "Supplier", code, E_TOO_LONG, "Supplier code may not exceed 15 characters"),
+                         (method == "Add" and (existing is not None or norm(code) in seen), "Supplier", code,
+                          E_SUPPLIER_EXISTS, f"Supplier '{code}' already exists"),
+                         (method in ("Update", "Delete") and existing is None, "Supplier", code, E_SUPPLIER_NOT_FOUND,
+                          f"Supplier '{code}' not found"), first=True)
             seen.add(norm(code))
             values = {f: (item.findtext(f) or "").strip() for f in SUPPLIER_FIELDS if item.find(f) is not None}
-            if method == "Add" and not values.get("SupplierName"):
-                errors.add("SupplierName", "", E_REQUIRED, "Supplier name is required")
-            if len(values.get("SupplierName", "")) > 50:
-                errors.add("SupplierName", values["SupplierName"], E_TOO_LONG, "Supplier name may not exceed 50 characters")
-            if values.get("Currency") and values["Currency"] not in CURRENCIES:
-                errors.add("Currency", values["Currency"], E_BAD_CURRENCY, f"Currency '{values['Currency']}' not found")
-            if "OnHold" in values and values["OnHold"].upper() not in ("Y", "N"):
-                errors.add("OnHold", values["OnHold"], E_BAD_VALUE, "On hold must be 'Y' or 'N'")
+            name, currency, on_hold = values.get("SupplierName", ""), values.get("Currency"), values.get("OnHold")
+            errors.check((method == "Add" and not name, "SupplierName", "", E_REQUIRED, "Supplier name is required"),
+                         (len(name) > 50, "SupplierName", name, E_TOO_LONG,
+                          "Supplier name may not exceed 50 characters"),
+                         (currency and currency not in CURRENCIES, "Currency", currency or "", E_BAD_CURRENCY,
+                          f"Currency '{currency}' not found"),
+                         (on_hold is not None and on_hold.upper() not in ("Y", "N"), "OnHold", on_hold or "",
+                          E_BAD_VALUE, "On hold must be 'Y' or 'N'"))
             if method == "Delete" and existing is not None and not errors and (
-                    self.tables["ApInvoice"].with_first_key(code) or self.tables["PorMasterHdr"].store.lookup("Supplier", code)):
-                errors.add("Supplier", code, E_HAS_TRANSACTIONS, f"Supplier '{code}' has transactions and cannot be deleted")
-            commit = self._supplier_commit(method, code, existing, values) if not errors else (lambda: None)
+                    self.tables["ApInvoice"].children(code) or self.tables["PorMasterHdr"].lookup("Supplier", code)):
+                errors.add("Supplier", code, E_HAS_TRANSACTIONS,
+                           f"Supplier '{code}' has transactions and cannot be deleted")
             plans.append((lambda code=code: f"<supplier>{escape(code)}</supplier>", bool(errors),
-                          errors.xml(lowercase=True), lambda _entry, commit=commit: commit() or ""))
-        return self._post(root.lower(), "item", params, plans, setup=True)
+                          errors.xml(lowercase=True),
+                          lambda _entry, args=(method, code, existing, values): self._save_supplier(*args)))
+        return self._post(root.lower(), "item", parameters, plans, setup=True)
 
-    def _supplier_commit(self: SysproSandbox, method: str, code: str, existing: dict[str, Any] | None,
-                         values: dict[str, str]) -> Callable[[], None]:
+    def _save_supplier(self: SysproSandbox, method: str, code: str, existing: dict[str, Any] | None,
+                       values: dict[str, str]) -> str:
         suppliers = self.tables["ApSupplier"]
-
-        def commit() -> None:
-            if method == "Delete":
-                suppliers.delete(code)
-                return
-            row = dict(existing) if existing else {c: "" for c in suppliers.columns}
-            if not existing:
-                row.update({"Supplier": code.upper(), "Currency": "$", "OnHold": "N", "TermsCode": "30",
-                            "DateSuppAdded": self.clock.now_datetime().date()})
-            row.update({k: (v.upper() if k == "OnHold" else v) for k, v in values.items()})
-            if not existing and not values.get("SupShortName"):
-                row["SupShortName"] = values.get("SupplierName", "")[:20].upper()
-            row["LastChangeDate"] = self.clock.now_datetime()
-            suppliers.upsert(row)
-
-        return commit
+        if method == "Delete":
+            suppliers.purge(code)
+            return ""
+        row = dict(existing) if existing else {c: "" for c in suppliers.columns}
+        if not existing:
+            row.update({"Supplier": code.upper(), "Currency": "$", "OnHold": "N", "TermsCode": "30",
+                        "DateSuppAdded": self.clock.now_datetime().date()})
+        row.update({k: (v.upper() if k == "OnHold" else v) for k, v in values.items()})
+        if not existing and not values.get("SupShortName"):
+            row["SupShortName"] = values.get("SupplierName", "")[:20].upper()
+        row["LastChangeDate"] = self.clock.now_datetime()
+        suppliers.put(row)
+        return ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from random import Random
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel, Field
 
@@ -15,6 +15,15 @@ from .routes import ODATA_SITE, REST_BASE, Routes
 from .rules import BusinessObjects
 from .sessions import SessionStore, SysproStats
 from .tables import CHANGE_COLUMN, ENTITY_TABLES, Table, coerce, make_tables, seed, to_json
+
+
+# What a tick changes in a record of each table, given the record and the tick's number.
+TICK_CHANGES: dict[str, Callable[[dict[str, Any], int], dict[str, Any]]] = {
+    "ApSupplier": lambda row, n: {"Telephone": f"555-{n % 900 + 100}-{n % 9000 + 1000}"},
+    "ApInvoice": lambda row, n: {"MthInvBal1": Decimal("0.00")},
+    "PorMasterHdr": lambda row, n: {"OrderStatus": "4" if row["OrderStatus"] == "1" else row["OrderStatus"]},
+    "InvMaster": lambda row, n: {"LongDesc": f"{row['Description']} (rev {n})"},
+}
 
 
 class SysproSettings(BaseModel):
@@ -56,20 +65,10 @@ class SysproSandbox(Routes, BusinessObjects, Sandbox):
         self.clock = Clock(MILLISECOND_US)
         self.tables = make_tables()
         self.ledger_distribution: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-        self.counters = {"po": 0, "ap_journal": 0, "inv_journal": 0}
-        self._tick_cursor = 0
-        super().__init__(options)
-        self.stats = SysproStats(self._gauges)
-        self.tokens = SessionStore(lambda: self.settings.seats, lambda: self.settings.session_idle_seconds,
-                                   lambda: self.stats)
         self.rate = RateWindow(self.settings.rate_limit)
-
-    @property
-    def sessions(self) -> SessionStore:
-        return self.tokens  # type: ignore[return-value]
-
-    def _gauges(self) -> dict[str, int]:
-        return {"open_sessions": self.sessions.open_count(), "peak_open_sessions": self.sessions.peak_open}
+        super().__init__(options)
+        self.tokens = self.sessions = SessionStore(self)  # type: ignore[assignment]
+        self.stats = SysproStats(self.sessions)
 
     def apply_settings(self, settings: SysproSettings) -> None:
         self.settings = settings
@@ -91,18 +90,17 @@ class SysproSandbox(Routes, BusinessObjects, Sandbox):
 
     def clear_state(self) -> None:
         for table in self.tables.values():
-            table.store.clear()
+            table.clear()
         self.ledger_distribution.clear()
         self.counters = {"po": 0, "ap_journal": 0, "inv_journal": 0}
         self._tick_cursor = 0
-        if hasattr(self, "rate"):  # not yet during the first reset
-            self.rate.reset()
+        self.rate.reset()
 
     def seed(self, rng: Random, records: int) -> None:
         seed(self.tables, self.counters, self.ledger_distribution, rng, records)
 
     def po_lines(self, purchase_order: str) -> list[dict[str, Any]]:
-        return self.tables["PorMasterDetail"].with_first_key(purchase_order)
+        return self.tables["PorMasterDetail"].children(purchase_order)
 
     def next_po_number(self) -> str:
         while True:
@@ -124,6 +122,7 @@ class SysproSandbox(Routes, BusinessObjects, Sandbox):
         return [self._entity_json(table, row) for row in table.store.rows()]
 
     def put_entity(self, entity: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """A purchase order may come without its number (the next is drawn) and with its `lines`."""
         table = self._table_for(entity)
         payload = dict(payload)
         lines = payload.pop("lines", None)
@@ -131,60 +130,56 @@ class SysproSandbox(Routes, BusinessObjects, Sandbox):
         if unknown:
             raise ValueError(f"unknown {table.name} columns: {', '.join(sorted(unknown))}")
         missing = [k for k in table.key if payload.get(k) in (None, "")]
-        existing = None if missing else table.get(*(payload[k] for k in table.key))
-        if missing and not (table.name == "PorMasterHdr" and missing == ["PurchaseOrder"]):
+        is_po = table.name == "PorMasterHdr"
+        if missing and not (is_po and missing == ["PurchaseOrder"]):
             raise ValueError(f"{table.name} needs its key {', '.join(table.key)}")
-        row: dict[str, Any] = dict(existing) if existing else {c: None for c in table.columns}
-        for column, value in payload.items():
-            row[column] = coerce(table.columns[column], value)
-        if table.name == "PorMasterHdr" and not row.get("PurchaseOrder"):
+        existing = None if missing else table.get(*(payload[k] for k in table.key))
+        row: dict[str, Any] = dict(existing) if existing else dict.fromkeys(table.columns)
+        row.update({column: coerce(table.columns[column], value) for column, value in payload.items()})
+        if is_po and not row.get("PurchaseOrder"):
             row["PurchaseOrder"] = self.next_po_number()
         if table.change and table.change not in payload:
             row[table.change] = self.clock.now_datetime()
-        table.upsert(row)
-        if table.name == "PorMasterHdr" and lines is not None:
+        table.put(row)
+        if is_po and lines is not None:
             detail = self.tables["PorMasterDetail"]
             for line in self.po_lines(row["PurchaseOrder"]):
-                detail.delete(line["PurchaseOrder"], line["Line"])
+                detail.purge(line["PurchaseOrder"], line["Line"])
             for number, line in enumerate(lines, start=1):
                 values = {"Line": number, "LineType": "1", **line, "PurchaseOrder": row["PurchaseOrder"]}
                 unknown = [c for c in values if c not in detail.columns]
                 if unknown:
                     raise ValueError(f"unknown PorMasterDetail column: {unknown[0]}")
-                detail.upsert({c: coerce(detail.columns[c], values.get(c)) for c in detail.columns})
+                detail.put({c: coerce(detail.columns[c], values.get(c)) for c in detail.columns})
         return self._entity_json(table, row)
 
     def _entity_json(self, table: Table, row: dict[str, Any]) -> dict[str, Any]:
-        out = {k: to_json(v) for k, v in row.items()}
+        """The row, with a purchase order's lines and an invoice's ledger distribution."""
+        out = _json(row)
         if table.name == "PorMasterHdr":
-            out["lines"] = [{k: to_json(v) for k, v in line.items()} for line in self.po_lines(row["PurchaseOrder"])]
+            out["lines"] = [_json(line) for line in self.po_lines(row["PurchaseOrder"])]
         if table.name == "ApInvoice":
-            out["LedgerDistribution"] = [{k: to_json(v) for k, v in line.items()}
-                                         for line in self.ledger_distribution.get(table.pk(row), [])]
+            out["LedgerDistribution"] = [_json(line) for line in self.ledger_distribution.get(table.key_of(row), [])]
         return out
 
     def tick(self, count: int) -> list[dict[str, Any]]:
         """Change `count` records in turn: a supplier, an invoice, a PO, a stock item, ..."""
         changed: list[dict[str, Any]] = []
-        order = ["ApSupplier", "ApInvoice", "PorMasterHdr", "InvMaster"]
         for _ in range(max(0, int(count))):
-            table = self.tables[order[self._tick_cursor % len(order)]]
+            name = list(TICK_CHANGES)[self._tick_cursor % len(TICK_CHANGES)]
             self._tick_cursor += 1
+            table = self.tables[name]
             rows = table.store.rows()
             if not rows:
                 continue
             # the least recently changed record moves next (first in key order among equals)
             row = dict(min(rows, key=lambda r: (r[CHANGE_COLUMN] is not None, r[CHANGE_COLUMN])))
-            if table.name == "ApSupplier":
-                row["Telephone"] = f"555-{self._tick_cursor % 900 + 100}-{self._tick_cursor % 9000 + 1000}"
-            elif table.name == "ApInvoice":
-                row["MthInvBal1"] = Decimal("0.00")
-            elif table.name == "PorMasterHdr":
-                row["OrderStatus"] = "4" if row["OrderStatus"] == "1" else row["OrderStatus"]
-            else:
-                row["LongDesc"] = f"{row['Description']} (rev {self._tick_cursor})"
-            row[CHANGE_COLUMN] = self.clock.now_datetime()
-            table.upsert(row)
+            row.update(TICK_CHANGES[name](row, self._tick_cursor), **{CHANGE_COLUMN: self.clock.now_datetime()})
+            table.put(row)
             changed.append({"entity": table.name, "key": [row[k] for k in table.key],
                             "changed_at": to_json(row[CHANGE_COLUMN])})
         return changed
+
+
+def _json(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: to_json(v) for k, v in row.items()}

@@ -6,10 +6,12 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from sandboxes.base import Stats
-from sandboxes.kit.tokens import TokenStore
+
+if TYPE_CHECKING:
+    from .sandbox import SysproSandbox
 
 COUNTERS = ("logons", "logoffs", "logon_failures", "seat_refusals", "sessions_expired", "stale_session_calls")
 
@@ -23,22 +25,23 @@ class EnetSession:
     expired: bool = False
 
 
-class SessionStore(TokenStore):
-    """Logged-on e.net sessions. `expire_all`/`revoke_all` serve the shared control API."""
+class SessionStore:
+    """Logged-on e.net sessions; the sandbox's token store, so the shared control API's
+    `expire-tokens` and `revoke-tokens` reach them. Seats and idle expiry are read from the
+    owner's settings at each call, as they may change at run time."""
 
-    def __init__(self, seats: Callable[[], int], idle_seconds: Callable[[], float], stats: Callable[[], Stats]) -> None:
-        super().__init__()
-        self._seats, self._idle, self._stats = seats, idle_seconds, stats
+    def __init__(self, owner: SysproSandbox) -> None:
+        self.owner = owner
         self._sessions: dict[str, EnetSession] = {}
-        self._guard = threading.Lock()  # the base class's lock is not re-entrant; keep ours apart
+        self._guard = threading.Lock()
         self.peak_open = 0
 
     def _live(self, user_id: str, now: float, touch: bool = False) -> EnetSession | None:
         """The session if it is live (refreshing its idle clock when `touch`); a dead one is dropped."""
-        session = self._sessions.get(user_id.strip().upper())
-        if session is not None and (session.expired or now - session.last_used > self._idle()):
+        session, idle = self._sessions.get(user_id.strip().upper()), self.owner.settings.session_idle_seconds
+        if session is not None and (session.expired or now - session.last_used > idle):
             del self._sessions[session.user_id]
-            self._stats().bump("sessions_expired")
+            self.owner.stats.bump("sessions_expired")
             return None
         if session is not None and touch:
             session.last_used = now
@@ -51,7 +54,7 @@ class SessionStore(TokenStore):
     def open(self, operator: str, company: str) -> str | None:
         """A new UserId (34 uppercase hex characters), or None when every licence seat is taken."""
         with self._guard:
-            if self._purge_idle() >= self._seats():
+            if self._purge_idle() >= self.owner.settings.seats:
                 return None
             user_id = secrets.token_hex(17).upper()
             self._sessions[user_id] = EnetSession(user_id, operator, company, time.time())
@@ -74,34 +77,33 @@ class SessionStore(TokenStore):
         with self._guard:
             return self._purge_idle()
 
-    def describe(self) -> list[dict[str, Any]]:
+    def describe(self) -> dict[str, Any]:
+        """What `/_sandbox/syspro/sessions` answers."""
+        count = self.open_count()
         now = time.time()
         with self._guard:
-            return [{"user_id_prefix": s.user_id[:4], "operator": s.operator, "company": s.company,
-                     "idle_seconds": round(now - s.last_used, 1), "expired": s.expired} for s in self._sessions.values()]
+            return {"open": count, "peak": self.peak_open, "sessions": [
+                {"user_id_prefix": s.user_id[:4], "operator": s.operator, "company": s.company,
+                 "idle_seconds": round(now - s.last_used, 1), "expired": s.expired} for s in self._sessions.values()]}
 
     def expire_all(self) -> None:
         with self._guard:
             for session in self._sessions.values():
                 session.expired = True
-        super().expire_all()
 
     def revoke_all(self) -> None:
         with self._guard:
             self._sessions.clear()
             self.peak_open = 0
-        super().revoke_all()
 
 
 class SysproStats(Stats):
-    """Request statistics plus live session gauges (open, peak) read at snapshot time."""
+    """Request statistics, the session counters (0 until they happen) and live session gauges."""
 
-    def __init__(self, gauges: Callable[[], dict[str, int]]) -> None:
-        self._gauges = gauges
+    def __init__(self, sessions: SessionStore) -> None:
+        self.sessions = sessions
         super().__init__()
 
     def snapshot(self) -> dict[str, Any]:
-        snapshot = super().snapshot()
-        for name in COUNTERS:
-            snapshot.setdefault(name, 0)
-        return {**snapshot, **self._gauges()}
+        return {**dict.fromkeys(COUNTERS, 0), **super().snapshot(), "open_sessions": self.sessions.open_count(),
+                "peak_open_sessions": self.sessions.peak_open}

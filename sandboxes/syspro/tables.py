@@ -10,8 +10,7 @@ from typing import Any
 from sandboxes.kit import seed as words
 from sandboxes.kit import store
 
-STR, INT, DATE, DATETIME = "str", "int", "date", "datetime"
-DEC2, DEC5, DEC6 = "dec2", "dec5", "dec6"
+STR, INT, DATE, DATETIME = "str", "int", "date", "datetime"  # and dec2, dec5, dec6: decimals to 2, 5, 6 places
 norm = store.collated  # SQL Server's default collation: no case, trailing blanks ignored
 CHANGE_COLUMN = "LastChangeDate"  # (unconfirmed) the change column, as stored here
 CHANGE_TABLES = ("ApSupplier", "ApInvoice", "PorMasterHdr", "InvMaster")  # where a site may name it otherwise
@@ -36,12 +35,11 @@ def coerce(kind: str, value: Any) -> Any:
         return None
     if kind == STR:
         return str(value)
-    if kind == INT:
-        return int(Decimal(str(value).strip()))
-    if kind.startswith("dec"):
+    if kind == INT or kind.startswith("dec"):
         try:
-            return Decimal(str(value).strip()).quantize(Decimal(1).scaleb(-int(kind[3:])))
-        except InvalidOperation:
+            number = Decimal(str(value).strip())
+            return int(number) if kind == INT else number.quantize(Decimal(1).scaleb(-int(kind[3:])))
+        except (InvalidOperation, OverflowError):  # 'abc', 'NaN', 'Infinity'
             raise ValueError(f"not a number: {value!r}") from None
     if kind == DATE:
         if isinstance(value, (date, datetime)):
@@ -80,31 +78,23 @@ def sort_key(value: Any) -> tuple[int, Any]:
 
 
 class Table:
-    """One SYSPRO table: its columns and types over a kit table keyed under the collation."""
+    """One SYSPRO table: its columns and types over a kit table keyed under the collation.
+
+    Everything else (get, put, purge, children, key_of, lookup, range, ordered_by) is the kit table's."""
 
     def __init__(self, name: str, columns: dict[str, str], key: tuple[str, ...], change: str | None = None) -> None:
         self.name, self.columns, self.key, self.change = name, columns, key, change
         self.store = store.Table(key, normalise=norm, parent=key[:1], name=name)  # rows grouped by the first key
 
+    def __getattr__(self, name: str) -> Any:
+        if name == "store":  # not yet set (a copy being built): no recursion
+            raise AttributeError(name)
+        return getattr(self.store, name)
+
     @property
     def rows(self) -> dict[tuple[Any, ...], dict[str, Any]]:
         """Rows by normalised key, in key order."""
         return {self.store.key_of(row): row for row in self.store.rows()}
-
-    def pk(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        return self.store.key_of(row)
-
-    def get(self, *key: Any) -> dict[str, Any] | None:
-        return self.store.get(*key)
-
-    def upsert(self, row: dict[str, Any]) -> dict[str, Any]:
-        return self.store.put(row)
-
-    def delete(self, *key: Any) -> None:
-        self.store.purge(*key)
-
-    def with_first_key(self, value: Any) -> list[dict[str, Any]]:
-        return self.store.children(value)
 
     def changed_since(self, bound: datetime | None) -> list[dict[str, Any]]:
         """Rows by (change column, key), from `bound` on when given."""
@@ -192,37 +182,34 @@ def seed(tables: dict[str, Table], counters: dict[str, int], distribution: dict[
             name = words.company_name(rng)
             place = words.address(rng)[:5]
         contact = words.person(rng).name if rng.random() < 0.8 else ""
-        suppliers.append({
+        suppliers.append(tables["ApSupplier"].put({
             "Supplier": f"S{i + 1:05d}", "SupplierName": name, "SupShortName": name[:20].upper(),
             "SupAddr1": place[0], "SupAddr2": place[1], "SupAddr3": place[2], "SupAddr4": place[3], "SupAddr5": "USA",
             "SupPostalCode": place[4], "Telephone": words.phone(rng, "dashed"), "Email": words.email_for(name),
             "Contact": contact, "Currency": "$", "TermsCode": words.pick(rng, ["30", "45", "60", "CO"]),
-            "SupplierClass": words.pick(rng, ["MAT", "SUB", "SVC"]), "Branch": "", "OnHold": "Y" if i % 23 == 22 else "N",
+            "SupplierClass": words.pick(rng, ["MAT", "SUB", "SVC"]), "Branch": "",
+            "OnHold": "Y" if i % 23 == 22 else "N",
             "TaxRegnNum": "", "DateSuppAdded": day(-2000, 1970), "LastChangeDate": stamp(),
-        })
-    for row in suppliers:
-        tables["ApSupplier"].upsert(row)
+        }))
 
     stock: list[dict[str, Any]] = []
     holdings: list[dict[str, Any]] = []
     for i in range(max(count, 10)):
         product_class, part = STOCKED[i % len(STOCKED)]
         code = f"{product_class}-{i + 1:05d}"
-        stock.append({
+        stock.append(tables["InvMaster"].put({
             "StockCode": code, "Description": part.description, "LongDesc": f"{part.description} (catalog {i + 1})",
             "StockUom": part.unit, "ProductClass": product_class,
             "Supplier": suppliers[i % len(suppliers)]["Supplier"] if suppliers else "", "PartCategory": "B",
             "WarehouseToUse": "WH01", "DateStkAdded": day(-900, 870), "LastChangeDate": stamp(),
-        })
+        }))
         for warehouse in ("WH01", "VAN1") if i % 3 else ("WH01", "WH02", "VAN1"):
-            holdings.append({
+            holdings.append(tables["InvWarehouse"].put({
                 "StockCode": code, "Warehouse": warehouse, "QtyOnHand": Decimal(rng.randrange(0, 400)).quantize(QTY),
                 "QtyAllocated": Decimal(0).quantize(QTY), "QtyOnOrder": Decimal(0).quantize(QTY),
-                "UnitCost": (part.cost * Decimal(rng.randrange(80, 121)) / 100).quantize(COST), "LastChangeDate": stamp(),
-            })
-    for name, rows in (("InvMaster", stock), ("InvWarehouse", holdings)):
-        for row in rows:
-            tables[name].upsert(row)
+                "UnitCost": (part.cost * Decimal(rng.randrange(80, 121)) / 100).quantize(COST),
+                "LastChangeDate": stamp(),
+            }))
 
     invoices = tables["ApInvoice"]
     for i in range(count):
@@ -230,7 +217,7 @@ def seed(tables: dict[str, Table], counters: dict[str, int], distribution: dict[
         tax = (value * Decimal("0.08") / Decimal("1.08")).quantize(MONEY)
         invoice_date = day(0, 110)
         counters["ap_journal"] = 1 + i // 50
-        row = invoices.upsert({
+        row = invoices.put({
             "Supplier": words.pick(rng, suppliers)["Supplier"], "Invoice": f"INV-{100000 + i * 7 + rng.randrange(7)}",
             "DocumentType": "I", "InvoiceDate": invoice_date, "DueDate": invoice_date + timedelta(days=30),
             "Reference": f"ST-{rng.randrange(10000, 99999)}", "Currency": "$", "OrigInvValue": value, "TaxValue": tax,
@@ -238,14 +225,15 @@ def seed(tables: dict[str, Table], counters: dict[str, int], distribution: dict[
             "MthInvBal1": value if rng.random() < 0.7 else Decimal("0.00"), "Journal": counters["ap_journal"],
             "EntryNumber": i % 50 + 1, "PostDate": invoice_date, "LastChangeDate": stamp(),
         })
-        distribution[invoices.pk(row)] = [{"LedgerCode": "10-5500", "LedgerValue": value - tax, "LedgerNotation": "Materials"}]
+        distribution[invoices.key_of(row)] = [
+            {"LedgerCode": "10-5500", "LedgerValue": value - tax, "LedgerNotation": "Materials"}]
 
     for i in range(count):
         counters["po"] = i + 1
         number = f"P{i + 1:05d}"
         entered = day(0, 110)
         warehouse = words.pick(rng, ["WH01", "WH01", "WH02"])
-        tables["PorMasterHdr"].upsert({
+        tables["PorMasterHdr"].put({
             "PurchaseOrder": number, "Supplier": words.pick(rng, suppliers)["Supplier"],
             "OrderStatus": words.pick(rng, ["1", "1", "4", "9", "*"]), "OrderEntryDate": entered,
             "OrderDueDate": entered + timedelta(days=14), "Warehouse": warehouse,
@@ -254,7 +242,7 @@ def seed(tables: dict[str, Table], counters: dict[str, int], distribution: dict[
         })
         for line in range(1, rng.randrange(1, 5) + 1):
             item = words.pick(rng, stock)
-            tables["PorMasterDetail"].upsert({
+            tables["PorMasterDetail"].put({
                 "PurchaseOrder": number, "Line": line, "LineType": "1", "MStockCode": item["StockCode"],
                 "MStockDes": item["Description"], "MWarehouse": warehouse,
                 "MOrderQty": Decimal(rng.randrange(1, 60)).quantize(QTY), "MReceivedQty": Decimal(0).quantize(QTY),
@@ -267,7 +255,7 @@ def seed(tables: dict[str, Table], counters: dict[str, int], distribution: dict[
         counters["inv_journal"] = 1 + i // 20
         qty = Decimal(words.pick(rng, [-5, -2, -1, 1, 2, 3, 10])).quantize(QTY)
         entered = stamp()
-        tables["InvMovements"].upsert({
+        tables["InvMovements"].put({
             "Journal": counters["inv_journal"], "JournalEntry": i % 20 + 1, "StockCode": holding["StockCode"],
             "Warehouse": holding["Warehouse"], "TrnYear": entered.year, "TrnMonth": entered.month,
             "MovementType": "I", "TrnType": words.pick(rng, ["A", "A", "I", "R"]), "TrnQty": qty,

@@ -587,6 +587,14 @@ def test_update_vendor_patches_fields_and_moves_modified(st: Client) -> None:
     assert st.send("PATCH", "inventory", "/vendors/9", {"memo": "x"}).status_code == 404
     partial = st.send("PATCH", "inventory", f"/vendors/{vendor_id}", {"address": {"street": "only"}})
     assert partial.status_code == 400 and "Address.City" in partial.json()["errors"]
+    cleared = st.send("PATCH", "inventory", f"/vendors/{vendor_id}", {"name": None})  # a 400, never a 500
+    assert cleared.status_code == 400 and "Name" in cleared.json()["errors"]
+
+
+def test_payment_status_refuses_ids_that_are_not_numbers(st: Client) -> None:
+    for ids, field in (([{"id": 1}], "PaymentIds[0]"), ([1, "x"], "PaymentIds[1]"), ("1", "PaymentIds")):
+        response = st.send("POST", "accounting", "/payments/status", {"paymentIds": ids, "status": "Exported"})
+        assert response.status_code == 400 and field in response.json()["errors"], (ids, response.text)
 
 
 def test_external_data_lookup_finds_a_vendor_by_its_external_key(st: Client) -> None:

@@ -358,6 +358,7 @@ def test_comfnd_brackets_or_like_and_case_insensitive_text(sb: SysproSandbox, ba
     (comfnd("ApSupplier", columns=("Colour",)), "Column 'Colour' not found"),
     (comfnd("ApSupplier", where=expr("LastChangeDate", "GE", "yesterday")), "Invalid value 'yesterday'"),
     (comfnd("ApSupplier", where=expr("Supplier", "EQ", "A", open_="(")), "Unbalanced brackets"),
+    (comfnd("ApInvoice", where=expr("Journal", "EQ", "abc")), "Invalid value 'abc' for column 'Journal'"),
 ])
 def test_comfnd_errors_are_error_text(sb: SysproSandbox, base: str, query: str, message: str) -> None:
     response = call(base, logon(base, sb), "Query/Query", "COMFND", query)
@@ -495,8 +496,17 @@ def test_portoi_adds_changes_and_cancels_a_multi_line_order(sb: SysproSandbox, b
     xml(call(base, user_id, "Transaction/Post", "PORTOI", change, PORTOI_PARAMS))
     stored = next(p for p in sb.get_entities("purchase_orders") if p["PurchaseOrder"] == number)
     assert stored["lines"][0]["MOrderQty"] == 6 and len(stored["lines"]) == 4
-    xml(call(base, user_id, "Transaction/Post", "PORTOI",
-             po_doc(f"<OrderActionType>D</OrderActionType><PurchaseOrder>{number}</PurchaseOrder>", ""), PORTOI_PARAMS))
+    dropped = xml(call(base, user_id, "Transaction/Post", "PORTOI", po_doc(
+        f"<OrderActionType>C</OrderActionType><PurchaseOrder>{number}</PurchaseOrder>",
+        stock_line("FLT-00002", "10", "3.25", line="2", action="D")), PORTOI_PARAMS))
+    assert dropped.findtext("StatusOfItems/ItemsInvalid") == "000000" and not errors_of(dropped)
+    stored = next(p for p in sb.get_entities("purchase_orders") if p["PurchaseOrder"] == number)
+    assert [line["Line"] for line in stored["lines"]] == [1, 3, 4]
+    cancelled = xml(call(base, user_id, "Transaction/Post", "PORTOI",
+                         po_doc(f"<OrderActionType>D</OrderActionType><PurchaseOrder>{number}</PurchaseOrder>", ""),
+                         PORTOI_PARAMS))
+    assert not (cancelled.find("Order/Key").tail or "").strip()  # the key and item number, no stored row after them
+    assert cancelled.findtext("Order/Key/PurchaseOrder") == number
     again = xml(call(base, user_id, "Transaction/Post", "PORTOI", change, PORTOI_PARAMS))
     assert errors_of(again) == [f"Purchase order '{number}' is cancelled and cannot be maintained"]
 
@@ -675,6 +685,8 @@ def test_odata_filter_order_top_skip_count(running: Any, sb: SysproSandbox) -> N
                                                 "$orderby": "LastChangeDate,Supplier", "$top": "100"}).json()["value"]
     assert later and all(r["LastChangeDate"] >= cut and r["OnHold"] == "N" for r in later)
     assert odata(running, sb, "ApSupplier", **{"$filter": "Colour eq 'red'"}).status_code == 400
+    for literal in ("'abc'", "'Infinity'"):  # not a number for an integer column: a 400, never a 500
+        assert odata(running, sb, "ApInvoice", **{"$filter": f"Journal eq {literal}"}).status_code == 400
 
 
 def test_odata_server_paging_next_link(running: Any, sb: SysproSandbox) -> None:
