@@ -135,3 +135,20 @@ def test_a_record_locked_by_another_writer_after_the_claim_is_deferred_without_w
     with session_scope() as session:
         record = session.get(SyncRecord, record_id)
         assert record is not None and (record.status, record.deliveries) == ("running", 1)
+
+
+def test_the_claim_does_not_wait_for_its_disk_flush_but_the_next_transaction_does(configure, fresh_pg: str) -> None:
+    """The claim turns synchronous_commit off for its own transaction only, inside its one
+    statement; the write's transaction that follows waits for its flush as every other does."""
+    from sqlalchemy import text
+
+    from mlconnector import engine
+
+    session_scope = _setup(configure, fresh_pg)
+    record_id = _record(session_scope, "flush")
+    with session_scope() as session:
+        assert session.execute(text("SHOW synchronous_commit")).scalar() == "on"
+        assert engine._claim(session, record_id, 3) == (1, "running")
+        assert session.execute(text("SHOW synchronous_commit")).scalar() == "off"
+    with session_scope() as session:
+        assert session.execute(text("SHOW synchronous_commit")).scalar() == "on"
