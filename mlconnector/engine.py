@@ -143,7 +143,8 @@ def _process_record(record_id: int, bind: Callable[..., None]) -> RecordResult:
             with locked_record(session, record_id) as record:
                 # The row stays locked until this write commits: the sweeper and other deliveries skip it.
                 if record is None:  # (or removed since the claim: the next delivery finds it gone)
-                    return RecordResult(record_id, "deferred", "another worker holds this record", retry_in=BUSY_RETRY_SECONDS)
+                    return RecordResult(record_id, "deferred", "another worker holds this record",
+                                        retry_in=BUSY_RETRY_SECONDS)
                 bind(integration_id=record.integration_id, flow=record.flow)
                 # Pending again: a newer version re-opened it between the claim and this lock.
                 # This delivery reads the source now, so it writes that version itself rather
