@@ -101,6 +101,13 @@ def _sortable(value: Any) -> tuple[bool, Any]:
     return (value is not None, value)
 
 
+Entry = tuple[tuple[bool, Any], Any, Key]  # a row's place in a field's ordering: value, table position, key
+
+
+def _value(entry: Entry) -> tuple[bool, Any]:
+    return entry[0]
+
+
 # ---- the table -------------------------------------------------------------------------------
 
 
@@ -163,14 +170,16 @@ class Table:
         self._key_order: list[Key] | None = None
         self._position: dict[Key, int] | None = None
         self._listed: dict[str, list[Row]] = {}
-        self._orderings: dict[str, tuple[list[tuple[bool, Any]], list[Key]]] = {}
+        self._orderings: dict[str, list[Entry]] = {}  # per field: (value, table position, key), sorted
+        self._entry: dict[str, dict[Key, Entry]] = {}  # per field: each row's entry in that list
+        self._seq: dict[Key, int] = {}  # when each key was first stored (table order of "insertion")
+        self._next_seq = 0
         self._next_id = self._ids if isinstance(self._ids, int) else 0
         self._changed()
 
     def _changed(self) -> None:
         self.version += 1
         self._listed.clear()
-        self._orderings.clear()
 
     # -- keys and ids -----------------------------------------------------------------------
 
@@ -216,7 +225,10 @@ class Table:
         key = self.key_of(row)
         if key in self._rows:
             self._unrecord(key)
-        elif self._key_order is not None:
+        else:
+            self._seq[key] = self._next_seq
+            self._next_seq += 1
+        if key not in self._rows and self._key_order is not None:
             if self.order == "key":
                 bisect.insort(self._key_order, key)
             else:
@@ -247,6 +259,8 @@ class Table:
         """With a key: restamp that row (a child's change counts as its parent's). Without:
         bump the version only, for a change the table cannot see (related data moved)."""
         if not key:
+            self._orderings.clear()  # values may have moved where no write shows it
+            self._entry.clear()
             self._changed()
             return
         k = self._key(key)
@@ -276,6 +290,9 @@ class Table:
             return None
         self._unrecord(k)
         self._stamp.pop(k, None)
+        for field, entries in self._orderings.items():
+            self._drop_entry(entries, self._entry[field].pop(k))
+        self._seq.pop(k, None)
         if self._key_order is not None:
             at = bisect.bisect_left(self._key_order, k) if self.order == "key" else self._key_order.index(k)
             del self._key_order[at]
@@ -309,6 +326,14 @@ class Table:
                     del self._children[parent]
 
     def _stamp_row(self, key: Key, row: Row) -> None:
+        for field, entries in self._orderings.items():  # kept in order, not rebuilt per write
+            entry = (_sortable(row.get(field)), self._position_of(key), key)
+            old = self._entry[field].get(key)
+            if old != entry:
+                if old is not None:
+                    self._drop_entry(entries, old)
+                bisect.insort(entries, entry)
+                self._entry[field][key] = entry
         stamp = self.stamps.next()
         self._stamp[key] = stamp
         if self.stamp_field is not None:
@@ -440,14 +465,23 @@ class Table:
 
     # -- orderings on other fields ----------------------------------------------------------
 
-    def _ordering(self, field: str) -> tuple[list[tuple[bool, Any]], list[Key]]:
-        ordering = self._orderings.get(field)
-        if ordering is None:
-            keys = self._keys_in_order()
-            values = [_sortable(self._rows[k].get(field)) for k in keys]
-            sequence = sorted(range(len(keys)), key=values.__getitem__)  # stable: ties keep table order
-            ordering = self._orderings[field] = ([values[i] for i in sequence], [keys[i] for i in sequence])
-        return ordering
+    def _position_of(self, key: Key) -> Any:
+        """What orders ties: the key itself in a key-ordered table, else when it was first stored."""
+        return key if self.order == "key" else self._seq[key]
+
+    @staticmethod
+    def _drop_entry(entries: list[Entry], entry: Entry) -> None:
+        del entries[bisect.bisect_left(entries, entry)]
+
+    def _ordering(self, field: str) -> list[Entry]:
+        """Every row's (value, table position, key) for `field`, sorted: built on first use, then
+        kept up to date by each write (a write-then-page on a large table moves one entry)."""
+        entries = self._orderings.get(field)
+        if entries is None:
+            self._entry[field] = {k: (_sortable(row.get(field)), self._position_of(k), k)
+                                  for k, row in self._rows.items()}
+            entries = self._orderings[field] = sorted(self._entry[field].values())
+        return entries
 
     def ordered_by(self, field: str, deleted: Deleted = "hide") -> list[Row]:
         """Rows by `field` ascending (None first, ties in table order): a time column's order."""
@@ -458,19 +492,19 @@ class Table:
         """Rows whose `field` lies within the given bounds, ordered by it; bounds compare raw
         values (not normalised). The ordering is built once per table version and bisected,
         so paging a time window after each write sorts once, not once per page."""
-        values, keys = self._ordering(field)
-        low, high = 0, len(values)
+        entries = self._ordering(field)
+        low, high = 0, len(entries)
         if ge is not None:
-            low = max(low, bisect.bisect_left(values, _sortable(ge)))
+            low = max(low, bisect.bisect_left(entries, _sortable(ge), key=_value))
         if gt is not None:
-            low = max(low, bisect.bisect_right(values, _sortable(gt)))
+            low = max(low, bisect.bisect_right(entries, _sortable(gt), key=_value))
         if le is not None:
-            high = min(high, bisect.bisect_right(values, _sortable(le)))
+            high = min(high, bisect.bisect_right(entries, _sortable(le), key=_value))
         if lt is not None:
-            high = min(high, bisect.bisect_left(values, _sortable(lt)))
+            high = min(high, bisect.bisect_left(entries, _sortable(lt), key=_value))
         if any(bound is not None for bound in (gt, ge, lt, le)):
-            low = max(low, bisect.bisect_left(values, (True,)))  # a bounded range never holds None
-        rows = (self._rows[k] for k in keys[low:high])
+            low = max(low, bisect.bisect_left(entries, (True,), key=_value))  # a bounded range never holds None
+        rows = (self._rows[entry[2]] for entry in entries[low:high])
         return [row for row in rows if self._visible(row, deleted)]
 
     # -- cached answers ---------------------------------------------------------------------
