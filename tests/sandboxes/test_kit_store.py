@@ -444,7 +444,8 @@ def test_orderings_kept_through_writes_match_a_fresh_sort(order: str) -> None:
             low, high = sorted(rng.sample(days[1:], 2))
             for bounds in ({}, {"ge": low}, {"ge": low, "lt": high}):
                 for deleted in ("hide", "with"):
-                    answered = [r["code"] for r in table.range("updated", deleted=deleted, **bounds)]  # type: ignore[arg-type]
+                    ranged = table.range("updated", deleted=deleted, **bounds)  # type: ignore[arg-type]
+                    answered = [r["code"] for r in ranged]
                     assert answered == fresh(bounds, deleted), (step, bounds, deleted)
 
 
