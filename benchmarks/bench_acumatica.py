@@ -193,7 +193,7 @@ def main(n: int = 100, concurrency: int = 4) -> dict[str, Any]:
 
         throughput = pair_bench.throughput_figures(engine_runs, baseline_runs, concurrency)
         records = throughput["records"]
-        statuses = pipeline._statuses(FLOW)
+        statuses = pipeline.statuses(FLOW)
         written, skipped = statuses.get("written", 0), statuses.get("skipped", 0)
         minimum_st = MIN_ST_PER_INVOICE * records
         minimum_acu = MIN_ACU_WRITTEN * written + MIN_ACU_FOUND * skipped

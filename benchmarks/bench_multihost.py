@@ -260,7 +260,7 @@ def create_integration(host: Sandboxes, client_share: float) -> None:
 
 
 def _statuses() -> dict[str, int]:
-    return pipeline._statuses(FLOW)
+    return pipeline.statuses(FLOW)
 
 
 def _final() -> int:

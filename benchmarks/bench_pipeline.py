@@ -83,7 +83,7 @@ def setup(n: int, concurrency: int, *, seed_records: int = 10, start_worker: boo
         raise
 
 
-def _statuses(flow: str) -> dict[str, int]:
+def statuses(flow: str) -> dict[str, int]:
     from sqlalchemy import func, select
 
     from mlconnector.db.models import SyncRecord
@@ -111,7 +111,7 @@ def run_flow(flow: str, timeout: float = 600) -> dict[str, Any]:
     from mlconnector.tasks import send
 
     def final() -> int:
-        return sum(v for k, v in _statuses(flow).items() if k in FINAL)
+        return sum(v for k, v in statuses(flow).items() if k in FINAL)
 
     already = final()  # records of earlier polls
     poll_started = time.time()
@@ -122,12 +122,12 @@ def run_flow(flow: str, timeout: float = 600) -> dict[str, Any]:
     # The finish is read from the records' own timestamps, so a coarse check costs no accuracy
     # and keeps this process from competing with the fleet for the CPU.
     fleet.wait_until(lambda: final() >= already + queued, timeout=timeout,
-                     interval=0.1, message=f"{flow}: not every record final: {_statuses(flow)}")
+                     interval=0.1, message=f"{flow}: not every record final: {statuses(flow)}")
     seen_done = time.time()
     last = _last_written(flow) or seen_done
     done = min(seen_done, max(last, sent_at))
     return {"found": result.found, "queued": queued, "poll_seconds": sent_at - poll_started,
-            "seconds": done - sent_at, "statuses": _statuses(flow)}
+            "seconds": done - sent_at, "statuses": statuses(flow)}
 
 
 def sandbox_stats(host: fleet.SandboxHost, name: str, reset: bool = False) -> dict[str, Any]:
@@ -283,7 +283,7 @@ def main(n: int = 200, concurrency: int = 4) -> dict[str, Any]:
             "engine_seconds": round(engine["seconds"], 3),
             "engine_poll_seconds": round(sum(r["poll_seconds"] for r in engine_runs), 3),
             "baseline_seconds": round(baseline["seconds"], 3),
-            "engine_statuses": _statuses("inventory_bills"),
+            "engine_statuses": statuses("inventory_bills"),
             "baseline_outcomes": baseline["statuses"],
             "epicor_invoices": {"engine": epicor_invoice_count(s.host, "ep_engine", ENGINE_GROUP),
                                 "baseline": epicor_invoice_count(s.host, "ep_base", BASE_GROUP)},

@@ -181,7 +181,7 @@ def main(n: int = 100, concurrency: int = 4) -> dict[str, Any]:
         lines = {str(p["PONum"]): len(p.get("PODetails") or []) for p in _ep_rows(s.host, "purchase_orders")}
         figures = {
             **throughput,
-            "engine_statuses": pipeline._statuses(FLOW),
+            "engine_statuses": pipeline.statuses(FLOW),
             "vendors_flow": {k: vendors[k] for k in ("found", "queued", "statuses")},
             "lines_per_record": round(sum(lines.values()) / max(len(lines), 1), 3),
             "procore_contracts": {"engine": _contracts(s, PC_ENGINE, set(lines)), "baseline": _contracts(s, PC_BASE, set(lines))},

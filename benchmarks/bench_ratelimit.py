@@ -53,7 +53,7 @@ def _create_integration(host: fleet.SandboxHost) -> None:
 
 
 def _statuses() -> dict[str, int]:
-    return pipeline._statuses(FLOW)
+    return pipeline.statuses(FLOW)
 
 
 def _stats(url: str, reset: bool = False) -> dict[str, Any]:

@@ -266,7 +266,7 @@ def main(n: int = 100, concurrency: int = 4) -> dict[str, Any]:
 
         throughput = pair_bench.throughput_figures(engine_runs, baseline_runs, concurrency)
         records = throughput["records"]
-        statuses = pipeline._statuses(FLOW)
+        statuses = pipeline.statuses(FLOW)
         lines = {str(p["PONum"]): len(p.get("PODetails") or []) for p in _ep_rows(s.host, "purchase_orders")}
         minimum_ep = MIN_EPICOR_PER_PO * records
         minimum_sn = 0

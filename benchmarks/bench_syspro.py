@@ -182,7 +182,7 @@ def main(n: int = 100, concurrency: int = 4) -> dict[str, Any]:
         minimum_sy = MIN_SY_WRITTEN * written + MIN_SY_FOUND * found + MIN_SY_SESSION
         figures = {
             **throughput,
-            "engine_statuses": pipeline._statuses(FLOW),
+            "engine_statuses": pipeline.statuses(FLOW),
             "seats": SEATS,
             "vendors_flow": {k: vendors[k] for k in ("found", "queued", "statuses")},
             "syspro_ap_invoices": {"engine": _ap_invoices(s, SY_ENGINE), "baseline": _ap_invoices(s, SY_BASE)},

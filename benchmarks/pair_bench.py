@@ -64,7 +64,7 @@ def run_engine(host: fleet.SandboxHost, worker: fleet.Process | None, flow: str,
     from mlconnector.tasks import send
 
     def final() -> int:
-        return sum(v for k, v in pipeline._statuses(flow).items() if k in pipeline.FINAL)
+        return sum(v for k, v in pipeline.statuses(flow).items() if k in pipeline.FINAL)
 
     already = final()
     reset(host, names)
@@ -77,14 +77,14 @@ def run_engine(host: fleet.SandboxHost, worker: fleet.Process | None, flow: str,
     send(result.enqueue)
     queued = result.queued
     fleet.wait_until(lambda: final() >= already + queued, timeout=600, interval=0.1,
-                     message=f"{flow}: not every record final: {pipeline._statuses(flow)}")
+                     message=f"{flow}: not every record final: {pipeline.statuses(flow)}")
     seen_done = time.time()
     metered.stop()
     work_stats = stats(host, names)
     last = pipeline._last_written(flow) or seen_done
     done = min(seen_done, max(last, sent_at))
     return {"found": result.found, "queued": queued, "poll_seconds": poll_seconds, "seconds": done - sent_at,
-            "statuses": pipeline._statuses(flow), "cpu_seconds": metered.seconds,
+            "statuses": pipeline.statuses(flow), "cpu_seconds": metered.seconds,
             "poll_stats": poll_stats, "work_stats": work_stats}
 
 
