@@ -228,12 +228,12 @@ class Table:
         else:
             self._seq[key] = self._next_seq
             self._next_seq += 1
-        if key not in self._rows and self._key_order is not None:
-            if self.order == "key":
-                bisect.insort(self._key_order, key)
-            else:
-                self._key_order.append(key)
-            self._position = None
+            if self._key_order is not None:
+                if self.order == "key":
+                    bisect.insort(self._key_order, key)
+                else:
+                    self._key_order.append(key)
+                self._position = None
         self._rows[key] = row
         self._record(key, row)
         self._stamp_row(key, row)
@@ -490,8 +490,8 @@ class Table:
     def range(self, field: str, *, gt: Any = None, ge: Any = None, lt: Any = None, le: Any = None,
               deleted: Deleted = "hide") -> list[Row]:
         """Rows whose `field` lies within the given bounds, ordered by it; bounds compare raw
-        values (not normalised). The ordering is built once per table version and bisected,
-        so paging a time window after each write sorts once, not once per page."""
+        values (not normalised). The ordering is built on first use, kept up to date by each
+        write and bisected, so paging a time window after a write sorts nothing."""
         entries = self._ordering(field)
         low, high = 0, len(entries)
         if ge is not None:
