@@ -16,7 +16,7 @@ from celery.beat import Scheduler
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown, worker_ready
 from celery.utils.log import get_logger
 from celery.worker.control import inspect_command
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from mlconnector.flows import all_pairs
 
@@ -28,8 +28,22 @@ SCHEDULE_REFRESH_SECONDS = 60.0  # integrations added or disabled reach beat wit
 beat_log = get_logger("celery.beat")  # the logger (and the "Sending due task" line) beat's own entries use
 
 
-def _queues() -> list[Queue]:
-    return [Queue(DEFAULT_QUEUE)] + [Queue(pair.queue) for pair in all_pairs().values()]
+def broker_queues() -> list[Queue]:
+    """The default queue and one per pair, declared for the configured broker.
+
+    On RabbitMQ each is a quorum queue (`MLCONNECTOR_AMQP_QUEUE_TYPE`) on a topic exchange of
+    its own name: a quorum queue survives the loss of a broker node, and Celery's native
+    delayed delivery, which carries a retry's countdown on quorum queues (a worker cannot hold
+    delayed messages there by raising its prefetch), routes only through topic exchanges. On
+    Redis a queue is a list and takes no arguments."""
+    from mlconnector.settings import get_settings
+
+    names = list(dict.fromkeys([DEFAULT_QUEUE, *(pair.queue for pair in all_pairs().values())]))
+    settings = get_settings()
+    if not settings.celery_broker_url.startswith("amqp://"):
+        return [Queue(name) for name in names]
+    arguments = {"x-queue-type": settings.amqp_queue_type}
+    return [Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments=arguments) for name in names]
 
 
 def build_beat_schedule() -> dict[str, dict[str, Any]]:
@@ -43,11 +57,30 @@ def build_beat_schedule() -> dict[str, dict[str, Any]]:
 def create_app() -> Celery:
     app = Celery("mlconnector")
     app.config_from_object("celeryconfig")
-    app.conf.task_queues = _queues()
+    app.conf.task_queues = broker_queues()
     app.conf.task_default_queue = DEFAULT_QUEUE
     app.conf.imports = ("mlconnector.tasks",)
     app.conf.beat_scheduler = "mlconnector.celery_app:IntegrationScheduler"
     return app
+
+
+def reload_config() -> None:
+    """Read the settings again into the running app: the broker, its queue declarations and
+    celeryconfig's values. A process that changes its environment after import (a test for
+    each broker, a benchmark's fleet) calls this; the app drops the connection pools,
+    declarations and routes it made for the previous broker (kombu keys its shared pools by
+    connection, so old ones stay usable by whoever holds them)."""
+    import importlib
+
+    import celeryconfig
+
+    importlib.reload(celeryconfig)
+    app.conf.update({k: getattr(celeryconfig, k) for k in dir(celeryconfig) if k.islower() and not k.startswith("_")})
+    app.conf.task_queues = broker_queues()
+    for cached in ("queues", "default_queue", "router"):
+        app.amqp.__dict__.pop(cached, None)
+    app._pool = None
+    app.amqp._producer_pool = None
 
 
 class IntegrationScheduler(Scheduler):

@@ -93,23 +93,44 @@ class _FleetGauges:
 
 
 def queue_depths() -> dict[str, int]:
-    """Messages waiting per queue, from a Redis broker (empty for other brokers or none)."""
-    from mlconnector.flows import all_pairs
+    """Messages waiting per queue: LLEN on a Redis broker, a passive declare (which answers the
+    queue's message count without creating it) on RabbitMQ; empty with no broker."""
+    from mlconnector.celery_app import broker_queues
     from mlconnector.settings import get_settings
 
     url = get_settings().celery_broker_url
+    names = [queue.name for queue in broker_queues()]
+    if url.startswith("amqp://"):
+        return _amqp_depths(url, names)
     if not url.startswith(("redis://", "rediss://")):
         return {}
     import redis
 
-    from mlconnector.celery_app import DEFAULT_QUEUE
-
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
-        names = [DEFAULT_QUEUE, *(pair.queue for pair in all_pairs().values())]
-        return {name: int(client.llen(name)) for name in dict.fromkeys(names)}
+        return {name: int(client.llen(name)) for name in names}
     finally:
         client.close()
+
+
+def _amqp_depths(url: str, names: list[str]) -> dict[str, int]:
+    from kombu import Connection
+    from kombu.exceptions import ChannelError
+
+    depths: dict[str, int] = {}
+    with Connection(url, connect_timeout=2) as connection:
+        for name in names:
+            channel = connection.channel()  # a declare of a missing queue closes its channel
+            try:
+                depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+            except ChannelError:
+                depths[name] = 0  # not declared yet: no worker has started on it, nothing sent
+            finally:
+                try:
+                    channel.close()
+                except Exception:  # already closed by the broker's refusal
+                    pass
+    return depths
 
 
 def render() -> tuple[bytes, str]:

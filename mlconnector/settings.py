@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     celery_broker_url: str = Field(default="", validation_alias="CELERY_BROKER_URL")
     celery_result_backend: str = Field(default="", validation_alias="CELERY_RESULT_BACKEND")
     redis_url: str = Field(default="", validation_alias="REDIS_URL")
+    # On a RabbitMQ broker: quorum queues (replicated, and what Celery's native delayed delivery
+    # of retry countdowns needs) or classic ones (a single node). Redis brokers ignore it.
+    amqp_queue_type: Literal["quorum", "classic"] = Field(default="quorum", validation_alias="MLCONNECTOR_AMQP_QUEUE_TYPE")
     secret_keys: str = Field(default="", validation_alias="MLCONNECTOR_SECRET_KEYS")
     key_file: Path = Field(default=Path(DEFAULT_KEY_FILE), validation_alias="MLCONNECTOR_KEY_FILE")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

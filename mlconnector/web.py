@@ -51,7 +51,7 @@ def create_app() -> Flask:
 
     @app.get("/readyz")
     def readyz() -> tuple[Response, int]:
-        checks = {"database": _check_database(), "broker": _check_broker()}
+        checks = {"database": _check_database(), "broker": _check_broker(), **_check_shared_redis()}
         ready = all(c == "ok" for c in checks.values())
         return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), 200 if ready else 503
 
@@ -82,6 +82,27 @@ def _check_database() -> str:
         return "ok"
     except Exception as error:
         return f"error: {type(error).__name__}"
+
+
+def _check_shared_redis() -> dict[str, str]:
+    """The Redis the fleet shares its rate limiter and tokens through, when it is not the
+    broker (a RabbitMQ fleet): without it no worker may call a vendor, so the host is not ready."""
+    from mlconnector.settings import get_settings
+
+    settings = get_settings()
+    url = settings.effective_redis_url
+    if not url or url == settings.celery_broker_url:
+        return {}
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+        return {"redis": "ok"}
+    except Exception as error:
+        return {"redis": f"error: {type(error).__name__}"}
+    finally:
+        client.close()
 
 
 def _check_broker() -> str:

@@ -71,6 +71,37 @@ def redis_url() -> str:
     return REDIS_TEST_URL
 
 
+RABBITMQ = ("127.0.0.1", 5672)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
+
+
+@pytest.fixture
+def rabbitmq_url() -> Iterator[str]:
+    """A RabbitMQ virtual host of this test's own (its queues, exchanges and messages go with
+    it), as the broker URL. Skipped where no RabbitMQ runs: it is the optional broker."""
+    import shutil
+    import socket
+
+    try:
+        socket.create_connection(RABBITMQ, timeout=2).close()
+    except OSError:
+        pytest.skip("RabbitMQ is not running on 127.0.0.1:5672 (start it: rabbitmq-server -detached)")
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is not on PATH: a virtual host per test cannot be made")
+    vhost = f"mlc_test_{uuid.uuid4().hex[:10]}"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/{vhost}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
 @pytest.fixture
 def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     """Point settings at the given database/broker for one test; caches reset around it."""
@@ -101,18 +132,9 @@ def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 
 def _reload_celery_config() -> None:
     """celeryconfig reads settings at import; re-read it for this test's environment."""
-    import importlib
+    from mlconnector.celery_app import reload_config
 
-    import celeryconfig
-
-    importlib.reload(celeryconfig)
-    from mlconnector.celery_app import app
-
-    app.conf.update({k: getattr(celeryconfig, k) for k in dir(celeryconfig) if k.islower() and not k.startswith("_")})
-    # The app keeps the pools it made for the previous test's broker; the next use makes new
-    # ones for this test's (kombu keys its shared pools by connection, so old ones stay usable).
-    app._pool = None
-    app.amqp._producer_pool = None
+    reload_config()
 
 
 @pytest.fixture

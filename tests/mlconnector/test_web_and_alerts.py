@@ -34,6 +34,19 @@ def test_readyz_reports_an_unreachable_broker(configure, fresh_pg: str) -> None:
     assert response.get_json()["checks"]["broker"].startswith("error")
 
 
+def test_readyz_on_rabbitmq_checks_the_shared_redis_too(configure, fresh_pg: str, redis_url: str,
+                                                        rabbitmq_url: str) -> None:
+    from mlconnector.web import create_app
+
+    configure(fresh_pg, rabbitmq_url, REDIS_URL=redis_url)
+    ready = create_app().test_client().get("/readyz")
+    assert (ready.status_code, ready.get_json()["checks"]) == (200, {"database": "ok", "broker": "ok", "redis": "ok"})
+    configure(fresh_pg, rabbitmq_url, REDIS_URL="redis://127.0.0.1:1/0")  # the limiter's Redis is away
+    away = create_app().test_client().get("/readyz")
+    assert away.status_code == 503
+    assert away.get_json()["checks"]["broker"] == "ok" and away.get_json()["checks"]["redis"].startswith("error")
+
+
 def test_alert_storm_becomes_one_summary(configure, fresh_pg: str, monkeypatch) -> None:
     from mlconnector import alerts, audit
     from mlconnector.db.session import session_scope
