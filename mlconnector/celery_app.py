@@ -13,7 +13,7 @@ import time
 
 from celery import Celery
 from celery.beat import Scheduler
-from celery.signals import setup_logging, worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown, worker_ready
 from celery.utils.log import get_logger
 from celery.worker.control import inspect_command
 from kombu import Exchange, Queue
@@ -134,13 +134,34 @@ class IntegrationScheduler(Scheduler):
 app = create_app()
 
 
+@worker_init.connect
+def _queues_declarable(sender: Any = None, **_: Any) -> None:
+    """On RabbitMQ, stop a worker whose queues the broker holds declared otherwise with one
+    line and the next step, before Celery meets the refusal (see broker_declarations)."""
+    from mlconnector.settings import get_settings
+
+    url = get_settings().celery_broker_url
+    if not url.startswith("amqp://"):
+        return
+    from mlconnector.broker_declarations import declaration_problem
+
+    consumed = getattr(getattr(sender, "app", None), "amqp", app.amqp).queues.consume_from or app.amqp.queues
+    problem = declaration_problem(url, consumed.values())
+    if problem:
+        from mlconnector.logging import configure_logging
+
+        settings = get_settings()
+        configure_logging(settings.log_level, settings.log_format)  # Celery sets up its logging after this signal
+        get_logger("mlconnector.worker").critical(problem)
+        raise SystemExit(1)
+
+
 @worker_process_init.connect
 def _fresh_connections(**_: Any) -> None:
     """Each forked worker process opens its own database and HTTP connections."""
     from mlconnector.process_state import reset_process_state
 
     reset_process_state(settings=False)
-
 
 
 @worker_process_shutdown.connect

@@ -83,3 +83,19 @@ def test_a_countdown_waits_in_rabbitmqs_delay_queues_not_in_a_worker(configure: 
     arrived = wait_until(lambda: queue_depths()[PAIR_QUEUE] == 1 and time.time(), timeout=20, interval=0.1)
     assert 2.5 <= arrived - sent <= 15, arrived - sent
     assert any(name.startswith("celery_delayed_") for name in _declared_types(rabbitmq_url.rsplit("/", 1)[1]))
+
+
+def test_a_worker_meeting_queues_declared_otherwise_stops_with_one_line_and_the_next_step(
+        configure: Any, redis_url: str, rabbitmq_url: str, start_worker: Any) -> None:
+    """An upgrade from queues declared classic on direct exchanges: RabbitMQ refuses the new
+    declaration, and the worker says so in one line naming the queue instead of a traceback."""
+    from kombu import Connection, Exchange, Queue
+
+    env = configure(None, rabbitmq_url, REDIS_URL=redis_url)
+    with Connection(rabbitmq_url) as connection:
+        Queue(PAIR_QUEUE, Exchange(PAIR_QUEUE, type="direct"), routing_key=PAIR_QUEUE)(connection.channel()).declare()
+    with pytest.raises(RuntimeError, match="worker exited") as stopped:
+        start_worker(env, queues=f"mlconnector,{PAIR_QUEUE}")
+    log = str(stopped.value)
+    assert f"RabbitMQ already holds queue '{PAIR_QUEUE}'" in log and "received 'topic' but current is 'direct'" in log
+    assert "Next step: stop the workers" in log and "Traceback" not in log
