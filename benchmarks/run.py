@@ -33,6 +33,7 @@ SIZES = {  # name: (quick size, full size)
     "console": (20000, 100000),  # ledger rows behind the console's pages, timed against a bare Flask route
     "idle": (200, 1000),  # enabled integrations with nothing new, measured against a tenth of them
     "multihost": (20, 80),  # bills in the kill phase (half as many again with one host, then two); needs root
+    "broker": (60, 300),  # bills per round: Redis vs RabbitMQ quorum queues, then a worker killed on each; needs RabbitMQ
 }
 
 
@@ -83,6 +84,12 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
                       "lost", "duplicated", "wrong_amount_or_lines", "epicor_calls_per_record", "epicor_429s",
                       "epicor_peak_vs_limit", "st_429s", "st_peak_vs_limit", "epicor_tokens_per_expiry",
                       "epicor_early_token_requests", "st_tokens_per_expiry", "st_early_token_requests"),
+        "broker": ("skipped", "records", "redis_records_per_s", "rabbitmq_records_per_s", "rabbitmq_vs_redis",
+                   "redis_cpu_ms_per_record", "rabbitmq_cpu_ms_per_record", "rabbitmq_vs_redis_cpu",
+                   "redis_recovered_s", "rabbitmq_recovered_s", "rabbitmq_vs_redis_recovered_s",
+                   "redis_in_hand_at_kill", "redis_returned_by_broker", "redis_returned_by_sweeper",
+                   "rabbitmq_in_hand_at_kill", "rabbitmq_returned_by_broker", "rabbitmq_returned_by_sweeper",
+                   "lost", "duplicated", "wrong_amount_or_lines", "stuck"),
     }[name]
     return {f"{name}.{k}": figures[k] for k in keys if k in figures}
 
@@ -91,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes in all")
     parser.add_argument("--size", type=int,
-                        help="records/events for pipeline, ingest, api_economy, acumatica, servicenow, procore, syspro and ratelimit")
+                        help="records/events for pipeline, ingest, api_economy, acumatica, servicenow, procore, syspro, ratelimit and broker")
     parser.add_argument("--latency-ms", type=int, default=0,
                         help="every sandboxed vendor call answers after this many ms (default 0: CPU-bound)")
     parser.add_argument("--only", help="comma-separated benchmark names to run (default: all): " + ", ".join(SIZES))
@@ -99,16 +106,16 @@ def main() -> None:
     if args.latency_ms:
         os.environ[fleet.LATENCY_ENV] = str(args.latency_ms)
 
-    from benchmarks import (bench_acumatica, bench_api_economy, bench_chaos, bench_console, bench_core, bench_freshness,
-                            bench_idle, bench_ingest, bench_memory, bench_multihost, bench_pipeline, bench_procore,
-                            bench_ratelimit, bench_servicenow, bench_syspro)
+    from benchmarks import (bench_acumatica, bench_api_economy, bench_broker, bench_chaos, bench_console, bench_core,
+                            bench_freshness, bench_idle, bench_ingest, bench_memory, bench_multihost, bench_pipeline,
+                            bench_procore, bench_ratelimit, bench_servicenow, bench_syspro)
 
     runners: dict[str, Callable[[int], dict[str, Any]]] = {
         "core": bench_core.main, "pipeline": bench_pipeline.main,
         "ingest": bench_ingest.main, "api_economy": bench_api_economy.main, "acumatica": bench_acumatica.main,
         "servicenow": bench_servicenow.main, "procore": bench_procore.main, "syspro": bench_syspro.main, "ratelimit": bench_ratelimit.main, "freshness": bench_freshness.main,
         "memory": bench_memory.main, "chaos": bench_chaos.main, "console": bench_console.main,
-        "idle": bench_idle.main, "multihost": bench_multihost.run,
+        "idle": bench_idle.main, "multihost": bench_multihost.run, "broker": bench_broker.run,
     }
     summary: dict[str, Any] = {}
     started = time.perf_counter()
