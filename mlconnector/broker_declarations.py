@@ -13,8 +13,6 @@ from collections.abc import Iterable
 
 from kombu import Connection, Queue
 
-DECLARED_DIFFERENTLY = 406  # AMQP PRECONDITION_FAILED
-
 
 def declaration_problem(url: str, queues: Iterable[Queue]) -> str | None:
     """None when every queue (with its exchange and binding) can be declared as configured;

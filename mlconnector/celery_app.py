@@ -135,7 +135,7 @@ app = create_app()
 
 
 @worker_init.connect
-def _queues_declarable(sender: Any = None, **_: Any) -> None:
+def _queues_declarable(**_: Any) -> None:
     """On RabbitMQ, stop a worker whose queues the broker holds declared otherwise with one
     line and the next step, before Celery meets the refusal (see broker_declarations)."""
     from mlconnector.settings import get_settings
@@ -145,8 +145,8 @@ def _queues_declarable(sender: Any = None, **_: Any) -> None:
         return
     from mlconnector.broker_declarations import declaration_problem
 
-    consumed = getattr(getattr(sender, "app", None), "amqp", app.amqp).queues.consume_from or app.amqp.queues
-    problem = declaration_problem(url, consumed.values())
+    queues = app.amqp.queues  # narrowed to the worker's -Q by the time this signal is sent
+    problem = declaration_problem(url, (queues.consume_from or queues).values())
     if problem:
         from mlconnector.logging import configure_logging
 
