@@ -309,3 +309,23 @@ def pytest_collection_modifyitems(items: list[Any]) -> None:
             word in item.nodeid for word in ("_e2e.py", "_browser.py", "test_demo.py", "test_fleet"))
         if timed and item.get_closest_marker("flaky") is None:
             item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=2))
+
+
+_RERUN_FAILURES: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: Any) -> None:
+    if report.outcome == "rerun":
+        _RERUN_FAILURES.append((report.nodeid, report.longreprtext))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Why each rerun test failed the first time (its failure's last lines), so a flake is
+    seen and can be fixed rather than only counted."""
+    if not _RERUN_FAILURES:
+        return
+    terminalreporter.section("first failures of rerun tests")
+    for nodeid, text in _RERUN_FAILURES:
+        terminalreporter.write_line(nodeid)
+        for line in text.splitlines()[-25:]:
+            terminalreporter.write_line("    " + line)
