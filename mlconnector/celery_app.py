@@ -7,9 +7,10 @@ Beat:    celery -A mlconnector.celery_app beat --loglevel INFO
 
 from __future__ import annotations
 
-from typing import Any
-
+import math
+import re
 import time
+from typing import Any
 
 from celery import Celery
 from celery.beat import Scheduler
@@ -17,6 +18,7 @@ from celery.signals import setup_logging, worker_init, worker_process_init, work
 from celery.utils.log import get_logger
 from celery.worker.control import inspect_command
 from kombu import Exchange, Queue
+from kombu.transport.native_delayed_delivery import MAX_NUMBER_OF_BITS_TO_USE
 
 from mlconnector.flows import all_pairs
 
@@ -44,6 +46,38 @@ def broker_queues() -> list[Queue]:
         return [Queue(name) for name in names]
     arguments = {"x-queue-type": settings.amqp_queue_type}
     return [Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments=arguments) for name in names]
+
+
+def broker_countdown(seconds: float | None) -> float | None:
+    """A countdown the broker can carry. On quorum queues a countdown waits in RabbitMQ's
+    delay queues, whose levels count whole seconds: Celery turns the countdown into an int and
+    refuses anything under one second, and inside a task's retry that refusal rejects the
+    message, so a 0.25 s retry would be dropped and its record left for the sweeper. There a
+    countdown is rounded up to whole seconds, at least one; elsewhere it is kept as it is."""
+    if not seconds or seconds <= 0:
+        return seconds
+    from mlconnector.settings import get_settings
+
+    settings = get_settings()
+    if settings.celery_broker_url.startswith("amqp://") and settings.amqp_queue_type == "quorum":
+        return float(max(1, math.ceil(seconds)))
+    return seconds
+
+
+# A message that waited in RabbitMQ's delay queues arrives with its routing key behind one
+# binary digit per delay level ("0.1.0. ... .servicetitan-epicor").
+_DELAY_LEVELS = re.compile(r"^(?:[01]\.){%d}" % MAX_NUMBER_OF_BITS_TO_USE)
+
+
+def home_queue(routing_key: str | None) -> str | None:
+    """The fleet queue a delivery's routing key names, or None. A retry is sent with the
+    routing key it was delivered with but no queue, and Celery then puts it on the default
+    queue (with RabbitMQ's delayed delivery it is routed there too): a pair's retries would
+    leave the pair's queue and its workers."""
+    if not routing_key:
+        return None
+    name = _DELAY_LEVELS.sub("", routing_key, count=1)
+    return name if name in app.amqp.queues else None
 
 
 def build_beat_schedule() -> dict[str, dict[str, Any]]:

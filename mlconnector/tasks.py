@@ -10,7 +10,7 @@ from typing import Any
 from celery import Task
 
 from mlconnector import engine
-from mlconnector.celery_app import DEFAULT_QUEUE, app
+from mlconnector.celery_app import DEFAULT_QUEUE, app, broker_countdown, home_queue
 from mlconnector.logging import get_logger
 
 log = get_logger(__name__)
@@ -25,6 +25,20 @@ class EngineTask(Task):
     # request, until it ends: a backfill's poll sending 100,000 records held 90 MB of them.
     # Nothing reads them (results are ignored), so none is kept.
     trail = False
+
+    def apply_async(self, *args: Any, **options: Any) -> Any:
+        """Every send of a fleet task, a retry's included (Celery's retry sends through here):
+        a retry goes back to the queue it was delivered from (see celery_app.home_queue), and
+        a countdown is one the broker can carry (see celery_app.broker_countdown)."""
+        if not options.get("queue"):
+            home = home_queue(options.get("routing_key"))
+            if home:
+                options["queue"] = home
+                options.pop("exchange", None)  # the queue's own, not the delay level's it came through
+                options.pop("routing_key", None)
+        if options.get("countdown"):
+            options["countdown"] = broker_countdown(options["countdown"])
+        return super().apply_async(*args, **options)
 
     def retry_later(self, error: engine.RetryLater) -> Any:
         """A short Celery countdown; long waits are left to the sweeper via next_attempt_at."""

@@ -76,8 +76,7 @@ def test_a_countdown_waits_in_rabbitmqs_delay_queues_not_in_a_worker(configure: 
     from mlconnector.tasks import process_record
 
     env = configure(None, rabbitmq_url, REDIS_URL=redis_url)
-    # A worker declares the delay exchanges and binds its queues to them (they stay), then goes.
-    start_worker(env, queues=f"mlconnector,{PAIR_QUEUE}").stop()
+    _bind_delay_exchanges(env, start_worker)
     sent = time.time()
     process_record.apply_async(args=(1,), queue=PAIR_QUEUE, countdown=3)
     arrived = wait_until(lambda: queue_depths()[PAIR_QUEUE] == 1 and time.time(), timeout=20, interval=0.1)
@@ -99,3 +98,49 @@ def test_a_worker_meeting_queues_declared_otherwise_stops_with_one_line_and_the_
     log = str(stopped.value)
     assert f"RabbitMQ already holds queue '{PAIR_QUEUE}'" in log and "received 'topic' but current is 'direct'" in log
     assert "Next step: stop the workers" in log and "Traceback" not in log
+
+
+def _bind_delay_exchanges(env: dict[str, str], start_worker: Any) -> None:
+    """A worker declares the delay exchanges and binds its queues to them (they stay), then goes."""
+    start_worker(env, queues=f"mlconnector,{PAIR_QUEUE}").stop()
+
+
+DELAYED_KEY = ".".join("0" * 27 + "1") + f".{PAIR_QUEUE}"  # as a message that waited 1 s arrives
+
+
+@pytest.mark.parametrize("delivered", [{"routing_key": PAIR_QUEUE, "exchange": PAIR_QUEUE},
+                                       {"routing_key": DELAYED_KEY, "exchange": "celery_delayed_delivery"}],
+                         ids=["sent", "retried-before"])
+def test_a_retry_shorter_than_a_second_comes_back_to_its_own_queue(configure: Any, redis_url: str, rabbitmq_url: str,
+                                                                  start_worker: Any, delivered: dict[str, str]) -> None:
+    """A record briefly locked retries in 0.25 s. RabbitMQ's delay queues count whole seconds
+    and Celery refuses a shorter countdown (inside a retry: the message rejected and dropped),
+    so the fleet rounds it up to a second; and a retry names no queue, so Celery would put it
+    on the default queue: it goes back to the pair's queue it was delivered from, also when
+    that delivery itself came through the delay queues."""
+    from mlconnector.fleet_metrics import queue_depths
+    from mlconnector.tasks import process_record
+
+    env = configure(None, rabbitmq_url, REDIS_URL=redis_url)
+    _bind_delay_exchanges(env, start_worker)
+    process_record.push_request(id="retried-task", args=(7,), kwargs={}, retries=1, called_directly=False,
+                                delivery_info=delivered)
+    try:
+        sent = time.time()
+        process_record.retry(countdown=0.25, throw=False)
+    finally:
+        process_record.pop_request()
+    arrived = wait_until(lambda: queue_depths()[PAIR_QUEUE] == 1 and time.time(), timeout=20, interval=0.1)
+    assert 0.9 <= arrived - sent <= 15, arrived - sent
+    assert sum(queue_depths().values()) == 1, queue_depths()
+
+
+def test_countdowns_are_whole_seconds_only_where_the_broker_delays_them(configure: Any, redis_url: str) -> None:
+    from mlconnector.celery_app import broker_countdown
+
+    configure(None, "amqp://guest:guest@127.0.0.1:5672/x", REDIS_URL=redis_url)
+    assert [broker_countdown(s) for s in (None, 0, 0.25, 1.0, 1.2, 59.5)] == [None, 0, 1.0, 1.0, 2.0, 60.0]
+    configure(None, "amqp://guest:guest@127.0.0.1:5672/x", REDIS_URL=redis_url, MLCONNECTOR_AMQP_QUEUE_TYPE="classic")
+    assert broker_countdown(0.25) == 0.25  # a classic queue's worker holds the delayed message itself
+    configure(None, redis_url)
+    assert broker_countdown(0.25) == 0.25
