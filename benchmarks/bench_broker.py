@@ -39,12 +39,8 @@ from __future__ import annotations
 import ast
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -52,7 +48,9 @@ import requests
 
 from benchmarks import bench_pipeline as pipeline
 from benchmarks import fleet
-from benchmarks.common import CpuMeter, write_result
+from benchmarks.common import write_result
+from benchmarks.rabbitmq import Meter, create_vhost, delete_vhost, queue_types, unavailable
+from benchmarks.rabbitmq import url as rabbitmq_url
 
 BROKERS = ("redis", "rabbitmq")
 ROUNDS = ("redis", "rabbitmq", "rabbitmq", "redis")
@@ -63,61 +61,7 @@ KILL_AT = 1 / 3  # share of the phase's bills written when one worker dies
 SWEEP_AFTER_SECONDS = 30  # MLCONNECTOR_SWEEP_AFTER_SECONDS on both brokers (default 120 outlasts the run)
 GROUP = "BBROKER"  # the Epicor AP invoice group the run writes to
 FLOW = "inventory_bills"
-RABBITMQ = ("127.0.0.1", 5672)
 UNFINISHED = ("pending", "running")
-
-
-# ---- RabbitMQ ----------------------------------------------------------------------------------
-
-
-def unavailable() -> str | None:
-    """Why RabbitMQ cannot be used here, or None."""
-    try:
-        socket.create_connection(RABBITMQ, timeout=2).close()
-    except OSError as error:
-        return f"RabbitMQ is not reachable on {RABBITMQ[0]}:{RABBITMQ[1]} ({error})"
-    if shutil.which("rabbitmqctl") is None:
-        return "rabbitmqctl is not on PATH: the run's virtual host cannot be made"
-    return None
-
-
-def _rabbitmqctl(*args: str) -> str:
-    done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
-    return done.stdout
-
-
-def create_vhost() -> str:
-    vhost = f"mlc_bench_{uuid.uuid4().hex[:10]}"
-    _rabbitmqctl("add_vhost", vhost)
-    try:
-        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    except BaseException:
-        _rabbitmqctl("delete_vhost", vhost)
-        raise
-    return vhost
-
-
-def queue_types(vhost: str) -> dict[str, list[str]]:
-    """The vhost's queues by type (quorum, classic, ...)."""
-    out = _rabbitmqctl("list_queues", "-p", vhost, "name", "type")
-    by_type: dict[str, list[str]] = {}
-    for line in out.splitlines():
-        if "\t" in line and not line.startswith("name"):
-            name, kind = line.split("\t")[:2]
-            by_type.setdefault(kind, []).append(name)
-    shown: dict[str, list[str]] = {}
-    for kind, names in sorted(by_type.items()):
-        delayed = [n for n in names if n.startswith("celery_delayed_")]  # native delayed delivery's levels
-        shown[kind] = sorted(n for n in names if n not in delayed) + ([f"celery_delayed_* ({len(delayed)})"] if delayed else [])
-    return shown
-
-
-class Meter(CpuMeter):
-    """CpuMeter with the RabbitMQ server (the Erlang VM) among the servers."""
-
-    SERVERS = {**CpuMeter.SERVERS, "rabbitmq": ("beam.smp",)}
 
 
 # ---- the run's fleet -------------------------------------------------------------------------------
@@ -127,8 +71,7 @@ class Run:
     """The run's stores, sandboxes and integration, and the broker the fleet is on now."""
 
     def __init__(self, vhost: str) -> None:
-        self.urls = {"redis": fleet.REDIS_URL,
-                     "rabbitmq": f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/{vhost}"}
+        self.urls = {"redis": fleet.REDIS_URL, "rabbitmq": rabbitmq_url(vhost)}
         self.vhost = vhost
         self.database_url = fleet.create_database()
         self.host: fleet.SandboxHost | None = None
@@ -489,7 +432,7 @@ def main(n: int = 60) -> dict[str, Any]:
             if run is not None:
                 run.close()
         finally:
-            _rabbitmqctl("delete_vhost", vhost)
+            delete_vhost(vhost)
 
     totals = {broker: _sum_rounds(rounds, broker) for broker in BROKERS}
     redis, rabbit = totals["redis"], totals["rabbitmq"]

@@ -1,12 +1,15 @@
 """Chaos: received ServiceTitan purchase orders become Epicor AP invoices exactly once while
 the fleet is knocked about.
 
-    python -m benchmarks.bench_chaos [orders]
+    python -m benchmarks.bench_chaos [orders] [--broker redis|rabbitmq]
 
 The real fleet for servicetitan-epicor: two Celery worker processes, beat, the gunicorn
 receiver, PostgreSQL and Redis (the benchmark's own database, `fleet.REDIS_URL`), the vendor
-sandboxes in a process of their own. Vendors are synced first (untimed, as after
-onboarding). Then `orders` purchase orders are received in ServiceTitan at ORDER_RATE per
+sandboxes in a process of their own. The broker is that Redis database, or with `--broker
+rabbitmq` RabbitMQ quorum queues in a virtual host of the run's own on 127.0.0.1:5672
+(deleted at the end; every process of the fleet and this one on it), Redis staying the
+shared rate limiter and token cache; the figures then go to results/chaos_rabbitmq.json.
+Vendors are synced first (untimed, as after onboarding). Then `orders` purchase orders are received in ServiceTitan at ORDER_RATE per
 second (each creates its inventory bill and two webhooks) while a storm lasts:
 
 - ServiceTitan duplicates ~25% and drops ~20% of its webhook deliveries (sandbox faults);
@@ -17,7 +20,10 @@ second (each creates its inventory bill and two webhooks) while a storm lasts:
 - both vendors revoke every token they issued, once;
 - one Celery pool child is SIGKILLed; one worker main process is SIGKILLed (its pool goes
   with it, as its container would end it) and a new worker started in its place;
-- the broker's Redis database is flushed once (FLUSHDB of the benchmark's own db only);
+- the broker's Redis database is flushed once (FLUSHDB of the benchmark's own db only); on
+  RabbitMQ every queue of the vhost (the celery_delayed_* levels too) is purged, every
+  message waiting in it lost, and the Redis database is flushed as well (the limiter and
+  token cache it holds there too);
 - a few hundred malformed requests hit the receiver (the fuzz section).
 
 Beat's catch-up poll (every CATCH_UP_POLL_SECONDS, set through the integration's
@@ -33,10 +39,12 @@ rows and audit trail of the bills concerned under `evidence`.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import hmac
 import json
+import os
 import random
 import re
 import socket
@@ -51,6 +59,7 @@ from typing import Any, Callable
 import requests
 
 from benchmarks import fleet
+from benchmarks import rabbitmq as amqp
 from benchmarks.common import write_result
 
 WORKER_PROCESSES = 2
@@ -70,6 +79,7 @@ CATCH_UP_POLL_SECONDS = 10.0  # beat's inventory_bills poll; the pair's default 
 SWEEP_AFTER_SECONDS = 10  # the sweeper re-sends work idle this long; the default (120) outlasts the run
 SWEEP_EVERY_SECONDS = 30.0  # the platform's sweeper cadence (mlconnector.celery_app), not changed here
 FUZZ_REQUESTS = 300
+BROKERS = ("redis", "rabbitmq")
 
 FINAL = ("written", "skipped", "held", "failed")
 UNFINISHED = ("pending", "running")
@@ -157,6 +167,7 @@ class Chaos:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     started: float = 0.0
+    vhost: str | None = None  # the RabbitMQ vhost the fleet's broker is, or None on Redis
 
     def note(self, action: str, **detail: Any) -> None:
         self.counts[action] = self.counts.get(action, 0) + 1
@@ -189,6 +200,13 @@ class Chaos:
         import redis
 
         client = redis.Redis.from_url(fleet.REDIS_URL)
+        if self.vhost is not None:  # every message waiting in the broker lost, then the limiter and tokens
+            purged = amqp.purge(self.vhost)
+            keys = client.dbsize()
+            client.flushdb()
+            self.note("broker_flush", **purged, vhost=self.vhost, keys_dropped=keys,
+                      redis=fleet.REDIS_URL.rsplit("@", 1)[-1])
+            return
         keys = client.dbsize()
         client.flushdb()  # the benchmark's own database: never FLUSHALL, never another db
         self.note("broker_flush", keys_dropped=keys, redis=fleet.REDIS_URL.rsplit("@", 1)[-1])
@@ -643,10 +661,96 @@ def _worker_log_errors(processes: list[fleet.Process]) -> dict[str, Any]:
     return {"tracebacks": tracebacks, "exceptions": dict(top)}
 
 
+EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(?:Error|Exception|Reject|Exit|Lost\w*)\b")
+
+
+def _log_exceptions(processes: list[fleet.Process]) -> dict[str, Any]:
+    """What ended each traceback in the fleet's JSON logs (which `_worker_log_errors` reads
+    as text and so cannot see inside): per logger and last traceback line, how many log
+    entries carried one, a task id of each kind to look it up by, and the record ids of
+    the record tasks the worker rejected (their message dropped, not re-queued)."""
+    kinds: dict[str, int] = {}
+    tasks: dict[str, str] = {}
+    rejected: set[int] = set()
+    for process in processes:
+        try:
+            text = process.log()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if not line.startswith("{") or "Traceback" not in line:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            data = entry.get("data") if isinstance(entry.get("data"), dict) else {}
+            trace = str(entry.get("exception") or data.get("traceback") or "")
+            lines = [part.strip() for part in trace.splitlines()]
+            last = next((part for part in reversed(lines) if EXCEPTION_LINE.match(part)),
+                        str(entry.get("event") or entry.get("message") or ""))
+            key = f"{entry.get('logger')}: {last[:160]}"
+            kinds[key] = kinds.get(key, 0) + 1
+            if data.get("id"):
+                tasks.setdefault(key, f"{data['id']} {data.get('args') or ''}".strip())
+            if data.get("description") == "rejected" and str(data.get("args") or "").startswith("("):
+                rejected.add(int(str(data["args"])[1:].split(",")[0].strip(")")))
+    return {"entries": sum(kinds.values()), "by_exception": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+            "a_task_of_each": tasks, "rejected_record_ids": sorted(rejected)}
+
+
 # ---- the run -----------------------------------------------------------------------------------
 
 
-def main(orders: int = 60) -> dict[str, Any]:
+def main(orders: int = 60, broker: str = "redis") -> dict[str, Any]:
+    """The run on `broker`: "redis" (the benchmark's Redis db) or "rabbitmq" (a vhost of its own)."""
+    if broker not in BROKERS:
+        raise ValueError(f"broker must be one of {', '.join(BROKERS)}, not {broker!r}")
+    if broker == "redis":
+        return _chaos(orders)
+    why = amqp.unavailable()
+    if why:
+        raise RuntimeError(f"chaos_rabbitmq: {why}")
+    before = os.environ.get("CELERY_BROKER_URL")
+    vhost = amqp.create_vhost()
+    try:
+        return _chaos(orders, vhost)
+    finally:
+        try:
+            amqp.delete_vhost(vhost)
+        finally:  # this process off the deleted vhost, as it was before the run
+            if before is None:
+                os.environ.pop("CELERY_BROKER_URL", None)
+            else:
+                os.environ["CELERY_BROKER_URL"] = before
+            fleet.reset_process_state()
+            from mlconnector.celery_app import reload_config
+
+            reload_config()
+
+
+def run_rabbitmq(orders: int) -> dict[str, Any]:
+    """benchmarks.run's chaos_rabbitmq: the figures, or {"skipped": why} where RabbitMQ cannot be used."""
+    why = amqp.unavailable()
+    if why:
+        print(f"chaos_rabbitmq: skipped: {why}", file=sys.stderr)
+        return {"skipped": why}
+    return main(orders, "rabbitmq")
+
+
+def _transport(worker: fleet.Process) -> str:
+    """The broker a worker's banner names ("amqp://guest:**@127.0.0.1:5672/<vhost>", ...)."""
+    line = next((line for line in worker.log().splitlines() if "transport:" in line), "")
+    return line.split("transport:", 1)[-1].strip()
+
+
+def _on_broker(worker: fleet.Process, vhost: str | None) -> None:
+    """On RabbitMQ, stop the run if the worker is not on its vhost."""
+    if vhost is not None and not _transport(worker).endswith(f"/{vhost}"):
+        raise RuntimeError(f"the worker is not on RabbitMQ vhost {vhost}: {worker.log()[-2000:]}")
+
+
+def _chaos(orders: int, vhost: str | None = None) -> dict[str, Any]:
     from benchmarks.bench_pipeline import run_flow
 
     database_url = fleet.create_database()
@@ -655,9 +759,10 @@ def main(orders: int = 60) -> dict[str, Any]:
     host: fleet.SandboxHost | None = None
     storm: Storm | None = None
     try:
-        env = fleet.configure(database_url)
+        env = fleet.configure(database_url, broker_url=amqp.url(vhost) if vhost else None)
         env = {**env, "MLCONNECTOR_SWEEP_AFTER_SECONDS": str(SWEEP_AFTER_SECONDS)}
         foreign_clients = _broker_clients()  # anyone else on this Redis db would take the fleet's tasks
+        foreign_amqp = amqp.connections(vhost) if vhost else None  # on RabbitMQ: anyone else on the vhost
         fleet.flush_redis()
         host = fleet.SandboxHost({
             "st": ["servicetitan", {"seed": 11, "records": 2, "rate_limit": 0}],
@@ -668,6 +773,7 @@ def main(orders: int = 60) -> dict[str, Any]:
             "poll_seconds": {"inventory_bills": CATCH_UP_POLL_SECONDS}})
         for _ in range(WORKER_PROCESSES):
             workers.append(fleet.start_worker(env, WORKER_CONCURRENCY))
+            _on_broker(workers[-1], vhost)
         run_flow("vendors")  # untimed: every vendor linked, as in production after onboarding
         linked = _linked_vendors()
         vendors = [v["id"] for v in _entities(st, "vendors") if v.get("active", True) and str(v["id"]) in linked]
@@ -686,7 +792,7 @@ def main(orders: int = 60) -> dict[str, Any]:
         storm.start()
 
         drive_seconds = orders / ORDER_RATE
-        chaos = Chaos(env, workers, {"st": st, "ep": ep})
+        chaos = Chaos(env, workers, {"st": st, "ep": ep}, vhost=vhost)
         fuzz: dict[str, Any] = {}
         limit = int(env.get("MLCONNECTOR_WEBHOOK_MAX_BYTES") or 1_048_576)
         fuzz_thread = threading.Thread(target=lambda: fuzz.update(run_fuzz(receiver_url, webhook_path, limit)),
@@ -770,6 +876,18 @@ def main(orders: int = 60) -> dict[str, Any]:
             "fuzz": fuzz,
             "foreign_broker_clients_at_start": foreign_clients,
         })
+        if vhost is not None:
+            figures.update({
+                "foreign_broker_clients_at_start": foreign_amqp,
+                "foreign_redis_clients_at_start": foreign_clients,
+                "queues_by_type": amqp.queue_types(vhost),
+                "messages_left_in_queues": {name: n for name, n in amqp.waiting(vhost).items() if n},
+                "worker_transports": sorted({_transport(w) for w in workers}),  # the replacement's too
+                "fleet_log_exceptions": _log_exceptions([*workers, *services]),
+            })
+            figures["rejected_records"] = {  # how each record whose message a worker dropped came back
+                record_id: _trail(record_id)[-EVIDENCE_LINES:]
+                for record_id in figures["fleet_log_exceptions"]["rejected_record_ids"][:EVIDENCE_BILLS]}
     finally:
         try:
             if storm is not None and storm.is_alive():
@@ -813,7 +931,14 @@ def main(orders: int = 60) -> dict[str, Any]:
                      "webhook_duplicate_rate": WEBHOOK_DUPLICATE_RATE, "webhook_drop_rate": WEBHOOK_DROP_RATE},
         "timeline": chaos.timeline,
     }
-    write_result("chaos", result)
+    if vhost is not None:
+        result["broker"] = "rabbitmq"
+        from mlconnector.settings import get_settings
+
+        result["settings"]["broker"] = {"rabbitmq": amqp.url(vhost).rsplit("@", 1)[-1],
+                                        "queue_type": get_settings().amqp_queue_type,
+                                        "redis_limiter_and_tokens": fleet.REDIS_URL.rsplit("@", 1)[-1]}
+    write_result("chaos_rabbitmq" if vhost else "chaos", result)
     return result
 
 
@@ -978,5 +1103,12 @@ def _verify(expected: dict[str, Expected], linked: dict[str, int], host: fleet.S
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:]]
-    print(json.dumps(main(*args)))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("orders", nargs="?", type=int, default=60, help="purchase orders received (default 60)")
+    parser.add_argument("--broker", choices=BROKERS, default="redis", help="the fleet's Celery broker (default redis)")
+    options = parser.parse_args()
+    why = amqp.unavailable() if options.broker == "rabbitmq" else None
+    if why:
+        print(f"chaos_rabbitmq: skipped: {why}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(main(options.orders, options.broker)))

@@ -77,11 +77,12 @@ def drop_database(url: str) -> None:
     admin.dispose()
 
 
-def configure(database_url: str, redis_url: str = REDIS_URL) -> dict[str, str]:
-    """Point this process (and the environment handed to children) at the benchmark's stores."""
+def configure(database_url: str, redis_url: str = REDIS_URL, broker_url: str | None = None) -> dict[str, str]:
+    """Point this process (and the environment handed to children) at the benchmark's stores;
+    the Celery broker is `redis_url` unless `broker_url` (a RabbitMQ vhost's) is given."""
     from cryptography.fernet import Fernet
 
-    env = {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis_url, "REDIS_URL": redis_url,
+    env = {"DATABASE_URL": database_url, "CELERY_BROKER_URL": broker_url or redis_url, "REDIS_URL": redis_url,
            "MLCONNECTOR_SECRET_KEYS": Fernet.generate_key().decode(), "MLCONNECTOR_LOG_FORMAT": "json",
            "MLCONNECTOR_LOG_LEVEL": "WARNING"}
     os.environ.update(env)

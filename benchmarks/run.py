@@ -30,6 +30,7 @@ SIZES = {  # name: (quick size, full size)
     "freshness": (10, 60),  # seconds of webhook events at 20/s
     "memory": (1500, 10000),  # the small backfill; the large one is ten times it
     "chaos": (60, 300),  # received purchase orders under faults, kills, a broker flush and receiver fuzz
+    "chaos_rabbitmq": (60, 300),  # the same on RabbitMQ quorum queues (the flush: every queue purged); needs RabbitMQ
     "console": (20000, 100000),  # ledger rows behind the console's pages, timed against a bare Flask route
     "idle": (200, 1000),  # enabled integrations with nothing new, measured against a tenth of them
     "multihost": (20, 80),  # bills in the kill phase (half as many again with one host, then two); needs root
@@ -38,6 +39,9 @@ SIZES = {  # name: (quick size, full size)
 
 
 def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
+    chaos = ("records_expected", "written_exactly_once", "exactly_once_ratio", "lost", "duplicated",
+             "wrong_amount_or_lines", "stuck", "held", "failed", "drain_s", "faults", "fuzz_requests",
+             "fuzz_by_class", "fuzz_5xx")
     keys = {
         "core": ("rate_limit_acquire_vs_get", "token_read_vs_get", "token_shared_read_vs_get", "redis_get_us",
                  "rate_limit_acquire_us", "token_read_us", "token_shared_read_us"),
@@ -65,9 +69,8 @@ def _headline(name: str, figures: dict[str, Any]) -> dict[str, Any]:
         "ratelimit": ("records", "limit_per_s", "achieved_per_s", "achieved_vs_limit", "st_429s"),
         "freshness": ("duration_s", "bills", "driven_events_per_s", "p50_s", "p95_s", "max_s", "p95_vs_target"),
         "memory": ("records_small", "records_large", "peak_process_large_vs_small", "peak_tree_large_vs_small"),
-        "chaos": ("records_expected", "written_exactly_once", "exactly_once_ratio", "lost", "duplicated",
-                  "wrong_amount_or_lines", "stuck", "held", "failed", "drain_s", "faults", "fuzz_requests",
-                  "fuzz_by_class", "fuzz_5xx"),
+        "chaos": chaos,
+        "chaos_rabbitmq": ("skipped", *chaos),
         "console": ("rows", "bare_ms", "overview_ms", "overview_vs_bare", "queue_first_ms", "queue_first_vs_bare",
                     "queue_deep_ms", "queue_deep_vs_bare", "queue_deep_vs_first", "queue_filtered_vs_bare",
                     "queue_search_vs_bare", "record_ms", "record_vs_bare", "deep_page_uses_index"),
@@ -114,7 +117,8 @@ def main() -> None:
         "core": bench_core.main, "pipeline": bench_pipeline.main,
         "ingest": bench_ingest.main, "api_economy": bench_api_economy.main, "acumatica": bench_acumatica.main,
         "servicenow": bench_servicenow.main, "procore": bench_procore.main, "syspro": bench_syspro.main, "ratelimit": bench_ratelimit.main, "freshness": bench_freshness.main,
-        "memory": bench_memory.main, "chaos": bench_chaos.main, "console": bench_console.main,
+        "memory": bench_memory.main, "chaos": bench_chaos.main, "chaos_rabbitmq": bench_chaos.run_rabbitmq,
+        "console": bench_console.main,
         "idle": bench_idle.main, "multihost": bench_multihost.run, "broker": bench_broker.run,
     }
     summary: dict[str, Any] = {}
@@ -127,7 +131,8 @@ def main() -> None:
         if name not in chosen:
             continue
         size = SIZES[name][0 if args.quick else 1]
-        if args.size and name not in ("core", "freshness", "memory", "chaos", "console", "idle", "multihost"):  # freshness is sized in seconds
+        if args.size and name not in ("core", "freshness", "memory", "chaos", "chaos_rabbitmq", "console", "idle",
+                                      "multihost"):  # freshness is sized in seconds
             size = args.size
         began = time.perf_counter()
         try:
