@@ -223,14 +223,16 @@ def start_worker() -> Iterator[Any]:
         worker.stop()
 
 
-def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, message: str = "") -> Any:
+def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, message: str | Any = "") -> Any:
+    """`predicate()`'s first true value within `timeout` seconds. `message` may be a callable,
+    read when the wait runs out: the state at the failure, not at the start of the wait."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(message or "condition not met in time")
+    raise AssertionError((message() if callable(message) else message) or "condition not met in time")
 
 
 def free_port() -> int:

@@ -109,7 +109,7 @@ class Fleet(PairFleet):
         for flow in FLOWS:
             self.poll(flow)
             wait_until(lambda: self.settled(flow, len(self.epicor_rows(flow))), timeout=60,
-                       message=f"{flow} not settled: {self.statuses(flow)}")
+                       message=lambda: f"{flow} not settled: {self.statuses(flow)}")
 
     def config(self) -> dict[str, Any]:
         from mlconnector.db.models import Integration
@@ -215,7 +215,7 @@ def test_a_poll_writes_vendors_then_contracts_and_direct_costs_and_replays_and_c
     for flow in FLOWS:
         fleet.poll(flow, full=True)
         wait_until(lambda: fleet.settled(flow, len(fleet.epicor_rows(flow))) and _targets_known(flow), timeout=60,
-                   message=f"{flow} re-poll: {fleet.statuses(flow)}")
+                   message=lambda: f"{flow} re-poll: {fleet.statuses(flow)}")
     assert fleet.counts() == after_first
 
     # A PO changed in Epicor (a quantity, and a line added) updates its contract in place.
@@ -296,7 +296,7 @@ def test_an_unmapped_gl_account_and_an_unknown_project_hold_with_their_names_unt
         return getattr(fleet.record("purchase_orders", released["PONum"]), "status", "") == "written"
 
     wait_until(released_written, timeout=30, interval=0.5,
-               message=f"released PO {released['PONum']} changed {released.get('ChangeDate')}: "
+               message=lambda: f"released PO {released['PONum']} changed {released.get('ChangeDate')}: "
                        f"{_failures('purchase_orders')}; {_watermark('purchase_orders')}")
     [contract] = fleet.contracts(released["PONum"])
     assert contract["project"]["id"] == projects[job]
@@ -323,7 +323,7 @@ def test_an_unmapped_gl_account_and_an_unknown_project_hold_with_their_names_unt
     config["projects"]["by_reference"] = {"JOB-4242": target_project}
     assert "re-queue" in fleet.set_config(config, tmp_path)
     wait_until(lambda: all(getattr(fleet.record("ap_invoices", s), "status", "") == "written" for s in (permit, job)),
-               timeout=60, message=f"not released: {fleet.statuses('ap_invoices')}")
+               timeout=60, message=lambda: f"not released: {fleet.statuses('ap_invoices')}")
     [cost] = fleet.direct_costs("PERMIT-77")
     [line] = cost["line_items"]
     assert line["cost_code"]["full_code"] == "01-100" and Decimal(line["amount"]) == Decimal("180")

@@ -134,7 +134,7 @@ def _sync_all(fleet: Fleet) -> None:
     for flow in FLOWS:
         fleet.poll(flow)
         wait_until(lambda: fleet.settled(flow, len(fleet.epicor_rows(flow))), timeout=60,
-                   message=f"{flow} not settled: {fleet.statuses(flow)}")
+                   message=lambda: f"{flow} not settled: {fleet.statuses(flow)}")
 
 
 def _supplier_of(fleet: Fleet, vendor_num: int) -> dict[str, Any]:
@@ -193,7 +193,7 @@ def test_a_poll_moves_vendors_then_pos_and_invoices_with_lines_and_nothing_is_cr
         poll.delay("acme", flow)
     stats = lambda: requests.get(f"{fleet.epicor.url}/_sandbox/stats", timeout=5).json()  # noqa: E731
     odata = lambda: {k: v for k, v in stats()["by_endpoint"].items() if "odata" in k}  # noqa: E731
-    wait_until(lambda: sum(sum(v.values()) for v in odata().values()) >= 3, timeout=30, message=f"no polls: {stats()}")
+    wait_until(lambda: sum(sum(v.values()) for v in odata().values()) >= 3, timeout=30, message=lambda: f"no polls: {stats()}")
     time.sleep(1.5)
     calls = odata()
     assert sum(sum(v.values()) for v in calls.values()) == 3, calls
@@ -207,7 +207,7 @@ def test_a_poll_moves_vendors_then_pos_and_invoices_with_lines_and_nothing_is_cr
 
     for flow in FLOWS:
         send(engine.poll_flow("acme", flow, full=True).enqueue)
-        wait_until(lambda: _all_targets_known(flow), timeout=60, message=f"{flow} re-poll not finished: {fleet.statuses()}")
+        wait_until(lambda: _all_targets_known(flow), timeout=60, message=lambda: f"{flow} re-poll not finished: {fleet.statuses()}")
     assert fleet.counts() == after_first
 
     # A replay of a written record creates nothing either.
@@ -262,7 +262,7 @@ def test_a_poll_moves_vendors_then_pos_and_invoices_with_lines_and_nothing_is_cr
     details = lambda: {d["bank_account_number"]: d for d in fleet.table("sn_fin_supplier_payment", f"supplier={supplier_id}")}  # noqa: E731
     fleet.poll_until("vendors", lambda: "7700123456" in details(), message="new bank account not aligned")
     wait_until(lambda: all(details()[b["BankAcctNumber"]]["active"] == "false" for b in old_banks), timeout=20,
-               message=f"old accounts still active: {details()}")
+               message=lambda: f"old accounts still active: {details()}")
     assert details()["7700123456"]["primary"] == "true"
     assert fleet.counts()["sn_fin_supplier_payment"] == after_first["sn_fin_supplier_payment"] + 1, \
         [(d["supplier"], d["bank_account_number"], d["active"], d["sys_created_on"]) for d in fleet.table("sn_fin_supplier_payment")]
@@ -313,17 +313,17 @@ def test_documents_wait_for_their_supplier_and_an_unmapped_gl_account_is_held_un
     assert "waits for its supplier" in fleet.record("purchase_orders", po["PONum"]).hold_reason
     assert fleet.orders(po["PONum"]) == []
     fleet.poll("vendors")
-    wait_until(lambda: len(fleet.orders(po["PONum"])) == 1, timeout=60, message=f"PO not written: {fleet.statuses()}")
+    wait_until(lambda: len(fleet.orders(po["PONum"])) == 1, timeout=60, message=lambda: f"PO not written: {fleet.statuses()}")
     # The invoice is held for its GL account, named, and nothing reached ServiceNow.
     wait_until(lambda: "6400-200" in (fleet.record("ap_invoices", source_id).hold_reason or ""), timeout=60,
-               message=f"invoice not held for its account: {fleet.record('ap_invoices', source_id).hold_reason}")
+               message=lambda: f"invoice not held for its account: {fleet.record('ap_invoices', source_id).hold_reason}")
     assert fleet.invoices("PERMIT-77") == []
     config = fleet.config()
     config["cost_centers"]["by_account"][UNMAPPED_ACCOUNT] = "6100-01"
     assert "re-queue" in fleet.set_config(config, tmp_path)
     # The header is staged before its lines: wait for the record's write to finish, lines included.
     wait_until(lambda: getattr(fleet.record("ap_invoices", source_id), "status", "") == "written", timeout=60,
-               message=f"invoice not released: {fleet.record('ap_invoices', source_id).hold_reason}")
+               message=lambda: f"invoice not released: {fleet.record('ap_invoices', source_id).hold_reason}")
     [staged] = fleet.invoices("PERMIT-77")
     [line] = fleet.table("sn_shop_invoice_line", f"invoice={staged['sys_id']}")
     assert line["cost_center"] == fleet.table("cmn_cost_center", "account_number=6100-01")[0]["sys_id"]
@@ -342,7 +342,7 @@ def test_token_expiry_and_a_429_storm_mid_batch_under_beat_write_everything_once
                             fleet.env, lambda: True)
     for flow in FLOWS:
         wait_until(lambda: fleet.settled(flow, len(fleet.epicor_rows(flow))) and _all_targets_known(flow), timeout=90,
-                   message=f"{flow}: {fleet.statuses(flow)}")
+                   message=lambda: f"{flow}: {fleet.statuses(flow)}")
     requests.post(f"{fleet.sn.url}/_sandbox/expire-tokens", timeout=5)  # and again, mid-run
     time.sleep(3)  # more beat ticks: idle polls
     after = fleet.counts()
@@ -404,7 +404,7 @@ def test_a_failed_servicenow_token_refresh_is_an_audited_auth_error_and_the_reco
     fleet.poll("purchase_orders")
     po = fleet.epicor_rows("purchase_orders")[0]
     wait_until(lambda: getattr(fleet.record("purchase_orders", po["PONum"]), "status", "") == "failed", timeout=60,
-               message=f"no failure: {fleet.statuses('purchase_orders')}")
+               message=lambda: f"no failure: {fleet.statuses('purchase_orders')}")
     record = fleet.record("purchase_orders", po["PONum"])
     assert "access_denied" in record.last_error and password not in record.last_error
     with session_scope() as session:

@@ -181,7 +181,7 @@ def _written(fleet: Fleet, flow: str, source_id: Any) -> bool:
 
 def _one_invoice(fleet: Fleet, invoice: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
     found = wait_until(lambda: _written(fleet, "invoices", invoice["id"]) and fleet.acu_invoices(invoice["referenceNumber"]),
-                       timeout=timeout, message=f"no AR invoice in Acumatica: {fleet.statuses()}")
+                       timeout=timeout, message=lambda: f"no AR invoice in Acumatica: {fleet.statuses()}")
     assert len(found) == 1, found
     return found[0]
 
@@ -233,14 +233,14 @@ def test_payment_waits_for_its_invoice_to_be_released_then_is_applied(fleet: Fle
     ar = _one_invoice(fleet, invoice)
     payment = fleet.new_payment(customer, invoice)
     wait_until(lambda: (fleet.record("payments", payment["id"]) or {}) and fleet.record("payments", payment["id"]).status == "held",
-               timeout=60, message=f"payment not held: {fleet.statuses('payments')}")
+               timeout=60, message=lambda: f"payment not held: {fleet.statuses('payments')}")
     held = fleet.record("payments", payment["id"])
     assert ar["ReferenceNbr"] in held.hold_reason and "not released" in held.hold_reason
     assert fleet.acu_payments(f"ST-PAY-{payment['id']}") == []
     fleet.acu_release_invoice(ar["ReferenceNbr"])
     fleet.poll("payments")  # the catch-up poll checks what held payments wait for
     wait_until(lambda: _written(fleet, "payments", payment["id"]), timeout=60,
-               message=f"payment not written after the release: {fleet.statuses('payments')}")
+               message=lambda: f"payment not written after the release: {fleet.statuses('payments')}")
     [acu_payment] = fleet.acu_payments(f"ST-PAY-{payment['id']}")
     assert [(d["ReferenceNbr"], Decimal(str(d["AmountPaid"]))) for d in acu_payment["DocumentsToApply"]] == \
         [(ar["ReferenceNbr"], Decimal(invoice["total"]))]
@@ -261,16 +261,16 @@ def test_payment_before_its_invoice_waits_for_the_write_and_release_is_followed_
     wait_until(lambda: _written(fleet, "customers", customer["id"]), timeout=60, message="customer not written")
     fleet.poll("payments")
     wait_until(lambda: getattr(fleet.record("payments", payment["id"]), "status", None) == "held", timeout=60,
-               message=f"payment not held: {fleet.statuses('payments')}")
+               message=lambda: f"payment not held: {fleet.statuses('payments')}")
     assert "not in Acumatica yet" in fleet.record("payments", payment["id"]).hold_reason
     fleet.poll("invoices")
     ar = _one_invoice(fleet, invoice)
     wait_until(lambda: _written(fleet, "payments", payment["id"]), timeout=60,
-               message=f"payment not released by the invoice's write: {fleet.statuses('payments')}")
+               message=lambda: f"payment not released by the invoice's write: {fleet.statuses('payments')}")
     number = ar["ReferenceNbr"]
     # The payment's release runs on in Acumatica after its write (202, polled): wait for it to close the invoice.
     wait_until(lambda: fleet.acu_get("Invoice", path=f"/Invoice/{number}")["Status"] == "Closed", timeout=30,
-               message=f"invoice not closed: {fleet.acu_get('Invoice', path=f'/Invoice/{number}')}")
+               message=lambda: f"invoice not closed: {fleet.acu_get('Invoice', path=f'/Invoice/{number}')}")
     ar = fleet.acu_get("Invoice", path=f"/Invoice/{number}")
     [acu_payment] = fleet.acu_payments(f"ST-PAY-{payment['id']}")
     assert ar["Hold"] is False and ar["Status"] == "Closed" and Decimal(str(ar["Balance"])) == 0
@@ -286,7 +286,7 @@ def test_inventory_bill_becomes_an_ap_bill_against_the_linked_vendor(fleet: Flee
     vendor = fleet.new_vendor("Sierra Sheet Metal Supply")
     bill = fleet.received_bill(vendor["id"])
     found = wait_until(lambda: _written(fleet, "inventory_bills", bill["id"]) and fleet.acu_bills(bill["referenceNumber"]),
-                       timeout=60, message=f"no AP bill in Acumatica: {fleet.statuses()}")
+                       timeout=60, message=lambda: f"no AP bill in Acumatica: {fleet.statuses()}")
     assert len(found) == 1
     ap = found[0]
     with session_scope() as session:
@@ -318,7 +318,7 @@ def test_unmapped_business_unit_and_inactive_subaccount_are_holds_a_config_chang
     inactive = fleet.new_invoice(customer, HVAC, [("Compressor replacement", "1.00", "2100.00")])
     reactivated = fleet.new_invoice(customer, ELECTRICAL, [("Panel upgrade", "1.00", "1800.00")])
     wait_until(lambda: fleet.statuses("invoices").get("held") == 3, timeout=60,
-               message=f"invoices not held: {fleet.statuses('invoices')}")
+               message=lambda: f"invoices not held: {fleet.statuses('invoices')}")
     assert "business unit 'Plumbing - Service'" in fleet.record("invoices", unmapped["id"]).hold_reason
     assert "subaccount 999-999 is inactive" in fleet.record("invoices", inactive["id"]).hold_reason
     assert all(fleet.acu_invoices(i["referenceNumber"]) == [] for i in (unmapped, inactive, reactivated))

@@ -73,6 +73,19 @@ class Fleet(PairFleet):
         return requests.post(f"{self.receiver}/webhooks/servicetitan/acme", data=body, timeout=10,
                              headers={"Content-Type": "application/json", "X-ServiceTitan-Signature": sign_for_tests(body, key)})
 
+    def diagnosis(self) -> dict[str, Any]:
+        """Where the records stand, for a wait that ran out: the ledger by status, the inbound
+        events by status, and ServiceTitan's webhook deliveries by state."""
+        from mlconnector.db.models import InboundEvent
+        from mlconnector.db.session import session_scope
+
+        with session_scope() as session:
+            events = dict(session.execute(select(InboundEvent.status, func.count()).group_by(InboundEvent.status)).all())
+        deliveries: dict[str, int] = {}
+        for delivery in requests.get(f"{self.st.url}/_sandbox/webhooks", timeout=10).json()["deliveries"]:
+            deliveries[delivery["state"]] = deliveries.get(delivery["state"], 0) + 1
+        return {"records": self.statuses(), "events": events, "webhook_deliveries": deliveries}
+
     def poll(self, flow: str) -> None:
         from mlconnector import engine
         from mlconnector.tasks import send
@@ -234,7 +247,7 @@ def test_dropped_webhooks_are_found_by_the_catch_up_poll(fleet: Fleet, start_ser
     log["service"] = service
     wait_until(beat_ready, timeout=30, message="beat did not start")
     wait_until(lambda: all(len(_invoice_for(fleet, b)) == 1 for b in bills), timeout=90,
-               message=f"catch-up poll did not write the bills: {fleet.statuses()}")
+               message=lambda: f"catch-up poll did not write the bills: {fleet.statuses()}")
     assert "poll:acme:inventory_bills" in service.log_path.read_text()
 
 
@@ -247,7 +260,7 @@ def test_429_storm_and_token_expiry_mid_batch_write_every_record_once(fleet: Fle
     requests.post(f"{fleet.st.url}/_sandbox/expire-tokens", timeout=5)
     bills = [fleet.bill_for(po["id"]) for po in pos]
     wait_until(lambda: all(len(_invoice_for(fleet, b)) == 1 for b in bills), timeout=120,
-               message=f"not every bill written: {fleet.statuses()}")
+               message=lambda: f"not every bill written: {fleet.diagnosis()}")
     assert fleet.statuses("inventory_bills").get("failed", 0) == 0
     stats = requests.get(f"{fleet.st.url}/_sandbox/stats", timeout=5).json()
     assert stats["rate_limited"] >= 1
@@ -284,7 +297,7 @@ def test_worker_killed_mid_batch_writes_every_record_none_twice(fleet: Fleet) ->
         return all(len(_invoice_for(fleet, b)) >= 1 for b in bills)
 
     wait_until(written_with_sweeps, timeout=120, interval=0.5,
-               message=f"not every bill written after the kill: {fleet.statuses()}")
+               message=lambda: f"not every bill written after the kill: {fleet.statuses()}")
     time.sleep(1)
     assert all(len(_invoice_for(fleet, b)) == 1 for b in bills)
 
@@ -300,7 +313,7 @@ def test_payment_is_matched_to_its_invoice(fleet: Fleet) -> None:
                                            "status": "Paid", "splits": [{"id": 990001, "active": True, "createdOn": bill["createdOn"],
                                                                       "documentId": None, "inventoryBillId": bill["id"], "amount": amount}]})
     wait_until(lambda: fleet.statuses("ap_payments").get("written"), timeout=60,
-               message=f"payment not written: {fleet.statuses('ap_payments')} {_trail()}")
+               message=lambda: f"payment not written: {fleet.statuses('ap_payments')} {_trail()}")
     payments = fleet.epicor.sandbox.get_entities("ap_payments")
     ours = [p for p in payments if p.get("XRefCheckNum") == f"ST-PAY-{payment['id']}"]
     assert len(ours) == 1
@@ -401,7 +414,7 @@ def test_a_writer_killed_between_header_and_lines_is_completed_on_the_next_deliv
         found = _invoice_for(fleet, bill)
         return found if found and len(found[0].get("lines") or found[0].get("APInvDtls") or []) >= len(bill["items"]) else []
 
-    invoices = wait_until(whole, timeout=120, message=f"the partial invoice was not completed: {fleet.statuses()}")
+    invoices = wait_until(whole, timeout=120, message=lambda: f"the partial invoice was not completed: {fleet.statuses()}")
     assert len(invoices) == 1
     invoice = invoices[0]
     lines = invoice.get("lines") or invoice.get("APInvDtls")

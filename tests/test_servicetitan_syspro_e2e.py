@@ -74,7 +74,7 @@ class Fleet(PairFleet):
     def sync(self, *flows: str) -> None:
         for flow in flows or FLOWS:
             self.poll(flow)
-            wait_until(lambda: self.settled(flow), timeout=60, message=f"{flow} not settled: {self.statuses(flow)}")
+            wait_until(lambda: self.settled(flow), timeout=60, message=lambda: f"{flow} not settled: {self.statuses(flow)}")
 
     def versions(self) -> dict[tuple[str, str], tuple[Any, ...]]:
         from mlconnector.db.models import SyncRecord
@@ -132,7 +132,7 @@ def _seats_respected(fleet: Fleet, reached: bool = False) -> None:
     assert stats["peak_open_sessions"] <= SEATS and stats["seat_refusals"] == 0, stats
     assert not reached or stats["peak_open_sessions"] == SEATS, stats
     wait_until(lambda: fleet.syspro_stats()["open_sessions"] == 0, timeout=10,
-               message=f"a session was left open: {fleet.syspro_stats()}")
+               message=lambda: f"a session was left open: {fleet.syspro_stats()}")
     stats = fleet.syspro_stats()
     assert stats["logons"] == stats["logoffs"], stats
 
@@ -300,7 +300,7 @@ def test_a_completed_jobs_invoice_becomes_a_syspro_ap_invoice_holds_refusals_and
     output = fleet.set_config(lambda c: c["items"].update({"7099": "SVC-LEAK"}), tmp_path)
     assert "re-queue" in output.lower() or "release" in output.lower(), output
     wait_until(lambda: fleet.record("invoices", unmapped["id"]).status == "written", timeout=30,
-               message=f"not released: {fleet.record('invoices', unmapped['id']).status}")
+               message=lambda: f"not released: {fleet.record('invoices', unmapped['id']).status}")
     assert fleet.sy.find_ap_invoice(supplier, "ST90002").original_value == Decimal("106.00")
 
     # SYSPRO's refusal (inside an HTTP 200) is a failed record carrying SYSPRO's own message; replayable.

@@ -117,7 +117,7 @@ def test_finance_user_works_the_exceptions_in_the_browser(world: dict[str, Any])
         return False
 
     wait_until(twins_failed, timeout=60, interval=1.0,
-               message=f"twin's bills not failed: {[_record('inventory_bills', str(b['id'])).status for b in failed]}")
+               message=lambda: f"twin's bills not failed: {[_record('inventory_bills', str(b['id'])).status for b in failed]}")
     requests.post(f"{epicor.url}/_sandbox/faults", json={"replace": True}, timeout=5)
     held = _record("inventory_bills", str(bill["id"]))
     assert held.status == "held" and "Zephyr Coil Works" in held.hold_reason

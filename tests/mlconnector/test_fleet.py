@@ -75,7 +75,7 @@ def test_sigkilled_worker_reruns_and_writes_once(fleet_env: dict[str, str], reco
     for pid in children:
         os.kill(pid, signal.SIGKILL)
     wait_until(lambda: _statuses().get("written", 0) + _statuses().get("skipped", 0) == len(ids), timeout=90,
-               message=f"records not finished: {_statuses()}")
+               message=lambda: f"records not finished: {_statuses()}")
     writes = _writes(record_server)
     assert sorted(writes) == ids
     assert all(count == 1 for count in writes.values()), writes
@@ -95,7 +95,7 @@ def test_sweeper_brings_back_work_after_redis_flushall(fleet_env: dict[str, str]
     result = engine.sweep(older_than_seconds=0)
     assert result.records == len(ids)
     send(result.enqueue)
-    wait_until(lambda: _statuses().get("written") == len(ids), timeout=60, message=f"not written: {_statuses()}")
+    wait_until(lambda: _statuses().get("written") == len(ids), timeout=60, message=lambda: f"not written: {_statuses()}")
     assert _writes(record_server) == {i: 1 for i in ids}
 
 
@@ -111,7 +111,7 @@ def test_poison_record_ends_failed_after_delivery_limit(fleet_env: dict[str, str
     _queue_records(record_server, ["good"])
     _queue_records(record_server, ["bad"], value="internal-error")
     wait_until(lambda: _statuses().get("failed") == 1 and _statuses().get("written") == 1, timeout=90,
-               message=f"poison record did not end failed: {_statuses()}")
+               message=lambda: f"poison record did not end failed: {_statuses()}")
     with session_scope() as session:
         bad = session.scalar(select(SyncRecord).where(SyncRecord.source_id == "bad"))
         assert bad is not None and bad.deliveries == 4  # the fourth delivery found it past the limit of 3
@@ -142,12 +142,12 @@ def test_a_vendor_outage_longer_than_the_delivery_budget_ends_written(fleet_env:
         with session_scope() as session:
             return [row.kind for row in audit.trail(session, record_id)].count("retry")
 
-    wait_until(lambda: retries() >= 4, timeout=90, message=f"not retrying: {_statuses()}")
+    wait_until(lambda: retries() >= 4, timeout=90, message=lambda: f"not retrying: {_statuses()}")
     with session_scope() as session:
         record = session.get(SyncRecord, record_id)
         assert record is not None and record.status in ("pending", "running") and record.deliveries <= 1
     requests.post(f"{record_server.url}/_control", json={"recovered": ["slow"]})  # type: ignore[attr-defined]
-    wait_until(lambda: _statuses().get("written") == 1, timeout=90, message=f"not written after the outage: {_statuses()}")
+    wait_until(lambda: _statuses().get("written") == 1, timeout=90, message=lambda: f"not written after the outage: {_statuses()}")
     assert _writes(record_server) == {"slow": 1}
     with session_scope() as session:
         trail = audit.trail(session, record_id)
@@ -210,7 +210,7 @@ def test_internal_error_puts_the_record_back_and_celery_retries_it(fleet_env: di
         with session_scope() as session:
             return "retry" in [row.kind for row in audit.trail(session, ids[0])]
 
-    wait_until(noted, timeout=30, message=f"no retry noted: {_statuses()}")
+    wait_until(noted, timeout=30, message=lambda: f"no retry noted: {_statuses()}")
     with session_scope() as session:
         record = session.get(SyncRecord, ids[0])
         assert record is not None and record.status in ("pending", "running")
@@ -218,7 +218,7 @@ def test_internal_error_puts_the_record_back_and_celery_retries_it(fleet_env: di
     requests.post(f"{record_server.url}/_control", json={"sources": {  # type: ignore[attr-defined]
         "odd": {"id": "odd", "value": "fixed", "modifiedOn": "2026-01-01T00:00:00Z"}}})
     wait_until(lambda: _statuses().get("written") == 1, timeout=30,
-               message=f"the retry did not write it: {_statuses()}")
+               message=lambda: f"the retry did not write it: {_statuses()}")
     assert _writes(record_server) == {"odd": 1}
 
 
