@@ -21,7 +21,8 @@ untimed warm-up round.
    KILL_CONCURRENCY children) and a real beat (`fleet.start_beat`: its sweeper every
    SWEEP_EVERY_SECONDS, re-sending work pending/running longer than SWEEP_AFTER_SECONDS,
    the same on both brokers); N new bills; when a third of them are written, one worker's
-   main process is SIGKILLed and its pool children after it (`fleet.Process.kill_main`).
+   main process is SIGKILLed and its pool children at once after it, as when its host is lost
+   (`fleet.Process.kill_main`).
    `recovered_s`: from the kill to the last bill written. How the killed worker's in-hand
    tasks (received, per its log, and never finished) came back is read from the survivor's
    log: the same task id received again (the broker handed the unacknowledged message back)
@@ -283,7 +284,7 @@ def kill_phase(run: Run, broker: str, n: int) -> dict[str, Any]:
         written_at_kill = _written_since(wanted)[0]
         victim, survivor = workers
         killed_at = time.time()
-        victim.kill_main()
+        victim.kill_main(orphans_after=0.0)  # a host lost: its pool children go with it, their tasks unfinished
         kill_took = time.time() - killed_at
 
         def done() -> bool:
