@@ -645,7 +645,8 @@ def _broker_clients() -> int:
 
 
 def _worker_log_errors(processes: list[fleet.Process]) -> dict[str, Any]:
-    """Tracebacks in the fleet's logs, and the distinct exception lines that ended them."""
+    """Tracebacks in the fleet's logs, and the distinct exception lines that ended them: in
+    plain text lines, and inside JSON log entries (see _log_exceptions)."""
     tracebacks = 0
     kinds: dict[str, int] = {}
     for process in processes:
@@ -657,6 +658,8 @@ def _worker_log_errors(processes: list[fleet.Process]) -> dict[str, Any]:
         for match in re.finditer(r"^([A-Za-z_][\w.]*(?:Error|Exception|Lost\w*)): ?(.{0,120})", text, re.M):
             key = f"{match.group(1)}: {match.group(2)}".strip()
             kinds[key] = kinds.get(key, 0) + 1
+    for key, count in _log_exceptions(processes)["by_exception"].items():
+        kinds[key] = kinds.get(key, 0) + count
     top = sorted(kinds.items(), key=lambda kv: -kv[1])[:8]
     return {"tracebacks": tracebacks, "exceptions": dict(top)}
 
@@ -665,10 +668,9 @@ EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(?:Error|Exception|Reject|Exit|Lost
 
 
 def _log_exceptions(processes: list[fleet.Process]) -> dict[str, Any]:
-    """What ended each traceback in the fleet's JSON logs (which `_worker_log_errors` reads
-    as text and so cannot see inside): per logger and last traceback line, how many log
-    entries carried one, a task id of each kind to look it up by, and the record ids of
-    the record tasks the worker rejected (their message dropped, not re-queued)."""
+    """What ended each traceback in the fleet's JSON logs: per logger and last traceback
+    line, how many log entries carried one, a task id of each kind to look it up by, and the
+    record ids of the record tasks the worker rejected (their message dropped, not re-queued)."""
     kinds: dict[str, int] = {}
     tasks: dict[str, str] = {}
     rejected: set[int] = set()
@@ -873,9 +875,13 @@ def _chaos(orders: int, vhost: str | None = None) -> dict[str, Any]:
             "audit_kinds": _audit_kinds(),
             "records_created_twice": _created_twice(),
             "fleet_log_errors": _worker_log_errors([*workers, *services]),
+            "fleet_log_exceptions": _log_exceptions([*workers, *services]),
             "fuzz": fuzz,
             "foreign_broker_clients_at_start": foreign_clients,
         })
+        figures["rejected_records"] = {  # how each record whose message a worker dropped came back
+            record_id: _trail(record_id)[-EVIDENCE_LINES:]
+            for record_id in figures["fleet_log_exceptions"]["rejected_record_ids"][:EVIDENCE_BILLS]}
         if vhost is not None:
             figures.update({
                 "foreign_broker_clients_at_start": foreign_amqp,
@@ -883,11 +889,7 @@ def _chaos(orders: int, vhost: str | None = None) -> dict[str, Any]:
                 "queues_by_type": amqp.queue_types(vhost),
                 "messages_left_in_queues": {name: n for name, n in amqp.waiting(vhost).items() if n},
                 "worker_transports": sorted({_transport(w) for w in workers}),  # the replacement's too
-                "fleet_log_exceptions": _log_exceptions([*workers, *services]),
             })
-            figures["rejected_records"] = {  # how each record whose message a worker dropped came back
-                record_id: _trail(record_id)[-EVIDENCE_LINES:]
-                for record_id in figures["fleet_log_exceptions"]["rejected_record_ids"][:EVIDENCE_BILLS]}
     finally:
         try:
             if storm is not None and storm.is_alive():

@@ -75,16 +75,24 @@ class Fleet(PairFleet):
 
     def diagnosis(self) -> dict[str, Any]:
         """Where the records stand, for a wait that ran out: the ledger by status, the inbound
-        events by status, and ServiceTitan's webhook deliveries by state."""
-        from mlconnector.db.models import InboundEvent
+        events by status, ServiceTitan's webhook deliveries by state, the messages waiting in
+        the broker's queues, and the trail's retries and failures (what, why, how often)."""
+        from mlconnector.db.models import AuditEvent, InboundEvent
         from mlconnector.db.session import session_scope
 
         with session_scope() as session:
             events = dict(session.execute(select(InboundEvent.status, func.count()).group_by(InboundEvent.status)).all())
+            errors = session.execute(select(AuditEvent.kind, AuditEvent.message, AuditEvent.error, func.count())
+                                     .where(AuditEvent.kind.in_(("retry", "failed")))
+                                     .group_by(AuditEvent.kind, AuditEvent.message, AuditEvent.error).limit(12)).all()
         deliveries: dict[str, int] = {}
         for delivery in requests.get(f"{self.st.url}/_sandbox/webhooks", timeout=10).json()["deliveries"]:
             deliveries[delivery["state"]] = deliveries.get(delivery["state"], 0) + 1
-        return {"records": self.statuses(), "events": events, "webhook_deliveries": deliveries}
+        from mlconnector.fleet_metrics import queue_depths
+
+        return {"records": self.statuses(), "events": events, "webhook_deliveries": deliveries,
+                "waiting_in_broker": {queue: n for queue, n in queue_depths().items() if n},
+                "retries_and_failures": [(kind, message[:80], (error or "")[:200], n) for kind, message, error, n in errors]}
 
     def poll(self, flow: str) -> None:
         from mlconnector import engine
