@@ -89,9 +89,14 @@ class Fleet(PairFleet):
         for delivery in requests.get(f"{self.st.url}/_sandbox/webhooks", timeout=10).json()["deliveries"]:
             deliveries[delivery["state"]] = deliveries.get(delivery["state"], 0) + 1
         from mlconnector.fleet_metrics import queue_depths
+        from mlconnector.settings import get_settings
 
+        broker = get_settings().celery_broker_url
+        # On Redis, what a worker has taken from a queue and not acknowledged waits in kombu's `unacked` hash.
+        taken = redis.Redis.from_url(broker).hlen("unacked") if broker.startswith("redis://") else None
         return {"records": self.statuses(), "events": events, "webhook_deliveries": deliveries,
                 "waiting_in_broker": {queue: n for queue, n in queue_depths().items() if n},
+                "taken_not_acknowledged": taken, "worker_log": str(self.worker.log_path),
                 "retries_and_failures": [(kind, message[:80], (error or "")[:200], n) for kind, message, error, n in errors]}
 
     def poll(self, flow: str) -> None:
