@@ -65,7 +65,7 @@ def broker_countdown(seconds: float | None) -> float | None:
 
 
 # A message that waited in RabbitMQ's delay queues arrives with its routing key behind one
-# binary digit per delay level ("0.1.0. ... .servicetitan-epicor").
+# binary digit per delay level ("0.1.0. ... .<queue>").
 _DELAY_LEVELS = re.compile(r"^(?:[01]\.){%d}" % MAX_NUMBER_OF_BITS_TO_USE)
 
 
