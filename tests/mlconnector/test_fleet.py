@@ -81,14 +81,16 @@ def test_sigkilled_worker_reruns_and_writes_once(fleet_env: dict[str, str], reco
     assert all(count == 1 for count in writes.values()), writes
 
 
-def test_sweeper_brings_back_work_after_redis_flushall(fleet_env: dict[str, str], record_server: RecordServer,
-                                                       start_worker, redis_url: str) -> None:
+def test_sweeper_brings_back_work_after_the_broker_is_flushed(fleet_env: dict[str, str], record_server: RecordServer,
+                                                              start_worker, redis_url: str) -> None:
     from mlconnector import engine
     from mlconnector.tasks import send
 
     ids = [f"f{i}" for i in range(6)]
     _queue_records(record_server, ids)  # queued in Redis, no worker yet
-    redis.Redis.from_url(redis_url).flushall()  # the broker loses every message
+    # The broker loses every message: its own database only. FLUSHALL here emptied the other
+    # test process's broker too, mid-test, and dropped that test's queued webhook events.
+    redis.Redis.from_url(redis_url).flushdb()
     start_worker(fleet_env)
     time.sleep(2)
     assert _statuses() == {"pending": len(ids)}  # nothing ran: the messages are gone
