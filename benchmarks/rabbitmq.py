@@ -40,8 +40,9 @@ def url(vhost: str) -> str:
     return f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/{vhost}"
 
 
-def create_vhost() -> str:
-    vhost = f"mlc_bench_{uuid.uuid4().hex[:10]}"
+def create_vhost(prefix: str = "mlc_bench") -> str:
+    """A new virtual host that the guest user may use fully; its name starts with `prefix`."""
+    vhost = f"{prefix}_{uuid.uuid4().hex[:10]}"
     rabbitmqctl("add_vhost", vhost)
     try:
         rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
@@ -88,19 +89,11 @@ def connections(vhost: str) -> int:
 
 
 def waiting(vhost: str) -> dict[str, int]:
-    """Messages waiting (ready) in each of the vhost's queues, as the broker answers a passive
-    declaration: exact now, where rabbitmqctl's figures for quorum queues lag by seconds."""
-    from kombu import Connection
+    """Messages waiting (ready) in each of the vhost's queues, as the broker answers (see
+    mlconnector.fleet_metrics.amqp_depths)."""
+    from mlconnector.fleet_metrics import amqp_depths
 
-    counts: dict[str, int] = {}
-    with Connection(url(vhost), connect_timeout=10) as connection:
-        channel = connection.channel()
-        for name in sorted(queues(vhost)):
-            try:
-                counts[name] = int(channel.queue_declare(name, passive=True).message_count)
-            except connection.channel_errors:  # gone (auto-delete, exclusive elsewhere) since it was listed
-                channel = connection.channel()
-    return counts
+    return amqp_depths(url(vhost), sorted(queues(vhost)))
 
 
 def purge(vhost: str) -> dict[str, Any]:

@@ -71,35 +71,20 @@ def redis_url() -> str:
     return REDIS_TEST_URL
 
 
-RABBITMQ = ("127.0.0.1", 5672)
-
-
-def _rabbitmqctl(*args: str) -> None:
-    done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
-
-
 @pytest.fixture
 def rabbitmq_url() -> Iterator[str]:
     """A RabbitMQ virtual host of this test's own (its queues, exchanges and messages go with
     it), as the broker URL. Skipped where no RabbitMQ runs: it is the optional broker."""
-    import shutil
-    import socket
+    from benchmarks import rabbitmq
 
+    why = rabbitmq.unavailable()
+    if why:
+        pytest.skip(f"{why} (start it: rabbitmq-server -detached)")
+    vhost = rabbitmq.create_vhost("mlc_test")
     try:
-        socket.create_connection(RABBITMQ, timeout=2).close()
-    except OSError:
-        pytest.skip("RabbitMQ is not running on 127.0.0.1:5672 (start it: rabbitmq-server -detached)")
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not on PATH: a virtual host per test cannot be made")
-    vhost = f"mlc_test_{uuid.uuid4().hex[:10]}"
-    _rabbitmqctl("add_vhost", vhost)
-    try:
-        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        yield f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/{vhost}"
+        yield rabbitmq.url(vhost)
     finally:
-        _rabbitmqctl("delete_vhost", vhost)
+        rabbitmq.delete_vhost(vhost)
 
 
 @pytest.fixture

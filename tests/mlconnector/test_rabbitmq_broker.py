@@ -5,7 +5,6 @@ a worker killed mid-batch) are in tests/test_servicetitan_epicor_e2e.py."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from typing import Any
 
@@ -48,9 +47,9 @@ def test_a_wrong_queue_type_is_refused_naming_its_setting(configure: Any, redis_
 
 
 def _declared_types(vhost: str) -> dict[str, str]:
-    out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "type"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
-    return dict(line.split("\t")[:2] for line in out.splitlines() if "\t" in line and not line.startswith("name"))
+    from benchmarks import rabbitmq
+
+    return {name: queue["type"] for name, queue in rabbitmq.queues(vhost).items()}
 
 
 def test_the_queue_depth_gauge_counts_messages_waiting_in_rabbitmq(configure: Any, redis_url: str,
